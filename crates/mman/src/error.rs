@@ -1,0 +1,228 @@
+//! The one error type of the library: every failure names the operation, what it was applied
+//! to (path, address, offset, length), the OS error, and a hint where one helps.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What kind of failure an [`Error`] is, for callers that want to react to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input cannot be memory-mapped: a pipe, FIFO, socket, directory, a `/proc` or
+    /// `/sys` file, most character devices. Fall back to `read()`.
+    NotMappable,
+    /// An argument is malformed or out of range: a length that overflows, an offset past the
+    /// end of the file, an unaligned fixed address, write+exec without permission.
+    InvalidInput,
+    /// A resource limit stands in the way: `RLIMIT_MEMLOCK`, reserved huge pages, memory.
+    ResourceLimit,
+    /// The kernel or platform lacks the feature.
+    Unsupported,
+    /// A fixed placement found the address range already mapped.
+    AddressInUse,
+    /// The operation is not allowed: file opened read-only, missing capability.
+    PermissionDenied,
+    /// The file does not exist.
+    NotFound,
+    /// Any other operating-system error.
+    Os,
+}
+
+/// An error from an mman operation.
+///
+/// Its `Display` is one line meant for a person:
+/// `mlock 0x7f12a000+4096: Cannot allocate memory (os error 12); hint: RLIMIT_MEMLOCK is ...`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct Error {
+    kind: ErrorKind,
+    op: &'static str,
+    path: Option<PathBuf>,
+    addr: Option<usize>,
+    offset: Option<u64>,
+    len: Option<usize>,
+    reason: Option<String>,
+    hint: Option<String>,
+    #[source]
+    source: Option<io::Error>,
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error reported by the OS for operation `op`; the kind is derived from the errno.
+    pub(crate) fn os(op: &'static str, source: io::Error) -> Self {
+        let kind = kind_of(&source);
+        Error {
+            kind,
+            op,
+            path: None,
+            addr: None,
+            offset: None,
+            len: None,
+            reason: None,
+            hint: None,
+            source: Some(source),
+        }
+    }
+
+    /// An error found by mman itself before asking the OS.
+    pub(crate) fn new(kind: ErrorKind, op: &'static str, reason: impl Into<String>) -> Self {
+        Error {
+            kind,
+            op,
+            path: None,
+            addr: None,
+            offset: None,
+            len: None,
+            reason: Some(reason.into()),
+            hint: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_path(mut self, path: Option<&Path>) -> Self {
+        self.path = path.map(Path::to_path_buf);
+        self
+    }
+    pub(crate) fn with_addr(mut self, addr: usize, len: usize) -> Self {
+        self.addr = Some(addr);
+        self.len = Some(len);
+        self
+    }
+    pub(crate) fn with_range(mut self, offset: u64, len: Option<usize>) -> Self {
+        self.offset = Some(offset);
+        self.len = len;
+        self
+    }
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    /// The operation that failed, such as `"mmap"` or `"mlock"`.
+    pub fn operation(&self) -> &'static str {
+        self.op
+    }
+    /// The file involved, when there was one and its name is known.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+    /// The OS error, when the OS reported one.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+    /// The errno, when the OS reported one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.as_ref().and_then(io::Error::raw_os_error)
+    }
+    /// The advice attached to the error, if any.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    fn render(&self) -> String {
+        use fmt::Write;
+        let mut s = String::from(self.op);
+        if let Some(p) = &self.path {
+            let _ = write!(s, " {}", p.display());
+        }
+        if let Some(a) = self.addr {
+            let _ = write!(s, " at {a:#x}");
+        }
+        match (self.offset, self.len) {
+            (Some(o), Some(l)) => {
+                let _ = write!(s, " (offset {o}, length {l})");
+            }
+            (Some(o), None) => {
+                let _ = write!(s, " (offset {o})");
+            }
+            (None, Some(l)) => {
+                let _ = write!(s, " (length {l})");
+            }
+            (None, None) => {}
+        }
+        s.push_str(": ");
+        match (&self.reason, &self.source) {
+            (Some(r), Some(e)) => {
+                let _ = write!(s, "{r}: {e}");
+            }
+            (Some(r), None) => s.push_str(r),
+            (None, Some(e)) => {
+                let _ = write!(s, "{e}");
+            }
+            (None, None) => s.push_str("failed"),
+        }
+        if let Some(h) = &self.hint {
+            let _ = write!(s, "; hint: {h}");
+        }
+        s
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Unsupported | ErrorKind::NotMappable => io::ErrorKind::Unsupported,
+            ErrorKind::AddressInUse => io::ErrorKind::AddrInUse,
+            ErrorKind::ResourceLimit => io::ErrorKind::OutOfMemory,
+            ErrorKind::Os => e
+                .source
+                .as_ref()
+                .map(io::Error::kind)
+                .unwrap_or(io::ErrorKind::Other),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+fn kind_of(e: &io::Error) -> ErrorKind {
+    match e.raw_os_error() {
+        Some(libc::ENODEV) => ErrorKind::NotMappable,
+        Some(libc::EINVAL) | Some(libc::EOVERFLOW) => ErrorKind::InvalidInput,
+        Some(libc::ENOMEM) | Some(libc::EAGAIN) => ErrorKind::ResourceLimit,
+        Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
+        Some(libc::EEXIST) => ErrorKind::AddressInUse,
+        Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
+        Some(libc::ENOENT) => ErrorKind::NotFound,
+        _ => ErrorKind::Os,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_operation_subject_os_error_and_hint() {
+        let e = Error::os("mlock", io::Error::from_raw_os_error(libc::ENOMEM))
+            .with_addr(0x1000, 4096)
+            .with_hint("raise RLIMIT_MEMLOCK");
+        let s = e.to_string();
+        assert!(s.starts_with("mlock at 0x1000 (length 4096): "), "{s}");
+        assert!(s.contains("os error 12"), "{s}");
+        assert!(s.ends_with("; hint: raise RLIMIT_MEMLOCK"), "{s}");
+        assert_eq!(e.kind(), ErrorKind::ResourceLimit);
+    }
+
+    #[test]
+    fn io_error_conversion_keeps_kind() {
+        let e = Error::new(ErrorKind::NotMappable, "mmap", "is a FIFO").with_path(Some(Path::new("/tmp/f")));
+        assert_eq!(e.to_string(), "mmap /tmp/f: is a FIFO");
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::Unsupported);
+    }
+}

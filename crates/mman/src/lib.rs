@@ -1,0 +1,120 @@
+//! # mman: the Unix memory-mapping API, sound and fast
+//!
+//! `mman` wraps `mmap(2)` and its companions (`munmap`, `mprotect`, `mlock`, `mlockall`,
+//! `msync`, `madvise`, `mincore`, `mremap`) in safe Rust, and uses them to move file data
+//! as fast as the kernel allows ([`transfer`], the engine of `mman cat`).
+//!
+//! ## The model: who else can touch the memory?
+//!
+//! A Rust reference (`&[u8]`, `&mut [u8]`) promises that nobody changes the bytes while it
+//! lives. A mapping of a file, or of memory shared with other processes, cannot keep that
+//! promise by itself: another process may write the file, or truncate it (and then a touch
+//! of the vanished pages raises SIGBUS). So mman sorts memory by who can reach it:
+//!
+//! | memory | type | safe access |
+//! |---|---|---|
+//! | private anonymous: only this process | [`ExclusiveMap`] | `Deref`/`DerefMut` to `[u8]` |
+//! | a file (shared or private), shared anonymous memory | [`Mapping`] | copies: [`Mapping::read_at`], [`Mapping::write_at`], [`Mapping::load`]/[`Mapping::store`] (atomic accesses), [`Mapping::write_to`] (the kernel copies), atomics in place ([`Mapping::atomic_u64`]) |
+//! | the same, when the caller can vouch nobody interferes | [`Mapping`] | `unsafe` [`Mapping::as_slice`] / [`Mapping::as_mut_slice`], whose contracts say what to guarantee |
+//!
+//! Side by side with memmap2:
+//!
+//! | | memmap2 | mman |
+//! |---|---|---|
+//! | map a file | `unsafe { Mmap::map(&file) }`, then `&[u8]` everywhere | `MapOptions::new().map(&file)` is safe; the copies are safe; only slices are `unsafe` |
+//! | where the danger is stated | at construction, once, far from the use | at the slice, where the assumption is made |
+//! | anonymous memory | `MmapMut::map_anon` derefs (shared or not) | only *private* anonymous memory derefs; shared anonymous memory is a `Mapping` |
+//! | offset | must be handled by the caller for some calls | any byte offset; aligned internally, exact bytes handed back |
+//! | zero length / empty file | error | an empty mapping |
+//! | pipes, `/proc` files | an OS error | [`ErrorKind::NotMappable`], to fall back to `read()` |
+//! | errors | `io::Error` | [`Error`]: the operation, path, address and length, OS error, and a hint (for example `RLIMIT_MEMLOCK` and how to raise it) |
+//!
+//! ## Example
+//!
+//! ```
+//! use mman::{MapOptions, FlushMode, Protection};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("data");
+//! std::fs::write(&path, b"hello, mapped world")?;
+//!
+//! // Read: map the file, copy out exactly the bytes asked for (any offset).
+//! let map = MapOptions::new().offset(7).len(6).map_path(&path)?;
+//! let mut word = [0u8; 6];
+//! map.read_at(0, &mut word)?;
+//! assert_eq!(&word, b"mapped");
+//!
+//! // Write through a shared mapping; read() sees it; msync makes it durable.
+//! let map = MapOptions::new().read_write().shared().map_path(&path)?;
+//! map.write_at(0, b"HELLO")?;
+//! map.flush(.., FlushMode::Sync)?;
+//! assert_eq!(&std::fs::read(&path)?[..5], b"HELLO");
+//!
+//! // Private anonymous memory is this process's alone: it is a plain slice.
+//! let mut scratch = mman::ExclusiveMap::new(4096)?;
+//! scratch[0] = 42;
+//! assert_eq!(scratch[0], 42);
+//!
+//! // Protection is tracked: a write to a read-only mapping is an error, not a SIGSEGV.
+//! let mut anon = MapOptions::new().len(4096).map_anonymous()?;
+//! anon.protect(Protection::READ)?;
+//! assert!(anon.write_at(0, b"x").is_err());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Modules
+//! * [`map`]: mappings and their operations.
+//! * [`transfer`]: copying a file to a descriptor by `read`, mapping, `vmsplice`, `splice`
+//!   or `copy_file_range`.
+//!
+//! Linux is the full target; the mapping core also builds on macOS and FreeBSD, where the
+//! Linux-only calls report [`ErrorKind::Unsupported`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod map;
+mod sys;
+pub mod transfer;
+
+pub use error::{Error, ErrorKind, Result};
+pub use map::{
+    lock_all, memlock_limit, page_size, unlock_all, Advice, ExclusiveMap, FlushMode, LockAll, MapOptions,
+    Mapping, Protection, Residency,
+};
+
+/// Resource usage of this process, as `getrusage(RUSAGE_SELF)` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Page faults served without I/O.
+    pub minor_faults: u64,
+    /// Page faults that needed I/O.
+    pub major_faults: u64,
+    /// CPU seconds in user mode.
+    pub user_seconds: f64,
+    /// CPU seconds in the kernel.
+    pub system_seconds: f64,
+}
+
+impl Usage {
+    /// The figures now.
+    pub fn now() -> Usage {
+        let (minor_faults, major_faults, user_seconds, system_seconds) = sys::rusage_self();
+        Usage {
+            minor_faults,
+            major_faults,
+            user_seconds,
+            system_seconds,
+        }
+    }
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            minor_faults: self.minor_faults - earlier.minor_faults,
+            major_faults: self.major_faults - earlier.major_faults,
+            user_seconds: self.user_seconds - earlier.user_seconds,
+            system_seconds: self.system_seconds - earlier.system_seconds,
+        }
+    }
+}

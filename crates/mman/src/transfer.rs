@@ -1,0 +1,476 @@
+//! Moving a file's bytes to a descriptor: the engine of `mman cat`.
+//!
+//! Five methods, each correct on every input (falling back when the kernel refuses):
+//!
+//! | method | how | copies by the CPU |
+//! |---|---|---|
+//! | [`Method::Read`] | `read()` into a 128 KiB buffer, `write()` out | two (page cache → buffer → destination) |
+//! | [`Method::Map`] | map the file, `write()` from the mapping (the seed's cat) | one, but from cold memory through page faults |
+//! | [`Method::Vmsplice`] | map the file, `vmsplice()` its pages into the pipe | none here: the pipe holds references to the pages |
+//! | [`Method::Splice`] | `splice()` from the file into the pipe | none here: the page cache pages go into the pipe |
+//! | [`Method::CopyFileRange`] | `copy_file_range()` into a regular file | one in the kernel, or none (reflink) |
+//!
+//! [`Method::Auto`] picks: splice into a pipe, copy_file_range into a regular file, read()
+//! elsewhere and for inputs that cannot be mapped or spliced (pipes, `/proc` files,
+//! terminals). Why `Map` loses to `Read`: each 4 KiB page of the mapping costs a page-table
+//! entry set up (a fault, or MAP_POPULATE's walk), the copy reads 1 GiB of distinct virtual
+//! addresses (TLB misses, no cache reuse) instead of one 128 KiB buffer that stays in L2,
+//! and munmap tears down the page tables and flushes the TLB. Read's second copy is from a
+//! hot buffer and costs less than all that.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::error::{Error, ErrorKind};
+use crate::map::{Advice, MapOptions};
+use crate::sys;
+
+/// How the bytes are moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// The fastest correct method for the destination.
+    Auto,
+    /// `read()` and `write()` through a buffer.
+    Read,
+    /// `write()` from a mapping of the file.
+    Map,
+    /// `vmsplice()` of a mapping's pages into a pipe.
+    Vmsplice,
+    /// `splice()` from the file into a pipe (through an intermediate pipe for other
+    /// destinations).
+    Splice,
+    /// `copy_file_range()` into a regular file.
+    CopyFileRange,
+}
+
+impl Method {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Read => "read",
+            Method::Map => "map",
+            Method::Vmsplice => "vmsplice",
+            Method::Splice => "splice",
+            Method::CopyFileRange => "copy_file_range",
+        }
+    }
+}
+
+/// Which end of a transfer failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Reading the input (the file is bad; go on with the next one).
+    Input,
+    /// Writing the output (usually fatal: a closed pipe, a full disk).
+    Output,
+}
+
+/// A failed transfer: which side, and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct TransferError {
+    /// Which end failed.
+    pub side: Side,
+    /// What happened.
+    pub error: Error,
+}
+
+impl TransferError {
+    fn input(error: Error) -> Self {
+        TransferError {
+            side: Side::Input,
+            error,
+        }
+    }
+    fn output(error: Error) -> Self {
+        TransferError {
+            side: Side::Output,
+            error,
+        }
+    }
+    /// Whether the output was a pipe whose reader went away (`EPIPE`).
+    pub fn is_broken_pipe(&self) -> bool {
+        self.side == Side::Output && self.error.raw_os_error() == Some(libc::EPIPE)
+    }
+}
+
+/// What a transfer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// System calls made to move them.
+    pub syscalls: u64,
+    /// The methods that moved bytes, in order (a fallback adds one).
+    pub methods: Vec<Method>,
+}
+
+impl Transfer {
+    fn used(&mut self, m: Method, bytes: u64) {
+        self.bytes += bytes;
+        if bytes > 0 && !self.methods.contains(&m) {
+            self.methods.push(m);
+        }
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+const BUF: usize = 128 << 10;
+
+/// A destination descriptor, examined once, that files are copied into.
+#[derive(Debug)]
+pub struct Sink<'fd> {
+    fd: BorrowedFd<'fd>,
+    info: Option<sys::FileInfo>,
+    buf: Vec<u8>,
+    relay: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+}
+
+impl<'fd> Sink<'fd> {
+    /// Examine `fd` (a pipe is grown to 1 MiB where the system allows, which halves the
+    /// context switches of every method).
+    pub fn new(fd: BorrowedFd<'fd>) -> Self {
+        let info = sys::file_info(fd).ok();
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if info.is_some_and(|i| i.kind == sys::FileType::Fifo) {
+            sys::zerocopy::grow_pipe(fd, CHUNK);
+        }
+        Sink {
+            fd,
+            info,
+            buf: Vec::new(),
+            relay: None,
+        }
+    }
+
+    fn is_pipe(&self) -> bool {
+        self.info.is_some_and(|i| i.kind == sys::FileType::Fifo)
+    }
+    fn is_regular(&self) -> bool {
+        self.info.is_some_and(|i| i.kind == sys::FileType::Regular)
+    }
+
+    /// The method [`Method::Auto`] picks for an input of this kind.
+    pub fn auto_method(&self, mappable: bool) -> Method {
+        if !mappable || !cfg!(any(target_os = "linux", target_os = "android")) {
+            Method::Read
+        } else if self.is_pipe() {
+            Method::Splice
+        } else if self.is_regular() {
+            Method::CopyFileRange
+        } else {
+            Method::Read
+        }
+    }
+
+    /// Copy everything from `input`'s current offset to its end into the sink, with `method`
+    /// where it applies. `name` is used in error messages.
+    pub fn copy_from(
+        &mut self,
+        input: BorrowedFd<'_>,
+        name: &std::path::Path,
+        method: Method,
+    ) -> Result<Transfer, TransferError> {
+        let in_err = |e: Error| TransferError::input(e.with_path(Some(name)));
+        let info = sys::file_info(input).map_err(|e| in_err(Error::os("fstat", e)))?;
+        if info.kind == sys::FileType::Directory {
+            return Err(in_err(Error::os(
+                "read",
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            )));
+        }
+        let start = sys::offset_of(input);
+        if let (Some(out), Some(pos)) = (self.info, start) {
+            // GNU cat's rule: copying a non-empty rest of a regular file onto itself would
+            // never end.
+            if info.kind == sys::FileType::Regular
+                && out.kind == sys::FileType::Regular
+                && (out.dev, out.ino) == (info.dev, info.ino)
+                && pos < info.size
+            {
+                return Err(in_err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "cat",
+                    "input file is output file",
+                )));
+            }
+        }
+        let mappable = info.kind == sys::FileType::Regular && start.is_some_and(|p| p < info.size);
+        let method = match method {
+            Method::Auto => self.auto_method(mappable),
+            m if !mappable => {
+                let _ = m;
+                Method::Read
+            }
+            m => m,
+        };
+        let mut t = Transfer::default();
+        let pos = start.unwrap_or(0);
+        let end = info.size;
+        let done = match method {
+            Method::Read | Method::Auto => 0,
+            Method::Map => self.via_map(input, name, pos, end, &mut t)?,
+            Method::Vmsplice => self.via_vmsplice(input, name, pos, end, &mut t)?,
+            Method::Splice => self.via_splice(input, pos, &mut t)?,
+            Method::CopyFileRange => self.via_copy_range(input, &mut t)?,
+        };
+        if done > 0 {
+            sys::seek_to(input, pos + done).map_err(|e| in_err(Error::os("lseek", e)))?;
+        }
+        // Whatever is left (the file grew, a fast method was refused, or it was the method):
+        // read() to the end.
+        self.via_read(input, &mut t).map_err(|e| match e.side {
+            Side::Input => TransferError::input(e.error.with_path(Some(name))),
+            Side::Output => e,
+        })?;
+        Ok(t)
+    }
+
+    fn via_read(&mut self, input: BorrowedFd<'_>, t: &mut Transfer) -> Result<(), TransferError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; BUF];
+        }
+        loop {
+            let n =
+                sys::read(input, &mut self.buf).map_err(|e| TransferError::input(Error::os("read", e)))?;
+            t.syscalls += 1;
+            if n == 0 {
+                return Ok(());
+            }
+            t.syscalls += sys::write_all(self.fd, &self.buf[..n])
+                .map_err(|e| TransferError::output(Error::os("write", e)))?;
+            t.used(Method::Read, n as u64);
+        }
+    }
+
+    fn via_map(
+        &mut self,
+        input: BorrowedFd<'_>,
+        name: &std::path::Path,
+        pos: u64,
+        end: u64,
+        t: &mut Transfer,
+    ) -> Result<u64, TransferError> {
+        let map = match MapOptions::new().offset(pos).len((end - pos) as usize).map(input) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotMappable => return Ok(0),
+            Err(e) => return Err(TransferError::input(e.with_path(Some(name)))),
+        };
+        t.syscalls += 1;
+        // Read-ahead in big steps, and drop pages behind us from this mapping.
+        let _ = map.advise(.., Advice::Sequential);
+        let mut done = 0usize;
+        while done < map.len() {
+            let step = (map.len() - done).min(64 << 20);
+            // One write() per step; write_to loops on short writes.
+            let n = map.write_to(self.fd, done..done + step).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EFAULT) {
+                    TransferError::input(e)
+                } else {
+                    TransferError::output(e)
+                }
+            })?;
+            t.syscalls += 1;
+            done += n as usize;
+        }
+        t.used(Method::Map, done as u64);
+        Ok(done as u64)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn via_vmsplice(
+        &mut self,
+        input: BorrowedFd<'_>,
+        name: &std::path::Path,
+        pos: u64,
+        end: u64,
+        t: &mut Transfer,
+    ) -> Result<u64, TransferError> {
+        if !self.is_pipe() {
+            // vmsplice needs a pipe; the mapping still serves through write().
+            return self.via_map(input, name, pos, end, t);
+        }
+        let map = match MapOptions::new().offset(pos).len((end - pos) as usize).map(input) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotMappable => return Ok(0),
+            Err(e) => return Err(TransferError::input(e.with_path(Some(name)))),
+        };
+        t.syscalls += 1;
+        let _ = map.advise(.., Advice::Sequential);
+        let mut done = 0usize;
+        while done < map.len() {
+            let step = (map.len() - done).min(CHUNK);
+            // SAFETY: `done..done+step` is inside the live, readable mapping. The pipe takes
+            // references to the page-cache pages, which outlive our munmap.
+            let r = unsafe { sys::zerocopy::vmsplice(self.fd, map.as_ptr().add(done), step) };
+            t.syscalls += 1;
+            match r {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    return self.via_map(input, name, pos, end, t);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                    return Err(TransferError::input(Error::os("vmsplice", e)))
+                }
+                Err(e) => return Err(TransferError::output(Error::os("vmsplice", e))),
+            }
+        }
+        t.used(Method::Vmsplice, done as u64);
+        Ok(done as u64)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn via_splice(
+        &mut self,
+        input: BorrowedFd<'_>,
+        pos: u64,
+        t: &mut Transfer,
+    ) -> Result<u64, TransferError> {
+        let mut off = pos;
+        if self.is_pipe() {
+            loop {
+                let r = sys::zerocopy::splice(input, Some(&mut off), self.fd, CHUNK);
+                t.syscalls += 1;
+                match r {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if off == pos && refused(&e) => return Ok(0),
+                    Err(e) if is_output_errno(&e) => {
+                        return Err(TransferError::output(Error::os("splice", e)))
+                    }
+                    Err(e) => return Err(TransferError::input(Error::os("splice", e))),
+                }
+            }
+            t.used(Method::Splice, off - pos);
+            return Ok(off - pos);
+        }
+        // Not a pipe: relay through one of our own.
+        if self.relay.is_none() {
+            let p = sys::zerocopy::pipe().map_err(|e| TransferError::input(Error::os("pipe", e)))?;
+            sys::zerocopy::grow_pipe(p.1.as_fd(), CHUNK);
+            self.relay = Some(p);
+        }
+        let Some((rd, wr)) = self.relay.take() else {
+            return Ok(0);
+        };
+        let result = self.relay_splice(input, &mut off, rd.as_fd(), wr.as_fd(), t);
+        self.relay = Some((rd, wr));
+        result?;
+        t.used(Method::Splice, off - pos);
+        Ok(off - pos)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn relay_splice(
+        &mut self,
+        input: BorrowedFd<'_>,
+        off: &mut u64,
+        rd: BorrowedFd<'_>,
+        wr: BorrowedFd<'_>,
+        t: &mut Transfer,
+    ) -> Result<(), TransferError> {
+        let start = *off;
+        loop {
+            let n = match sys::zerocopy::splice(input, Some(off), wr, CHUNK) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if *off == start && refused(&e) => return Ok(()),
+                Err(e) => return Err(TransferError::input(Error::os("splice", e))),
+            };
+            t.syscalls += 1;
+            let mut left = n;
+            while left > 0 {
+                match sys::zerocopy::splice(rd, None, self.fd, left) {
+                    Ok(m) => left -= m,
+                    Err(e) if refused(&e) => {
+                        // The destination takes no splice: drain the relay by hand.
+                        self.drain(rd, left, t)?;
+                        left = 0;
+                    }
+                    Err(e) => return Err(TransferError::output(Error::os("splice", e))),
+                }
+                t.syscalls += 1;
+            }
+        }
+    }
+
+    fn drain(&mut self, rd: BorrowedFd<'_>, mut left: usize, t: &mut Transfer) -> Result<(), TransferError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; BUF];
+        }
+        while left > 0 {
+            let want = left.min(self.buf.len());
+            let n = sys::read(rd, &mut self.buf[..want])
+                .map_err(|e| TransferError::input(Error::os("read", e)))?;
+            t.syscalls += 1;
+            t.syscalls += sys::write_all(self.fd, &self.buf[..n])
+                .map_err(|e| TransferError::output(Error::os("write", e)))?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn via_copy_range(&mut self, input: BorrowedFd<'_>, t: &mut Transfer) -> Result<u64, TransferError> {
+        if !self.is_regular() {
+            return Ok(0);
+        }
+        let mut moved = 0u64;
+        loop {
+            let r = sys::zerocopy::copy_file_range(input, self.fd, 1 << 30);
+            t.syscalls += 1;
+            match r {
+                Ok(0) => break,
+                Ok(n) => moved += n as u64,
+                // Refused (cross-device on old kernels, O_APPEND output, a filesystem
+                // without support): read() takes over from the current offsets.
+                Err(e) if refused(&e) || e.raw_os_error() == Some(libc::EBADF) => break,
+                Err(e) if is_output_errno(&e) => {
+                    return Err(TransferError::output(Error::os("copy_file_range", e)))
+                }
+                Err(e) => return Err(TransferError::input(Error::os("copy_file_range", e))),
+            }
+        }
+        t.used(Method::CopyFileRange, moved);
+        // copy_file_range moved the input offset itself.
+        Ok(0)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn via_vmsplice(
+        &mut self,
+        input: BorrowedFd<'_>,
+        name: &std::path::Path,
+        pos: u64,
+        end: u64,
+        t: &mut Transfer,
+    ) -> Result<u64, TransferError> {
+        self.via_map(input, name, pos, end, t)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn via_splice(&mut self, _: BorrowedFd<'_>, _: u64, _: &mut Transfer) -> Result<u64, TransferError> {
+        Ok(0)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn via_copy_range(&mut self, _: BorrowedFd<'_>, _: &mut Transfer) -> Result<u64, TransferError> {
+        Ok(0)
+    }
+}
+
+/// The kernel declined the call for these descriptors: another method will do.
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EXDEV)
+    )
+}
+
+fn is_output_errno(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EAGAIN)
+    )
+}
