@@ -33,9 +33,12 @@ pub enum ErrorKind {
 ///
 /// Its `Display` is one line meant for a person:
 /// `mlock 0x7f12a000+4096: Cannot allocate memory (os error 12); hint: RLIMIT_MEMLOCK is ...`.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct Error {
+///
+/// It is one pointer wide, so a `Result<(), Error>` costs no more than a `bool` to return.
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     op: &'static str,
     path: Option<PathBuf>,
@@ -44,8 +47,25 @@ pub struct Error {
     len: Option<usize>,
     reason: Option<String>,
     hint: Option<String>,
-    #[source]
     source: Option<io::Error>,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source.as_ref().map(|e| e as _)
+    }
 }
 
 /// The library's result type.
@@ -55,7 +75,7 @@ impl Error {
     /// An error reported by the OS for operation `op`; the kind is derived from the errno.
     pub(crate) fn os(op: &'static str, source: io::Error) -> Self {
         let kind = kind_of(&source);
-        Error {
+        Error(Box::new(Inner {
             kind,
             op,
             path: None,
@@ -65,12 +85,12 @@ impl Error {
             reason: None,
             hint: None,
             source: Some(source),
-        }
+        }))
     }
 
     /// An error found by mman itself before asking the OS.
     pub(crate) fn new(kind: ErrorKind, op: &'static str, reason: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             op,
             path: None,
@@ -80,67 +100,67 @@ impl Error {
             reason: Some(reason.into()),
             hint: None,
             source: None,
-        }
+        }))
     }
 
     pub(crate) fn with_path(mut self, path: Option<&Path>) -> Self {
-        self.path = path.map(Path::to_path_buf);
+        self.0.path = path.map(Path::to_path_buf);
         self
     }
     pub(crate) fn with_addr(mut self, addr: usize, len: usize) -> Self {
-        self.addr = Some(addr);
-        self.len = Some(len);
+        self.0.addr = Some(addr);
+        self.0.len = Some(len);
         self
     }
     pub(crate) fn with_range(mut self, offset: u64, len: Option<usize>) -> Self {
-        self.offset = Some(offset);
-        self.len = len;
+        self.0.offset = Some(offset);
+        self.0.len = len;
         self
     }
     pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.0.hint = Some(hint.into());
         self
     }
     pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
-        self.kind = kind;
+        self.0.kind = kind;
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
     /// The operation that failed, such as `"mmap"` or `"mlock"`.
     pub fn operation(&self) -> &'static str {
-        self.op
+        self.0.op
     }
     /// The file involved, when there was one and its name is known.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
     /// The OS error, when the OS reported one.
     pub fn os_error(&self) -> Option<&io::Error> {
-        self.source.as_ref()
+        self.0.source.as_ref()
     }
     /// The errno, when the OS reported one.
     pub fn raw_os_error(&self) -> Option<i32> {
-        self.source.as_ref().and_then(io::Error::raw_os_error)
+        self.0.source.as_ref().and_then(io::Error::raw_os_error)
     }
     /// The advice attached to the error, if any.
     pub fn hint(&self) -> Option<&str> {
-        self.hint.as_deref()
+        self.0.hint.as_deref()
     }
 
     fn render(&self) -> String {
         use fmt::Write;
-        let mut s = String::from(self.op);
-        if let Some(p) = &self.path {
+        let mut s = String::from(self.0.op);
+        if let Some(p) = &self.0.path {
             let _ = write!(s, " {}", p.display());
         }
-        if let Some(a) = self.addr {
+        if let Some(a) = self.0.addr {
             let _ = write!(s, " at {a:#x}");
         }
-        match (self.offset, self.len) {
+        match (self.0.offset, self.0.len) {
             (Some(o), Some(l)) => {
                 let _ = write!(s, " (offset {o}, length {l})");
             }
@@ -153,7 +173,7 @@ impl Error {
             (None, None) => {}
         }
         s.push_str(": ");
-        match (&self.reason, &self.source) {
+        match (&self.0.reason, &self.0.source) {
             (Some(r), Some(e)) => {
                 let _ = write!(s, "{r}: {e}");
             }
@@ -163,7 +183,7 @@ impl Error {
             }
             (None, None) => s.push_str("failed"),
         }
-        if let Some(h) = &self.hint {
+        if let Some(h) = &self.0.hint {
             let _ = write!(s, "; hint: {h}");
         }
         s
@@ -172,18 +192,19 @@ impl Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match e.kind {
+        let kind = match e.0.kind {
             ErrorKind::NotFound => io::ErrorKind::NotFound,
             ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
             ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
             ErrorKind::Unsupported | ErrorKind::NotMappable => io::ErrorKind::Unsupported,
             ErrorKind::AddressInUse => io::ErrorKind::AddrInUse,
             ErrorKind::ResourceLimit => io::ErrorKind::OutOfMemory,
-            ErrorKind::Os => e
-                .source
-                .as_ref()
-                .map(io::Error::kind)
-                .unwrap_or(io::ErrorKind::Other),
+            ErrorKind::Os => {
+                e.0.source
+                    .as_ref()
+                    .map(io::Error::kind)
+                    .unwrap_or(io::ErrorKind::Other)
+            }
         };
         io::Error::new(kind, e)
     }

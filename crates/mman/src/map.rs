@@ -1045,9 +1045,9 @@ impl Mapping {
             return Ok(());
         }
         let how = match mode {
-            FlushMode::Sync => sys::Sync::Sync,
-            FlushMode::Async => sys::Sync::Async,
-            FlushMode::Invalidate => sys::Sync::Invalidate,
+            FlushMode::Sync => sys::MsyncMode::Sync,
+            FlushMode::Async => sys::MsyncMode::Async,
+            FlushMode::Invalidate => sys::MsyncMode::Invalidate,
         };
         // SAFETY: our own range. Invalidate may change a private mapping's bytes, which no
         // safe reference can observe: a Mapping hands out copies only (as_slice's contract
@@ -1373,7 +1373,7 @@ mod tests {
         assert_eq!(resolve(2..5, 10), Some((2, 5)));
         assert_eq!(resolve(2..=5, 10), Some((2, 6)));
         assert_eq!(resolve(5..11, 10), None);
-        assert_eq!(resolve(6..5, 10), None);
+        assert_eq!(resolve(std::ops::Range { start: 6, end: 5 }, 10), None);
         assert_eq!(resolve(..=usize::MAX, 10), None);
     }
 

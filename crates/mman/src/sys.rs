@@ -114,6 +114,8 @@ fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     if r.huge_page_size.is_some() {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
+    // No MAP_POPULATE or portable MAP_NORESERVE here: both are advisory, so they are dropped.
+    let _ = (r.populate, r.no_reserve);
     Ok(f)
 }
 
@@ -197,6 +199,7 @@ pub struct LockAll {
 }
 
 /// `mlockall(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn mlockall(how: LockAll) -> io::Result<()> {
     use rustix::mm::MlockAllFlags;
     let mut f = MlockAllFlags::empty();
@@ -207,24 +210,52 @@ pub fn mlockall(how: LockAll) -> io::Result<()> {
         f |= MlockAllFlags::FUTURE;
     }
     if how.on_fault {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            f |= MlockAllFlags::ONFAULT;
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        f |= MlockAllFlags::ONFAULT;
     }
     Ok(rustix::mm::mlockall(f)?)
 }
 
+/// `mlockall(2)`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn mlockall(how: LockAll) -> io::Result<()> {
+    if how.on_fault {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    let mut f = 0;
+    if how.current {
+        f |= libc::MCL_CURRENT;
+    }
+    if how.future {
+        f |= libc::MCL_FUTURE;
+    }
+    // SAFETY: mlockall changes residency only.
+    if unsafe { libc::mlockall(f) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `munlockall(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn munlockall() -> io::Result<()> {
     Ok(rustix::mm::munlockall()?)
 }
 
+/// `munlockall(2)`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn munlockall() -> io::Result<()> {
+    // SAFETY: munlockall changes residency only.
+    if unsafe { libc::munlockall() } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The `msync(2)` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sync {
+pub enum MsyncMode {
     Sync,
     Async,
     Invalidate,
@@ -235,11 +266,11 @@ pub enum Sync {
 /// # Safety
 /// `MS_INVALIDATE` may replace the contents of a private mapping's pages with the file's:
 /// no reference may assume the old contents.
-pub unsafe fn msync(addr: *mut c_void, len: usize, how: Sync) -> io::Result<()> {
+pub unsafe fn msync(addr: *mut c_void, len: usize, how: MsyncMode) -> io::Result<()> {
     let f = match how {
-        Sync::Sync => MsyncFlags::SYNC,
-        Sync::Async => MsyncFlags::ASYNC,
-        Sync::Invalidate => MsyncFlags::INVALIDATE,
+        MsyncMode::Sync => MsyncFlags::SYNC,
+        MsyncMode::Async => MsyncFlags::ASYNC,
+        MsyncMode::Invalidate => MsyncFlags::INVALIDATE,
     };
     // SAFETY: forwarded from the caller.
     Ok(unsafe { rustix::mm::msync(addr, len, f) }?)

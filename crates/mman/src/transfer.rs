@@ -18,7 +18,12 @@
 //! and munmap tears down the page tables and flushes the TLB. Read's second copy is from a
 //! hot buffer and costs less than all that.
 
-use std::os::fd::{AsFd, BorrowedFd};
+// Elsewhere the zero-copy paths compile away and only read() and mapping remain.
+#![cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
 
 use crate::error::{Error, ErrorKind};
 use crate::map::{Advice, MapOptions};
