@@ -64,6 +64,9 @@
 //!
 //! ## Modules
 //! * [`map`]: mappings and their operations.
+//! * [`shm`]: shared memory between processes: anonymous, named POSIX objects, sealed
+//!   memfds, descriptor passing.
+//! * `sync` (Linux): process-shared semaphores and locks that live inside mappings.
 //! * [`transfer`]: copying a file to a descriptor by `read`, mapping, `vmsplice`, `splice`
 //!   or `copy_file_range`.
 //!
@@ -75,6 +78,9 @@
 
 mod error;
 pub mod map;
+pub mod shm;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod sync;
 mod sys;
 pub mod transfer;
 

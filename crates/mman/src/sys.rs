@@ -11,10 +11,14 @@ use std::sync::OnceLock;
 
 use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
+pub mod shm;
+
 /// The base page size of this system.
 pub fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
-    *PAGE.get_or_init(rustix::param::page_size)
+    // sysconf rather than rustix's auxv reader, which valgrind's synthetic stack confuses.
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
 }
 
 /// Protection bits as the kernel takes them.
@@ -573,4 +577,37 @@ pub fn default_huge_page_size() -> Option<usize> {
     let line = info.lines().find(|l| l.starts_with("Hugepagesize:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+// ---------------------------------------------------------------------------------------
+// Futexes (Linux): the sleeping half of mman's process-shared primitives.
+
+/// `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`: waiters may be in other processes) while
+/// `*word == expected`, for at most `timeout` (measured on CLOCK_MONOTONIC by the kernel).
+/// Returns `Ok(false)` on timeout, `Ok(true)` when woken, the value changed or a signal came.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    use rustix::thread::futex;
+    let ts = timeout.map(|d| futex::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(true),
+        Err(rustix::io::Errno::TIMEDOUT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `FUTEX_WAKE` of up to `n` waiters (shared). Returns how many were woken.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) -> usize {
+    use rustix::thread::futex;
+    // The only failures are EFAULT/EINVAL for a bad address, which a `&AtomicU32` rules out.
+    futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
 }

@@ -1,0 +1,560 @@
+//! Shared memory between processes: anonymous memory inherited across `fork`, named POSIX
+//! shared-memory objects, memfd objects with seals, and passing a descriptor to an unrelated
+//! process over a Unix socket.
+//!
+//! ```
+//! # fn main() -> mman::Result<()> {
+//! use mman::shm::SharedMemory;
+//! let name = format!("doc-{}", std::process::id());
+//! let obj = SharedMemory::create(&name, 4096)?;        // /dev/shm/mman.doc-PID, mode 0600
+//! obj.map()?.write_at(0, b"hello")?;
+//! let peer = SharedMemory::open(&name, 4096)?;        // checks type, owner, mode and size
+//! let mut buf = [0u8; 5];
+//! peer.map()?.read_at(0, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! # Ok(()) }                                           // `obj` unlinks the name on drop
+//! ```
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::map::{MapOptions, Mapping};
+use crate::sys::shm as sys;
+
+/// The prefix of every object mman creates, so `mman shm list` can tell them apart.
+pub const PREFIX: &str = "mman.";
+
+const CREATOR_TAG: &str = "user.mman.creator";
+
+/// Anonymous memory shared with the children this process creates by `fork` after mapping
+/// it (`MAP_SHARED | MAP_ANONYMOUS`): what one writes, the others see.
+pub fn anonymous(len: usize) -> Result<Mapping> {
+    MapOptions::new().len(len).shared().map_anonymous()
+}
+
+/// Anonymous memory that `fork` copies instead of sharing (`MAP_PRIVATE | MAP_ANONYMOUS`):
+/// after the fork, each process writes its own copy.
+pub fn anonymous_private(len: usize) -> Result<Mapping> {
+    MapOptions::new().len(len).private().map_anonymous()
+}
+
+/// The full object name for a user's name: `/mman.NAME`. Accepts `NAME`, `mman.NAME` and
+/// `/mman.NAME`.
+pub fn object_name(name: &str) -> Result<String> {
+    let bare = name.trim_start_matches('/');
+    let bare = bare.strip_prefix(PREFIX).unwrap_or(bare);
+    if bare.is_empty() || bare.contains('/') || bare.len() > 200 || bare == "." || bare == ".." {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "shm_open",
+            format!("{name:?} is not a valid shared-memory name"),
+        )
+        .with_hint("use 1 to 200 characters without '/'"));
+    }
+    Ok(format!("/{PREFIX}{bare}"))
+}
+
+/// What the opener demands of an existing object before mapping it.
+#[derive(Clone, Debug)]
+pub struct OpenCheck {
+    /// The smallest size that will do.
+    pub min_size: u64,
+    /// The owner required (default: this process's effective uid).
+    pub owner: Option<u32>,
+    /// Permission bits the object may have beyond the owner's (default 0: none for group
+    /// and others).
+    pub allowed_other_bits: u32,
+}
+
+/// A named POSIX shared-memory object (`shm_open`), open for reading and writing.
+///
+/// The handle that created the object unlinks its name when dropped, unless
+/// [`keep`](Self::keep) was called; handles from [`open`](Self::open) never unlink.
+#[derive(Debug)]
+pub struct SharedMemory {
+    name: String,
+    fd: OwnedFd,
+    size: u64,
+    unlink_on_drop: bool,
+}
+
+impl SharedMemory {
+    /// Create `/mman.NAME` of `size` bytes, mode 0600 whatever the umask; fails if it
+    /// exists. The size is allocated now, so a full `/dev/shm` is an error here rather
+    /// than a SIGBUS later.
+    pub fn create(name: &str, size: u64) -> Result<Self> {
+        Self::create_with_mode(name, size, 0o600)
+    }
+
+    /// [`create`](Self::create) with another mode (exactly this mode; the umask is not
+    /// applied).
+    pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
+        let full = object_name(name)?;
+        let fd = sys::shm_create(&full, mode).map_err(|e| {
+            let err = Error::os("shm_open", e).with_path(Some(full.as_ref()));
+            match err.raw_os_error() {
+                Some(libc::EEXIST) => err
+                    .with_kind(ErrorKind::AddressInUse)
+                    .with_hint("the name is taken: open it, or remove it with `mman shm rm`"),
+                _ => err,
+            }
+        })?;
+        let obj = SharedMemory {
+            name: full,
+            fd,
+            size,
+            unlink_on_drop: true,
+        };
+        sys::allocate(obj.fd.as_fd(), size).map_err(|e| {
+            let err = Error::os("fallocate", e).with_path(Some(obj.name.as_ref()));
+            if err.raw_os_error() == Some(libc::ENOSPC) {
+                err.with_hint(
+                    "/dev/shm is full: remove stale objects (`mman shm rm --stale`) or grow the tmpfs",
+                )
+            } else {
+                err
+            }
+        })?;
+        let me = sys::pid();
+        let stamp = format!("{me}:{}", sys::start_time(me).unwrap_or(0));
+        // Best effort: without xattrs `list` reports the creator as unknown.
+        let _ = sys::set_tag(obj.fd.as_fd(), CREATOR_TAG, stamp.as_bytes());
+        Ok(obj)
+    }
+
+    /// Open an existing `/mman.NAME`, checking before any mapping that it is a regular file
+    /// owned by this user, writable by nobody else, and at least `min_size` bytes.
+    pub fn open(name: &str, min_size: u64) -> Result<Self> {
+        Self::open_checked(
+            name,
+            &OpenCheck {
+                min_size,
+                owner: None,
+                allowed_other_bits: 0,
+            },
+        )
+    }
+
+    /// [`open`](Self::open) with explicit checks.
+    pub fn open_checked(name: &str, check: &OpenCheck) -> Result<Self> {
+        let full = object_name(name)?;
+        let path = full.clone();
+        let fail = |e: Error| e.with_path(Some(path.as_ref()));
+        let fd = sys::shm_open(&full, true).map_err(|e| fail(Error::os("shm_open", e)))?;
+        let o = sys::owner(fd.as_fd()).map_err(|e| fail(Error::os("fstat", e)))?;
+        if !o.regular {
+            return Err(fail(Error::new(
+                ErrorKind::InvalidInput,
+                "shm_open",
+                "not a regular file",
+            )));
+        }
+        let want = check.owner.unwrap_or_else(sys::euid);
+        if o.uid != want {
+            return Err(fail(
+                Error::new(
+                    ErrorKind::PermissionDenied,
+                    "shm_open",
+                    format!("owned by uid {}, expected uid {want}", o.uid),
+                )
+                .with_hint("someone else created this name; do not trust its contents"),
+            ));
+        }
+        let extra = o.mode & 0o077 & !check.allowed_other_bits;
+        if extra != 0 {
+            return Err(fail(
+                Error::new(
+                    ErrorKind::PermissionDenied,
+                    "shm_open",
+                    format!("mode {:04o} lets group or others in", o.mode),
+                )
+                .with_hint("create it with mode 0600, or allow those bits in OpenCheck"),
+            ));
+        }
+        if o.size < check.min_size {
+            return Err(fail(
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "shm_open",
+                    format!("{} bytes, smaller than the {} needed", o.size, check.min_size),
+                )
+                .with_hint("a mapping past its end would raise SIGBUS; recreate it larger"),
+            ));
+        }
+        Ok(SharedMemory {
+            name: full,
+            fd,
+            size: o.size,
+            unlink_on_drop: false,
+        })
+    }
+
+    /// Remove the name `/mman.NAME` (mappings and open handles stay valid).
+    pub fn unlink(name: &str) -> Result<()> {
+        let full = object_name(name)?;
+        sys::shm_unlink(&full).map_err(|e| Error::os("shm_unlink", e).with_path(Some(full.as_ref())))
+    }
+
+    /// The full object name, `/mman.NAME`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Keep the name after this handle is dropped.
+    pub fn keep(&mut self) {
+        self.unlink_on_drop = false;
+    }
+    /// Map the whole object, shared, readable and writable.
+    pub fn map(&self) -> Result<Mapping> {
+        MapOptions::new()
+            .read_write()
+            .shared()
+            .map(self.fd.as_fd())
+            .map_err(|e| e.with_path(Some(self.name.as_ref())))
+    }
+}
+
+impl AsFd for SharedMemory {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            let _ = sys::shm_unlink(&self.name);
+        }
+    }
+}
+
+/// One object found by [`list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The name without the leading `/mman.`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner uid.
+    pub uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// The PID of the creating process, when recorded.
+    pub creator: Option<u32>,
+    /// Whether that process still runs (`None` when unknown).
+    pub creator_alive: Option<bool>,
+}
+
+impl ObjectInfo {
+    /// Whether the creator is known to be gone.
+    pub fn is_stale(&self) -> bool {
+        self.creator_alive == Some(false)
+    }
+}
+
+/// The objects mman created that exist now (Linux: the `mman.*` entries of `/dev/shm`).
+pub fn list() -> Result<Vec<ObjectInfo>> {
+    let dir = std::path::Path::new("/dev/shm");
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::os("readdir", e).with_path(Some(dir)))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let fname = entry.file_name();
+        let Some(fname) = fname.to_str() else { continue };
+        let Some(bare) = fname.strip_prefix(PREFIX) else {
+            continue;
+        };
+        // It may vanish between readdir and open: skip it then.
+        let Ok(fd) = sys::shm_open(&format!("/{fname}"), false) else {
+            continue;
+        };
+        let Ok(o) = sys::owner(fd.as_fd()) else { continue };
+        let stamp = sys::tag(fd.as_fd(), CREATOR_TAG).and_then(|v| String::from_utf8(v).ok());
+        let (creator, alive) = match stamp.as_deref().and_then(|s| s.split_once(':')) {
+            Some((pid, start)) => match (pid.parse::<u32>(), start.parse::<u64>()) {
+                (Ok(pid), Ok(start)) => {
+                    // Alive only if the PID exists and is the same process (start time).
+                    let alive =
+                        sys::process_exists(pid) && (start == 0 || sys::start_time(pid) == Some(start));
+                    (Some(pid), Some(alive))
+                }
+                _ => (None, None),
+            },
+            None => (None, None),
+        };
+        out.push(ObjectInfo {
+            name: bare.to_string(),
+            size: o.size,
+            uid: o.uid,
+            mode: o.mode,
+            creator,
+            creator_alive: alive,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Unlink every object whose creator is known to be gone; returns their names.
+pub fn remove_stale() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for o in list()? {
+        if o.is_stale() && o.uid == sys::euid() {
+            SharedMemory::unlink(&o.name)?;
+            removed.push(o.name);
+        }
+    }
+    Ok(removed)
+}
+
+/// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Seals(u32);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Seals {
+    /// No seal.
+    pub const NONE: Seals = Seals(0);
+    /// `F_SEAL_SEAL`: no more seals may be added.
+    pub const SEAL: Seals = Seals(sys::seals::SEAL);
+    /// `F_SEAL_SHRINK`: the size may not decrease.
+    pub const SHRINK: Seals = Seals(sys::seals::SHRINK);
+    /// `F_SEAL_GROW`: the size may not increase.
+    pub const GROW: Seals = Seals(sys::seals::GROW);
+    /// `F_SEAL_WRITE`: the contents may not change (no write(), no writable shared
+    /// mapping).
+    pub const WRITE: Seals = Seals(sys::seals::WRITE);
+    /// `F_SEAL_FUTURE_WRITE`: no new writes, but mappings writable before the seal still are.
+    pub const FUTURE_WRITE: Seals = Seals(sys::seals::FUTURE_WRITE);
+    /// What makes the contents immutable and un-shrinkable: WRITE, SHRINK, GROW, SEAL.
+    pub const FROZEN: Seals =
+        Seals(sys::seals::WRITE | sys::seals::SHRINK | sys::seals::GROW | sys::seals::SEAL);
+
+    /// Whether every seal of `other` is in `self`.
+    pub const fn contains(self, other: Seals) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// The seals of `other` missing from `self`.
+    pub const fn missing(self, other: Seals) -> Seals {
+        Seals(other.0 & !self.0)
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl std::ops::BitOr for Seals {
+    type Output = Seals;
+    fn bitor(self, rhs: Seals) -> Seals {
+        Seals(self.0 | rhs.0)
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl std::fmt::Display for Seals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (Seals::SEAL, "seal"),
+            (Seals::SHRINK, "shrink"),
+            (Seals::GROW, "grow"),
+            (Seals::WRITE, "write"),
+            (Seals::FUTURE_WRITE, "future_write"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(s, _)| self.contains(*s))
+            .map(|(_, n)| *n)
+            .collect();
+        if on.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&on.join("|"))
+        }
+    }
+}
+
+/// An anonymous file in memory (`memfd_create`), which can be sealed and passed to another
+/// process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Debug)]
+pub struct Memfd {
+    fd: OwnedFd,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Memfd {
+    /// A new memfd of `size` bytes (allocated now), sealing allowed.
+    pub fn create(name: &str, size: u64) -> Result<Self> {
+        let fd = sys::seals::memfd(name).map_err(|e| Error::os("memfd_create", e))?;
+        sys::allocate(fd.as_fd(), size).map_err(|e| Error::os("fallocate", e))?;
+        Ok(Memfd { fd })
+    }
+
+    /// Adopt a descriptor received from elsewhere (for example from [`recv_fd`]); it must be
+    /// a memfd or another file that supports seals.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        sys::seals::get(fd.as_fd()).map_err(|e| {
+            Error::os("fcntl(F_GET_SEALS)", e).with_hint("the descriptor is not a memfd that supports seals")
+        })?;
+        Ok(Memfd { fd })
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> Result<u64> {
+        Ok(sys::owner(self.fd.as_fd())
+            .map_err(|e| Error::os("fstat", e))?
+            .size)
+    }
+
+    /// Change the size (refused once sealed against it).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        sys::set_len(self.fd.as_fd(), len).map_err(|e| Error::os("ftruncate", e))
+    }
+
+    /// The seals in force.
+    pub fn seals(&self) -> Result<Seals> {
+        Ok(Seals(
+            sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?,
+        ))
+    }
+
+    /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists.
+    pub fn add_seals(&self, seals: Seals) -> Result<()> {
+        sys::seals::add(self.fd.as_fd(), seals.0).map_err(|e| {
+            let err = Error::os("fcntl(F_ADD_SEALS)", e).with_hint(format!("adding {seals}"));
+            match err.raw_os_error() {
+                Some(libc::EBUSY) => err.with_hint("a writable shared mapping still exists: drop it first"),
+                Some(libc::EPERM) => err.with_hint("the memfd is sealed against new seals (F_SEAL_SEAL)"),
+                _ => err,
+            }
+        })
+    }
+
+    /// Fail unless every seal of `required` is in force: what a receiver checks before
+    /// trusting a descriptor.
+    pub fn require_seals(&self, required: Seals) -> Result<()> {
+        let have = self.seals()?;
+        if have.contains(required) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "check seals",
+            format!("seals {have} lack {}", have.missing(required)),
+        )
+        .with_hint("the sender must seal the memfd before passing it"))
+    }
+
+    /// Map it shared and writable (before sealing against writes).
+    pub fn map(&self) -> Result<Mapping> {
+        MapOptions::new().read_write().shared().map(self.fd.as_fd())
+    }
+
+    /// Map a memfd sealed against writing and shrinking as a [`SealedMap`], which derefs
+    /// to `[u8]`: the kernel guarantees its bytes neither change nor vanish.
+    pub fn map_sealed(&self) -> Result<SealedMap> {
+        self.require_seals(Seals::WRITE | Seals::SHRINK)?;
+        let inner = MapOptions::new().private().map(self.fd.as_fd())?;
+        Ok(SealedMap { inner })
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl AsFd for Memfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl From<Memfd> for OwnedFd {
+    fn from(m: Memfd) -> OwnedFd {
+        m.fd
+    }
+}
+
+/// A read-only mapping of a memfd sealed against writes and shrinking: immutable for
+/// everyone, so it is a plain `&[u8]`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Debug)]
+pub struct SealedMap {
+    inner: Mapping,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl std::ops::Deref for SealedMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: F_SEAL_WRITE and F_SEAL_SHRINK were verified before mapping: no process
+        // can change or truncate the bytes. The mapping is read-only and this type offers
+        // no way to change its protection, so the slice stays valid and unchanged.
+        unsafe { self.inner.as_slice() }.unwrap_or(&[])
+    }
+}
+
+/// Who is at the other end of a Unix socket (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// The peer's PID.
+    pub pid: u32,
+    /// The peer's effective uid.
+    pub uid: u32,
+    /// The peer's effective gid.
+    pub gid: u32,
+}
+
+/// The credentials of the peer of a connected Unix socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCredentials> {
+    let (pid, uid, gid) =
+        sys::peer_credentials(sock.as_fd()).map_err(|e| Error::os("getsockopt(SO_PEERCRED)", e))?;
+    Ok(PeerCredentials { pid, uid, gid })
+}
+
+/// Send a descriptor and a short message over a connected Unix socket (`SCM_RIGHTS`).
+pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: BorrowedFd<'_>, message: &[u8]) -> Result<()> {
+    sys::send_fd(sock.as_fd(), fd, message).map_err(|e| Error::os("sendmsg(SCM_RIGHTS)", e))
+}
+
+/// Receive a descriptor and its message sent by [`send_fd`]. Fails if no descriptor came.
+pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<(OwnedFd, Vec<u8>)> {
+    let mut buf = vec![0u8; 4096];
+    let (n, fd) = sys::recv_fd(sock.as_fd(), &mut buf).map_err(|e| Error::os("recvmsg(SCM_RIGHTS)", e))?;
+    buf.truncate(n);
+    let fd = fd.ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "recvmsg(SCM_RIGHTS)",
+            "the message carried no descriptor",
+        )
+    })?;
+    Ok((fd, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_and_checked() {
+        assert_eq!(object_name("x").unwrap(), "/mman.x");
+        assert_eq!(object_name("mman.x").unwrap(), "/mman.x");
+        assert_eq!(object_name("/mman.x").unwrap(), "/mman.x");
+        assert!(object_name("").is_err());
+        assert!(object_name("a/b").is_err());
+    }
+
+    #[test]
+    fn sealed_memfd_derefs_and_refuses_truncation() {
+        let m = Memfd::create("t", 4096).unwrap();
+        m.map().unwrap().write_at(0, b"sealed").unwrap();
+        assert!(m.map_sealed().is_err());
+        m.add_seals(Seals::FROZEN).unwrap();
+        let s = m.map_sealed().unwrap();
+        assert_eq!(&s[..6], b"sealed");
+        assert!(m.set_len(0).is_err());
+        assert_eq!(m.size().unwrap(), 4096);
+    }
+}

@@ -1,0 +1,254 @@
+//! Process-shared synchronization: `#[repr(C)]` types that live inside shared memory and
+//! work across processes, futex-based on Linux.
+//!
+//! A value of a [`ProcessShared`] type is placed in a [`Mapping`] with [`place`]; every
+//! process that maps the same memory gets a `&T` to the same object. All-zero bytes are a
+//! valid initial state of each such type (a fresh shared mapping is zero-filled), so placing
+//! is all it takes; a type that needs another initial value says how to get it.
+//!
+//! ```
+//! use mman::{sync::{place, Semaphore}, MapOptions};
+//! # fn main() -> mman::Result<()> {
+//! let shared = MapOptions::new().len(4096).shared().map_anonymous()?;
+//! let sem: &Semaphore = place(&shared, 0)?;
+//! sem.post()?;            // a child created by fork() after this would see the same count
+//! assert!(sem.try_wait());
+//! assert!(!sem.try_wait());
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::map::{Mapping, Protection};
+use crate::sys;
+
+/// Types that may live in memory shared between processes and be used through `&T`.
+///
+/// # Safety
+/// An implementor is `#[repr(C)]`, holds no pointers or references (addresses mean nothing
+/// in another process), keeps all its state in atomics or `UnsafeCell`s guarded by its own
+/// protocol (other processes change it behind any `&T`), and treats all-zero bytes as a
+/// valid value.
+pub unsafe trait ProcessShared: Sync {}
+
+/// A `&T` to the object at `offset` of a readable and writable mapping.
+///
+/// Fails if the object would not fit, `offset` is not aligned for `T`, or the mapping is not
+/// readable and writable.
+pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
+    let size = std::mem::size_of::<T>();
+    let fits = offset.checked_add(size).is_some_and(|end| end <= map.len());
+    if !fits {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "place",
+            format!(
+                "a {size}-byte object at offset {offset} does not fit in the mapping of {} bytes",
+                map.len()
+            ),
+        ));
+    }
+    let addr = map.as_ptr() as usize + offset;
+    if addr % std::mem::align_of::<T>() != 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "place",
+            format!(
+                "offset {offset} is not {}-byte aligned",
+                std::mem::align_of::<T>()
+            ),
+        ));
+    }
+    if !map.protection().contains(Protection::READ_WRITE) {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "place",
+            format!("the mapping is {} and shared objects need rw-", map.protection()),
+        ));
+    }
+    // SAFETY: in bounds, aligned, readable and writable (all checked); `T: ProcessShared`
+    // makes any bytes a peer can leave there a valid `T` usable through `&T`; the borrow of
+    // `map` keeps the mapping (and its protection, which needs `&mut`) alive and unchanged.
+    Ok(unsafe { &*(addr as *const T) })
+}
+
+/// A counting semaphore with `sem_post`/`sem_wait` semantics, for threads or processes.
+///
+/// Adaptive: a waiter first spins briefly, so a hand-off from a peer running on another core
+/// costs about one cache-line transfer; then it sleeps in the kernel (a futex), burning no
+/// CPU while its peer is idle. Eight bytes; all-zero is a semaphore with count 0.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Semaphore {
+    count: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+// SAFETY: repr(C), two atomics, no pointers; zero is count 0 with no sleepers.
+unsafe impl ProcessShared for Semaphore {}
+
+/// How long a waiter spins before it sleeps: long enough to cover a peer's hand-off on
+/// another core (a few microseconds), short enough not to matter when it sleeps after all.
+const SPIN: u32 = 200;
+
+impl Semaphore {
+    /// A semaphore with `count` permits, to be written into shared memory before peers use it.
+    pub const fn new(count: u32) -> Self {
+        Semaphore {
+            count: AtomicU32::new(count),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// The number of permits now (a snapshot).
+    pub fn value(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Release a permit, waking a sleeping waiter if there is one (`sem_post`). Fails only
+    /// on overflow (`u32::MAX` permits), like `sem_post`'s `EOVERFLOW`.
+    pub fn post(&self) -> Result<()> {
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            if c == u32::MAX {
+                return Err(Error::os(
+                    "sem_post",
+                    std::io::Error::from_raw_os_error(libc::EOVERFLOW),
+                ));
+            }
+            // SeqCst pairs with the waiter's SeqCst increment of `sleepers`: either we see the
+            // sleeper, or its futex_wait sees the new count and does not sleep.
+            match self
+                .count
+                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(&self.count, 1);
+        }
+        Ok(())
+    }
+
+    /// Take a permit if one is available now (`sem_trywait`).
+    pub fn try_wait(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        while c > 0 {
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+
+    /// Take a permit, waiting as long as it takes (`sem_wait`).
+    pub fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// Take a permit, waiting at most `timeout` (on the monotonic clock). Returns whether a
+    /// permit was taken.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.try_wait() {
+            return true;
+        }
+        for _ in 0..SPIN {
+            std::hint::spin_loop();
+            if self.count.load(Ordering::Relaxed) > 0 && self.try_wait() {
+                return true;
+            }
+        }
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let got = loop {
+            if self.try_wait() {
+                break true;
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break false,
+                },
+            };
+            // Sleeps only while the count is still 0; a post in between makes it return.
+            match sys::futex_wait(&self.count, 0, left) {
+                Ok(_) => {}
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MapOptions;
+
+    #[test]
+    fn place_checks_bounds_alignment_and_protection() {
+        let mut m = MapOptions::new().len(16).shared().map_anonymous().unwrap();
+        assert!(place::<Semaphore>(&m, 8).is_ok());
+        assert_eq!(
+            place::<Semaphore>(&m, 12).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            place::<Semaphore>(&m, 2).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        m.protect(Protection::READ).unwrap();
+        assert_eq!(
+            place::<Semaphore>(&m, 0).unwrap_err().kind(),
+            ErrorKind::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn semaphore_counts_and_times_out() {
+        let s = Semaphore::new(2);
+        assert!(s.try_wait());
+        s.wait();
+        assert!(!s.try_wait());
+        let t = Instant::now();
+        assert!(!s.wait_timeout(Duration::from_millis(30)));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        s.post().unwrap();
+        assert!(s.wait_timeout(Duration::from_secs(5)));
+        let full = Semaphore::new(u32::MAX);
+        assert!(full.post().is_err());
+        assert_eq!(full.value(), u32::MAX);
+    }
+
+    #[test]
+    fn threads_ping_pong_without_lost_wakeups() {
+        let ping = Semaphore::new(0);
+        let pong = Semaphore::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..20_000 {
+                    ping.wait();
+                    pong.post().unwrap();
+                }
+            });
+            for _ in 0..20_000 {
+                ping.post().unwrap();
+                pong.wait();
+            }
+        });
+        assert_eq!(ping.value() + pong.value(), 0);
+    }
+}

@@ -1,0 +1,221 @@
+//! System calls behind `mman::shm`: POSIX shared-memory objects, memfd and seals, and
+//! descriptor passing over Unix sockets.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::fs::Mode;
+
+/// `shm_open(O_CREAT | O_EXCL | O_RDWR)`, then `fchmod` so the mode is exactly `mode`
+/// whatever the umask.
+pub fn shm_create(name: &str, mode: u32) -> io::Result<OwnedFd> {
+    use rustix::shm::OFlags;
+    let fd = rustix::shm::open(
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Mode::from_raw_mode(mode as _),
+    )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode as _))?;
+    Ok(fd)
+}
+
+/// `shm_open(O_RDWR)` or `shm_open(O_RDONLY)` of an existing object.
+pub fn shm_open(name: &str, write: bool) -> io::Result<OwnedFd> {
+    use rustix::shm::OFlags;
+    let flags = if write { OFlags::RDWR } else { OFlags::RDONLY };
+    Ok(rustix::shm::open(name, flags, Mode::empty())?)
+}
+
+/// `shm_unlink`.
+pub fn shm_unlink(name: &str) -> io::Result<()> {
+    Ok(rustix::shm::unlink(name)?)
+}
+
+/// Give the object `len` bytes of real backing store now (`fallocate` on Linux, so a full
+/// `/dev/shm` is `ENOSPC` here rather than SIGBUS later), or at least the size elsewhere.
+pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if len > 0 {
+        rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)?;
+        return Ok(());
+    }
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// `ftruncate`.
+pub fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// Owner, permission bits and size of an open object.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub mode: u32,
+    pub size: u64,
+    pub regular: bool,
+}
+
+/// `fstat` for ownership checks.
+pub fn owner(fd: BorrowedFd<'_>) -> io::Result<Owner> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(Owner {
+        uid: st.st_uid,
+        mode: st.st_mode as u32 & 0o7777,
+        size: st.st_size as u64,
+        regular: rustix::fs::FileType::from_raw_mode(st.st_mode as _) == rustix::fs::FileType::RegularFile,
+    })
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// This process's id.
+pub fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The start time of a process (field 22 of `/proc/PID/stat`, in clock ticks since boot):
+/// with the PID it names one process, even after the PID is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`: EPERM still means it exists).
+pub fn process_exists(pid: u32) -> bool {
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+/// Record a small attribute on the object (a `user.` extended attribute; tmpfs has them
+/// since Linux 6.6). Best effort elsewhere.
+pub fn set_tag(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::fs::fsetxattr(fd, key, value, rustix::fs::XattrFlags::empty())?;
+        Ok(())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (fd, key, value);
+        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+    }
+}
+
+/// Read an attribute written by [`set_tag`].
+pub fn tag(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut buf = vec![0u8; 128];
+        let n = rustix::fs::fgetxattr(fd, key, &mut buf[..]).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (fd, key);
+        None
+    }
+}
+
+/// Seals as the kernel numbers them (`F_SEAL_*`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod seals {
+    use super::*;
+    use rustix::fs::SealFlags;
+
+    pub const SEAL: u32 = SealFlags::SEAL.bits();
+    pub const SHRINK: u32 = SealFlags::SHRINK.bits();
+    pub const GROW: u32 = SealFlags::GROW.bits();
+    pub const WRITE: u32 = SealFlags::WRITE.bits();
+    pub const FUTURE_WRITE: u32 = SealFlags::FUTURE_WRITE.bits();
+
+    /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
+    pub fn memfd(name: &str) -> io::Result<OwnedFd> {
+        use rustix::fs::MemfdFlags;
+        Ok(rustix::fs::memfd_create(
+            name,
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?)
+    }
+
+    /// `fcntl(F_GET_SEALS)`.
+    pub fn get(fd: BorrowedFd<'_>) -> io::Result<u32> {
+        Ok(rustix::fs::fcntl_get_seals(fd)?.bits())
+    }
+
+    /// `fcntl(F_ADD_SEALS)`.
+    pub fn add(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
+        Ok(rustix::fs::fcntl_add_seals(
+            fd,
+            SealFlags::from_bits_retain(bits),
+        )?)
+    }
+}
+
+/// Credentials of the process at the other end of a Unix socket (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let c = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok((
+        c.pid.as_raw_nonzero().get() as u32,
+        c.uid.as_raw(),
+        c.gid.as_raw(),
+    ))
+}
+
+/// Send `payload` and one descriptor over a Unix socket (`SCM_RIGHTS`).
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let fds = [fd];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+    }
+    let iov = [io::IoSlice::new(payload)];
+    loop {
+        match rustix::net::sendmsg(sock, &iov, &mut cmsg, SendFlags::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map(|_| ()).map_err(Into::into),
+        }
+    }
+}
+
+/// Receive a payload (into `buf`) and at most one descriptor sent by [`send_fd`].
+pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let got = loop {
+        match rustix::net::recvmsg(sock, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r?,
+        }
+    };
+    let mut fd = None;
+    for msg in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = msg {
+            for f in fds {
+                // Keep the first; any extra is closed when dropped.
+                if fd.is_none() {
+                    fd = Some(f);
+                }
+            }
+        }
+    }
+    Ok((got.bytes, fd))
+}
