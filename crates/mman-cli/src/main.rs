@@ -2,6 +2,7 @@
 //! `mman` library; this file parses arguments and prints.
 
 mod cat;
+mod share;
 mod tour;
 
 use std::process::ExitCode;
@@ -22,6 +23,23 @@ enum Command {
     Cat(cat::CatArgs),
     /// A guided tour of mmap, mprotect, mlock and msync, with the kernel's own numbers.
     Tour(tour::TourArgs),
+    /// The seed's parent/child program: a child writes 0..9 into an anonymous mapping.
+    Share(share::ShareArgs),
+    /// The seed's shared-semaphore program: the parent waits on a semaphore in the mapping.
+    Semaphore,
+    /// Dining Philosophers with processes; the forks are semaphores in a shared file.
+    Philosophers(share::PhilosophersArgs),
+    /// Named shared-memory objects: create, list, remove.
+    #[command(subcommand)]
+    Shm(share::ShmCommand),
+    /// Internal: one philosopher process.
+    #[command(hide = true, name = "__philosopher")]
+    Philosopher {
+        file: std::path::PathBuf,
+        n: usize,
+        i: usize,
+        meals: u64,
+    },
     /// Internal: the child processes the tour spawns.
     #[command(hide = true, name = "__tour-child")]
     TourChild { what: String },
@@ -33,6 +51,11 @@ fn main() -> ExitCode {
         Command::Cat(args) => cat::run(args),
         Command::Tour(args) => report(tour::run(args)),
         Command::TourChild { what } => report(tour::child(&what)),
+        Command::Share(args) => report(share::share(args)),
+        Command::Semaphore => report(share::semaphore()),
+        Command::Philosophers(args) => report(share::philosophers(args)),
+        Command::Shm(cmd) => report(share::shm(cmd)),
+        Command::Philosopher { file, n, i, meals } => report(share::philosopher(file, n, i, meals)),
     }
 }
 

@@ -1,0 +1,390 @@
+//! `mman share`, `mman semaphore`, `mman philosophers` and `mman shm`: the course notes'
+//! programs on memory shared between processes.
+
+use std::fmt::Write as _;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use mman::sync::{place, Semaphore};
+use mman::{MapOptions, Mapping};
+
+/// Arguments of `mman share`.
+#[derive(Args, Debug)]
+pub struct ShareArgs {
+    /// Map the page MAP_PRIVATE: the child's writes go to its own copy.
+    #[arg(long)]
+    private: bool,
+}
+
+/// Fork; the child runs `child` and exits with its status, never returning.
+///
+/// Only called while the CLI is single-threaded (before any thread is spawned), so the
+/// child may run ordinary Rust code.
+fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t> {
+    // SAFETY: the process has one thread here (the CLI spawns none before this), so the
+    // child inherits no lock held by another thread.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            let code = child();
+            // SAFETY: _exit ends the child without running the parent's atexit handlers or
+            // flushing its inherited stdio buffers twice.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+fn wait_for(pid: libc::pid_t) -> Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e).context(format!("waitpid {pid}"));
+        }
+    }
+}
+
+fn numbers(map: &Mapping, base: usize) -> Result<String> {
+    let mut s = String::new();
+    for i in 0..10 {
+        let v: i32 = map.load(base + 4 * i)?;
+        let _ = write!(s, "{}{v}", if i > 0 { " " } else { "" });
+    }
+    Ok(s)
+}
+
+/// `mman share [--private]`: the seed's parent/child program.
+pub fn share(args: ShareArgs) -> Result<()> {
+    let page = mman::page_size();
+    let mut opts = MapOptions::new();
+    opts.len(page).read_write();
+    if args.private {
+        opts.private();
+    } else {
+        opts.shared();
+    }
+    let map = opts.map_anonymous()?;
+    println!("Memory mapped at {:p}", map.as_ptr());
+    let pid = fork_child(|| {
+        for i in 0..10 {
+            if map.store(4 * i, &(i as i32)).is_err() {
+                return 1;
+            }
+        }
+        0
+    })?;
+    wait_for(pid)?;
+    println!("{}", numbers(&map, 0)?);
+    Ok(())
+}
+
+/// `mman semaphore`: the seed's program with a process-shared semaphore in the mapping.
+pub fn semaphore() -> Result<()> {
+    let page = mman::page_size();
+    let map = MapOptions::new()
+        .len(page)
+        .read_write()
+        .shared()
+        .map_anonymous()?;
+    let sem: &Semaphore = place(&map, 0)?;
+    let base = std::mem::size_of::<Semaphore>();
+    let pid = fork_child(|| {
+        for i in 0..10 {
+            if map.store(base + 4 * i, &(i as i32)).is_err() {
+                return 1;
+            }
+        }
+        if sem.post().is_err() {
+            return 1;
+        }
+        0
+    })?;
+    // No wait() for the child before reading: the semaphore is the only hand-off.
+    sem.wait();
+    println!("{}", numbers(&map, base)?);
+    wait_for(pid)?;
+    Ok(())
+}
+
+/// Arguments of `mman philosophers`.
+#[derive(Args, Debug)]
+pub struct PhilosophersArgs {
+    /// Number of philosophers (processes), 2 to 1024.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    philosophers: u32,
+    /// Meals each philosopher eats, then the dinner ends.
+    #[arg(long, conflicts_with = "seconds")]
+    meals: Option<u64>,
+    /// Run the dinner this long instead (default 2 s when --meals is not given).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// The file holding the forks (semaphores), mapped MAP_SHARED by every philosopher.
+    /// Default: a temporary file, removed at the end.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+/// The table in the shared file: a stop flag, then N forks, then N meal counters.
+struct Table {
+    map: Mapping,
+    n: usize,
+}
+
+const STOP_AT: usize = 0;
+const FORKS_AT: usize = 64;
+
+impl Table {
+    fn size(n: usize) -> usize {
+        FORKS_AT + n * 8 + n * 8
+    }
+    fn open(path: &std::path::Path, n: usize) -> Result<Table> {
+        let map = MapOptions::new()
+            .read_write()
+            .shared()
+            .len(Self::size(n))
+            .map_path(path)?;
+        Ok(Table { map, n })
+    }
+    fn stop(&self) -> Result<&AtomicU32> {
+        Ok(self.map.atomic_u32(STOP_AT)?)
+    }
+    fn fork(&self, i: usize) -> Result<&Semaphore> {
+        Ok(place(&self.map, FORKS_AT + 8 * (i % self.n))?)
+    }
+    fn meals(&self, i: usize) -> Result<&AtomicU64> {
+        Ok(self.map.atomic_u64(FORKS_AT + 8 * self.n + 8 * i)?)
+    }
+}
+
+/// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.
+pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
+    let n = args.philosophers as usize;
+    if !(2..=1024).contains(&n) {
+        bail!("philosophers: -n must be between 2 and 1024, not {n}");
+    }
+    let tmp;
+    let path = match &args.file {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("mman-philosophers")
+                .tempfile()
+                .context("philosophers: create the table file")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("philosophers: open {}", path.display()))?;
+    file.set_len(Table::size(n) as u64)
+        .with_context(|| format!("philosophers: size {}", path.display()))?;
+    let table = Table::open(&path, n)?;
+    for i in 0..n {
+        table.fork(i)?.post()?; // every fork starts on the table
+    }
+    let exe = std::env::current_exe().context("philosophers: find the mman executable")?;
+    let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("__philosopher")
+            .arg(&path)
+            .arg(n.to_string())
+            .arg(i.to_string())
+            .arg(args.meals.unwrap_or(0).to_string());
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
+        // when the parent dies, so no philosopher outlives the dinner.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => children.push(Some(c)),
+            Err(e) => {
+                table.stop()?.store(1, Ordering::SeqCst);
+                reap_all(&mut children);
+                return Err(e).context(format!("philosophers: start philosopher {i}"));
+            }
+        }
+    }
+    let deadline = match (args.meals, args.seconds) {
+        (Some(_), _) => None,
+        (None, s) => Some(start + Duration::from_secs_f64(s.unwrap_or(2.0).max(0.0))),
+    };
+    let mut died = None;
+    let mut left = n;
+    while left > 0 {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            table.stop()?.store(1, Ordering::SeqCst);
+        }
+        for (i, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            if let Some(status) = child.try_wait().context("philosophers: wait")? {
+                let pid = child.id();
+                *slot = None;
+                left -= 1;
+                if !status.success() && died.is_none() {
+                    died = Some((i, pid, status));
+                }
+            }
+        }
+        if died.is_some() {
+            // A dead philosopher may hold forks forever: end the dinner now.
+            table.stop()?.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            reap_all(&mut children);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if let Some((i, pid, status)) = died {
+        let how = match status.signal() {
+            Some(sig) => format!("was killed by signal {sig}"),
+            None => format!("exited with status {}", status.code().unwrap_or(-1)),
+        };
+        bail!("philosophers: philosopher {i} (pid {pid}) {how}; the dinner was stopped and every other philosopher ended");
+    }
+    let meals: Vec<u64> = (0..n)
+        .map(|i| table.meals(i).map(|m| m.load(Ordering::SeqCst)))
+        .collect::<Result<_>>()?;
+    let total: u64 = meals.iter().sum();
+    let (min, max) = (
+        meals.iter().copied().min().unwrap_or(0),
+        meals.iter().copied().max().unwrap_or(0),
+    );
+    println!(
+        "Dining philosophers: {n} processes, forks are semaphores in {}",
+        path.display()
+    );
+    for (i, m) in meals.iter().enumerate() {
+        println!("  philosopher {i:>3}: {m} meals");
+    }
+    println!(
+        "total {total} meals in {secs:.3} s: {:.0} meals/s; fairness min/max {min}/{max} ({:.2})",
+        total as f64 / secs.max(1e-9),
+        if max > 0 { min as f64 / max as f64 } else { 1.0 }
+    );
+    Ok(())
+}
+
+fn reap_all(children: &mut [Option<Child>]) {
+    for c in children.iter_mut().flatten() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// One philosopher (a hidden subcommand run by `mman philosophers`): think, take the lower-
+/// numbered fork then the higher one (a global order: no cycle, so no deadlock), eat,
+/// put both back; until the meals are eaten or the stop flag is up.
+pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64) -> Result<()> {
+    let table = Table::open(&path, n)?;
+    let (a, b) = (i, (i + 1) % n);
+    let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
+    let stop = table.stop()?;
+    let eaten = table.meals(i)?;
+    let tick = Duration::from_millis(50);
+    let mut mine = 0u64;
+    while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
+        if !first.wait_timeout(tick) {
+            continue;
+        }
+        if !second.wait_timeout(tick) {
+            first.post()?;
+            continue;
+        }
+        mine += 1;
+        eaten.store(mine, Ordering::Relaxed);
+        second.post()?;
+        first.post()?;
+    }
+    Ok(())
+}
+
+/// `mman shm ...`.
+#[derive(Subcommand, Debug)]
+pub enum ShmCommand {
+    /// Create /dev/shm/mman.NAME of the given size (mode 0600), and keep it.
+    Create {
+        /// The name (without the mman. prefix).
+        name: String,
+        /// Size in bytes.
+        #[arg(long)]
+        size: u64,
+    },
+    /// List the objects mman created, with size, owner, and whether the creator still runs.
+    List,
+    /// Remove objects by name, or every object whose creator is gone (--stale).
+    Rm {
+        /// Names to remove.
+        names: Vec<String>,
+        /// Remove the objects whose creating process is gone.
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+/// `mman shm create|list|rm`.
+pub fn shm(cmd: ShmCommand) -> Result<()> {
+    use mman::shm::{self, SharedMemory};
+    match cmd {
+        ShmCommand::Create { name, size } => {
+            let mut obj = SharedMemory::create(&name, size)?;
+            obj.keep();
+            println!("created {} ({size} bytes, mode 0600)", obj.name());
+        }
+        ShmCommand::List => {
+            let objs = shm::list()?;
+            println!(
+                "{:<24} {:>12} {:>6} {:>5} {:>8} CREATOR",
+                "NAME", "SIZE", "UID", "MODE", "PID"
+            );
+            for o in objs {
+                let pid = o.creator.map_or("-".to_string(), |p| p.to_string());
+                let alive = match o.creator_alive {
+                    Some(true) => "running",
+                    Some(false) => "gone (stale)",
+                    None => "unknown",
+                };
+                println!(
+                    "{:<24} {:>12} {:>6} {:>5o} {:>8} {alive}",
+                    o.name, o.size, o.uid, o.mode, pid
+                );
+            }
+        }
+        ShmCommand::Rm { names, stale } => {
+            if names.is_empty() && !stale {
+                bail!("shm rm: name objects to remove, or pass --stale");
+            }
+            for name in &names {
+                SharedMemory::unlink(name)?;
+                println!("removed {}", shm::object_name(name)?);
+            }
+            if stale {
+                for name in shm::remove_stale()? {
+                    println!("removed stale /{}{name}", shm::PREFIX);
+                }
+            }
+        }
+    }
+    Ok(())
+}
