@@ -105,6 +105,11 @@ pub fn run(args: CatArgs) -> ExitCode {
                 eprintln!("mman: cat: write error: {why}");
                 return ExitCode::FAILURE;
             }
+            Err(e) if e.error.truncation().is_some() => {
+                let (was, now) = e.error.truncation().unwrap_or_default();
+                eprintln!("mman: cat: {name}: file shrank from {was} to {now} bytes while reading");
+                failed = true;
+            }
             Err(e) => {
                 let why = match e.error.os_error() {
                     Some(os) => reason(os),

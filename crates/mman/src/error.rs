@@ -25,6 +25,10 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The file does not exist.
     NotFound,
+    /// A mapped file shrank while mapped: pages past its new end vanished. mman turned the
+    /// SIGBUS that would have killed the process into this error ([`Error::truncation`]
+    /// gives the sizes).
+    Truncated,
     /// Any other operating-system error.
     Os,
 }
@@ -48,6 +52,7 @@ struct Inner {
     reason: Option<String>,
     hint: Option<String>,
     source: Option<io::Error>,
+    sizes: Option<(u64, u64)>,
 }
 
 impl fmt::Debug for Error {
@@ -85,6 +90,7 @@ impl Error {
             reason: None,
             hint: None,
             source: Some(source),
+            sizes: None,
         }))
     }
 
@@ -100,7 +106,25 @@ impl Error {
             reason: Some(reason.into()),
             hint: None,
             source: None,
+            sizes: None,
         }))
+    }
+
+    /// A file that shrank from `expected` to `actual` bytes while mapped.
+    pub(crate) fn truncated(op: &'static str, path: Option<&Path>, expected: u64, actual: u64) -> Self {
+        let mut e = Error::new(
+            ErrorKind::Truncated,
+            op,
+            format!("file shrank from {expected} to {actual} bytes while mapped"),
+        )
+        .with_path(path);
+        e.0.sizes = Some((expected, actual));
+        e
+    }
+
+    /// For [`ErrorKind::Truncated`]: (the bytes the mapping needed, the file's size now).
+    pub fn truncation(&self) -> Option<(u64, u64)> {
+        self.0.sizes
     }
 
     pub(crate) fn with_path(mut self, path: Option<&Path>) -> Self {
@@ -199,6 +223,7 @@ impl From<Error> for io::Error {
             ErrorKind::Unsupported | ErrorKind::NotMappable => io::ErrorKind::Unsupported,
             ErrorKind::AddressInUse => io::ErrorKind::AddrInUse,
             ErrorKind::ResourceLimit => io::ErrorKind::OutOfMemory,
+            ErrorKind::Truncated => io::ErrorKind::UnexpectedEof,
             ErrorKind::Os => {
                 e.0.source
                     .as_ref()

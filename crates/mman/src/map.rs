@@ -619,6 +619,8 @@ impl MapOptions {
             align,
             allow_write_exec: self.allow_write_exec,
             file_offset: offset,
+            file: None,
+            guard: None,
         };
         if len == 0 {
             return Ok(map);
@@ -651,6 +653,17 @@ impl MapOptions {
                 "the range is already mapped (placed elsewhere by the kernel)",
             )
             .with_addr(addr, len));
+        }
+        if let Some(fd) = fd {
+            // Only file mappings can lose pages to truncation; register them with the SIGBUS
+            // handler so such a fault becomes an error instead of killing the process.
+            map.file = Some(sys::dup(fd).map_err(|e| Error::os("dup", e))?);
+            let start = map.ptr.as_ptr() as usize;
+            map.guard = sys::guard_mapping(
+                start,
+                start + os_len.next_multiple_of(sys::page_size()),
+                prot.sys(),
+            );
         }
         if self.transparent_huge_pages {
             map.advise(.., Advice::HugePage)?;
@@ -732,6 +745,10 @@ pub struct Mapping {
     align: usize,
     allow_write_exec: bool,
     file_offset: u64,
+    /// A duplicate of the file's descriptor, to measure the file when it shrinks.
+    file: Option<std::os::fd::OwnedFd>,
+    /// The slot of this mapping in the SIGBUS handler's registry (file mappings on Linux).
+    guard: Option<usize>,
 }
 
 // SAFETY: a Mapping owns its address range; its accessors use atomic or kernel copies, so
@@ -742,6 +759,9 @@ unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let Some(slot) = self.guard.take() {
+            sys::unguard_mapping(slot);
+        }
         if self.os_len != 0 {
             // SAFETY: the range is this mapping's own; `&mut self` proves no borrow of it
             // lives. An error here cannot be reported and leaves only an address range.
@@ -822,6 +842,44 @@ impl Mapping {
         }
     }
 
+    /// Whether the file shrank under this mapping and a touch of a vanished page was caught
+    /// (the pages past the new end now read as zeros).
+    pub fn is_truncated(&self) -> bool {
+        self.guard.is_some_and(sys::mapping_poisoned)
+    }
+
+    /// `Err(`[`ErrorKind::Truncated`]`)` if the file shrank under the mapping: a caught
+    /// fault, or (when `measure` is set) a file now shorter than the mapped range.
+    fn check_intact(&self, op: &'static str, measure: bool) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let needed = self.file_offset + self.len as u64;
+        if self.is_truncated() || measure {
+            let now = self
+                .file
+                .as_ref()
+                .and_then(|f| sys::file_info(std::os::fd::AsFd::as_fd(f)).ok())
+                .map_or(0, |i| i.size);
+            if self.is_truncated() || now < needed {
+                return Err(Error::truncated(
+                    op,
+                    self.path.as_deref(),
+                    needed,
+                    now.min(needed),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that the file still covers the whole mapping (one `fstat`): what to call after
+    /// using [`as_slice`](Self::as_slice) or raw pointers, or when a copy failed with
+    /// `EFAULT`.
+    pub fn verify_file_size(&self) -> Result<()> {
+        self.check_intact("verify", true)
+    }
+
     fn need(&self, op: &'static str, p: Protection) -> Result<()> {
         if self.prot.contains(p) {
             return Ok(());
@@ -866,7 +924,7 @@ impl Mapping {
         // SAFETY: the span is inside the mapping (checked) and readable (checked); the copy
         // is made with atomic loads.
         unsafe { copy_out(self.start().add(offset), buf) };
-        Ok(())
+        self.check_intact("read", false)
     }
 
     /// Copy `data` into the mapping at `offset`, with atomic stores.
@@ -878,7 +936,7 @@ impl Mapping {
         }
         // SAFETY: inside the mapping and writable (both checked); atomic stores.
         unsafe { copy_in(data, self.start().add(offset)) };
-        Ok(())
+        self.check_intact("write", false)
     }
 
     /// All the bytes, copied into a new vector.
@@ -903,6 +961,7 @@ impl Mapping {
     fn atomic_ptr(&self, op: &'static str, offset: usize, size: usize) -> Result<*mut u8> {
         self.check_span(op, offset, size)?;
         self.need(op, Protection::READ_WRITE)?;
+        self.check_intact(op, false)?;
         let p = self.start().wrapping_add(offset);
         if p as usize % size != 0 {
             return Err(self.err(
@@ -948,8 +1007,15 @@ impl Mapping {
         let mut done = a;
         while done < b {
             // SAFETY: `done..b` is inside the mapping and readable; the kernel copies it.
-            let n = unsafe { sys::write_raw(fd, self.start().add(done), b - done) }
-                .map_err(|e| self.err(Error::os("write", e)))?;
+            let n = match unsafe { sys::write_raw(fd, self.start().add(done), b - done) } {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                    // The kernel's copy met a page past the file's end: it shrank.
+                    self.check_intact("write", true)?;
+                    return Err(self.err(Error::os("write", e)));
+                }
+                Err(e) => return Err(self.err(Error::os("write", e))),
+            };
             if n == 0 {
                 return Err(self.err(Error::os("write", std::io::ErrorKind::WriteZero.into())));
             }
@@ -968,6 +1034,7 @@ impl Mapping {
     /// made. Errors if the mapping is not readable.
     pub unsafe fn as_slice(&self) -> Result<&[u8]> {
         self.need("as_slice", Protection::READ)?;
+        self.check_intact("as_slice", false)?;
         // SAFETY: in bounds and readable; the caller guarantees nothing changes the bytes
         // while the slice lives.
         Ok(unsafe { std::slice::from_raw_parts(self.start(), self.len) })
@@ -980,6 +1047,7 @@ impl Mapping {
     /// write those bytes while the slice lives. Errors if the mapping is not writable.
     pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         self.need("as_mut_slice", Protection::READ_WRITE)?;
+        self.check_intact("as_mut_slice", false)?;
         // SAFETY: in bounds, readable and writable; exclusivity is the caller's contract.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.start(), self.len) })
     }
@@ -1008,6 +1076,15 @@ impl Mapping {
                 .map_err(|e| self.err(Error::os("mprotect", e).with_addr(p as usize, n)))?;
         }
         self.prot = prot;
+        if let Some(slot) = self.guard {
+            let start = self.ptr.as_ptr() as usize;
+            sys::reguard_mapping(
+                slot,
+                start,
+                start + self.os_len.next_multiple_of(sys::page_size()),
+                prot.sys(),
+            );
+        }
         Ok(())
     }
 
@@ -1169,6 +1246,15 @@ impl Mapping {
         })?;
         self.os_len = new_os;
         self.len = new_len;
+        if let Some(slot) = self.guard {
+            let start = self.ptr.as_ptr() as usize;
+            sys::reguard_mapping(
+                slot,
+                start,
+                start + new_os.next_multiple_of(sys::page_size()),
+                self.prot.sys(),
+            );
+        }
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod fault;
 pub mod shm;
 
 /// The base page size of this system.
@@ -610,4 +612,54 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) -> usize {
     use rustix::thread::futex;
     // The only failures are EFAULT/EINVAL for a bad address, which a `&AtomicU32` rules out.
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault protection of file mappings (see sys/fault.rs); no-ops where it is not built.
+
+/// Register a file mapping with the SIGBUS handler; `None` if unprotected.
+pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> Option<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        fault::register(start, end, prot.flags().bits() as i32)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (start, end, prot);
+        None
+    }
+}
+
+/// Follow a registered mapping that moved or changed protection.
+pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Prot) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fault::update(slot, start, end, prot.flags().bits() as i32);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (slot, start, end, prot);
+}
+
+/// Forget a registered mapping; call before unmapping it.
+pub fn unguard_mapping(slot: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fault::unregister(slot);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = slot;
+}
+
+/// Whether the registered mapping took a fault past the end of its file.
+pub fn mapping_poisoned(slot: usize) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        fault::poisoned(slot)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = slot;
+        false
+    }
+}
+
+/// A close-on-exec duplicate of a descriptor.
+pub fn dup(fd: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }

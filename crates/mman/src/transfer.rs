@@ -228,6 +228,15 @@ impl<'fd> Sink<'fd> {
             Side::Input => TransferError::input(e.error.with_path(Some(name))),
             Side::Output => e,
         })?;
+        // Fewer bytes than the file had when we started, and it is shorter now: it shrank
+        // under us. Say so instead of passing off a short copy as the whole file.
+        if info.kind == sys::FileType::Regular && t.bytes < end.saturating_sub(pos) {
+            if let Ok(now) = sys::file_info(input) {
+                if now.size < end {
+                    return Err(in_err(Error::truncated("read", None, end, now.size)));
+                }
+            }
+        }
         Ok(t)
     }
 
@@ -269,7 +278,7 @@ impl<'fd> Sink<'fd> {
             let step = (map.len() - done).min(64 << 20);
             // One write() per step; write_to loops on short writes.
             let n = map.write_to(self.fd, done..done + step).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EFAULT) {
+                if e.kind() == ErrorKind::Truncated || e.raw_os_error() == Some(libc::EFAULT) {
                     TransferError::input(e)
                 } else {
                     TransferError::output(e)
@@ -316,7 +325,9 @@ impl<'fd> Sink<'fd> {
                     return self.via_map(input, name, pos, end, t);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                    return Err(TransferError::input(Error::os("vmsplice", e)))
+                    // The pages past the file's new end are gone: report the shrink.
+                    map.verify_file_size().map_err(TransferError::input)?;
+                    return Err(TransferError::input(Error::os("vmsplice", e)));
                 }
                 Err(e) => return Err(TransferError::output(Error::os("vmsplice", e))),
             }

@@ -1,0 +1,195 @@
+//! The signal side of `mman::fault`: a registry of mman's file mappings that a SIGBUS
+//! handler can read without locks, the handler itself, and its chaining to whatever handler
+//! was installed before.
+//!
+//! Async-signal-safety audit of [`on_sigbus`]: it reads atomics and a `OnceLock` that was
+//! set before the handler was installed, calls `mmap(2)` (a plain system call on Linux, no
+//! allocation, no lock), `sigaction(2)` and `raise(3)` (both async-signal-safe), and calls
+//! the previous handler. It allocates nothing, takes no lock, and touches no `std` I/O.
+
+use std::ffi::c_void;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// One registered mapping: `[start, end)` and its protection. `start == 0` is a free slot,
+/// `usize::MAX` a slot being filled.
+struct Slot {
+    start: AtomicUsize,
+    end: AtomicUsize,
+    prot: AtomicU32,
+    poisoned: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            prot: AtomicU32::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+}
+
+/// As many slots as a process can have mappings (vm.max_map_count defaults to 65530). Pages
+/// of the table the process never reaches are never touched, so cost nothing.
+const SLOTS: usize = 65536;
+static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+/// One past the highest slot ever used: the handler scans no further.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static INSTALL: std::sync::Once = std::sync::Once::new();
+static INSTALL_ERROR: AtomicU32 = AtomicU32::new(0);
+
+/// Install the SIGBUS handler once per process, remembering the previous one to chain to.
+pub fn install() -> io::Result<()> {
+    INSTALL.call_once(|| {
+        // SAFETY: sigaction with a zeroed struct to read the current action, then with our
+        // handler; both structs are ours and fully initialised. PREVIOUS is set before our
+        // handler can run, so the handler always finds it.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+                INSTALL_ERROR.store(
+                    io::Error::last_os_error().raw_os_error().unwrap_or(1) as u32,
+                    Ordering::SeqCst,
+                );
+                return;
+            }
+            let _ = PREVIOUS.set(old);
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_sigbus as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            libc::sigemptyset(&mut new.sa_mask);
+            if libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) != 0 {
+                INSTALL_ERROR.store(
+                    io::Error::last_os_error().raw_os_error().unwrap_or(1) as u32,
+                    Ordering::SeqCst,
+                );
+            }
+        }
+    });
+    match INSTALL_ERROR.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// Register `[start, end)` (page-aligned) with protection bits `prot` (PROT_*). `None` when
+/// the table is full: the mapping then works unprotected, as any mmap does.
+pub fn register(start: usize, end: usize, prot: i32) -> Option<usize> {
+    install().ok()?;
+    for (i, slot) in TABLE.iter().enumerate() {
+        if slot
+            .start
+            .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            slot.end.store(end, Ordering::Relaxed);
+            slot.prot.store(prot as u32, Ordering::Relaxed);
+            slot.poisoned.store(false, Ordering::Relaxed);
+            slot.start.store(start, Ordering::Release);
+            HIGH.fetch_max(i + 1, Ordering::AcqRel);
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Move a registration (after mremap or mprotect).
+pub fn update(i: usize, start: usize, end: usize, prot: i32) {
+    let slot = &TABLE[i];
+    slot.start.store(usize::MAX, Ordering::Release);
+    slot.end.store(end, Ordering::Relaxed);
+    slot.prot.store(prot as u32, Ordering::Relaxed);
+    slot.start.store(start, Ordering::Release);
+}
+
+/// Forget a registration (before the mapping is unmapped).
+pub fn unregister(i: usize) {
+    TABLE[i].start.store(0, Ordering::Release);
+}
+
+/// Whether a fault past the end of the file hit the registered mapping.
+pub fn poisoned(i: usize) -> bool {
+    TABLE[i].poisoned.load(Ordering::Acquire)
+}
+
+fn find(addr: usize) -> Option<&'static Slot> {
+    let high = HIGH.load(Ordering::Acquire);
+    TABLE[..high].iter().find(|s| {
+        let start = s.start.load(Ordering::Acquire);
+        start != 0 && start != usize::MAX && addr >= start && addr < s.end.load(Ordering::Relaxed)
+    })
+}
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if let Some(slot) = find(addr) {
+        let page = crate::sys::page_size();
+        let from = addr & !(page - 1);
+        let end = slot.end.load(Ordering::Relaxed);
+        let prot = slot.prot.load(Ordering::Relaxed) as i32;
+        // SAFETY: `from..end` lies inside a mapping mman owns and registered (the registry
+        // holds only mman's own mappings, unregistered before they are unmapped). Replacing
+        // its vanished file pages with zero pages lets the faulting access complete; the
+        // mapping is marked poisoned so every API reports the truncation.
+        let p = unsafe {
+            libc::mmap(
+                from as *mut c_void,
+                end - from,
+                prot,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            slot.poisoned.store(true, Ordering::Release);
+            return;
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+/// Hand a fault that is not ours to the handler installed before mman's.
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let Some(prev) = PREVIOUS.get() else {
+        die(sig);
+        return;
+    };
+    let handler = prev.sa_sigaction;
+    if handler == libc::SIG_IGN {
+        // SAFETY: valid siginfo from the kernel. A fault (si_code > 0) cannot be ignored:
+        // returning would fault again forever.
+        if unsafe { (*info).si_code } <= 0 {
+            return;
+        }
+        die(sig);
+    } else if handler == libc::SIG_DFL {
+        die(sig);
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the previous handler was installed without SA_SIGINFO: a plain handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+/// Restore the default action and re-raise: the signal is delivered, with its default
+/// effect, when the handler returns.
+fn die(sig: libc::c_int) {
+    // SAFETY: sigaction and raise are async-signal-safe; the struct is ours.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
