@@ -64,6 +64,7 @@
 //!
 //! ## Modules
 //! * [`map`]: mappings and their operations.
+//! * `fault` (Linux): truncation turned into errors, guard pages, locked secret memory.
 //! * [`shm`]: shared memory between processes: anonymous, named POSIX objects, sealed
 //!   memfds, descriptor passing.
 //! * `sync` (Linux): process-shared semaphores and locks that live inside mappings.
@@ -77,6 +78,8 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod fault;
 pub mod map;
 pub mod shm;
 #[cfg(any(target_os = "linux", target_os = "android"))]

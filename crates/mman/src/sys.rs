@@ -13,6 +13,8 @@ use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod fault;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod guard;
 pub mod shm;
 
 /// The base page size of this system.

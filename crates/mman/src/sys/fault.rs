@@ -151,12 +151,18 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             return;
         }
     }
-    chain(sig, info, ctx);
+    chain(PREVIOUS.get(), sig, info, ctx);
 }
 
-/// Hand a fault that is not ours to the handler installed before mman's.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    let Some(prev) = PREVIOUS.get() else {
+/// Hand a fault that is not ours to `prev`, the handler installed before mman's (shared by
+/// the SIGBUS and SIGSEGV handlers).
+pub(crate) fn chain(
+    prev: Option<&libc::sigaction>,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut c_void,
+) {
+    let Some(prev) = prev else {
         die(sig);
         return;
     };
@@ -184,7 +190,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
 
 /// Restore the default action and re-raise: the signal is delivered, with its default
 /// effect, when the handler returns.
-fn die(sig: libc::c_int) {
+pub(crate) fn die(sig: libc::c_int) {
     // SAFETY: sigaction and raise are async-signal-safe; the struct is ours.
     unsafe {
         let mut dfl: libc::sigaction = std::mem::zeroed();
