@@ -110,23 +110,17 @@ impl Semaphore {
     /// Release a permit, waking a sleeping waiter if there is one (`sem_post`). Fails only
     /// on overflow (`u32::MAX` permits), like `sem_post`'s `EOVERFLOW`.
     pub fn post(&self) -> Result<()> {
-        let mut c = self.count.load(Ordering::Relaxed);
-        loop {
-            if c == u32::MAX {
-                return Err(Error::os(
-                    "sem_post",
-                    std::io::Error::from_raw_os_error(libc::EOVERFLOW),
-                ));
-            }
-            // SeqCst pairs with the waiter's SeqCst increment of `sleepers`: either we see the
-            // sleeper, or its futex_wait sees the new count and does not sleep.
-            match self
-                .count
-                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => c = now,
-            }
+        // One atomic add, like glibc's sem_post. SeqCst pairs with the waiter's SeqCst
+        // increment of `sleepers`: either we see the sleeper, or its futex_wait sees the new
+        // count and does not sleep.
+        let before = self.count.fetch_add(1, Ordering::SeqCst);
+        if before == u32::MAX {
+            // Wrapped to 0: undo, and fail as sem_post does with EOVERFLOW.
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::os(
+                "sem_post",
+                std::io::Error::from_raw_os_error(libc::EOVERFLOW),
+            ));
         }
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             sys::futex_wake(&self.count, 1);
@@ -151,19 +145,19 @@ impl Semaphore {
 
     /// Take a permit, waiting as long as it takes (`sem_wait`).
     pub fn wait(&self) {
-        self.wait_until(None);
+        if !self.try_wait() {
+            self.wait_until(None);
+        }
     }
 
     /// Take a permit, waiting at most `timeout` (on the monotonic clock). Returns whether a
     /// permit was taken.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Instant::now().checked_add(timeout))
+        // The uncontended path reads no clock.
+        self.try_wait() || self.wait_until(Instant::now().checked_add(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        if self.try_wait() {
-            return true;
-        }
         for _ in 0..SPIN {
             std::hint::spin_loop();
             if self.count.load(Ordering::Relaxed) > 0 && self.try_wait() {
