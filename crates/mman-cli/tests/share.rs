@@ -1,0 +1,144 @@
+//! `mman share`, `semaphore`, `philosophers` and `shm`, as real processes.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn mman(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mman"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn share_and_private_print_what_the_parent_sees() {
+    let o = mman(&["share"]);
+    assert!(o.status.success(), "{o:?}");
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("Memory mapped at 0x"), "{lines:?}");
+    assert_eq!(lines[1], "0 1 2 3 4 5 6 7 8 9");
+    let o = mman(&["share", "--private"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).lines().nth(1), Some("0 0 0 0 0 0 0 0 0 0"));
+}
+
+#[test]
+fn semaphore_hands_the_numbers_over() {
+    for _ in 0..20 {
+        let o = mman(&["semaphore"]);
+        assert!(o.status.success(), "{o:?}");
+        assert_eq!(stdout(&o).trim(), "0 1 2 3 4 5 6 7 8 9");
+    }
+}
+
+#[test]
+fn every_philosopher_eats_exactly_the_meals() {
+    for n in [2usize, 3, 5, 8, 16] {
+        let o = mman(&["philosophers", "-n", &n.to_string(), "--meals", "300"]);
+        assert!(o.status.success(), "n={n}: {o:?}");
+        let out = stdout(&o);
+        let meals: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("philosopher "))
+            .collect();
+        assert_eq!(meals.len(), n, "{out}");
+        for l in meals {
+            assert!(l.ends_with(": 300 meals"), "n={n}: {l}");
+        }
+        assert!(out.contains(&format!("total {} meals", 300 * n)), "{out}");
+        assert!(out.contains("fairness min/max 300/300"), "{out}");
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/PID; it is not running.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_philosopher_ends_the_dinner_with_no_orphans() {
+    let dinner = Command::new(env!("CARGO_BIN_EXE_mman"))
+        .args(["philosophers", "-n", "5", "--seconds", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut kids = Vec::new();
+    while kids.len() < 5 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        kids = children_of(dinner.id());
+    }
+    assert_eq!(kids.len(), 5, "philosophers did not start");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) of a child process of the dinner, by pid.
+    assert_eq!(unsafe { libc::kill(kids[2] as i32, libc::SIGKILL) }, 0);
+    let killed_at = Instant::now();
+    let out = dinner.wait_with_output().unwrap();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "the dinner took too long to notice"
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("(pid {}) was killed by signal 9", kids[2])),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    for k in kids {
+        assert!(!alive(k), "philosopher {k} outlived the dinner");
+    }
+}
+
+#[test]
+fn shm_objects_are_0600_whatever_the_umask() {
+    let name = format!("cli-{}", std::process::id());
+    let script = format!(
+        "umask 000 && {} shm create {name} --size 12345",
+        env!("CARGO_BIN_EXE_mman")
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(format!("/dev/shm/mman.{name}")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 12345);
+    let list = stdout(&mman(&["shm", "list"]));
+    let line = list.lines().find(|l| l.starts_with(&name)).expect("listed");
+    assert!(line.contains("12345") && line.contains("gone (stale)"), "{line}");
+    let o = mman(&["shm", "create", &name, "--size", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("File exists"),
+        "{o:?}"
+    );
+    assert!(mman(&["shm", "rm", &name]).status.success());
+    assert!(!std::path::Path::new(&format!("/dev/shm/mman.{name}")).exists());
+}

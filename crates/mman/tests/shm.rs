@@ -1,0 +1,164 @@
+//! Named shared-memory objects, memfd seals and descriptor passing, with real processes.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::Command;
+
+use mman::shm::{self, Memfd, OpenCheck, Seals, SharedMemory};
+use mman::ErrorKind;
+
+fn unique(tag: &str) -> String {
+    format!(
+        "test-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    )
+    .replace(['(', ')'], "")
+}
+
+#[test]
+fn create_is_exclusive_and_open_sees_the_same_bytes() {
+    let name = unique("excl");
+    let a = SharedMemory::create(&name, 8192).unwrap();
+    assert_eq!(a.name(), format!("/mman.{name}"));
+    let again = SharedMemory::create(&name, 8192).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AddressInUse, "{again}");
+    assert!(again.to_string().contains(&name), "{again}");
+    a.map().unwrap().write_at(100, b"shared").unwrap();
+    let b = SharedMemory::open(&name, 8192).unwrap();
+    let mut buf = [0u8; 6];
+    b.map().unwrap().read_at(100, &mut buf).unwrap();
+    assert_eq!(&buf, b"shared");
+    let meta = std::fs::metadata(format!("/dev/shm/mman.{name}")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(meta.len(), 8192);
+    drop(b);
+    drop(a); // the creator unlinks
+    assert!(SharedMemory::open(&name, 0).is_err());
+}
+
+#[test]
+fn open_refuses_too_small_wrong_mode_and_wrong_owner() {
+    let small = unique("small");
+    let _s = SharedMemory::create(&small, 4096).unwrap();
+    let e = SharedMemory::open(&small, 8192).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.to_string().contains("4096 bytes, smaller than the 8192 needed"),
+        "{e}"
+    );
+
+    let open_mode = unique("mode");
+    let _m = SharedMemory::create_with_mode(&open_mode, 4096, 0o666).unwrap();
+    let e = SharedMemory::open(&open_mode, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("mode 0666"), "{e}");
+    let ok = SharedMemory::open_checked(
+        &open_mode,
+        &OpenCheck {
+            min_size: 0,
+            owner: None,
+            allowed_other_bits: 0o066,
+        },
+    );
+    assert!(ok.is_ok());
+
+    let foreign = unique("owner");
+    let _f = SharedMemory::create(&foreign, 4096).unwrap();
+    let path = format!("/dev/shm/mman.{foreign}");
+    if std::os::unix::fs::chown(&path, Some(65534), None).is_ok() {
+        let e = SharedMemory::open(&foreign, 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+    }
+}
+
+#[test]
+fn list_shows_live_and_stale_creators_and_removes_stale_ones() {
+    let live = unique("live");
+    let _obj = SharedMemory::create(&live, 4096).unwrap();
+    // A creator that exits at once: `true` is no mman process, so create through a child
+    // that re-runs this binary's creating test.
+    let stale = unique("stale");
+    let st = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_creates_and_keeps", "--nocapture"])
+        .env("MMAN_SHM_CHILD", &stale)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let all = shm::list().unwrap();
+    let l = all.iter().find(|o| o.name == live).expect("live object listed");
+    assert_eq!(l.creator, Some(std::process::id()));
+    assert_eq!(l.creator_alive, Some(true));
+    let s = all.iter().find(|o| o.name == stale).expect("stale object listed");
+    assert_eq!(s.creator_alive, Some(false));
+    assert_eq!(s.size, 4096);
+    let removed = shm::remove_stale().unwrap();
+    assert!(removed.contains(&stale), "{removed:?}");
+    assert!(!shm::list().unwrap().iter().any(|o| o.name == stale));
+    assert!(shm::list().unwrap().iter().any(|o| o.name == live));
+}
+
+#[test]
+fn child_creates_and_keeps() {
+    let Ok(name) = std::env::var("MMAN_SHM_CHILD") else {
+        return;
+    };
+    let mut o = SharedMemory::create(&name, 4096).unwrap();
+    o.keep();
+}
+
+#[test]
+fn sealed_memfd_refuses_truncation_and_writes() {
+    let m = Memfd::create("seal-test", 8192).unwrap();
+    m.map().unwrap().write_at(0, b"frozen").unwrap();
+    m.add_seals(Seals::FROZEN).unwrap();
+    assert!(m.set_len(0).is_err());
+    assert!(m.set_len(1 << 20).is_err());
+    assert!(m.map().is_err(), "a writable shared mapping must be refused");
+    assert_eq!(&m.map_sealed().unwrap()[..6], b"frozen");
+    let unsealed = Memfd::create("open", 4096).unwrap();
+    let e = unsealed.require_seals(Seals::WRITE | Seals::SHRINK).unwrap_err();
+    assert!(e.to_string().contains("lack"), "{e}");
+}
+
+#[test]
+fn child_receives_sealed_memfd() {
+    let Ok(sock) = std::env::var("MMAN_SHM_SOCKET") else {
+        return;
+    };
+    let s = UnixStream::connect(sock).unwrap();
+    let creds = shm::peer_credentials(&s).unwrap();
+    let (fd, msg) = shm::recv_fd(&s).unwrap();
+    let m = Memfd::from_fd(fd).unwrap();
+    m.require_seals(Seals::WRITE | Seals::SHRINK).unwrap();
+    let view = m.map_sealed().unwrap();
+    assert_eq!(&view[..msg.len()], &msg[..]);
+    // Report the parent's pid as seen through SO_PEERCRED.
+    println!("PEER {}", creds.pid);
+}
+
+#[test]
+fn memfd_passes_to_another_process_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_receives_sealed_memfd", "--nocapture"])
+        .env("MMAN_SHM_SOCKET", &sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let peer = shm::peer_credentials(&conn).unwrap();
+    assert_eq!(peer.pid, child.id());
+    let m = Memfd::create("passed", 4096).unwrap();
+    m.map().unwrap().write_at(0, b"hello from the parent").unwrap();
+    m.add_seals(Seals::FROZEN).unwrap();
+    shm::send_fd(&conn, m.as_fd(), b"hello from the parent").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("PEER {}", std::process::id())), "{text}");
+}
