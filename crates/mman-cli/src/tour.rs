@@ -1,9 +1,484 @@
+//! `mman tour`: the course notes' ideas, one short section each, with the kernel's numbers.
+//!
+//! Each section is a function in [`SECTIONS`]; later features add theirs to the list.
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use mman::transfer::{Method, Sink};
+use mman::{FlushMode, LockAll, MapOptions, Protection, Usage};
+
+/// Arguments of `mman tour`.
 #[derive(Args, Debug)]
-pub struct TourArgs {}
-pub fn run(_a: TourArgs) -> anyhow::Result<()> {
+pub struct TourArgs {
+    /// Run only this section (1-based); all when omitted.
+    #[arg(long)]
+    section: Option<usize>,
+}
+
+struct Tour {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+}
+
+type Section = (&'static str, fn(&Tour) -> Result<()>);
+
+const SECTIONS: &[Section] = &[
+    ("Mapping a file and reading it", map_a_file),
+    ("MAP_PRIVATE copy-on-write vs MAP_SHARED", private_vs_shared),
+    ("mprotect: a write to a read-only page", protection),
+    ("mlock and mlockall: keeping pages in RAM", locking),
+    ("msync: from the page cache to the disk", syncing),
+    (
+        "When mmap pays: read() vs mapping vs vmsplice vs splice",
+        when_mmap_pays,
+    ),
+    ("Parent and child sharing anonymous memory", sharing),
+    ("A semaphore inside the mapping", semaphore),
+    ("Two unrelated processes sharing a file", file_between_processes),
+    ("Dining philosophers with processes", philosophers),
+    ("A file truncated under a mapping, survived", truncation),
+    ("Guard pages and locked secrets", guards_and_secrets),
+];
+
+/// `mman tour`.
+pub fn run(args: TourArgs) -> Result<()> {
+    if let Some(s) = args.section {
+        if s == 0 || s > SECTIONS.len() {
+            bail!(
+                "tour: there is no section {s}; sections are 1 to {}",
+                SECTIONS.len()
+            );
+        }
+    }
+    let tour = Tour {
+        dir: tempfile::Builder::new()
+            .prefix("mman-tour")
+            .tempdir()
+            .context("tour: create a temporary directory")?,
+        exe: std::env::current_exe().context("tour: find the mman executable")?,
+    };
+    println!("mman tour: the Unix memory-mapping API, one idea at a time.");
+    println!(
+        "(page size {} bytes; working in {}, removed at the end)",
+        mman::page_size(),
+        tour.dir.path().display()
+    );
+    for (i, (title, section)) in SECTIONS.iter().enumerate() {
+        if args.section.is_some_and(|s| s != i + 1) {
+            continue;
+        }
+        println!("\n== {}. {title} ==", i + 1);
+        section(&tour).with_context(|| format!("tour section {}: {title}", i + 1))?;
+    }
+    println!("\nThat was the tour. `mman --help` lists the commands; the README has the library.");
     Ok(())
 }
-pub fn child(_w: &str) -> anyhow::Result<()> {
+
+impl Tour {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn mman(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(&self.exe)
+            .args(args)
+            .output()
+            .with_context(|| format!("run mman {}", args.join(" ")))
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{} KiB", bytes / 1024)
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn map_a_file(t: &Tour) -> Result<()> {
+    let path = t.path("hello.txt");
+    let text: String = (0..200)
+        .map(|i| format!("line {i:03} of a file read through a mapping\n"))
+        .collect();
+    std::fs::write(&path, &text)?;
+    let map = MapOptions::new().map_path(&path)?;
+    println!(
+        "mapped {} ({} bytes) read-only, shared, at {:p}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        map.len(),
+        map.as_ptr()
+    );
+    let line_len = text.find('\n').unwrap_or(0);
+    let mut first = vec![0u8; line_len];
+    map.read_at(0, &mut first)?;
+    println!(
+        "the first line, copied out of the mapping: {:?}",
+        String::from_utf8_lossy(&first)
+    );
+    let at = MapOptions::new().offset(5000).len(20).map_path(&path)?;
+    let mut line = vec![0u8; 20];
+    at.read_at(0, &mut line)?;
+    println!(
+        "offset 5000 is not page-aligned: mman maps from offset {} and hands back exactly bytes 5000..5020: {:?}",
+        5000 / mman::page_size() * mman::page_size(),
+        String::from_utf8_lossy(&line)
+    );
+    let empty = t.path("empty");
+    std::fs::write(&empty, b"")?;
+    let e = MapOptions::new().map_path(&empty)?;
+    println!(
+        "an empty file maps to an empty mapping ({} bytes): mmap(2) itself would refuse length 0",
+        e.len()
+    );
     Ok(())
+}
+
+fn private_vs_shared(t: &Tour) -> Result<()> {
+    let path = t.path("cow.txt");
+    std::fs::write(&path, b"original contents")?;
+    let private = MapOptions::new().read_write().private().map_path(&path)?;
+    private.write_at(0, b"PRIVATE!")?;
+    let mut seen = vec![0u8; 17];
+    private.read_at(0, &mut seen)?;
+    println!(
+        "wrote through a MAP_PRIVATE mapping; it reads {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    println!(
+        "but the file still holds {:?}: the write went to a private copy of the page (copy-on-write)",
+        String::from_utf8_lossy(&std::fs::read(&path)?)
+    );
+    let shared = MapOptions::new().read_write().shared().map_path(&path)?;
+    shared.write_at(0, b"SHARED!!")?;
+    println!(
+        "wrote through a MAP_SHARED mapping; read() of the file now gives {:?}",
+        String::from_utf8_lossy(&std::fs::read(&path)?)
+    );
+    private.read_at(0, &mut seen)?;
+    println!(
+        "the private copy keeps its own page: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    Ok(())
+}
+
+fn protection(t: &Tour) -> Result<()> {
+    let mut map = MapOptions::new().len(mman::page_size()).map_anonymous()?;
+    map.protect(Protection::READ)?;
+    println!(
+        "a page made read-only with mprotect(PROT_READ): {}",
+        map.protection()
+    );
+    match map.write_at(0, b"x") {
+        Err(e) => println!("mman refuses the write up front: {e}"),
+        Ok(()) => bail!("a write to a read-only mapping succeeded"),
+    }
+    if let Err(e) = map.protect(Protection::READ | Protection::WRITE | Protection::EXEC) {
+        println!("and write+exec together is refused (W^X): {e}");
+    }
+    let out = t.mman(&["__tour-child", "protect-write"])?;
+    match out.status.signal() {
+        Some(sig) => println!(
+            "a child that writes to a read-only page with a raw pointer is killed by signal {sig} ({})",
+            if sig == libc::SIGSEGV {
+                "SIGSEGV"
+            } else {
+                "unexpected"
+            }
+        ),
+        None => println!("the child was not killed by a signal: status {}", out.status),
+    }
+    Ok(())
+}
+
+fn locking(_: &Tour) -> Result<()> {
+    let (soft, hard) = mman::memlock_limit();
+    let show = |l: Option<u64>| l.map_or("unlimited".to_string(), kib);
+    println!(
+        "RLIMIT_MEMLOCK: {} (hard {}); root or CAP_IPC_LOCK is not bound by it",
+        show(soft),
+        show(hard)
+    );
+    let map = MapOptions::new().len(1 << 20).map_anonymous()?;
+    let before = status_kib("VmLck:");
+    match map.lock(..) {
+        Ok(()) => {
+            println!(
+                "mlock of 1 MiB: VmLck {} -> {}",
+                kib(before * 1024),
+                kib(status_kib("VmLck:") * 1024)
+            );
+            let r = map.residency(..)?;
+            println!(
+                "mincore: {} of {} pages resident (mlock faults them all in)",
+                r.resident(),
+                r.pages()
+            );
+            map.unlock(..)?;
+            println!("munlock: VmLck back to {}", kib(status_kib("VmLck:") * 1024));
+        }
+        Err(e) => println!("mlock failed, as the limit says it may: {e}"),
+    }
+    match mman::lock_all(LockAll {
+        current: true,
+        future: false,
+        on_fault: true,
+    }) {
+        Ok(()) => {
+            println!(
+                "mlockall(MCL_CURRENT | MCL_ONFAULT): every mapping locked as it is touched; VmLck {}",
+                kib(status_kib("VmLck:") * 1024)
+            );
+            mman::unlock_all()?;
+            println!("munlockall: VmLck {}", kib(status_kib("VmLck:") * 1024));
+        }
+        Err(e) => println!("mlockall failed: {e}"),
+    }
+    Ok(())
+}
+
+fn syncing(t: &Tour) -> Result<()> {
+    let path = t.path("journal");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    file.set_len(4 << 20)?;
+    let map = MapOptions::new().read_write().shared().map(&file)?;
+    for page in 0..1024 {
+        map.write_at(page * 4096, b"dirty page")?;
+    }
+    let mut head = [0u8; 10];
+    (&file).read_exact(&mut head)?;
+    println!(
+        "wrote 1024 pages through a shared mapping; read() already sees {:?}: one page cache, two views",
+        String::from_utf8_lossy(&head)
+    );
+    let t0 = Instant::now();
+    map.flush(.., FlushMode::Async)?;
+    let async_s = t0.elapsed();
+    let t0 = Instant::now();
+    map.flush(.., FlushMode::Sync)?;
+    let sync_s = t0.elapsed();
+    println!("msync(MS_ASYNC) took {async_s:?}: on Linux it does nothing, the kernel writes dirty pages back anyway");
+    println!("msync(MS_SYNC) took {sync_s:?}: it waited for 4 MiB to reach the disk");
+    map.flush(.., FlushMode::Invalidate)?;
+    println!("msync(MS_INVALIDATE): later reads come from the file as it is now");
+    Ok(())
+}
+
+fn make_file(path: &Path, len: usize) -> Result<()> {
+    let mut block = vec![0u8; 1 << 20];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    let mut f = std::fs::File::create(path)?;
+    for _ in 0..len / block.len() {
+        f.write_all(&block)?;
+    }
+    Ok(())
+}
+
+fn when_mmap_pays(t: &Tour) -> Result<()> {
+    const LEN: usize = 128 << 20;
+    let path = t.path("big");
+    make_file(&path, LEN)?;
+    let _ = std::fs::read(&path)?; // warm the page cache: we measure the CPU side
+    println!("moving a 128 MiB file (in the page cache) into a pipe, each way in turn:");
+    println!(
+        "  {:<34} {:>9} {:>9} {:>13}",
+        "method", "seconds", "GiB/s", "page faults"
+    );
+    for (label, method) in [
+        ("read() + write(), like GNU cat", Method::Read),
+        ("write() from a mapping (the seed)", Method::Map),
+        ("vmsplice() of mapped pages", Method::Vmsplice),
+        ("splice() from the page cache", Method::Splice),
+    ] {
+        let file = std::fs::File::open(&path)?;
+        let (rd, wr) = std::io::pipe()?;
+        let drain = std::thread::spawn(move || {
+            let mut rd = rd;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            while let Ok(k) = rd.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k as u64;
+            }
+            n
+        });
+        let before = Usage::now();
+        let t0 = Instant::now();
+        let moved = {
+            use std::os::fd::AsFd;
+            let mut sink = Sink::new(wr.as_fd());
+            sink.copy_from(file.as_fd(), &path, method)?.bytes
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let used = Usage::now().since(&before);
+        drop(wr);
+        let got = drain
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pipe reader panicked"))?;
+        if got != moved || got != LEN as u64 {
+            bail!("{label}: moved {moved} bytes, the reader got {got}");
+        }
+        println!(
+            "  {label:<34} {secs:>9.3} {:>9.2} {:>13}",
+            LEN as f64 / (1u64 << 30) as f64 / secs,
+            used.minor_faults + used.major_faults
+        );
+    }
+    println!("splice moves page-cache pages into the pipe without the CPU copying them; vmsplice");
+    println!("hands over mapped pages by reference; write() from a mapping pays a fault for every");
+    println!("16 pages, TLB misses over 128 MiB of addresses and a page-table teardown, while read()");
+    println!("copies twice but through one 128 KiB buffer that stays in the cache.");
+    Ok(())
+}
+
+fn sharing(t: &Tour) -> Result<()> {
+    for args in [&["share"][..], &["share", "--private"][..]] {
+        let out = t.mman(args)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let (addr, numbers) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        println!(
+            "mman {:<16} {addr}; the child wrote 0..9, the parent reads: {numbers}",
+            args.join(" ")
+        );
+    }
+    println!("MAP_SHARED: one page, both processes. MAP_PRIVATE: the child's writes went to its copy.");
+    Ok(())
+}
+
+fn semaphore(t: &Tour) -> Result<()> {
+    let out = t.mman(&["semaphore"])?;
+    println!(
+        "the parent waits on a semaphore that lives in the shared page; the child fills the numbers and posts: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    println!(
+        "mman's Semaphore is 8 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
+    );
+    Ok(())
+}
+
+fn file_between_processes(t: &Tour) -> Result<()> {
+    let path = t.path("shared-file");
+    std::fs::write(&path, vec![0u8; 4096])?;
+    let map = MapOptions::new().read_write().shared().map_path(&path)?;
+    let word = map.atomic_u64(0)?;
+    let path_s = path.to_string_lossy().into_owned();
+    let out = t.mman(&["__tour-child", &format!("file-writer:{path_s}")])?;
+    if !out.status.success() {
+        bail!("the writer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "a separate process (started, not forked) mapped {} MAP_SHARED and stored a value;\nwe read it through our own mapping of the same file: {:#x}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        word.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+fn philosophers(t: &Tour) -> Result<()> {
+    let out = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second:");
+    if let Some(summary) = text.lines().last() {
+        println!("  {summary}");
+    }
+    println!("each takes the lower-numbered fork first: no cycle of waiting, so no deadlock.");
+    Ok(())
+}
+
+fn truncation(t: &Tour) -> Result<()> {
+    let path = t.path("shrinking");
+    std::fs::write(&path, vec![b'x'; 16 * 4096])?;
+    let map = MapOptions::new().map_path(&path)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(4096)?;
+    println!(
+        "mapped a 64 KiB file, then truncated it to 4 KiB: in C, touching page 5 now kills you with SIGBUS"
+    );
+    let mut buf = vec![0u8; 4096];
+    match map.read_at(5 * 4096, &mut buf) {
+        Err(e) => println!("mman caught the SIGBUS and says: {e}"),
+        Ok(()) => bail!("reading past the new end of a truncated file succeeded"),
+    }
+    Ok(())
+}
+
+fn guards_and_secrets(t: &Tour) -> Result<()> {
+    let out = t.mman(&["__tour-child", "guard-overflow"])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    let sig = out
+        .status
+        .signal()
+        .map_or("no signal".to_string(), |s| format!("signal {s}"));
+    println!("a child writes one byte past a 100-byte GuardedBuffer; it is killed by {sig} and said:");
+    println!("  {}", said.trim());
+    let mut secret = mman::fault::Secret::<[u8; 32]>::zeroed()?;
+    secret
+        .expose_mut()?
+        .copy_from_slice(b"correct horse battery staple!!!!");
+    let p = secret.protections();
+    println!(
+        "a Secret<[u8; 32]>: locked {}; out of core dumps {};",
+        p.locked, p.excluded_from_core_dumps
+    );
+    println!(
+        "  hidden from children {}; in memfd_secret memory {}",
+        p.hidden_from_children, p.secret_memory
+    );
+    Ok(())
+}
+
+/// `mman __tour-child WHAT`: the throwaway processes the tour demonstrates with.
+pub fn child(what: &str) -> Result<()> {
+    match what.split_once(':').unwrap_or((what, "")) {
+        ("protect-write", _) => {
+            let mut map = MapOptions::new().len(mman::page_size()).map_anonymous()?;
+            map.protect(Protection::READ)?;
+            let p = map.as_mut_ptr();
+            // SAFETY: deliberately unsound for the demonstration: this throwaway child writes
+            // to a read-only page so the kernel kills it with SIGSEGV.
+            unsafe { std::ptr::write_volatile(p, 1) };
+            bail!("the write to a read-only page was not stopped")
+        }
+        ("file-writer", path) => {
+            let map = MapOptions::new().read_write().shared().map_path(path)?;
+            map.atomic_u64(0)?
+                .store(0x00C0_FFEE_u64, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        ("guard-overflow", _) => {
+            let mut buf = mman::fault::GuardedBuffer::new(100)?;
+            let p = buf.as_mut_ptr();
+            // SAFETY: deliberately out of bounds for the demonstration: the byte past the end
+            // is in the guard page, and the fault kills this throwaway child.
+            unsafe { std::ptr::write_volatile(p.add(100), 1) };
+            bail!("the guard page did not stop the overflow")
+        }
+        _ => bail!("unknown tour child {what:?}"),
+    }
 }

@@ -963,7 +963,7 @@ impl Mapping {
         self.need(op, Protection::READ_WRITE)?;
         self.check_intact(op, false)?;
         let p = self.start().wrapping_add(offset);
-        if p as usize % size != 0 {
+        if !(p as usize).is_multiple_of(size) {
             return Err(self.err(
                 Error::new(
                     ErrorKind::InvalidInput,
@@ -1406,7 +1406,7 @@ unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     // SAFETY (whole body): every address read is inside the caller's range, and each is read
     // with an atomic load of its natural alignment.
     unsafe {
-        while i < n && (src as usize + i) % 8 != 0 {
+        while i < n && !(src as usize + i).is_multiple_of(8) {
             dst[i] = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed);
             i += 1;
         }
@@ -1432,7 +1432,7 @@ unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     // SAFETY (whole body): every address written is inside the caller's range, each with an
     // atomic store of its natural alignment.
     unsafe {
-        while i < n && (dst as usize + i) % 8 != 0 {
+        while i < n && !(dst as usize + i).is_multiple_of(8) {
             AtomicU8::from_ptr(dst.add(i)).store(src[i], Ordering::Relaxed);
             i += 1;
         }

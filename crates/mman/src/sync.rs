@@ -51,7 +51,7 @@ pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
         ));
     }
     let addr = map.as_ptr() as usize + offset;
-    if addr % std::mem::align_of::<T>() != 0 {
+    if !addr.is_multiple_of(std::mem::align_of::<T>()) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "place",
