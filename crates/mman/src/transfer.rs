@@ -17,6 +17,13 @@
 //! addresses (TLB misses, no cache reuse) instead of one 128 KiB buffer that stays in L2,
 //! and munmap tears down the page tables and flushes the TLB. Read's second copy is from a
 //! hot buffer and costs less than all that.
+//!
+//! A file that shrinks while it is copied is reported, by every method, as
+//! [`ErrorKind::Truncated`] ("file shrank from X to Y bytes"). Up to the new end the output
+//! is the file's bytes. Past it, `Read` and `Map` have written what they read before the
+//! truncation; `Splice` and `Vmsplice` hand the pipe *references* to page-cache pages, and
+//! pages the truncation dropped reach the reader as zeros. That is the price of zero-copy,
+//! and why the error matters.
 
 // Elsewhere the zero-copy paths compile away and only read() and mapping remain.
 #![cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
