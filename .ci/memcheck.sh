@@ -11,7 +11,13 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]!=["bench"] and m.get("profile",{}).get("test"):
         print(m["executable"])')
 [ -n "$bins" ] || { echo "memcheck: no test binaries found"; exit 1; }
+# Valgrind cannot emulate a SIGBUS handler that remaps the faulting page under a running
+# load (its JIT replays the access against its own shadow state), so the two tests that
+# depend on exactly that run natively only; every other test, the handler's registry
+# included, runs under memcheck.
+skip=(--skip four_threads_reading_different_mappings_survive_truncation
+      --skip truncation_by_another_process_is_an_error_with_sizes)
 for b in $bins; do
   echo "memcheck: $(basename "$b")"
-  valgrind --quiet --error-exitcode=99 --leak-check=no --track-origins=no "$b" --test-threads=1 -q
+  valgrind --quiet --error-exitcode=99 --leak-check=no --track-origins=no "$b" --test-threads=1 -q "${skip[@]}"
 done

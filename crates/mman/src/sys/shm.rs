@@ -39,7 +39,7 @@ pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
         rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)?;
         return Ok(());
     }
-    Ok(rustix::fs::ftruncate(fd, len)?)
+    set_len(fd, len)
 }
 
 /// `ftruncate`.
@@ -200,8 +200,13 @@ pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
+    // Received descriptors close on exec (atomically where the platform can).
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let recv_flags = RecvFlags::CMSG_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let recv_flags = RecvFlags::empty();
     let got = loop {
-        match rustix::net::recvmsg(sock, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC) {
+        match rustix::net::recvmsg(sock, &mut iov, &mut cmsg, recv_flags) {
             Err(rustix::io::Errno::INTR) => continue,
             r => break r?,
         }
@@ -212,6 +217,8 @@ pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
             for f in fds {
                 // Keep the first; any extra is closed when dropped.
                 if fd.is_none() {
+                    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+                    let _ = rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::CLOEXEC);
                     fd = Some(f);
                 }
             }
