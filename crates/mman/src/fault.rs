@@ -430,17 +430,25 @@ fn memlock_hint(e: Error) -> Error {
     ))
 }
 
+impl<T: bytemuck::Pod> Secret<T> {
+    /// Overwrite the secret with zeros now (drop does this too), with volatile stores the
+    /// compiler cannot drop as dead.
+    pub fn wipe(&mut self) {
+        if self.check_process().is_err() {
+            return;
+        }
+        let p = self.ptr.as_ptr() as *mut u8;
+        for i in 0..self.len {
+            // SAFETY: our own writable memory, mapped in this process (checked above).
+            unsafe { std::ptr::write_volatile(p.add(i), 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl<T: bytemuck::Pod> Drop for Secret<T> {
     fn drop(&mut self) {
-        if self.check_process().is_ok() {
-            let p = self.ptr.as_ptr() as *mut u8;
-            for i in 0..self.len {
-                // SAFETY: our own writable memory; volatile so the wipe is not optimised
-                // away as a dead store.
-                unsafe { std::ptr::write_volatile(p.add(i), 0) };
-            }
-            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-        }
+        self.wipe();
         let _ = sys::munlock(self.ptr.as_ptr().cast(), self.len);
         // SAFETY: our own mapping; `&mut self` proves no borrow lives.
         let _ = unsafe { sys::munmap(self.ptr.as_ptr().cast(), self.len) };

@@ -269,6 +269,11 @@ fn secret_is_locked_and_reports_protections() {
     assert!(vm_lck_kib() >= before + 4, "VmLck did not rise");
     assert_eq!(s.expose().unwrap()[10], 3);
     assert!(!format!("{s:?}").contains('3'), "Debug must not print the value");
+    s.wipe();
+    assert!(
+        s.expose().unwrap().iter().all(|&b| b == 0),
+        "wipe (and so drop) zeroes"
+    );
     drop(s);
     assert!(vm_lck_kib() <= before, "VmLck did not fall after drop");
 }

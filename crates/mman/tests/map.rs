@@ -387,3 +387,44 @@ fn lock_all_and_unlock_all() {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}"),
     }
 }
+
+#[test]
+fn huge_pages_without_a_reservation_say_how_to_reserve() {
+    let reserved: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let r = MapOptions::new().len(2 << 20).huge_pages(None).map_anonymous();
+    match r {
+        Ok(m) => assert!(reserved > 0 && m.page_size() >= 2 << 20),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
+            assert!(e.to_string().contains("/proc/sys/vm/nr_hugepages"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn populate_transparent_huge_pages_and_no_reserve() {
+    let m = MapOptions::new()
+        .len(64 * 4096)
+        .populate(true)
+        .map_anonymous()
+        .unwrap();
+    assert_eq!(
+        m.residency(..).unwrap().resident(),
+        64,
+        "MAP_POPULATE faults every page in"
+    );
+    let t = MapOptions::new()
+        .len(4 << 20)
+        .transparent_huge_pages(true)
+        .map_anonymous();
+    assert!(t.is_ok(), "{:?}", t.err());
+    let n = MapOptions::new()
+        .len(1 << 30)
+        .no_reserve(true)
+        .map_anonymous()
+        .unwrap();
+    assert_eq!(n.residency(..).unwrap().resident(), 0);
+}
