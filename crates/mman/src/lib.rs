@@ -93,6 +93,11 @@ pub use map::{
     Mapping, Protection, Residency,
 };
 
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Resource usage of this process, as `getrusage(RUSAGE_SELF)` reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
