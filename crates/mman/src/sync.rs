@@ -24,6 +24,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{Mapping, Protection};
 use crate::sys;
 
+mod locks;
+mod posix;
+
+pub use locks::{Barrier, Condvar, Mutex, MutexGuard};
+pub use posix::{NamedSemaphore, PosixSemaphore};
+
 /// Types that may live in memory shared between processes and be used through `&T`.
 ///
 /// # Safety
@@ -38,12 +44,23 @@ pub unsafe trait ProcessShared: Sync {}
 /// Fails if the object would not fit, `offset` is not aligned for `T`, or the mapping is not
 /// readable and writable.
 pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
+    let p = slot::<T>(map, offset, "place")?;
+    // SAFETY: in bounds, aligned, readable and writable (checked by `slot`); `T:
+    // ProcessShared` makes any bytes a peer can leave there a valid `T` usable through `&T`;
+    // the borrow of `map` keeps the mapping (and its protection, which needs `&mut`) alive
+    // and unchanged.
+    Ok(unsafe { &*p })
+}
+
+/// The address of a `T` at `offset` of `map`, checked: it fits, is aligned, and the mapping
+/// is readable and writable.
+fn slot<T>(map: &Mapping, offset: usize, op: &'static str) -> Result<*mut T> {
     let size = std::mem::size_of::<T>();
     let fits = offset.checked_add(size).is_some_and(|end| end <= map.len());
     if !fits {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            "place",
+            op,
             format!(
                 "a {size}-byte object at offset {offset} does not fit in the mapping of {} bytes",
                 map.len()
@@ -54,7 +71,7 @@ pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
     if !addr.is_multiple_of(std::mem::align_of::<T>()) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            "place",
+            op,
             format!(
                 "offset {offset} is not {}-byte aligned",
                 std::mem::align_of::<T>()
@@ -64,14 +81,11 @@ pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
     if !map.protection().contains(Protection::READ_WRITE) {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
-            "place",
+            op,
             format!("the mapping is {} and shared objects need rw-", map.protection()),
         ));
     }
-    // SAFETY: in bounds, aligned, readable and writable (all checked); `T: ProcessShared`
-    // makes any bytes a peer can leave there a valid `T` usable through `&T`; the borrow of
-    // `map` keeps the mapping (and its protection, which needs `&mut`) alive and unchanged.
-    Ok(unsafe { &*(addr as *const T) })
+    Ok(addr as *mut T)
 }
 
 /// A counting semaphore with `sem_post`/`sem_wait` semantics, for threads or processes.

@@ -16,6 +16,8 @@ pub mod fault;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod guard;
 pub mod shm;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod sync;
 
 /// The base page size of this system.
 pub fn page_size() -> usize {
@@ -612,6 +614,8 @@ pub fn futex_wait(
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) -> usize {
     use rustix::thread::futex;
+    // The kernel reads the count as an int: u32::MAX would be -1 and wake just one waiter.
+    let n = n.min(i32::MAX as u32);
     // The only failures are EFAULT/EINVAL for a bad address, which a `&AtomicU32` rules out.
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
 }

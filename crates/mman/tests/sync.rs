@@ -1,0 +1,325 @@
+//! Process-shared synchronization with real processes: the test binary re-runs itself as the
+//! peer (`MMAN_SYNC_CHILD` names the role, `MMAN_SYNC_FILE` the shared file).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mman::sync::{place, Barrier, Condvar, Mutex, NamedSemaphore, PosixSemaphore, Semaphore};
+use mman::{MapOptions, Mapping};
+
+const ROUNDS: u32 = 100_000;
+
+fn shared_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("shared");
+    std::fs::write(&p, vec![0u8; 8192]).unwrap();
+    p
+}
+
+fn map(path: &std::path::Path) -> Mapping {
+    MapOptions::new().read_write().shared().map_path(path).unwrap()
+}
+
+fn spawn(role: &str, path: &std::path::Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "peer", "--nocapture", "--test-threads=1"])
+        .env("MMAN_SYNC_CHILD", role)
+        .env("MMAN_SYNC_FILE", path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ok(child: Child) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "peer failed: {out:?}");
+}
+
+/// The peer processes. Does nothing unless run as one.
+#[test]
+fn peer() {
+    let (Ok(role), Ok(path)) = (std::env::var("MMAN_SYNC_CHILD"), std::env::var("MMAN_SYNC_FILE")) else {
+        return;
+    };
+    let m = map(path.as_ref());
+    match role.as_str() {
+        "pong" => {
+            let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 8).unwrap());
+            for _ in 0..ROUNDS {
+                assert!(
+                    ping.wait_timeout(Duration::from_secs(10)),
+                    "lost wake-up in the peer"
+                );
+                pong.post().unwrap();
+            }
+        }
+        "hold-and-die" => {
+            let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+            let mut g = mx.lock().unwrap();
+            *g = 7;
+            println!("LOCKED");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "add" => {
+            let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+            for _ in 0..1_000_000 {
+                *mx.lock().unwrap() += 1;
+            }
+        }
+        "barrier" => {
+            let b = Barrier::open(&m, 0, 3).unwrap();
+            let count = m.atomic_u64(64).unwrap();
+            for round in 0..200u64 {
+                count.fetch_add(1, Ordering::SeqCst);
+                b.wait();
+                assert_eq!(count.load(Ordering::SeqCst), 3 * (round + 1));
+                b.wait();
+            }
+        }
+        "condvar" => {
+            let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+            let cv = Condvar::open(&m, 128).unwrap();
+            let mut g = mx.lock().unwrap();
+            let t0 = Instant::now();
+            while *g != 1 {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never notified");
+                g = cv.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
+            }
+            *g = 2;
+            cv.notify_all();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn semaphore_ping_pong_100k_rounds_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 8).unwrap());
+    let child = spawn("pong", &path);
+    for i in 0..ROUNDS {
+        ping.post().unwrap();
+        assert!(
+            pong.wait_timeout(Duration::from_secs(10)),
+            "lost wake-up at round {i}"
+        );
+    }
+    wait_ok(child);
+    assert_eq!((ping.value(), pong.value()), (0, 0));
+}
+
+#[test]
+fn robust_mutex_survives_its_owner_being_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+    for consistent in [true, false] {
+        let mut child = spawn("hold-and-die", &path);
+        // The harness prints its own lines first; wait for the peer's.
+        let mut out = BufReader::new(child.stdout.as_mut().unwrap());
+        let mut line = String::new();
+        while !line.contains("LOCKED") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the peer ended without locking"
+            );
+        }
+        assert!(mx.try_lock().unwrap().is_none(), "the child holds it");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut g = mx.lock().unwrap();
+        assert!(g.owner_died());
+        assert_eq!(*g, 7, "the dead owner's write is visible");
+        if consistent {
+            *g = 8;
+            g.make_consistent().unwrap();
+            drop(g);
+            let g = mx.lock().unwrap();
+            assert!(!g.owner_died());
+            assert_eq!(*g, 8);
+        } else {
+            drop(g); // not repaired: the mutex is now unrecoverable
+            let e = mx
+                .lock()
+                .err()
+                .expect("a mutex left inconsistent must refuse to lock");
+            assert!(e.to_string().contains("make_consistent"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn eight_processes_adding_a_million_each_end_at_eight_million() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+    let kids: Vec<Child> = (0..8).map(|_| spawn("add", &path)).collect();
+    for k in kids {
+        wait_ok(k);
+    }
+    assert_eq!(*mx.lock().unwrap(), 8_000_000);
+}
+
+#[test]
+fn barrier_rounds_across_three_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let b = Barrier::open(&m, 0, 3).unwrap();
+    let count = m.atomic_u64(64).unwrap();
+    let kids: Vec<Child> = (0..2).map(|_| spawn("barrier", &path)).collect();
+    let mut leaders = 0;
+    for round in 0..200u64 {
+        count.fetch_add(1, Ordering::SeqCst);
+        leaders += b.wait() as u32;
+        assert_eq!(count.load(Ordering::SeqCst), 3 * (round + 1));
+        b.wait();
+    }
+    for k in kids {
+        wait_ok(k);
+    }
+    assert!(leaders <= 200);
+    assert!(Barrier::open(&m, 0, 4).is_err(), "the count is fixed at creation");
+}
+
+#[test]
+fn condvar_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
+    let cv = Condvar::open(&m, 128).unwrap();
+    let child = spawn("condvar", &path);
+    std::thread::sleep(Duration::from_millis(50));
+    {
+        let mut g = mx.lock().unwrap();
+        *g = 1;
+        cv.notify_all();
+    }
+    let mut g = mx.lock().unwrap();
+    let t0 = Instant::now();
+    while *g != 2 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the child never answered");
+        g = cv.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
+    }
+    drop(g);
+    wait_ok(child);
+    let (_g, timed_out) = cv
+        .wait_timeout(mx.lock().unwrap(), Duration::from_millis(20))
+        .unwrap();
+    assert!(timed_out);
+}
+
+#[test]
+fn an_opener_takes_over_from_an_initialiser_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    // Leave the state word as a creator that died half-way would: BUSY | its pid.
+    m.atomic_u32(0)
+        .unwrap()
+        .store((1 << 31) | dead_pid, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let mx = Mutex::<u64>::open(&m, 0, || 41).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    *mx.lock().unwrap() += 1;
+    assert_eq!(*mx.lock().unwrap(), 42);
+
+    // A live initialiser that never finishes: an error naming it, not a hang.
+    let mut alive = Command::new("sleep").arg("30").spawn().unwrap();
+    let m2 = MapOptions::new().len(4096).shared().map_anonymous().unwrap();
+    m2.atomic_u32(0)
+        .unwrap()
+        .store((1 << 31) | alive.id(), Ordering::SeqCst);
+    let e = Mutex::<u64>::open(&m2, 0, || 0).err().expect("must time out");
+    assert!(e.to_string().contains(&format!("process {}", alive.id())), "{e}");
+    alive.kill().unwrap();
+    alive.wait().unwrap();
+}
+
+fn cc(dir: &tempfile::TempDir, src: &str) -> std::path::PathBuf {
+    let c = dir.path().join("peer.c");
+    std::fs::write(&c, src).unwrap();
+    let exe = dir.path().join("peer");
+    let st = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&c)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed");
+    exe
+}
+
+#[test]
+fn a_c_process_posts_to_our_semaphores() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc(
+        &dir,
+        r#"
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[3]);
+    sem_t *s;
+    if (strcmp(argv[1], "named") == 0) {
+        s = sem_open(argv[2], 0);
+        if (s == SEM_FAILED) return 2;
+    } else {
+        int fd = open(argv[2], O_RDWR);
+        char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) return 3;
+        s = (sem_t *)(p + 64);
+    }
+    for (int i = 0; i < n; i++) sem_post(s);
+    return 0;
+}
+"#,
+    );
+    let name = format!("/mman-test-{}", std::process::id());
+    let named = NamedSemaphore::create(&name, 0).unwrap();
+    let st = Command::new(&exe)
+        .args(["named", &name, "1000"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for i in 0..1000 {
+        assert!(
+            named.wait_timeout(Duration::from_secs(5)).unwrap(),
+            "missing post {i}"
+        );
+    }
+    assert!(!named.try_wait().unwrap());
+    NamedSemaphore::unlink(&name).unwrap();
+
+    let path = shared_file(&dir);
+    let m = map(&path);
+    // SAFETY: a fresh file nobody uses yet.
+    let sem = unsafe { PosixSemaphore::init_in(&m, 64, 0) }.unwrap();
+    let st = Command::new(&exe)
+        .arg("mapped")
+        .arg(&path)
+        .arg("500")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(sem.value(), 500);
+    for _ in 0..500 {
+        sem.wait().unwrap();
+    }
+    assert!(!sem.wait_timeout(Duration::from_millis(20)).unwrap());
+    assert!(NamedSemaphore::create("no-slash", 0).is_err());
+}
