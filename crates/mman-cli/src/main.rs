@@ -1,6 +1,7 @@
 //! `mman`: the command line of the mman toolkit. Thin: every piece of work is done by the
 //! `mman` library; this file parses arguments and prints.
 
+mod bench;
 mod cat;
 mod share;
 mod tour;
@@ -32,6 +33,16 @@ enum Command {
     /// Named shared-memory objects: create, list, remove.
     #[command(subcommand)]
     Shm(share::ShmCommand),
+    /// Benchmarks run side by side in one process tree: `mman bench ipc`.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Internal: the peer of `mman bench ipc`.
+    #[command(hide = true, name = "__ipc-peer")]
+    IpcPeer {
+        kind: String,
+        file: std::path::PathBuf,
+        rounds: u32,
+    },
     /// Internal: one philosopher process.
     #[command(hide = true, name = "__philosopher")]
     Philosopher {
@@ -51,6 +62,8 @@ fn main() -> ExitCode {
         Command::Cat(args) => cat::run(args),
         Command::Tour(args) => report(tour::run(args)),
         Command::TourChild { what } => report(tour::child(&what)),
+        Command::Bench(cmd) => report(bench::run(cmd)),
+        Command::IpcPeer { kind, file, rounds } => report(bench::peer_main(&kind, &file, rounds)),
         Command::Share(args) => report(share::share(args)),
         Command::Semaphore => report(share::semaphore()),
         Command::Philosophers(args) => report(share::philosophers(args)),

@@ -142,3 +142,18 @@ fn shm_objects_are_0600_whatever_the_umask() {
     assert!(mman(&["shm", "rm", &name]).status.success());
     assert!(!std::path::Path::new(&format!("/dev/shm/mman.{name}")).exists());
 }
+
+#[test]
+fn bench_ipc_json_has_every_method() {
+    let o = mman(&["bench", "ipc", "--rounds", "2000", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["mman_semaphore", "sem_t", "pipe", "spin_floor"] {
+        let median = v[k]["median_ns"].as_u64().unwrap_or(0);
+        let p99 = v[k]["p99_ns"].as_u64().unwrap_or(0);
+        assert!(median > 0 && p99 >= median, "{k}: {v}");
+    }
+    assert!(v["idle_waiter_cpu_percent"].as_f64().is_some(), "{v}");
+    let o = mman(&["bench", "ipc", "--rounds", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -1,0 +1,286 @@
+//! `mman bench ipc`: cross-process ping-pong round trips of mman's Semaphore, glibc's
+//! process-shared `sem_t`, a pipe, and two processes spinning on one cache line (the floor),
+//! all in one run; plus the CPU an idle waiter burns.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use mman::sync::{place, PosixSemaphore, Semaphore};
+use mman::{MapOptions, Mapping};
+
+/// `mman bench ...`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Cross-process round trip: mman Semaphore vs glibc sem_t vs a pipe vs spinning.
+    Ipc(IpcArgs),
+}
+
+/// Arguments of `mman bench ipc`.
+#[derive(Args, Debug)]
+pub struct IpcArgs {
+    /// Round trips measured per method (after 1000 of warm-up).
+    #[arg(long, default_value_t = 100_000)]
+    rounds: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+const WARMUP: u32 = 1000;
+
+#[derive(serde::Serialize, Clone, Copy)]
+struct Latency {
+    median_ns: u64,
+    p99_ns: u64,
+}
+
+fn summarize(mut v: Vec<u64>) -> Latency {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
+    Latency {
+        median_ns: at(0.5),
+        p99_ns: at(0.99),
+    }
+}
+
+fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
+    let path = dir.join("ipc");
+    std::fs::write(&path, vec![0u8; 4096]).context("bench ipc: create the shared file")?;
+    let map = MapOptions::new().read_write().shared().map_path(&path)?;
+    Ok((path, map))
+}
+
+fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args(["__ipc-peer", kind])
+        .arg(path)
+        .arg(rounds.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("bench ipc: start the {kind} peer"))
+}
+
+fn finish(child: Child, kind: &str) -> Result<()> {
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("bench ipc: the {kind} peer failed: {}", out.status);
+    }
+    Ok(())
+}
+
+fn measure(rounds: u32, mut one: impl FnMut() -> Result<()>) -> Result<Latency> {
+    for _ in 0..WARMUP {
+        one()?;
+    }
+    let mut v = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        one()?;
+        v.push(t0.elapsed().as_nanos() as u64);
+    }
+    Ok(summarize(v))
+}
+
+fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
+    let (path, map) = table_file(dir)?;
+    let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
+    let child = peer("semaphore", &path, rounds + WARMUP)?;
+    let r = measure(rounds, || {
+        ping.post()?;
+        if !pong.wait_timeout(Duration::from_secs(10)) {
+            bail!("bench ipc: the semaphore peer stopped answering");
+        }
+        Ok(())
+    })?;
+    finish(child, "semaphore")?;
+    Ok(r)
+}
+
+fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
+    let (path, map) = table_file(dir)?;
+    // SAFETY: a fresh file no process uses yet.
+    let (ping, pong) = unsafe {
+        (
+            PosixSemaphore::init_in(&map, 0, 0)?,
+            PosixSemaphore::init_in(&map, 64, 0)?,
+        )
+    };
+    let child = peer("sem_t", &path, rounds + WARMUP)?;
+    let r = measure(rounds, || {
+        ping.post()?;
+        if !pong.wait_timeout(Duration::from_secs(10))? {
+            bail!("bench ipc: the sem_t peer stopped answering");
+        }
+        Ok(())
+    })?;
+    finish(child, "sem_t")?;
+    Ok(r)
+}
+
+fn spin(dir: &Path, rounds: u32) -> Result<Latency> {
+    let (path, map) = table_file(dir)?;
+    let word = map.atomic_u32(0)?;
+    let child = peer("spin", &path, rounds + WARMUP)?;
+    let mut k = 0u32;
+    let r = measure(rounds, || {
+        word.store(2 * k + 1, Ordering::Release);
+        let t0 = Instant::now();
+        while word.load(Ordering::Acquire) != 2 * k + 2 {
+            std::hint::spin_loop();
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!("bench ipc: the spinning peer stopped answering");
+            }
+        }
+        k += 1;
+        Ok(())
+    })?;
+    finish(child, "spin")?;
+    Ok(r)
+}
+
+fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
+    let (path, _map) = table_file(dir)?;
+    let mut child = peer("pipe", &path, rounds + WARMUP)?;
+    let mut to = child.stdin.take().context("bench ipc: peer stdin")?;
+    let mut from = child.stdout.take().context("bench ipc: peer stdout")?;
+    let mut b = [0u8; 1];
+    let r = measure(rounds, || {
+        to.write_all(b"x")?;
+        from.read_exact(&mut b)?;
+        Ok(())
+    })?;
+    drop(to);
+    finish(child, "pipe")?;
+    Ok(r)
+}
+
+/// CPU used by a peer blocked in `Semaphore::wait` for `idle`, in percent of that time.
+fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
+    let (path, map) = table_file(dir)?;
+    let sem: &Semaphore = place(&map, 0)?;
+    let child = peer("idle", &path, 1)?;
+    std::thread::sleep(idle);
+    sem.post()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our child; the pointers are to our locals.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } != pid {
+        bail!("bench ipc: wait4: {}", std::io::Error::last_os_error());
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
+}
+
+/// `mman bench ipc`.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    let BenchCommand::Ipc(args) = cmd;
+    if args.rounds == 0 {
+        bail!("bench ipc: --rounds must be at least 1");
+    }
+    let dir = tempfile::Builder::new().prefix("mman-bench-ipc").tempdir()?;
+    let mman_semaphore = semaphores(dir.path(), args.rounds)?;
+    let sem_t = sem_t(dir.path(), args.rounds)?;
+    let pipe = pipe(dir.path(), args.rounds)?;
+    let spin_floor = spin(dir.path(), args.rounds)?;
+    let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
+    if args.json {
+        let v = serde_json::json!({
+            "rounds": args.rounds,
+            "mman_semaphore": mman_semaphore,
+            "sem_t": sem_t,
+            "pipe": pipe,
+            "spin_floor": spin_floor,
+            "idle_waiter_cpu_percent": idle,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "cross-process round trip, {} rounds each after {WARMUP} of warm-up:",
+        args.rounds
+    );
+    println!(
+        "  {:<28} {:>10} {:>10} {:>10} {:>12}",
+        "method", "median ns", "p99 ns", "x sem_t", "x spin floor"
+    );
+    for (name, l) in [
+        ("mman Semaphore (futex)", mman_semaphore),
+        ("glibc sem_t (pshared)", sem_t),
+        ("pipe (1 byte each way)", pipe),
+        ("spinning on a cache line", spin_floor),
+    ] {
+        println!(
+            "  {name:<28} {:>10} {:>10} {:>10.3} {:>12.2}",
+            l.median_ns,
+            l.p99_ns,
+            l.median_ns as f64 / sem_t.median_ns.max(1) as f64,
+            l.median_ns as f64 / spin_floor.median_ns.max(1) as f64
+        );
+    }
+    println!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU");
+    Ok(())
+}
+
+/// `mman __ipc-peer KIND FILE ROUNDS`: the other side of each ping-pong.
+pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {
+    let map = MapOptions::new().read_write().shared().map_path(path)?;
+    match kind {
+        "semaphore" => {
+            let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
+            for _ in 0..rounds {
+                if !ping.wait_timeout(Duration::from_secs(10)) {
+                    bail!("no ping");
+                }
+                pong.post()?;
+            }
+        }
+        "sem_t" => {
+            let (ping, pong) = (
+                PosixSemaphore::open_in(&map, 0)?,
+                PosixSemaphore::open_in(&map, 64)?,
+            );
+            for _ in 0..rounds {
+                if !ping.wait_timeout(Duration::from_secs(10))? {
+                    bail!("no ping");
+                }
+                pong.post()?;
+            }
+        }
+        "spin" => {
+            let word = map.atomic_u32(0)?;
+            for k in 0..rounds {
+                let t0 = Instant::now();
+                while word.load(Ordering::Acquire) != 2 * k + 1 {
+                    std::hint::spin_loop();
+                    if t0.elapsed() > Duration::from_secs(10) {
+                        bail!("no ping");
+                    }
+                }
+                word.store(2 * k + 2, Ordering::Release);
+            }
+        }
+        "pipe" => {
+            let (mut i, mut o) = (std::io::stdin().lock(), std::io::stdout().lock());
+            let mut b = [0u8; 1];
+            for _ in 0..rounds {
+                i.read_exact(&mut b)?;
+                o.write_all(&b)?;
+                o.flush()?;
+            }
+        }
+        "idle" => {
+            let sem: &Semaphore = place(&map, 0)?;
+            sem.wait();
+        }
+        other => bail!("unknown ipc peer {other:?}"),
+    }
+    Ok(())
+}
