@@ -3,6 +3,7 @@
 
 mod bench;
 mod cat;
+mod persist;
 mod share;
 mod tour;
 
@@ -30,6 +31,10 @@ enum Command {
     Semaphore,
     /// Dining Philosophers with processes; the forks are semaphores in a shared file.
     Philosophers(share::PhilosophersArgs),
+    /// The seed's persistent variable: a 4096-byte page that lives in a file.
+    Persist(persist::PersistArgs),
+    /// A durable, crash-consistent counter: --add N transactions, or --check.
+    Counter(persist::CounterArgs),
     /// Named shared-memory objects: create, list, remove.
     #[command(subcommand)]
     Shm(share::ShmCommand),
@@ -64,6 +69,8 @@ fn main() -> ExitCode {
         Command::TourChild { what } => report(tour::child(&what)),
         Command::Bench(cmd) => report(bench::run(cmd)),
         Command::IpcPeer { kind, file, rounds } => report(bench::peer_main(&kind, &file, rounds)),
+        Command::Persist(args) => report(persist::persist(args)),
+        Command::Counter(args) => report(persist::counter(args)),
         Command::Share(args) => report(share::share(args)),
         Command::Semaphore => report(share::semaphore()),
         Command::Philosophers(args) => report(share::philosophers(args)),
@@ -77,7 +84,19 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mman: {e:#}");
+            // The chain, minus causes a message already spells out (mman errors include
+            // their OS error).
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("mman: {msg}");
             ExitCode::FAILURE
         }
     }

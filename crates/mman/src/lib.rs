@@ -65,6 +65,8 @@
 //! ## Modules
 //! * [`map`]: mappings and their operations.
 //! * `fault` (Linux): truncation turned into errors, guard pages, locked secret memory.
+//! * [`persist`]: persistent variables: the notes' `persist()`, typed, and crash-consistent
+//!   `Durable<T>` transactions.
 //! * [`shm`]: shared memory between processes: anonymous, named POSIX objects, sealed
 //!   memfds, descriptor passing.
 //! * `sync` (Linux): process-shared semaphores and locks that live inside mappings.
@@ -81,6 +83,7 @@ mod error;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod fault;
 pub mod map;
+pub mod persist;
 pub mod shm;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod sync;

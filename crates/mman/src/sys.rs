@@ -15,6 +15,7 @@ use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 pub mod fault;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod guard;
+pub mod persist;
 pub mod shm;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod sync;

@@ -1,0 +1,143 @@
+//! `mman persist` (the course notes' persistent-variable program) and `mman counter` (a
+//! durable, crash-consistent record).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mman::persist::{Commit, Durable, Persistent};
+
+/// Arguments of `mman persist`.
+#[derive(Args, Debug)]
+pub struct PersistArgs {
+    /// Print the stored page up to its first NUL (the default).
+    #[arg(long, conflicts_with = "write")]
+    read: bool,
+    /// Store standard input (up to 4096 bytes) in the page, zero-filling the rest.
+    #[arg(long)]
+    write: bool,
+    /// The file: exactly 4096 bytes, the same format as the notes' C program.
+    #[arg(long, default_value = ".persistent_data")]
+    file: PathBuf,
+}
+
+const PAGE: usize = 4096;
+
+/// `mman persist`.
+pub fn persist(args: PersistArgs) -> Result<()> {
+    let mut data = Persistent::<[u8; PAGE]>::open_wait(&args.file)?;
+    if args.write {
+        let mut input = Vec::with_capacity(PAGE);
+        std::io::stdin()
+            .lock()
+            .take(PAGE as u64)
+            .read_to_end(&mut input)
+            .context("persist: read standard input")?;
+        let page = &mut *data;
+        page[..input.len()].copy_from_slice(&input);
+        page[input.len()..].fill(0);
+        data.flush()?;
+    } else {
+        let page = &*data;
+        let end = page.iter().position(|&b| b == 0).unwrap_or(PAGE);
+        let mut out = std::io::stdout().lock();
+        out.write_all(&page[..end])
+            .and_then(|_| out.flush())
+            .context("persist: write standard output")?;
+    }
+    Ok(())
+}
+
+/// The durable record of `mman counter`: a count and a check value derived from it, so a
+/// torn or foreign record is recognised.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Counter {
+    count: u64,
+    check: u64,
+}
+
+const TAG: [u8; 8] = *b"COUNTER1";
+
+fn check_of(count: u64) -> u64 {
+    count.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6D6D_616E_636F_756E
+}
+
+/// Arguments of `mman counter`.
+#[derive(Args, Debug)]
+pub struct CounterArgs {
+    /// The counter's file (created when adding, if missing).
+    #[arg(long)]
+    file: PathBuf,
+    /// Run this many transactions, each adding 1.
+    #[arg(long, conflicts_with = "check")]
+    add: Option<u64>,
+    /// Make every transaction durable (msync) instead of process-crash-safe only.
+    #[arg(long, requires = "add")]
+    durable: bool,
+    /// Print each committed count (one line per transaction).
+    #[arg(long, requires = "add")]
+    verbose: bool,
+    /// Verify the record and print the count.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `mman counter`.
+pub fn counter(args: CounterArgs) -> Result<()> {
+    match (args.add, args.check) {
+        (Some(n), false) => {
+            let mut d = Durable::open(
+                &args.file,
+                TAG,
+                Counter {
+                    count: 0,
+                    check: check_of(0),
+                },
+            )?;
+            let mode = if args.durable {
+                Commit::Durable
+            } else {
+                Commit::ProcessCrashSafe
+            };
+            let mut w = d.writer()?;
+            if w.value().check != check_of(w.value().count) {
+                bail!(
+                    "counter {}: the record's check value is wrong: it is corrupted",
+                    args.file.display()
+                );
+            }
+            let mut out = std::io::stdout().lock();
+            for _ in 0..n {
+                let c = w.update(mode, |c| {
+                    c.count += 1;
+                    c.check = check_of(c.count);
+                })?;
+                if args.verbose {
+                    writeln!(out, "{}", c.count)
+                        .and_then(|_| out.flush())
+                        .context("counter: write")?;
+                }
+            }
+            Ok(())
+        }
+        (None, true) => {
+            let d = Durable::<Counter>::open_existing(&args.file, TAG)
+                .with_context(|| format!("counter --check {}", args.file.display()))?;
+            let c = d.read()?;
+            if c.check != check_of(c.count) {
+                bail!(
+                    "counter --check {}: count {} has check value {:#x}, expected {:#x}: the record is corrupted",
+                    args.file.display(),
+                    c.count,
+                    c.check,
+                    check_of(c.count)
+                );
+            }
+            println!("{}", c.count);
+            Ok(())
+        }
+        _ => bail!("counter: give --add N or --check"),
+    }
+}

@@ -1,0 +1,66 @@
+//! System calls behind `mman::persist`: advisory file locks, durable creation.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+/// `flock(LOCK_EX)`, waiting (`wait`) or not (`LOCK_NB`: `Ok(false)` when held elsewhere).
+pub fn lock_exclusive(fd: BorrowedFd<'_>, wait: bool) -> io::Result<bool> {
+    use rustix::fs::FlockOperation as Op;
+    let op = if wait {
+        Op::LockExclusive
+    } else {
+        Op::NonBlockingLockExclusive
+    };
+    loop {
+        match rustix::fs::flock(fd, op) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `flock(LOCK_UN)`.
+pub fn unlock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock)?)
+}
+
+/// `fsync`.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::fsync(fd)?)
+}
+
+/// `fdatasync` (where the platform has it; `fsync` elsewhere).
+pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    return Ok(rustix::fs::fdatasync(fd)?);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    return fsync(fd);
+}
+
+/// Give `tmp` the name `to` unless `to` exists (`Ok(false)` then), atomically: a crash
+/// leaves either no `to` or the complete file. `link` + `unlink`, which every Unix has.
+pub fn publish(tmp: &Path, to: &Path) -> io::Result<bool> {
+    match std::fs::hard_link(tmp, to) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(e)
+        }
+    }
+}
+
+/// `fsync` of a directory, so a new name in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = std::fs::File::open(dir)?;
+    d.sync_all()
+}
