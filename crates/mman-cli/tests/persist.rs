@@ -225,3 +225,35 @@ fn counter_files_are_0600_whatever_the_umask() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 }
+
+#[test]
+fn concurrent_writers_exclude_each_other_and_readers_never_see_a_torn_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared-counter");
+    assert!(mman()
+        .args(["counter", "--add", "1", "--file"])
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success());
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            mman()
+                .args(["counter", "--add", "500000", "--file"])
+                .arg(&path)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Readers run while the writers commit: every read must verify (check value intact).
+    let mut last = 0;
+    for _ in 0..30 {
+        let now = check(&path);
+        assert!(now >= last, "the count went back from {last} to {now}");
+        last = now;
+    }
+    for mut w in writers {
+        assert!(w.wait().unwrap().success());
+    }
+    assert_eq!(check(&path), 1_000_001, "two writers' transactions all counted");
+}

@@ -17,7 +17,7 @@ fn the_tour_runs_every_section_and_cleans_up() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for n in 1..=12 {
+    for n in 1..=13 {
         assert!(
             text.contains(&format!("\n== {n}. ")),
             "section {n} missing:\n{text}"
@@ -29,6 +29,11 @@ fn the_tour_runs_every_section_and_cleans_up() {
     assert!(text.contains("file shrank from 65536 to 4096 bytes"), "{text}");
     assert!(text.contains("(upper guard)"), "{text}");
     assert!(text.contains("splice() from the page cache"), "{text}");
+    assert!(
+        text.contains("read: \"written by one process, read by the next\""),
+        "{text}"
+    );
+    assert!(text.contains("later it reads 100100"), "{text}");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "the tour left files behind: {left:?}");
 }
