@@ -2,7 +2,9 @@
 //! `mman` library; this file parses arguments and prints.
 
 mod bench;
+mod cache;
 mod cat;
+mod maps;
 mod persist;
 mod share;
 mod tour;
@@ -35,6 +37,11 @@ enum Command {
     Persist(persist::PersistArgs),
     /// A durable, crash-consistent counter: --add N transactions, or --check.
     Counter(persist::CounterArgs),
+    /// The page cache: status, touch, evict, lock files (vmtouch, fincore).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// A process's mappings and their memory: size, RSS, PSS, dirty, swap, locked (pmap -x).
+    Maps(maps::MapsArgs),
     /// Named shared-memory objects: create, list, remove.
     #[command(subcommand)]
     Shm(share::ShmCommand),
@@ -65,6 +72,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Cat(args) => cat::run(args),
+        Command::Cache(cmd) => cache::run(cmd).unwrap_or_else(|e| {
+            report(Err(e));
+            ExitCode::FAILURE
+        }),
+        Command::Maps(args) => report(maps::run(args)),
         Command::Tour(args) => report(tour::run(args)),
         Command::TourChild { what } => report(tour::child(&what)),
         Command::Bench(cmd) => report(bench::run(cmd)),
@@ -83,6 +95,15 @@ fn main() -> ExitCode {
 fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is not an error worth a message.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // The chain, minus causes a message already spells out (mman errors include
             // their OS error).

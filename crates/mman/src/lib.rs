@@ -64,6 +64,9 @@
 //!
 //! ## Modules
 //! * [`map`]: mappings and their operations.
+//! * `cache` (Linux): page-cache residency of files: status, touch, evict, lock, tree walks
+//!   (the jobs of vmtouch and fincore).
+//! * `maps` (Linux): a process's mappings from `/proc/PID/smaps`, typed (the job of pmap).
 //! * `fault` (Linux): truncation turned into errors, guard pages, locked secret memory.
 //! * [`persist`]: persistent variables: the notes' `persist()`, typed, and crash-consistent
 //!   `Durable<T>` transactions.
@@ -79,10 +82,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod cache;
 mod error;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod fault;
 pub mod map;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod maps;
 pub mod persist;
 pub mod shm;
 #[cfg(any(target_os = "linux", target_os = "android"))]

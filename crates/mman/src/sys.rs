@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod cache;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod fault;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod guard;

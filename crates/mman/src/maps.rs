@@ -1,0 +1,484 @@
+//! The mappings of a process, as `/proc/PID/maps` and `/proc/PID/smaps` describe them (Linux):
+//! what procps `pmap -x` / `pmap -X` print, as typed values.
+//!
+//! ```no_run
+//! # fn main() -> mman::Result<()> {
+//! let me = mman::maps::read(None)?; // this process
+//! let total = me.total();
+//! println!("{} mappings, {} KiB resident", me.regions.len(), total.rss);
+//! for r in me.regions.iter().filter(|r| r.usage.swap > 0) {
+//!     println!("{:#x}-{:#x} {} swapped {} KiB", r.start, r.end, r.kind, r.usage.swap);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Access rights of a mapping: the `rwxp` / `rwxs` column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Perms {
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+    /// `MAP_SHARED` (`s`) rather than private (`p`).
+    pub shared: bool,
+}
+
+impl fmt::Display for Perms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = |b: bool, ch: char| if b { ch } else { '-' };
+        write!(
+            f,
+            "{}{}{}{}",
+            c(self.read, 'r'),
+            c(self.write, 'w'),
+            c(self.exec, 'x'),
+            if self.shared { 's' } else { 'p' }
+        )
+    }
+}
+
+/// What backs a mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A file (or a shared-memory object, memfd, SysV segment: the kernel names them like files).
+    File {
+        /// The path, as the kernel printed it.
+        path: PathBuf,
+        /// The file was deleted after being mapped (` (deleted)`).
+        deleted: bool,
+    },
+    /// `[heap]`: the program break.
+    Heap,
+    /// `[stack]`: the main thread's stack.
+    Stack,
+    /// `[vdso]`.
+    Vdso,
+    /// `[vvar]` (and `[vvar_vclock]`).
+    Vvar,
+    /// `[vsyscall]`.
+    Vsyscall,
+    /// Anonymous memory without a name.
+    Anonymous,
+    /// Another bracketed name: `[anon:NAME]`, `[anon_shmem:NAME]`, `[uprobes]`...
+    Other(String),
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::File { path, deleted } => {
+                write!(f, "{}", path.display())?;
+                if *deleted {
+                    f.write_str(" (deleted)")?;
+                }
+                Ok(())
+            }
+            Kind::Heap => f.write_str("[heap]"),
+            Kind::Stack => f.write_str("[stack]"),
+            Kind::Vdso => f.write_str("[vdso]"),
+            Kind::Vvar => f.write_str("[vvar]"),
+            Kind::Vsyscall => f.write_str("[vsyscall]"),
+            Kind::Anonymous => f.write_str("[anon]"),
+            Kind::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The memory figures of a mapping, in KiB, as `smaps` gives them (all zero when only
+/// `maps` was read, except `size`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Usage {
+    /// Virtual size.
+    pub size: u64,
+    /// Page size the kernel uses for the mapping.
+    pub kernel_page_size: u64,
+    /// Page size the MMU uses.
+    pub mmu_page_size: u64,
+    /// Resident.
+    pub rss: u64,
+    /// Proportional set size: resident, shared pages divided among their sharers.
+    pub pss: u64,
+    /// The dirty part of `pss`.
+    pub pss_dirty: u64,
+    /// Resident, shared with another process, unmodified.
+    pub shared_clean: u64,
+    /// Resident, shared, modified.
+    pub shared_dirty: u64,
+    /// Resident, this process's only, unmodified.
+    pub private_clean: u64,
+    /// Resident, this process's only, modified.
+    pub private_dirty: u64,
+    /// Recently accessed.
+    pub referenced: u64,
+    /// Anonymous (not backed by a file, or copied on write).
+    pub anonymous: u64,
+    /// Merged by KSM.
+    pub ksm: u64,
+    /// Marked `MADV_FREE`.
+    pub lazy_free: u64,
+    /// Backed by transparent huge pages (anonymous).
+    pub anon_huge_pages: u64,
+    /// Shared memory mapped by PMD (huge) entries.
+    pub shmem_pmd_mapped: u64,
+    /// File memory mapped by PMD entries.
+    pub file_pmd_mapped: u64,
+    /// hugetlbfs pages shared.
+    pub shared_hugetlb: u64,
+    /// hugetlbfs pages private.
+    pub private_hugetlb: u64,
+    /// Swapped out.
+    pub swap: u64,
+    /// Proportional swap.
+    pub swap_pss: u64,
+    /// Locked in memory (`mlock`).
+    pub locked: u64,
+}
+
+impl Usage {
+    /// Dirty: shared and private, as `pmap -x` counts it.
+    pub fn dirty(&self) -> u64 {
+        self.shared_dirty + self.private_dirty
+    }
+
+    fn add(&mut self, o: &Usage) {
+        self.size += o.size;
+        self.rss += o.rss;
+        self.pss += o.pss;
+        self.pss_dirty += o.pss_dirty;
+        self.shared_clean += o.shared_clean;
+        self.shared_dirty += o.shared_dirty;
+        self.private_clean += o.private_clean;
+        self.private_dirty += o.private_dirty;
+        self.referenced += o.referenced;
+        self.anonymous += o.anonymous;
+        self.ksm += o.ksm;
+        self.lazy_free += o.lazy_free;
+        self.anon_huge_pages += o.anon_huge_pages;
+        self.shmem_pmd_mapped += o.shmem_pmd_mapped;
+        self.file_pmd_mapped += o.file_pmd_mapped;
+        self.shared_hugetlb += o.shared_hugetlb;
+        self.private_hugetlb += o.private_hugetlb;
+        self.swap += o.swap;
+        self.swap_pss += o.swap_pss;
+        self.locked += o.locked;
+    }
+
+    fn set(&mut self, key: &str, kib: u64) -> bool {
+        let field = match key {
+            "Size" => &mut self.size,
+            "KernelPageSize" => &mut self.kernel_page_size,
+            "MMUPageSize" => &mut self.mmu_page_size,
+            "Rss" => &mut self.rss,
+            "Pss" => &mut self.pss,
+            "Pss_Dirty" => &mut self.pss_dirty,
+            "Shared_Clean" => &mut self.shared_clean,
+            "Shared_Dirty" => &mut self.shared_dirty,
+            "Private_Clean" => &mut self.private_clean,
+            "Private_Dirty" => &mut self.private_dirty,
+            "Referenced" => &mut self.referenced,
+            "Anonymous" => &mut self.anonymous,
+            "KSM" => &mut self.ksm,
+            "LazyFree" => &mut self.lazy_free,
+            "AnonHugePages" => &mut self.anon_huge_pages,
+            "ShmemPmdMapped" => &mut self.shmem_pmd_mapped,
+            "FilePmdMapped" => &mut self.file_pmd_mapped,
+            "Shared_Hugetlb" => &mut self.shared_hugetlb,
+            "Private_Hugetlb" => &mut self.private_hugetlb,
+            "Swap" => &mut self.swap,
+            "SwapPss" => &mut self.swap_pss,
+            "Locked" => &mut self.locked,
+            _ => return false,
+        };
+        *field = kib;
+        true
+    }
+}
+
+/// One mapping of a process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Access rights.
+    pub perms: Perms,
+    /// Offset in the file (pages of anonymous memory: 0, or the address >> page shift).
+    pub offset: u64,
+    /// Device of the file: (major, minor).
+    pub device: (u32, u32),
+    /// Inode of the file, 0 for anonymous memory.
+    pub inode: u64,
+    /// What backs it.
+    pub kind: Kind,
+    /// Memory figures (from `smaps`).
+    pub usage: Usage,
+    /// `THPeligible` from `smaps`.
+    pub thp_eligible: Option<bool>,
+    /// The `VmFlags` of `smaps`, such as `rd`, `wr`, `lo` (locked), `dd` (do not dump).
+    pub vm_flags: Vec<String>,
+}
+
+impl Region {
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    /// Whether the range is empty (never, for a kernel-made entry).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// The mappings of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessMaps {
+    /// The process (`None`: read through `/proc/self`).
+    pub pid: Option<u32>,
+    /// Its mappings, in address order.
+    pub regions: Vec<Region>,
+}
+
+impl ProcessMaps {
+    /// The sum of every region's figures.
+    pub fn total(&self) -> Usage {
+        let mut t = Usage::default();
+        for r in &self.regions {
+            t.add(&r.usage);
+        }
+        t
+    }
+}
+
+/// Read `/proc/PID/smaps` (`None`: this process). A process that does not exist or is not
+/// this user's is a clear error ([`ErrorKind::NotFound`], [`ErrorKind::PermissionDenied`]).
+pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
+    let path = match pid {
+        Some(p) => PathBuf::from(format!("/proc/{p}/smaps")),
+        None => PathBuf::from("/proc/self/smaps"),
+    };
+    let text = std::fs::read(&path).map_err(|e| {
+        let err = Error::os("read mappings", e).with_path(Some(&path));
+        match err.kind() {
+            ErrorKind::NotFound => err.with_hint(format!("no process {} exists", pid.unwrap_or(0))),
+            ErrorKind::PermissionDenied => err.with_hint(
+                "the process belongs to another user: reading its mappings needs the same user \
+                 (and ptrace access) or root / CAP_SYS_PTRACE",
+            ),
+            _ => err,
+        }
+    })?;
+    if text.is_empty() {
+        // A zombie, or a kernel thread: no address space.
+        if pid.is_some() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "read mappings",
+                "the process has no address space (a kernel thread or a zombie)",
+            )
+            .with_path(Some(&path)));
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    let regions = parse(&text).map_err(|e| e.with_path(Some(&path)))?;
+    Ok(ProcessMaps { pid, regions })
+}
+
+/// Parse the text of `/proc/PID/smaps` or `/proc/PID/maps` (then only the address, rights,
+/// offset, device, inode and name are known, and `usage.size`).
+pub fn parse(text: &str) -> Result<Vec<Region>> {
+    let mut regions: Vec<Region> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |what: &str| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "parse mappings",
+                format!("line {}: {what}: {line:?}", n + 1),
+            )
+        };
+        let first = line.split_ascii_whitespace().next().unwrap_or("");
+        if let Some(key) = first.strip_suffix(':') {
+            let Some(region) = regions.last_mut() else {
+                return Err(bad("a field before any mapping"));
+            };
+            let rest = line[first.len()..].trim();
+            match key {
+                "VmFlags" => region.vm_flags = rest.split_ascii_whitespace().map(String::from).collect(),
+                "THPeligible" => region.thp_eligible = Some(rest == "1"),
+                _ => {
+                    let num = rest.strip_suffix("kB").unwrap_or(rest).trim();
+                    if let Ok(v) = num.parse::<u64>() {
+                        region.usage.set(key, v);
+                    }
+                    // Unknown fields (new kernels add some) are skipped, not errors.
+                }
+            }
+            continue;
+        }
+        regions.push(parse_header(line).ok_or_else(|| bad("not a mapping line"))?);
+    }
+    Ok(regions)
+}
+
+fn parse_header(line: &str) -> Option<Region> {
+    let mut rest = line;
+    let mut field = || {
+        let t = rest.trim_start_matches(' ');
+        let end = t.find(' ').unwrap_or(t.len());
+        let (f, r) = t.split_at(end);
+        rest = r;
+        Some(f).filter(|f| !f.is_empty())
+    };
+    let range = field()?;
+    let perms = field()?;
+    let offset = field()?;
+    let dev = field()?;
+    let inode = field()?;
+    let name = rest.trim_start_matches(' ');
+    let (s, e) = range.split_once('-')?;
+    let start = u64::from_str_radix(s, 16).ok()?;
+    let end = u64::from_str_radix(e, 16).ok()?;
+    let p = perms.as_bytes();
+    if p.len() != 4 || end < start {
+        return None;
+    }
+    let perms = Perms {
+        read: p[0] == b'r',
+        write: p[1] == b'w',
+        exec: p[2] == b'x',
+        shared: p[3] == b's',
+    };
+    let (maj, min) = dev.split_once(':')?;
+    let kind = match name {
+        "" => Kind::Anonymous,
+        "[heap]" => Kind::Heap,
+        "[stack]" => Kind::Stack,
+        "[vdso]" => Kind::Vdso,
+        "[vvar]" | "[vvar_vclock]" => Kind::Vvar,
+        "[vsyscall]" => Kind::Vsyscall,
+        n if n.starts_with('[') && n.ends_with(']') => Kind::Other(n.to_string()),
+        n => match n.strip_suffix(" (deleted)") {
+            Some(p) => Kind::File {
+                path: PathBuf::from(p),
+                deleted: true,
+            },
+            None => Kind::File {
+                path: PathBuf::from(n),
+                deleted: false,
+            },
+        },
+    };
+    Some(Region {
+        start,
+        end,
+        perms,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        device: (
+            u32::from_str_radix(maj, 16).ok()?,
+            u32::from_str_radix(min, 16).ok()?,
+        ),
+        inode: inode.parse().ok()?,
+        kind,
+        usage: Usage {
+            size: (end - start) / 1024,
+            ..Usage::default()
+        },
+        thp_eligible: None,
+        vm_flags: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+55f33f99d000-55f33f99f000 r--p 00000000 fe:00 247282                     /usr/bin/my prog
+Size:                  8 kB
+Rss:                   8 kB
+Pss:                   4 kB
+Shared_Dirty:          0 kB
+Private_Dirty:         4 kB
+Swap:                  0 kB
+Locked:                0 kB
+SomeFutureField:       3 kB
+THPeligible:           0
+VmFlags: rd mr mw me
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
+Size:                132 kB
+Rss:                  12 kB
+Shared_Dirty:          1 kB
+Private_Dirty:         8 kB
+Swap:                 16 kB
+Locked:               12 kB
+THPeligible:           1
+VmFlags: rd wr mr mw me lo ac
+7f0000100000-7f0000101000 rw-s 00000000 00:01 1234                       /memfd:ring (deleted)
+Size:                  4 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Size:                132 kB
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+Size:                  4 kB
+";
+
+    #[test]
+    fn parses_synthetic_smaps() {
+        let r = parse(SAMPLE).unwrap();
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[0].start, 0x55f33f99d000);
+        assert_eq!(
+            r[0].kind,
+            Kind::File {
+                path: "/usr/bin/my prog".into(),
+                deleted: false
+            }
+        );
+        assert_eq!(r[0].inode, 247282);
+        assert_eq!(r[0].device, (0xfe, 0));
+        assert_eq!(r[0].usage.pss, 4);
+        assert_eq!(r[0].thp_eligible, Some(false));
+        assert_eq!(r[1].kind, Kind::Anonymous);
+        assert!(r[1].perms.write && !r[1].perms.shared);
+        assert_eq!(r[1].usage.dirty(), 9);
+        assert_eq!(r[1].usage.locked, 12);
+        assert!(r[1].vm_flags.iter().any(|f| f == "lo"));
+        assert_eq!(
+            r[2].kind,
+            Kind::File {
+                path: "/memfd:ring".into(),
+                deleted: true
+            }
+        );
+        assert!(r[2].perms.shared);
+        assert_eq!(r[3].kind, Kind::Stack);
+        assert_eq!(r[4].kind, Kind::Vsyscall);
+        assert_eq!(r[4].perms.to_string(), "--xp");
+        let t = ProcessMaps {
+            pid: None,
+            regions: r,
+        }
+        .total();
+        assert_eq!(
+            (t.size, t.rss, t.swap, t.locked),
+            (8 + 132 + 4 + 132 + 4, 20, 16, 12)
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_with_the_line() {
+        let e = parse("hello world\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = parse("Size: 4 kB\n").unwrap_err();
+        assert!(e.to_string().contains("before any mapping"), "{e}");
+    }
+}
