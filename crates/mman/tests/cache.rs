@@ -290,7 +290,7 @@ fn files_deleted_during_the_walk_are_reported_and_skipped() {
     let seen = Mutex::new(0u32);
     let skipped = Mutex::new(Vec::new());
     let d = dir.path().to_path_buf();
-    let t = cache::walk(&[d.clone()], &opts, &|v| match v {
+    let t = cache::walk(std::slice::from_ref(&d), &opts, &|v| match v {
         Visit::File(f) => {
             let mut n = seen.lock().unwrap();
             if *n == 0 {
