@@ -72,7 +72,7 @@ pub struct WalkArgs {
     /// With -b: the list is NUL-separated.
     #[arg(short = '0', requires = "batch")]
     nul: bool,
-    /// Threads for the walk (default: every core).
+    /// Threads for the walk (default, or 0: one a core).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -204,7 +204,7 @@ fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
         ..WalkOptions::default()
     };
     if let Some(t) = w.threads {
-        opts.threads = t.max(1);
+        opts.threads = t;
     }
     Ok((roots, opts, range))
 }

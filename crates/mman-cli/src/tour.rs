@@ -48,6 +48,7 @@ const SECTIONS: &[Section] = &[
         "Persistent variables: a value that outlives its process",
         persistence,
     ),
+    ("The page cache, and a look at our own mappings", page_cache),
 ];
 
 /// `mman tour`.
@@ -487,6 +488,63 @@ fn persistence(t: &Tour) -> Result<()> {
     );
     println!("each commit writes the inactive of two checksummed copies; a kill or a power loss mid-way");
     println!("leaves the previous value, never a torn one.");
+    Ok(())
+}
+
+fn page_cache(t: &Tour) -> Result<()> {
+    use mman::cache::{CachedFile, PageRange};
+    let path = t.path("cached");
+    std::fs::write(&path, vec![42u8; 8 << 20])?;
+    let f = CachedFile::open(&path)?;
+    let show = |what: &str| -> Result<()> {
+        let s = f.status(PageRange::ALL)?;
+        let bar: String = f
+            .buckets(PageRange::ALL, 32)?
+            .unwrap_or_default()
+            .iter()
+            .map(|&(r, n)| {
+                if r == 0 {
+                    ' '
+                } else if r == n {
+                    'O'
+                } else {
+                    'o'
+                }
+            })
+            .collect();
+        println!(
+            "  {what:<38} [{bar}] {}/{} pages resident",
+            s.resident.map_or("?".into(), |r| r.to_string()),
+            s.pages
+        );
+        Ok(())
+    };
+    println!("an 8 MiB file, just written: its pages sit in the page cache (cachestat(2) counts them)");
+    show("after writing")?;
+    f.evict(PageRange::ALL, true)?;
+    show("after fdatasync + POSIX_FADV_DONTNEED")?;
+    f.touch(PageRange::bytes(0, Some(2 << 20)))?;
+    show("after touching the first 2 MiB")?;
+    println!("  (exactly 512 pages: read(2) would have read ahead, some MiB past what was asked)");
+    let t2 = f.touch(PageRange::ALL)?;
+    show(&format!("after touch (read {} missing pages)", t2.touched))?;
+    let map = MapOptions::new().map_path(&path)?;
+    let me = mman::maps::read(None)?;
+    let total = me.total();
+    println!(
+        "this process has {} mappings: {} KiB virtual, {} KiB resident (RSS), {} KiB PSS",
+        me.regions.len(),
+        total.size,
+        total.rss,
+        total.pss
+    );
+    if let Some(r) = me.regions.iter().find(|r| r.start == map.as_ptr() as u64) {
+        println!(
+            "the file, mapped just now: {:#x}-{:#x} {} {} KiB, {} KiB resident before any touch",
+            r.start, r.end, r.perms, r.usage.size, r.usage.rss
+        );
+    }
+    println!("(`mman cache status|touch|evict|lock` and `mman maps PID` do this from the shell.)");
     Ok(())
 }
 

@@ -17,7 +17,7 @@ fn the_tour_runs_every_section_and_cleans_up() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for n in 1..=13 {
+    for n in 1..=14 {
         assert!(
             text.contains(&format!("\n== {n}. ")),
             "section {n} missing:\n{text}"
@@ -34,6 +34,11 @@ fn the_tour_runs_every_section_and_cleans_up() {
         "{text}"
     );
     assert!(text.contains("later it reads 100100"), "{text}");
+    assert!(text.contains("2048/2048 pages resident"), "{text}");
+    assert!(text.contains("0/2048 pages resident"), "{text}");
+    assert!(text.contains("512/2048 pages resident"), "{text}");
+    assert!(text.contains("read 1536 missing pages"), "{text}");
+    assert!(text.contains("the file, mapped just now"), "{text}");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "the tour left files behind: {left:?}");
 }

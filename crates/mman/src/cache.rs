@@ -350,11 +350,6 @@ impl CachedFile {
                 resident_after: before.resident,
             });
         }
-        let view = View::new(self, first, end, "touch")?;
-        // No read-ahead from faults: the reads are asked for explicitly, run by run.
-        // SAFETY: our own mapping; MADV_RANDOM changes read-ahead only.
-        unsafe { sys::madvise(view.addr, view.len, libc::MADV_RANDOM) }
-            .map_err(|e| Error::os("madvise", e).with_path(Some(&self.path)))?;
         let map = if before.resident == Some(0) {
             None
         } else {
@@ -363,27 +358,59 @@ impl CachedFile {
                 end: Some(end),
             })?
         };
+        // A run that reaches the end of the file is faulted in through a mapping with the
+        // kernel's read-ahead (large folios, no copy). A run that ends before it is read with
+        // pread in random mode, which reads exactly the bytes asked for: read-ahead would run
+        // past its end, and even switching modes near the end does not stop it (read-ahead
+        // marks already planted in the page cache fire regardless of the mode). Neither way
+        // raises SIGBUS if the file is truncated meanwhile: EFAULT or a short read.
         let ps = sys::page_size() as u64;
+        const CHUNK: u64 = 512; // pages: 2 MiB
+        let runs = missing_runs(map.as_deref(), pages);
+        let longest = runs.iter().map(|(a, b)| b - a).max().unwrap_or(0).min(CHUNK);
+        let mut buf = vec![0u8; (longest * ps) as usize];
         let mut touched = 0;
-        for (a, b) in missing_runs(map.as_deref(), pages) {
-            // Chunks: ask for the next chunk while faulting in this one.
-            const CHUNK: u64 = 4096; // pages
+        let advise = |a: sc::FileAdvice| {
+            sc::fadvise(self.file.as_fd(), 0, 0, a)
+                .map_err(|e| Error::os("posix_fadvise", e).with_path(Some(&self.path)))
+        };
+        let mut random = false;
+        for (a, b) in runs {
+            let bounded = first + b < self.pages();
+            if bounded != random {
+                advise(if bounded {
+                    sc::FileAdvice::Random
+                } else {
+                    sc::FileAdvice::Normal
+                })?;
+                random = bounded;
+            }
+            if !bounded && b - a >= CHUNK {
+                // A long run to the end of the file: fault it in through a mapping, with the
+                // kernel's read-ahead and no copy; a truncation is EFAULT, not SIGBUS. (Short
+                // ones are cheaper to read than to map.)
+                let view = View::new(self, first + a, first + b, "touch")?;
+                sc::populate_read(view.addr, view.len)
+                    .map_err(|e| self.fault_error("touch", e, view.addr as usize, view.len))?;
+                touched += b - a;
+                continue;
+            }
             let mut at = a;
-            let ahead = |from: u64| {
-                let to = (from + CHUNK).min(b);
-                if from < to {
-                    let (o, l) = ((first + from) * ps, (to - from) * ps);
-                    let _ = sc::fadvise(self.file.as_fd(), o, l, sc::FileAdvice::WillNeed);
-                }
-            };
-            ahead(at);
             while at < b {
                 let to = (at + CHUNK).min(b);
-                ahead(to);
-                let p = view.addr as usize + (at * ps) as usize;
-                let len = (((to - at) * ps) as usize).min(view.len - (at * ps) as usize);
-                if let Err(e) = sc::populate_read(p as *mut c_void, len) {
-                    return Err(self.fault_error("touch", e, p, len));
+                let off = (first + at) * ps;
+                let want = ((to - at) * ps).min(self.size.saturating_sub(off)) as usize;
+                let got = sc::pread_full(self.file.as_fd(), &mut buf[..want], off).map_err(|e| {
+                    Error::os("read", e)
+                        .with_path(Some(&self.path))
+                        .with_range(off, Some(want))
+                })?;
+                if got < want {
+                    let now = rustix::fs::fstat(&self.file)
+                        .map(|s| s.st_size as u64)
+                        .unwrap_or(0);
+                    return Err(Error::truncated("touch", Some(&self.path), self.size, now)
+                        .with_hint("the file was truncated while in use; it was skipped"));
                 }
                 touched += to - at;
                 at = to;
@@ -680,27 +707,18 @@ fn open_error(e: std::io::Error, path: &Path) -> Error {
 /// Keeps an entry of a walk (path, is a directory) when it answers true.
 pub type WalkFilter = Box<dyn Fn(&Path, bool) -> bool + Send + Sync>;
 
-/// How [`walk`] goes over trees.
+/// How [`walk`] goes over trees. The default: no links followed, no size limit, one
+/// thread a core, no filter.
+#[derive(Default)]
 pub struct WalkOptions {
     /// Follow symbolic links below the roots (the roots themselves are always followed).
     pub follow_symlinks: bool,
     /// Skip files larger than this.
     pub max_size: Option<u64>,
-    /// Threads (at least 1).
+    /// Threads; 0: one a core.
     pub threads: usize,
     /// Keep an entry (file or directory, by path) only if this says so.
     pub filter: Option<WalkFilter>,
-}
-
-impl Default for WalkOptions {
-    fn default() -> Self {
-        WalkOptions {
-            follow_symlinks: false,
-            max_size: None,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            filter: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for WalkOptions {
@@ -753,12 +771,27 @@ pub fn walk(roots: &[PathBuf], opts: &WalkOptions, visit: &(dyn Fn(Visit<'_>) + 
         dirs_seen: Mutex::new(HashSet::new()),
         totals: Mutex::new(WalkTotals::default()),
     };
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.max(1))
-        .build()
-    {
-        Ok(pool) => pool.scope(|s| state.roots(s, roots)),
-        Err(_) => rayon::scope(|s| state.roots(s, roots)),
+    // Files named directly are visited here; a thread pool is started only for directories.
+    let mut dirs = Vec::new();
+    for root in roots {
+        match rustix::fs::stat(root) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode as _)
+                    == rustix::fs::FileType::Directory =>
+            {
+                dirs.push(root.clone())
+            }
+            Ok(_) => state.file(rustix::fs::CWD, root, root.clone(), true),
+            Err(e) => state.skip(open_error(e.into(), root)),
+        }
+    }
+    if !dirs.is_empty() {
+        let dirs = &dirs[..];
+        // rayon reads 0 as one thread a core.
+        match rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build() {
+            Ok(pool) => pool.scope(|s| state.roots(s, dirs)),
+            Err(_) => rayon::scope(|s| state.roots(s, dirs)),
+        }
     }
     state.totals.into_inner().unwrap_or_else(|e| e.into_inner())
 }
@@ -782,22 +815,7 @@ impl<'v> WalkState<'v> {
     }
 
     fn root<'s>(&'s self, s: &rayon::Scope<'s>, path: &'s Path) {
-        match rustix::fs::stat(path) {
-            Ok(st)
-                if rustix::fs::FileType::from_raw_mode(st.st_mode as _)
-                    == rustix::fs::FileType::Directory =>
-            {
-                self.dir(
-                    s,
-                    rustix::fs::CWD,
-                    path.to_path_buf(),
-                    path.as_os_str().to_owned().into(),
-                    true,
-                )
-            }
-            Ok(_) => self.file(rustix::fs::CWD, path, path.to_path_buf(), true),
-            Err(e) => self.skip(open_error(e.into(), path)),
-        }
+        self.dir(s, rustix::fs::CWD, path.to_path_buf(), path.to_path_buf(), true)
     }
 
     fn dir<'s>(

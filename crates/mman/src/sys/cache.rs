@@ -69,19 +69,38 @@ pub fn cachestat(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<CacheStat
 /// The advice of `posix_fadvise(2)` that the cache module gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileAdvice {
-    WillNeed,
     DontNeed,
+    Random,
+    Normal,
 }
 
 /// `posix_fadvise(2)`: `len` 0 means to the end of the file.
 pub fn fadvise(fd: BorrowedFd<'_>, off: u64, len: u64, advice: FileAdvice) -> io::Result<()> {
     use rustix::fs::Advice;
     let a = match advice {
-        FileAdvice::WillNeed => Advice::WillNeed,
         FileAdvice::DontNeed => Advice::DontNeed,
+        FileAdvice::Random => Advice::Random,
+        FileAdvice::Normal => Advice::Normal,
     };
     let len = std::num::NonZeroU64::new(len);
     Ok(rustix::fs::fadvise(fd, off, len, a)?)
+}
+
+/// `pread(2)` until `buf` is full or the file ends; the bytes read.
+pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], mut off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], off) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                off += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
 }
 
 /// `fdatasync(2)`.
