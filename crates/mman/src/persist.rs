@@ -583,7 +583,7 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// mid-way leaves the previous value, and its lock dies with it.
     pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<T> {
         let mut w = self.writer()?;
-        w.update(mode, f)
+        w.update(mode, f).copied()
     }
 
     /// Hold the writer lock for many transactions (no lock system calls per commit).
@@ -596,6 +596,7 @@ impl<T: bytemuck::Pod> Durable<T> {
                 value,
                 slot,
                 seq,
+                stale: false,
             }),
             Err(e) => {
                 let _ = sys::persist::unlock(self.file.as_fd());
@@ -611,6 +612,8 @@ pub struct Writer<'a, T: bytemuck::Pod> {
     value: T,
     slot: u64,
     seq: u64,
+    /// The in-memory value may be ahead of the file (a failed commit, a panic in `f`).
+    stale: bool,
 }
 
 impl<T: bytemuck::Pod> Writer<'_, T> {
@@ -618,24 +621,46 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
     pub fn value(&self) -> &T {
         &self.value
     }
-    /// One transaction: apply `f` to a copy of the value and commit it. Returns the new value.
-    pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<T> {
-        let mut next = self.value;
-        f(&mut next);
+    /// One transaction: apply `f` to the value and commit it; returns the new value.
+    ///
+    /// `f` works on the writer's own copy, in place (no copy of `T` per commit, which
+    /// matters for large `T`). If the commit fails, or `f` panicked in an earlier call, the
+    /// copy is reloaded from the file before anything else is committed.
+    pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<&T> {
+        if self.stale {
+            self.reload()?;
+        }
+        self.stale = true;
+        f(&mut self.value);
         let slot = 1 - self.slot;
         let seq = self.seq + 1;
-        commit_slot(
+        let r = commit_slot(
             &mut MapStorage(&self.d.map),
             &self.d.layout,
             slot,
             seq,
-            bytemuck::bytes_of(&next),
+            bytemuck::bytes_of(&self.value),
             mode,
-        )?;
-        self.value = next;
+        );
+        if let Err(e) = r {
+            // Best effort now; `stale` makes the next call retry.
+            let _ = self.reload();
+            return Err(e);
+        }
         self.slot = slot;
         self.seq = seq;
-        Ok(next)
+        self.stale = false;
+        Ok(&self.value)
+    }
+
+    /// Replace the in-memory copy with the newest valid one in the file.
+    fn reload(&mut self) -> Result<()> {
+        let (value, slot, seq) = self.d.current()?;
+        self.value = value;
+        self.slot = slot;
+        self.seq = seq;
+        self.stale = false;
+        Ok(())
     }
 }
 

@@ -293,3 +293,24 @@ fn power_loss_exhaustive_for_a_page() {
 fn power_loss_sampled_for_a_mebibyte() {
     power_loss_at_every_instant(1 << 20, 2);
 }
+
+#[test]
+fn a_panic_inside_a_transaction_commits_nothing_and_the_writer_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d");
+    let mut d = Durable::<[u64; 2]>::open(&p, *b"panicky!", [5, 5]).unwrap();
+    let mut w = d.writer().unwrap();
+    assert_eq!(*w.update(Commit::ProcessCrashSafe, |v| v[0] = 6).unwrap(), [6, 5]);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.update(Commit::ProcessCrashSafe, |v| {
+            v[1] = 1000; // half-done when the panic strikes
+            panic!("in the middle of a transaction");
+        })
+        .unwrap();
+    }));
+    assert!(r.is_err());
+    // The half-modified copy is not committed: the next transaction starts from the file.
+    assert_eq!(*w.update(Commit::Durable, |v| v[0] += 1).unwrap(), [7, 5]);
+    drop(w);
+    assert_eq!(d.read().unwrap(), [7, 5]);
+}
