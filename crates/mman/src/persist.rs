@@ -377,10 +377,25 @@ pub fn newest_valid(
     Ok(None)
 }
 
-struct MapStorage<'a>(&'a Mapping);
+/// The real file. Process-crash-safe commits of small values write through the mapping (no
+/// system call: an 8-byte commit costs nanoseconds). Large values, and every write of a durable
+/// commit (the third field), go through `pwrite`: the kernel's copy is vectorised where the
+/// mapping's atomic 8-byte stores are not, and no page is dirtied through a write fault (with
+/// writes through the mapping, a 1 MiB durable commit measured 1.35 ms against 0.82 ms when
+/// other files were being written between commits; a write fault on ext4 probably ties the
+/// sync to the running journal transaction). Both land in the same page cache the mapping
+/// shows.
+struct MapStorage<'a>(&'a Mapping, &'a File, bool);
+
+/// From this size on, `pwrite`/`pread` beat the atomic copies to and from the mapping.
+const PWRITE_FROM: usize = 64 << 10;
 
 impl Storage for MapStorage<'_> {
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if self.2 || data.len() >= PWRITE_FROM {
+            return std::os::unix::fs::FileExt::write_all_at(self.1, data, offset)
+                .map_err(|e| Error::os("pwrite", e).with_range(offset, Some(data.len())));
+        }
         self.0.write_at(offset as usize, data)
     }
     fn sync(&mut self, offset: u64, len: u64) -> Result<()> {
@@ -556,7 +571,15 @@ impl<T: bytemuck::Pod> Durable<T> {
         for _ in 0..64 {
             let r = newest_valid(
                 &self.layout,
-                |off, buf| self.map.read_at(off as usize, buf),
+                |off, buf| {
+                    if buf.len() >= PWRITE_FROM {
+                        // Large copies by the kernel: vectorised, unlike atomic loads.
+                        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
+                            .map_err(|e| Error::os("pread", e).with_path(Some(&self.path)))
+                    } else {
+                        self.map.read_at(off as usize, buf)
+                    }
+                },
                 bytemuck::bytes_of_mut(&mut v),
             )?;
             if let Some((slot, seq)) = r {
@@ -635,7 +658,7 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
         let slot = 1 - self.slot;
         let seq = self.seq + 1;
         let r = commit_slot(
-            &mut MapStorage(&self.d.map),
+            &mut MapStorage(&self.d.map, &self.d.file, mode == Commit::Durable),
             &self.d.layout,
             slot,
             seq,
