@@ -683,9 +683,8 @@ fn detach_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which this process owns.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-        }
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
     }
 }
