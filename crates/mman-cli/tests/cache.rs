@@ -324,3 +324,37 @@ fn maps_totals_agree_with_pmap_and_bad_pids_are_clear() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("another user"));
     }
 }
+
+#[test]
+fn lock_daemon_detaches_holds_and_releases() {
+    let dir = tree();
+    let pidfile = dir.path().join("daemon.pid");
+    let out = mman()
+        .args(["cache", "lock", "--daemon", "--pidfile"])
+        .arg(&pidfile)
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Locked Pages: 261"), "{text}");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        text.contains(&format!("holding the pages in process {pid}")),
+        "{text}"
+    );
+    assert_eq!(vm_locked_kib(pid), 261 * 4);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while pidfile.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the daemon did not release"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
