@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -297,19 +297,9 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
             Job::Status => f.status(range),
             Job::Touch => f.touch(range).map(|t| {
                 entry.touched_pages = Some(t.touched);
-                mman::cache::Status {
-                    pages: t.pages,
-                    resident: t.resident_after,
-                    unknown: None,
-                    dirty: None,
-                    writeback: None,
-                    evicted: None,
-                    recently_evicted: None,
-                    source: mman::cache::Source::Cachestat,
-                }
+                t.after
             }),
             Job::Evict { flush } => f.evict(range, flush).map(|e| {
-                entry.touched_pages = None;
                 entry.evicted_pages = e.evicted();
                 entry.stayed_pages = e.after.resident;
                 e.after
@@ -527,16 +517,14 @@ fn lock_and_hold(
     let signals = block_stop_signals();
     let (roots, opts, range) = prepare(w)?;
     let start = Instant::now();
+    // First the walk, keeping paths and sizes only (not the open files: a big tree would
+    // exhaust RLIMIT_NOFILE), so the limits are checked before anything is locked; then
+    // each file is opened again and locked.
     let found = Mutex::new(Vec::new());
-    let skipped = AtomicU64::new(0);
-    let pages = AtomicU64::new(0);
     let totals = cache::walk(&roots, &opts, &|v| match v {
         Visit::File(f) => {
             let ps = mman::page_size() as u64;
-            let first = range.first.min(f.pages());
-            let end = range.end.unwrap_or(u64::MAX).min(f.pages());
-            let n = end.saturating_sub(first);
-            pages.fetch_add(n, Ordering::Relaxed);
+            let n = f.pages_in(range);
             if n > 0 {
                 found
                     .lock()
@@ -544,11 +532,9 @@ fn lock_and_hold(
                     .push((f.path().to_path_buf(), n * ps));
             }
         }
-        Visit::Skipped(e) => {
-            skipped.fetch_add(1, Ordering::Relaxed);
-            report_skip(&e, None);
-        }
+        Visit::Skipped(e) => report_skip(&e, None),
     });
+    let mut skipped = totals.skipped;
     let found = found.into_inner().unwrap_or_else(|e| e.into_inner());
     let bytes: u64 = found.iter().map(|(_, b)| b).sum();
     cache::check_lock_limits(bytes, found.len() as u64)?;
@@ -558,21 +544,24 @@ fn lock_and_hold(
             Ok(l) => held.push(l),
             Err(e) if e.kind() == mman::ErrorKind::ResourceLimit => return Err(e.into()),
             Err(e) => {
-                skipped.fetch_add(1, Ordering::Relaxed);
+                skipped += 1;
                 report_skip(&e, None);
             }
         }
     }
     let locked: u64 = held.iter().map(|l| l.pages()).sum();
     let ps = mman::page_size() as u64;
-    let summary = format!(
-        "           Files: {}\n     Directories: {}\n    Locked Pages: {} ({})\n         Elapsed: {:.6} seconds\n",
+    let mut summary = format!(
+        "           Files: {}\n     Directories: {}\n    Locked Pages: {} ({})\n",
         totals.files,
         totals.directories,
         locked,
         cache::human(locked * ps),
-        start.elapsed().as_secs_f64()
     );
+    if skipped > 0 {
+        summary += &format!("         Skipped: {skipped} (reported above)\n");
+    }
+    summary += &format!("         Elapsed: {:.6} seconds\n", start.elapsed().as_secs_f64());
     if let Some(p) = pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("write the pid file {}", p.display()))?;

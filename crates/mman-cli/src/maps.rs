@@ -59,15 +59,13 @@ pub fn run(args: MapsArgs) -> Result<()> {
         };
         regions.sort_by(|a, b| f(&b.usage).cmp(&f(&a.usage)).then(a.start.cmp(&b.start)));
     }
-    let mut total = Usage::default();
-    for r in &regions {
-        total = sum(total, &r.usage);
-    }
+    let total: Usage = regions.iter().map(|r| &r.usage).sum();
+    let pid = args.pid.unwrap_or_else(std::process::id);
     let mut out = std::io::stdout().lock();
     if args.json {
         let mappings: Vec<_> = regions.iter().map(|r| json_region(r)).collect();
         let v = serde_json::json!({
-            "pid": args.pid.unwrap_or_else(std::process::id),
+            "pid": pid,
             "mappings": mappings,
             "total": {
                 "size_kib": total.size, "rss_kib": total.rss, "pss_kib": total.pss,
@@ -77,7 +75,6 @@ pub fn run(args: MapsArgs) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    let pid = args.pid.unwrap_or_else(std::process::id);
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| {
             String::from_utf8_lossy(&b)
@@ -142,17 +139,6 @@ pub fn run(args: MapsArgs) -> Result<()> {
         regions.len()
     )?;
     Ok(())
-}
-
-fn sum(mut t: Usage, u: &Usage) -> Usage {
-    t.size += u.size;
-    t.rss += u.rss;
-    t.pss += u.pss;
-    t.shared_dirty += u.shared_dirty;
-    t.private_dirty += u.private_dirty;
-    t.swap += u.swap;
-    t.locked += u.locked;
-    t
 }
 
 fn json_region(r: &Region) -> serde_json::Value {

@@ -129,8 +129,15 @@ pub struct Touched {
     pub pages: u64,
     /// Pages read in (or, when residency is unknown, asked for).
     pub touched: u64,
+    /// The residency afterwards.
+    pub after: Status,
+}
+
+impl Touched {
     /// Pages resident afterwards (`None` when unknown).
-    pub resident_after: Option<u64>,
+    pub fn resident_after(&self) -> Option<u64> {
+        self.after.resident
+    }
 }
 
 /// What [`CachedFile::evict`] did: the residency before and after.
@@ -217,6 +224,12 @@ impl CachedFile {
     /// The open file.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// How many pages of `range` the file has.
+    pub fn pages_in(&self, range: PageRange) -> u64 {
+        let (first, end) = self.span(range);
+        end - first
     }
 
     /// The pages of `range` that exist, as a page interval.
@@ -338,25 +351,23 @@ impl CachedFile {
     /// the reads cover exactly the missing pages (no read-ahead past the range).
     pub fn touch(&self, range: PageRange) -> Result<Touched> {
         let (first, end) = self.span(range);
-        let pages = end - first;
-        let before = self.status(PageRange {
+        let r = PageRange {
             first,
             end: Some(end),
-        })?;
+        };
+        let pages = end - first;
+        let before = self.status(r)?;
         if pages == 0 || before.resident == Some(pages) {
             return Ok(Touched {
                 pages,
                 touched: 0,
-                resident_after: before.resident,
+                after: before,
             });
         }
         let map = if before.resident == Some(0) {
             None
         } else {
-            self.page_map(PageRange {
-                first,
-                end: Some(end),
-            })?
+            self.page_map(r)?
         };
         // A run that reaches the end of the file is faulted in through a mapping with the
         // kernel's read-ahead (large folios, no copy). A run that ends before it is read with
@@ -366,16 +377,14 @@ impl CachedFile {
         // raises SIGBUS if the file is truncated meanwhile: EFAULT or a short read.
         let ps = sys::page_size() as u64;
         const CHUNK: u64 = 512; // pages: 2 MiB
-        let runs = missing_runs(map.as_deref(), pages);
-        let longest = runs.iter().map(|(a, b)| b - a).max().unwrap_or(0).min(CHUNK);
-        let mut buf = vec![0u8; (longest * ps) as usize];
+        let mut buf = Vec::new();
         let mut touched = 0;
         let advise = |a: sc::FileAdvice| {
             sc::fadvise(self.file.as_fd(), 0, 0, a)
                 .map_err(|e| Error::os("posix_fadvise", e).with_path(Some(&self.path)))
         };
         let mut random = false;
-        for (a, b) in runs {
+        for (a, b) in missing_runs(map.as_deref(), pages) {
             let bounded = first + b < self.pages();
             if bounded != random {
                 advise(if bounded {
@@ -395,6 +404,7 @@ impl CachedFile {
                 touched += b - a;
                 continue;
             }
+            buf.resize((((b - a).min(CHUNK)) * ps) as usize, 0);
             let mut at = a;
             while at < b {
                 let to = (at + CHUNK).min(b);
@@ -406,24 +416,19 @@ impl CachedFile {
                         .with_range(off, Some(want))
                 })?;
                 if got < want {
-                    let now = rustix::fs::fstat(&self.file)
-                        .map(|s| s.st_size as u64)
-                        .unwrap_or(0);
-                    return Err(Error::truncated("touch", Some(&self.path), self.size, now)
-                        .with_hint("the file was truncated while in use; it was skipped"));
+                    return Err(self.truncated("touch").unwrap_or_else(|| {
+                        Error::new(ErrorKind::Os, "touch", "the file changed size while being read")
+                            .with_path(Some(&self.path))
+                    }));
                 }
                 touched += to - at;
                 at = to;
             }
         }
-        let after = self.status(PageRange {
-            first,
-            end: Some(end),
-        })?;
         Ok(Touched {
             pages,
             touched,
-            resident_after: after.resident,
+            after: self.status(r)?,
         })
     }
 
@@ -457,53 +462,51 @@ impl CachedFile {
         let (first, end) = self.span(range);
         if end == first {
             return Ok(LockedFile {
-                view: None,
+                _view: None,
                 path: self.path.clone(),
                 pages: 0,
             });
         }
         let view = View::new(self, first, end, "lock")?;
         sys::mlock(view.addr, view.len, true).map_err(|e| {
-            let mut err = Error::os("mlock", e)
+            Error::memlock("mlock", e, Some(view.len as u64))
                 .with_path(Some(&self.path))
-                .with_addr(view.addr as usize, view.len);
-            if matches!(
-                err.raw_os_error(),
-                Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM)
-            ) {
-                err = err
-                    .with_kind(ErrorKind::ResourceLimit)
-                    .with_hint(memlock_hint(view.len as u64));
-            }
-            err
+                .with_addr(view.addr as usize, view.len)
         })?;
         sc::populate_read(view.addr, view.len)
             .map_err(|e| self.fault_error("lock", e, view.addr as usize, view.len))?;
         Ok(LockedFile {
-            view: Some(view),
+            _view: Some(view),
             path: self.path.clone(),
             pages: end - first,
         })
     }
 
+    /// The error for a fault (`EFAULT` from populating): a truncation if the file shrank.
     fn fault_error(&self, op: &'static str, e: std::io::Error, addr: usize, len: usize) -> Error {
         if e.raw_os_error() == Some(libc::EFAULT) {
-            let now = rustix::fs::fstat(&self.file)
-                .map(|s| s.st_size as u64)
-                .unwrap_or(0);
-            if now < self.size {
-                return Error::truncated(op, Some(&self.path), self.size, now)
-                    .with_hint("the file was truncated while in use; it was skipped");
+            if let Some(t) = self.truncated(op) {
+                return t;
             }
         }
         Error::os(op, e).with_path(Some(&self.path)).with_addr(addr, len)
     }
+
+    /// `Some(Truncated)` if the file is now shorter than when it was opened.
+    fn truncated(&self, op: &'static str) -> Option<Error> {
+        let now = rustix::fs::fstat(&self.file).map_or(0, |s| s.st_size as u64);
+        (now < self.size).then(|| {
+            Error::truncated(op, Some(&self.path), self.size, now)
+                .with_hint("the file was truncated while in use; it was skipped")
+        })
+    }
 }
 
-/// Pages locked by [`CachedFile::lock`]; dropping it unlocks them.
+/// Pages locked by [`CachedFile::lock`]; dropping it unlocks them (unmapping the locked
+/// view releases its lock).
 #[derive(Debug)]
 pub struct LockedFile {
-    view: Option<View>,
+    _view: Option<View>,
     path: PathBuf,
     pages: u64,
 }
@@ -516,14 +519,6 @@ impl LockedFile {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for LockedFile {
-    fn drop(&mut self) {
-        if let Some(v) = &self.view {
-            let _ = sys::munlock(v.addr, v.len);
-        }
     }
 }
 
@@ -543,7 +538,7 @@ pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
                         human(soft)
                     ),
                 )
-                .with_hint(memlock_hint(bytes)));
+                .with_hint(crate::error::memlock_hint(Some(bytes))));
             }
         }
     }
@@ -558,16 +553,6 @@ pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn memlock_hint(bytes: u64) -> String {
-    format!(
-        "RLIMIT_MEMLOCK must allow at least {} ({} KiB): `ulimit -l {}` in the shell (up to the hard limit), \
-         `memlock` in /etc/security/limits.conf or LimitMEMLOCK= in a systemd unit; or run with CAP_IPC_LOCK",
-        human(bytes),
-        bytes.div_ceil(1024),
-        bytes.div_ceil(1024)
-    )
 }
 
 /// A size for people: `10M`, `4.0K`, `1.5G`, as vmtouch prints them.
@@ -635,18 +620,8 @@ impl View {
         let len = usize::try_from((end - first) * ps).map_err(|_| {
             Error::new(ErrorKind::InvalidInput, op, "range too large to map").with_path(Some(&f.path))
         })?;
-        let req = sys::MapRequest {
-            shared: true,
-            placement: sys::Placement::Anywhere,
-            populate: false,
-            no_reserve: false,
-            huge_page_size: None,
-        };
-        let prot = sys::Prot {
-            read: true,
-            write: false,
-            exec: false,
-        };
+        let req = sys::MapRequest::SHARED;
+        let prot = sys::Prot::READ;
         // SAFETY: the kernel chooses the address; nothing is replaced.
         let addr = unsafe {
             sys::mmap(

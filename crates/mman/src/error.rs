@@ -127,6 +127,19 @@ impl Error {
         self.0.sizes
     }
 
+    /// An error of a call that locks memory (`mlock`, `mlockall`, a locked mapping): the
+    /// errors a too-small `RLIMIT_MEMLOCK` produces become [`ErrorKind::ResourceLimit`] with
+    /// [`memlock_hint`]; `needed` is what the call wanted, when known.
+    pub(crate) fn memlock(op: &'static str, source: io::Error, needed: Option<u64>) -> Self {
+        let err = Error::os(op, source);
+        match err.raw_os_error() {
+            Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM) => err
+                .with_kind(ErrorKind::ResourceLimit)
+                .with_hint(memlock_hint(needed)),
+            _ => err,
+        }
+    }
+
     pub(crate) fn with_path(mut self, path: Option<&Path>) -> Self {
         self.0.path = path.map(Path::to_path_buf);
         self
@@ -233,6 +246,24 @@ impl From<Error> for io::Error {
         };
         io::Error::new(kind, e)
     }
+}
+
+/// How to raise `RLIMIT_MEMLOCK`, with its values now and, when known, how much is needed:
+/// the one hint every memory-locking error of mman gives.
+pub(crate) fn memlock_hint(needed: Option<u64>) -> String {
+    let bytes = |l: Option<u64>| l.map_or("unlimited".to_string(), |b| format!("{b} bytes"));
+    let (soft, hard) = crate::sys::memlock_limit();
+    let need = needed.map_or(String::new(), |b| {
+        let kib = b.div_ceil(1024);
+        format!("at least {kib} KiB is needed (`ulimit -l {kib}`); ")
+    });
+    format!(
+        "{need}RLIMIT_MEMLOCK is {} (hard limit {}); raise it with `ulimit -l` (in KiB), \
+         `memlock` in /etc/security/limits.conf or LimitMEMLOCK= in a systemd unit, \
+         or grant CAP_IPC_LOCK",
+        bytes(soft),
+        bytes(hard)
+    )
 }
 
 fn kind_of(e: &io::Error) -> ErrorKind {

@@ -54,18 +54,8 @@ impl Guarded {
         let total = inner
             .checked_add(2 * ps)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, op, "length overflows"))?;
-        let req = sys::MapRequest {
-            shared: false,
-            placement: sys::Placement::Anywhere,
-            populate: false,
-            no_reserve: false,
-            huge_page_size: None,
-        };
-        let none = sys::Prot {
-            read: false,
-            write: false,
-            exec: false,
-        };
+        let req = sys::MapRequest::PRIVATE;
+        let none = sys::Prot::NONE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), total, none, &req, None, 0) }
             .map_err(|e| Error::os("mmap", e).with_range(0, Some(total)))?;
@@ -77,11 +67,7 @@ impl Guarded {
             hi: base + ps + inner,
             guards: [None, None],
         };
-        let rw = sys::Prot {
-            read: true,
-            write: true,
-            exec: false,
-        };
+        let rw = sys::Prot::READ_WRITE;
         // SAFETY: the middle pages of our own fresh mapping, referenced by nothing yet.
         unsafe { sys::mprotect(g.lo as *mut _, inner, rw) }
             .map_err(|e| Error::os("mprotect", e).with_addr(g.lo, inner))?;
@@ -301,22 +287,13 @@ impl<T: bytemuck::Pod> Secret<T> {
     }
 
     fn in_secretmem(fd: std::os::fd::OwnedFd, len: usize) -> Result<Self> {
-        sys::shm::set_len(fd.as_fd(), len as u64).map_err(|e| memlock_hint(Error::os("ftruncate", e)))?;
-        let req = sys::MapRequest {
-            shared: true,
-            placement: sys::Placement::Anywhere,
-            populate: false,
-            no_reserve: false,
-            huge_page_size: None,
-        };
-        let rw = sys::Prot {
-            read: true,
-            write: true,
-            exec: false,
-        };
+        sys::shm::set_len(fd.as_fd(), len as u64)
+            .map_err(|e| secret_memlock_hint(Error::os("ftruncate", e), len))?;
+        let req = sys::MapRequest::SHARED;
+        let rw = sys::Prot::READ_WRITE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, Some(fd.as_fd()), 0) }
-            .map_err(|e| memlock_hint(Error::os("mmap(memfd_secret)", e)))?;
+            .map_err(|e| secret_memlock_hint(Error::os("mmap(memfd_secret)", e), len))?;
         let mut s = Secret {
             ptr: NonNull::new(p.cast()).ok_or_else(|| Error::new(ErrorKind::Os, "mmap", "address 0"))?,
             len,
@@ -339,30 +316,17 @@ impl<T: bytemuck::Pod> Secret<T> {
     }
 
     fn in_private(len: usize, secret_memory: Status) -> Result<Self> {
-        let req = sys::MapRequest {
-            shared: false,
-            placement: sys::Placement::Anywhere,
-            populate: false,
-            no_reserve: false,
-            huge_page_size: None,
-        };
-        let rw = sys::Prot {
-            read: true,
-            write: true,
-            exec: false,
-        };
+        let req = sys::MapRequest::PRIVATE;
+        let rw = sys::Prot::READ_WRITE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, None, 0) }
             .map_err(|e| Error::os("mmap", e).with_range(0, Some(len)))?;
         let locked = match sys::mlock(p, len, false) {
             Ok(()) => Status::Active,
-            Err(e) => {
-                let (soft, _) = sys::memlock_limit();
-                Status::Unavailable(format!(
-                    "mlock: {e}; RLIMIT_MEMLOCK is {}; raise it with `ulimit -l`",
-                    soft.map_or("unlimited".into(), |b| format!("{b} bytes"))
-                ))
-            }
+            Err(e) => Status::Unavailable(format!(
+                "mlock: {e}; {}",
+                crate::error::memlock_hint(Some(len as u64))
+            )),
         };
         let advise = |advice: i32, name: &str| {
             // SAFETY: our own private mapping; these advices change dumping and fork
@@ -422,11 +386,11 @@ impl<T: bytemuck::Pod> Secret<T> {
     }
 }
 
-fn memlock_hint(e: Error) -> Error {
-    let (soft, _) = sys::memlock_limit();
+/// Secret memory counts against `RLIMIT_MEMLOCK`: say so, and how to raise it.
+fn secret_memlock_hint(e: Error, len: usize) -> Error {
     e.with_hint(format!(
-        "secret memory counts against RLIMIT_MEMLOCK ({}); raise it with `ulimit -l`",
-        soft.map_or("unlimited".into(), |b| format!("{b} bytes"))
+        "secret memory counts against RLIMIT_MEMLOCK; {}",
+        crate::error::memlock_hint(Some(len as u64))
     ))
 }
 

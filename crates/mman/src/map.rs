@@ -219,7 +219,7 @@ pub fn lock_all(how: LockAll) -> Result<()> {
         future: how.future,
         on_fault: how.on_fault,
     })
-    .map_err(|e| memlock_error("mlockall", e))
+    .map_err(|e| Error::memlock("mlockall", e, None))
 }
 
 /// Unlock every page of the process and cancel `MCL_FUTURE` (`munlockall(2)`).
@@ -235,30 +235,6 @@ pub fn page_size() -> usize {
 /// `RLIMIT_MEMLOCK` as (soft, hard) in bytes; `None` means unlimited.
 pub fn memlock_limit() -> (Option<u64>, Option<u64>) {
     sys::memlock_limit()
-}
-
-fn fmt_limit(l: Option<u64>) -> String {
-    match l {
-        None => "unlimited".into(),
-        Some(b) => format!("{b} bytes"),
-    }
-}
-
-fn memlock_error(op: &'static str, e: std::io::Error) -> Error {
-    let (soft, hard) = sys::memlock_limit();
-    let err = Error::os(op, e);
-    match err.raw_os_error() {
-        Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM) => {
-            err.with_kind(ErrorKind::ResourceLimit).with_hint(format!(
-                "RLIMIT_MEMLOCK is {} (hard limit {}); raise it with `ulimit -l` (in KiB), \
-                 `memlock` in /etc/security/limits.conf or LimitMEMLOCK= in a systemd unit, \
-                 or grant CAP_IPC_LOCK",
-                fmt_limit(soft),
-                fmt_limit(hard)
-            ))
-        }
-        _ => err,
-    }
 }
 
 /// Where a new mapping goes in the address space.
@@ -703,17 +679,10 @@ impl MapOptions {
 fn probe_mappable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     let ps = sys::page_size();
     let req = sys::MapRequest {
-        shared: false,
-        placement: sys::Placement::Anywhere,
-        populate: false,
         no_reserve: true,
-        huge_page_size: None,
+        ..sys::MapRequest::PRIVATE
     };
-    let prot = sys::Prot {
-        read: true,
-        write: false,
-        exec: false,
-    };
+    let prot = sys::Prot::READ;
     // SAFETY: the kernel picks the address; nothing is replaced, and the probe mapping is
     // never touched before it is unmapped below.
     let p = unsafe { sys::mmap(std::ptr::null_mut(), ps, prot, &req, Some(fd), 0) }?;
@@ -1103,7 +1072,8 @@ impl Mapping {
         if n == 0 {
             return Ok(());
         }
-        sys::mlock(p, n, on_fault).map_err(|e| self.err(memlock_error("mlock", e).with_addr(p as usize, n)))
+        sys::mlock(p, n, on_fault)
+            .map_err(|e| self.err(Error::memlock("mlock", e, Some(n as u64)).with_addr(p as usize, n)))
     }
 
     /// Unlock the pages of `range` (`munlock(2)`).

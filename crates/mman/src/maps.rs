@@ -147,29 +147,6 @@ impl Usage {
         self.shared_dirty + self.private_dirty
     }
 
-    fn add(&mut self, o: &Usage) {
-        self.size += o.size;
-        self.rss += o.rss;
-        self.pss += o.pss;
-        self.pss_dirty += o.pss_dirty;
-        self.shared_clean += o.shared_clean;
-        self.shared_dirty += o.shared_dirty;
-        self.private_clean += o.private_clean;
-        self.private_dirty += o.private_dirty;
-        self.referenced += o.referenced;
-        self.anonymous += o.anonymous;
-        self.ksm += o.ksm;
-        self.lazy_free += o.lazy_free;
-        self.anon_huge_pages += o.anon_huge_pages;
-        self.shmem_pmd_mapped += o.shmem_pmd_mapped;
-        self.file_pmd_mapped += o.file_pmd_mapped;
-        self.shared_hugetlb += o.shared_hugetlb;
-        self.private_hugetlb += o.private_hugetlb;
-        self.swap += o.swap;
-        self.swap_pss += o.swap_pss;
-        self.locked += o.locked;
-    }
-
     fn set(&mut self, key: &str, kib: u64) -> bool {
         let field = match key {
             "Size" => &mut self.size,
@@ -198,6 +175,42 @@ impl Usage {
         };
         *field = kib;
         true
+    }
+}
+
+/// Adds every figure but the page sizes (which are not amounts).
+impl std::ops::AddAssign<&Usage> for Usage {
+    fn add_assign(&mut self, o: &Usage) {
+        self.size += o.size;
+        self.rss += o.rss;
+        self.pss += o.pss;
+        self.pss_dirty += o.pss_dirty;
+        self.shared_clean += o.shared_clean;
+        self.shared_dirty += o.shared_dirty;
+        self.private_clean += o.private_clean;
+        self.private_dirty += o.private_dirty;
+        self.referenced += o.referenced;
+        self.anonymous += o.anonymous;
+        self.ksm += o.ksm;
+        self.lazy_free += o.lazy_free;
+        self.anon_huge_pages += o.anon_huge_pages;
+        self.shmem_pmd_mapped += o.shmem_pmd_mapped;
+        self.file_pmd_mapped += o.file_pmd_mapped;
+        self.shared_hugetlb += o.shared_hugetlb;
+        self.private_hugetlb += o.private_hugetlb;
+        self.swap += o.swap;
+        self.swap_pss += o.swap_pss;
+        self.locked += o.locked;
+    }
+}
+
+impl<'a> std::iter::Sum<&'a Usage> for Usage {
+    fn sum<I: Iterator<Item = &'a Usage>>(iter: I) -> Usage {
+        let mut t = Usage::default();
+        for u in iter {
+            t += u;
+        }
+        t
     }
 }
 
@@ -249,11 +262,7 @@ pub struct ProcessMaps {
 impl ProcessMaps {
     /// The sum of every region's figures.
     pub fn total(&self) -> Usage {
-        let mut t = Usage::default();
-        for r in &self.regions {
-            t.add(&r.usage);
-        }
-        t
+        self.regions.iter().map(|r| &r.usage).sum()
     }
 }
 

@@ -39,6 +39,25 @@ pub struct Prot {
 }
 
 impl Prot {
+    /// No access.
+    pub const NONE: Prot = Prot {
+        read: false,
+        write: false,
+        exec: false,
+    };
+    /// Read only.
+    pub const READ: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
+    /// Read and write.
+    pub const READ_WRITE: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+    };
+
     fn flags(self) -> ProtFlags {
         let mut f = ProtFlags::empty();
         if self.read {
@@ -77,6 +96,22 @@ pub struct MapRequest {
     pub no_reserve: bool,
     /// `Some(0)`: `MAP_HUGETLB` with the default huge page size; `Some(n)`: pages of `n` bytes.
     pub huge_page_size: Option<usize>,
+}
+
+impl MapRequest {
+    /// `MAP_SHARED`, placed by the kernel, nothing else.
+    pub const SHARED: MapRequest = MapRequest {
+        shared: true,
+        placement: Placement::Anywhere,
+        populate: false,
+        no_reserve: false,
+        huge_page_size: None,
+    };
+    /// `MAP_PRIVATE`, placed by the kernel, nothing else.
+    pub const PRIVATE: MapRequest = MapRequest {
+        shared: false,
+        ..MapRequest::SHARED
+    };
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

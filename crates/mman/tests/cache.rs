@@ -45,7 +45,7 @@ fn evict_then_touch_every_size() {
         assert_eq!(ev.after.pages, pages);
         let t = f.touch(PageRange::ALL).unwrap();
         assert_eq!(t.touched, pages, "len {len}");
-        assert_eq!(t.resident_after, Some(pages), "len {len}");
+        assert_eq!(t.resident_after(), Some(pages), "len {len}");
         assert_eq!(resident(&f), pages, "len {len}");
         // Touching again reads nothing: everything is there.
         assert_eq!(f.touch(PageRange::ALL).unwrap().touched, 0);
@@ -121,7 +121,7 @@ fn sparse_files_touch_and_report() {
     let f = CachedFile::open(&p).unwrap();
     assert_eq!(f.pages(), 1536);
     let t = f.touch(PageRange::ALL).unwrap();
-    assert_eq!(t.resident_after, Some(1536));
+    assert_eq!(t.resident_after(), Some(1536));
     assert_eq!(f.evict(PageRange::ALL, false).unwrap().after.resident, Some(0));
 }
 
