@@ -668,7 +668,10 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
         if let Err(e) = r {
             // Best effort now; `stale` makes the next call retry.
             let _ = self.reload();
-            return Err(e);
+            return Err(match e.path() {
+                Some(_) => e,
+                None => e.with_path(Some(&self.d.path)),
+            });
         }
         self.slot = slot;
         self.seq = seq;
@@ -696,6 +699,7 @@ impl<T: bytemuck::Pod> Drop for Writer<'_, T> {
 /// `write()` then `fdatasync()` of `data` at offset 0 of `file`: the baseline durable
 /// commits are compared with.
 pub fn write_and_fdatasync(file: &File, data: &[u8]) -> Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, data, 0).map_err(|e| Error::os("pwrite", e))?;
-    sys::persist::fdatasync(file.as_fd()).map_err(|e| Error::os("fdatasync", e))
+    let named = |e: Error| e.with_path(sys::fd_path(file.as_fd()).as_deref());
+    std::os::unix::fs::FileExt::write_all_at(file, data, 0).map_err(|e| named(Error::os("pwrite", e)))?;
+    sys::persist::fdatasync(file.as_fd()).map_err(|e| named(Error::os("fdatasync", e)))
 }

@@ -350,6 +350,7 @@ pub fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let r = unsafe { libc::mincore(addr, len, out.as_mut_ptr()) };
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // SAFETY: as above.
     let r = unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr() as _) };
     if r == 0 {
         Ok(())

@@ -120,7 +120,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
             // SAFETY: init_once gives this closure to exactly one process while the others
             // wait, so nobody uses the mutex or the data yet.
             unsafe {
-                raw::mutex_init((*p).raw.get()).map_err(|e| Error::os("pthread_mutex_init", e))?;
+                raw::mutex_init((*p).raw.get()).map_err(|e| {
+                    Error::os("pthread_mutex_init", e).with_addr(p as usize, size_of::<Self>())
+                })?;
                 (*p).data.get().write(init());
             }
             Ok(())
@@ -133,15 +135,29 @@ impl<T: bytemuck::Pod> Mutex<T> {
     pub fn lock(&self) -> Result<MutexGuard<'_, T>> {
         // SAFETY: initialised by open(); mapped while `self` lives.
         let r = unsafe { raw::mutex_lock(self.raw.get()) };
-        self.guard(r.map_err(|e| lock_error("pthread_mutex_lock", e))?)
-            .ok_or_else(|| Error::new(ErrorKind::Os, "pthread_mutex_lock", "not acquired"))
+        self.guard(r.map_err(|e| self.lock_error("pthread_mutex_lock", e))?)
+            .ok_or_else(|| self.at(Error::new(ErrorKind::Os, "pthread_mutex_lock", "not acquired")))
     }
 
     /// Lock if nobody holds it now.
     pub fn try_lock(&self) -> Result<Option<MutexGuard<'_, T>>> {
         // SAFETY: as in lock.
         let r = unsafe { raw::mutex_trylock(self.raw.get()) };
-        Ok(self.guard(r.map_err(|e| lock_error("pthread_mutex_trylock", e))?))
+        Ok(self.guard(r.map_err(|e| self.lock_error("pthread_mutex_trylock", e))?))
+    }
+
+    /// An error about this mutex names its address.
+    fn at(&self, e: Error) -> Error {
+        e.with_addr(self as *const Self as usize, size_of::<Self>())
+    }
+
+    fn lock_error(&self, op: &'static str, e: std::io::Error) -> Error {
+        let err = self.at(Error::os(op, e));
+        if err.raw_os_error() == Some(libc::ENOTRECOVERABLE) {
+            err.with_hint("an owner died and the next one did not call make_consistent(); recreate the mutex")
+        } else {
+            err
+        }
     }
 
     fn guard(&self, r: Locked) -> Option<MutexGuard<'_, T>> {
@@ -153,15 +169,6 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 _not_send: PhantomData,
             }),
         }
-    }
-}
-
-fn lock_error(op: &'static str, e: std::io::Error) -> Error {
-    let err = Error::os(op, e);
-    if err.raw_os_error() == Some(libc::ENOTRECOVERABLE) {
-        err.with_hint("an owner died and the next one did not call make_consistent(); recreate the mutex")
-    } else {
-        err
     }
 }
 
@@ -184,7 +191,7 @@ impl<T: bytemuck::Pod> MutexGuard<'_, T> {
         if self.owner_died {
             // SAFETY: we hold the mutex, acquired with EOWNERDEAD.
             unsafe { raw::mutex_consistent(self.mutex.raw.get()) }
-                .map_err(|e| Error::os("pthread_mutex_consistent", e))?;
+                .map_err(|e| self.mutex.at(Error::os("pthread_mutex_consistent", e)))?;
             self.owner_died = false;
         }
         Ok(())
@@ -233,7 +240,8 @@ impl Condvar {
         let state = unsafe { &*std::ptr::addr_of!((*p).state) };
         init_once(state, "condvar", || {
             // SAFETY: one process initialises while the others wait.
-            unsafe { raw::cond_init((*p).raw.get()) }.map_err(|e| Error::os("pthread_cond_init", e))
+            unsafe { raw::cond_init((*p).raw.get()) }
+                .map_err(|e| Error::os("pthread_cond_init", e).with_addr(p as usize, size_of::<Self>()))
         })?;
         // SAFETY: initialised.
         Ok(unsafe { &*p })
@@ -268,9 +276,10 @@ impl Condvar {
                 Ok((guard, false))
             }
             Err(e) => {
+                let err = guard.mutex.lock_error("pthread_cond_wait", e);
                 // The mutex was not re-acquired: the guard must not unlock it.
                 std::mem::forget(guard);
-                Err(lock_error("pthread_cond_wait", e))
+                Err(err)
             }
         }
     }

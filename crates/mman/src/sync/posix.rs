@@ -29,6 +29,43 @@ pub struct PosixSemaphore {
 // SAFETY: sem_t is made for concurrent use by threads and processes.
 unsafe impl Sync for PosixSemaphore {}
 
+/// The operations both kinds share, over `raw()` (a semaphore valid as long as `&self`) and
+/// `context()` (what an error names: the address, or the name).
+macro_rules! semaphore_ops {
+    ($t:ty) => {
+        impl $t {
+            /// `sem_post`.
+            pub fn post(&self) -> Result<()> {
+                // SAFETY: `raw()` is a live semaphore for as long as `self` is borrowed.
+                unsafe { raw::sem_post(self.raw()) }.map_err(|e| self.context(Error::os("sem_post", e)))
+            }
+            /// `sem_wait`.
+            pub fn wait(&self) -> Result<()> {
+                // SAFETY: as in post.
+                unsafe { raw::sem_wait(self.raw(), None) }
+                    .map(|_| ())
+                    .map_err(|e| self.context(Error::os("sem_wait", e)))
+            }
+            /// `sem_trywait`: whether a permit was taken.
+            pub fn try_wait(&self) -> Result<bool> {
+                // SAFETY: as in post.
+                unsafe { raw::sem_wait(self.raw(), Some(None)) }
+                    .map_err(|e| self.context(Error::os("sem_trywait", e)))
+            }
+            /// `sem_clockwait` on CLOCK_MONOTONIC: whether a permit was taken within `timeout`.
+            pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+                let d = raw::monotonic_deadline(timeout);
+                // SAFETY: as in post.
+                unsafe { raw::sem_wait(self.raw(), Some(Some(&d))) }
+                    .map_err(|e| self.context(Error::os("sem_clockwait", e)))
+            }
+        }
+    };
+}
+
+semaphore_ops!(PosixSemaphore);
+semaphore_ops!(NamedSemaphore);
+
 impl PosixSemaphore {
     /// `sem_init(sem, 1, value)` at `offset` of `map`.
     ///
@@ -39,7 +76,9 @@ impl PosixSemaphore {
     pub unsafe fn init_in(map: &Mapping, offset: usize, value: u32) -> Result<&Self> {
         let p = slot::<Self>(map, offset, "sem_init")?;
         // SAFETY: in bounds, aligned, read-write (slot); unused by anyone (caller's contract).
-        unsafe { raw::sem_init((*p).raw.get(), value) }.map_err(|e| Error::os("sem_init", e))?;
+        unsafe { raw::sem_init((*p).raw.get(), value) }.map_err(|e| {
+            Error::os("sem_init", e).with_addr(p as usize, std::mem::size_of::<libc::sem_t>())
+        })?;
         // SAFETY: initialised just now.
         Ok(unsafe { &*p })
     }
@@ -53,28 +92,11 @@ impl PosixSemaphore {
         Ok(unsafe { &*p })
     }
 
-    /// `sem_post`.
-    pub fn post(&self) -> Result<()> {
-        // SAFETY: a semaphore in a live mapping (borrowed for `self`'s lifetime).
-        unsafe { raw::sem_post(self.raw.get()) }.map_err(|e| Error::os("sem_post", e))
+    fn raw(&self) -> *mut libc::sem_t {
+        self.raw.get()
     }
-    /// `sem_wait`.
-    pub fn wait(&self) -> Result<()> {
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.raw.get(), None) }
-            .map(|_| ())
-            .map_err(|e| Error::os("sem_wait", e))
-    }
-    /// `sem_trywait`: whether a permit was taken.
-    pub fn try_wait(&self) -> Result<bool> {
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.raw.get(), Some(None)) }.map_err(|e| Error::os("sem_trywait", e))
-    }
-    /// `sem_clockwait` on CLOCK_MONOTONIC: whether a permit was taken within `timeout`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        let d = raw::monotonic_deadline(timeout);
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.raw.get(), Some(Some(&d))) }.map_err(|e| Error::os("sem_clockwait", e))
+    fn context(&self, e: Error) -> Error {
+        e.with_addr(self.raw.get() as usize, std::mem::size_of::<libc::sem_t>())
     }
     /// `sem_getvalue`.
     pub fn value(&self) -> i32 {
@@ -139,28 +161,11 @@ impl NamedSemaphore {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// `sem_post`.
-    pub fn post(&self) -> Result<()> {
-        // SAFETY: `sem` is open until drop.
-        unsafe { raw::sem_post(self.sem) }.map_err(|e| Error::os("sem_post", e))
+    fn raw(&self) -> *mut libc::sem_t {
+        self.sem
     }
-    /// `sem_wait`.
-    pub fn wait(&self) -> Result<()> {
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.sem, None) }
-            .map(|_| ())
-            .map_err(|e| Error::os("sem_wait", e))
-    }
-    /// `sem_trywait`.
-    pub fn try_wait(&self) -> Result<bool> {
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.sem, Some(None)) }.map_err(|e| Error::os("sem_trywait", e))
-    }
-    /// `sem_clockwait` on CLOCK_MONOTONIC.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        let d = raw::monotonic_deadline(timeout);
-        // SAFETY: as in post.
-        unsafe { raw::sem_wait(self.sem, Some(Some(&d))) }.map_err(|e| Error::os("sem_clockwait", e))
+    fn context(&self, e: Error) -> Error {
+        e.with_path(Some(self.name.as_ref()))
     }
 }
 
