@@ -64,6 +64,12 @@ fn check_of(count: u64) -> u64 {
     count.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6D6D_616E_636F_756E
 }
 
+impl Counter {
+    fn is_intact(&self) -> bool {
+        self.check == check_of(self.count)
+    }
+}
+
 /// Arguments of `mman counter`.
 #[derive(Args, Debug)]
 pub struct CounterArgs {
@@ -102,7 +108,7 @@ pub fn counter(args: CounterArgs) -> Result<()> {
                 Commit::ProcessCrashSafe
             };
             let mut w = d.writer()?;
-            if w.value().check != check_of(w.value().count) {
+            if !w.value().is_intact() {
                 bail!(
                     "counter {}: the record's check value is wrong: it is corrupted",
                     args.file.display()
@@ -126,7 +132,7 @@ pub fn counter(args: CounterArgs) -> Result<()> {
             let d = Durable::<Counter>::open_existing(&args.file, TAG)
                 .with_context(|| format!("counter --check {}", args.file.display()))?;
             let c = d.read()?;
-            if c.check != check_of(c.count) {
+            if !c.is_intact() {
                 bail!(
                     "counter --check {}: count {} has check value {:#x}, expected {:#x}: the record is corrupted",
                     args.file.display(),

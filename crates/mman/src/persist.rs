@@ -134,7 +134,8 @@ impl<T: bytemuck::Pod> Persistent<T> {
                 ErrorKind::InvalidInput,
                 "persist",
                 "the type is aligned beyond a page",
-            ));
+            )
+            .with_path(Some(path)));
         }
         let file_len = size.next_multiple_of(page());
         if !path.exists() {

@@ -23,6 +23,16 @@ fn write_file(path: &Path, len: usize) {
     f.sync_all().unwrap();
 }
 
+/// A new file of `len` bytes, written back and evicted: none of it in the page cache.
+fn cold_file(name: &str, len: usize) -> (tempfile::TempDir, PathBuf, CachedFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    write_file(&p, len);
+    let f = CachedFile::open(&p).unwrap();
+    f.evict(PageRange::ALL, true).unwrap();
+    (dir, p, f)
+}
+
 fn resident(f: &CachedFile) -> u64 {
     f.status(PageRange::ALL)
         .unwrap()
@@ -55,11 +65,7 @@ fn evict_then_touch_every_size() {
 
 #[test]
 fn touch_reads_exactly_the_range_and_only_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("big");
-    write_file(&p, 8 << 20);
-    let f = CachedFile::open(&p).unwrap();
-    f.evict(PageRange::ALL, true).unwrap();
+    let (_dir, _, f) = cold_file("big", 8 << 20);
     let range = PageRange::bytes(1 << 20, Some(2 << 20));
     assert_eq!(
         range,
@@ -87,11 +93,7 @@ fn touch_reads_exactly_the_range_and_only_what_is_missing() {
 
 #[test]
 fn cachestat_agrees_with_mincore() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("mixed");
-    write_file(&p, 4 << 20);
-    let f = CachedFile::open(&p).unwrap();
-    f.evict(PageRange::ALL, true).unwrap();
+    let (_dir, _, f) = cold_file("mixed", 4 << 20);
     for first in [3u64, 100, 700, 1000] {
         f.touch(PageRange {
             first,
@@ -147,11 +149,7 @@ fn evict_reports_pages_that_stay_mapped_and_locked() {
 
 #[test]
 fn a_file_truncated_before_touch_is_an_error_not_sigbus() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("shrinks");
-    write_file(&p, 1 << 20);
-    let f = CachedFile::open(&p).unwrap();
-    f.evict(PageRange::ALL, true).unwrap();
+    let (_dir, p, f) = cold_file("shrinks", 1 << 20);
     File::options()
         .write(true)
         .open(&p)
@@ -179,11 +177,7 @@ fn vm_locked_kib() -> u64 {
 #[test]
 fn lock_holds_every_page_until_dropped() {
     let _serial = MLOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("locked");
-    write_file(&p, 2 << 20);
-    let f = CachedFile::open(&p).unwrap();
-    f.evict(PageRange::ALL, true).unwrap();
+    let (_dir, _, f) = cold_file("locked", 2 << 20);
     let before = vm_locked_kib();
     let l = f.lock(PageRange::ALL).unwrap();
     assert_eq!(l.pages(), 512);
