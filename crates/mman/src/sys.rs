@@ -40,6 +40,8 @@ pub struct Prot {
 
 impl Prot {
     /// No access.
+    // Used by the Linux-only fault module.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     pub const NONE: Prot = Prot {
         read: false,
         write: false,
@@ -52,6 +54,8 @@ impl Prot {
         exec: false,
     };
     /// Read and write.
+    // Used by the Linux-only fault module.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     pub const READ_WRITE: Prot = Prot {
         read: true,
         write: true,
