@@ -26,7 +26,7 @@ const PAGE: usize = 4096;
 
 /// `mman persist`.
 pub fn persist(args: PersistArgs) -> Result<()> {
-    let mut data = Persistent::<[u8; PAGE]>::open_wait(&args.file)?;
+    let data = Persistent::<[u8; PAGE]>::open_wait(&args.file)?;
     if args.write {
         let mut input = Vec::with_capacity(PAGE);
         std::io::stdin()
@@ -34,12 +34,12 @@ pub fn persist(args: PersistArgs) -> Result<()> {
             .take(PAGE as u64)
             .read_to_end(&mut input)
             .context("persist: read standard input")?;
-        let page = &mut *data;
+        let mut page = [0u8; PAGE];
         page[..input.len()].copy_from_slice(&input);
-        page[input.len()..].fill(0);
+        data.set(&page)?;
         data.flush()?;
     } else {
-        let page = &*data;
+        let page = data.get()?;
         let end = page.iter().position(|&b| b == 0).unwrap_or(PAGE);
         let mut out = std::io::stdout().lock();
         out.write_all(&page[..end])

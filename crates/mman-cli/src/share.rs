@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -157,8 +157,8 @@ impl Table {
             .map_path(path)?;
         Ok(Table { map, n })
     }
-    fn stop(&self) -> Result<&AtomicU32> {
-        Ok(self.map.atomic_u32(STOP_AT)?)
+    fn stop(&self) -> Result<&AtomicU64> {
+        Ok(self.map.atomic_u64(STOP_AT)?)
     }
     fn fork(&self, i: usize) -> Result<&Semaphore> {
         Ok(place(&self.map, FORKS_AT + 8 * (i % self.n))?)

@@ -276,6 +276,19 @@ impl<T: bytemuck::Pod> Secret<T> {
     /// A zeroed secret; `secret_memory: false` skips `memfd_secret` (then the memory is
     /// private, `MADV_WIPEONFORK`, so a child sees zeros).
     pub fn zeroed_with(secret_memory: bool) -> Result<Self> {
+        if std::mem::align_of::<T>() > sys::page_size() {
+            // The memory is page-aligned and no more: a T aligned beyond a page would be
+            // handed out as a misaligned reference.
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "secret",
+                format!(
+                    "the type is aligned to {} bytes, beyond the page ({} bytes)",
+                    std::mem::align_of::<T>(),
+                    sys::page_size()
+                ),
+            ));
+        }
         let len = std::mem::size_of::<T>().max(1).next_multiple_of(sys::page_size());
         if secret_memory {
             match sys::guard::memfd_secret() {

@@ -16,7 +16,7 @@ use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -95,7 +95,11 @@ pub enum FlushMode {
     Invalidate,
 }
 
-/// Advice to the kernel about a range (`madvise(2)`).
+/// Advice to the kernel about a range (`madvise(2)`) that leaves what the range holds, here
+/// and in children, as it is: safe on a shared borrow ([`Mapping::advise`]).
+///
+/// Advice that changes the contents, or whether a child has the range, is
+/// [`DestructiveAdvice`], taken only by [`Mapping::advise_destructive`] on `&mut self`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Advice {
@@ -107,17 +111,7 @@ pub enum Advice {
     Sequential,
     /// `MADV_WILLNEED`: start reading the range in now.
     WillNeed,
-    /// `MADV_DONTNEED`: drop the pages. Private anonymous memory reads back as zeros, a
-    /// private file mapping loses its copy-on-write changes, shared mappings re-read the file.
-    DontNeed,
-    /// `MADV_FREE`: the kernel may free the pages lazily; contents become undefined (old
-    /// data or zeros) until written again.
-    Free,
-    /// `MADV_REMOVE`: free the range and its backing store (punches a hole in shmem/tmpfs).
-    Remove,
-    /// `MADV_DONTFORK`: a child created by `fork` does not get the range.
-    DontFork,
-    /// `MADV_DOFORK`: undo [`Advice::DontFork`].
+    /// `MADV_DOFORK`: undo [`DestructiveAdvice::DontFork`].
     DoFork,
     /// `MADV_MERGEABLE`: allow kernel same-page merging (KSM).
     Mergeable,
@@ -131,18 +125,45 @@ pub enum Advice {
     DontDump,
     /// `MADV_DODUMP`: undo [`Advice::DontDump`].
     DoDump,
-    /// `MADV_WIPEONFORK`: a child sees the range zero-filled.
-    WipeOnFork,
-    /// `MADV_KEEPONFORK`: undo [`Advice::WipeOnFork`].
+    /// `MADV_KEEPONFORK`: undo [`DestructiveAdvice::WipeOnFork`].
     KeepOnFork,
     /// `MADV_COLD`: deactivate the pages (reclaim them first under pressure).
     Cold,
-    /// `MADV_PAGEOUT`: reclaim the pages now.
+    /// `MADV_PAGEOUT`: reclaim the pages now (their contents come back on the next touch).
     PageOut,
     /// `MADV_POPULATE_READ`: fault the pages in readable now, without a signal on failure.
     PopulateRead,
     /// `MADV_POPULATE_WRITE`: fault the pages in writable now.
     PopulateWrite,
+}
+
+/// Advice that changes what a range holds, or whether a child created by `fork` has it:
+/// taken only on `&mut` ([`Mapping::advise_destructive`]), which proves that no reference
+/// into the mapping (an atomic, a placed object) lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DestructiveAdvice {
+    /// `MADV_DONTNEED`: drop the pages. Private anonymous memory reads back as zeros, a
+    /// private file mapping loses its copy-on-write changes, shared mappings re-read the file.
+    DontNeed,
+    /// `MADV_FREE`: the kernel may free the pages lazily; contents become undefined (old
+    /// data or zeros) until written again.
+    Free,
+    /// `MADV_REMOVE`: free the range and its backing store (punches a hole in shmem/tmpfs).
+    Remove,
+    /// `MADV_DONTFORK`: a child created by `fork` does not get the range.
+    DontFork,
+    /// `MADV_WIPEONFORK`: a child sees the range zero-filled.
+    WipeOnFork,
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn linux_only(what: impl std::fmt::Debug) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "madvise",
+        format!("{what:?} is Linux-only"),
+    )
 }
 
 impl Advice {
@@ -153,10 +174,6 @@ impl Advice {
             Advice::Random => libc::MADV_RANDOM,
             Advice::Sequential => libc::MADV_SEQUENTIAL,
             Advice::WillNeed => libc::MADV_WILLNEED,
-            Advice::DontNeed => libc::MADV_DONTNEED,
-            Advice::Free => libc::MADV_FREE,
-            Advice::Remove => libc::MADV_REMOVE,
-            Advice::DontFork => libc::MADV_DONTFORK,
             Advice::DoFork => libc::MADV_DOFORK,
             Advice::Mergeable => libc::MADV_MERGEABLE,
             Advice::Unmergeable => libc::MADV_UNMERGEABLE,
@@ -164,7 +181,6 @@ impl Advice {
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::DontDump => libc::MADV_DONTDUMP,
             Advice::DoDump => libc::MADV_DODUMP,
-            Advice::WipeOnFork => libc::MADV_WIPEONFORK,
             Advice::KeepOnFork => libc::MADV_KEEPONFORK,
             Advice::Cold => 20,          // MADV_COLD
             Advice::PageOut => 21,       // MADV_PAGEOUT
@@ -177,24 +193,28 @@ impl Advice {
             Advice::Random => libc::MADV_RANDOM,
             Advice::Sequential => libc::MADV_SEQUENTIAL,
             Advice::WillNeed => libc::MADV_WILLNEED,
-            Advice::DontNeed => libc::MADV_DONTNEED,
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    "madvise",
-                    format!("{self:?} is Linux-only"),
-                ))
-            }
+            _ => return Err(linux_only(self)),
         };
         Ok(v)
     }
+}
 
-    /// Whether the advice can change what the range holds, or whether a child has it.
-    fn changes_contents(self) -> bool {
-        matches!(
-            self,
-            Advice::DontNeed | Advice::Free | Advice::Remove | Advice::DontFork
-        )
+impl DestructiveAdvice {
+    fn raw(self) -> Result<i32> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let v = match self {
+            DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
+            DestructiveAdvice::Free => libc::MADV_FREE,
+            DestructiveAdvice::Remove => libc::MADV_REMOVE,
+            DestructiveAdvice::DontFork => libc::MADV_DONTFORK,
+            DestructiveAdvice::WipeOnFork => libc::MADV_WIPEONFORK,
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let v = match self {
+            DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
+            _ => return Err(linux_only(self)),
+        };
+        Ok(v)
     }
 }
 
@@ -583,23 +603,22 @@ impl MapOptions {
             .with_addr(addr, len)
             .with_hint(format!("the page size is {align} bytes")));
         }
-        let mut map = Mapping {
-            ptr: NonNull::dangling(),
-            os_len: 0,
-            delta: 0,
-            len: 0,
-            prot,
-            shared,
-            backing,
-            path: path.map(Path::to_path_buf),
-            align,
-            allow_write_exec: self.allow_write_exec,
-            file_offset: offset,
-            file: None,
-            guard: None,
-        };
         if len == 0 {
-            return Ok(map);
+            return Ok(Mapping {
+                ptr: NonNull::dangling(),
+                os_len: 0,
+                delta: 0,
+                len: 0,
+                prot,
+                shared,
+                backing,
+                path: path.map(Path::to_path_buf),
+                align,
+                allow_write_exec: self.allow_write_exec,
+                file_offset: offset,
+                file: None,
+                guard: None,
+            });
         }
         let os_len = delta.checked_add(len).ok_or_else(|| {
             Error::new(ErrorKind::InvalidInput, "mmap", "length overflows").with_range(offset, Some(len))
@@ -615,12 +634,35 @@ impl MapOptions {
         // caller of `map_fixed_replace` took on that contract.
         let p = unsafe { sys::mmap(addr as *mut c_void, os_len, prot.sys(), &req, fd, aligned_offset) }
             .map_err(|e| self.mmap_error(e, addr, offset, len))?;
-        map.ptr = NonNull::new(p.cast()).ok_or_else(|| {
-            Error::new(ErrorKind::Os, "mmap", "the kernel returned address 0").with_range(offset, Some(len))
-        })?;
-        map.os_len = os_len;
-        map.delta = delta;
-        map.len = len;
+        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
+            // Only a fixed placement at 0 (as root, with vm.mmap_min_addr 0) gets here: no
+            // Rust value may live at address 0, so the pages are given back at once.
+            // SAFETY: the range was mapped just now by this call and nothing refers to it.
+            let _ = unsafe { sys::munmap(p, os_len) };
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "mmap",
+                "address 0 cannot hold a mapping usable from Rust",
+            )
+            .with_range(offset, Some(len))
+            .with_hint("choose a fixed address above 0 (and above /proc/sys/vm/mmap_min_addr)"));
+        };
+        // From here on the mapping is owned by `map`: an error below unmaps it on drop.
+        let mut map = Mapping {
+            ptr,
+            os_len,
+            delta,
+            len,
+            prot,
+            shared,
+            backing,
+            path: path.map(Path::to_path_buf),
+            align,
+            allow_write_exec: self.allow_write_exec,
+            file_offset: offset,
+            file: None,
+            guard: None,
+        };
         if placement != sys::Placement::Anywhere && p as usize != addr {
             // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
             return Err(Error::new(
@@ -632,14 +674,26 @@ impl MapOptions {
         }
         if let Some(fd) = fd {
             // Only file mappings can lose pages to truncation; register them with the SIGBUS
-            // handler so such a fault becomes an error instead of killing the process.
+            // handler so such a fault becomes an error instead of killing the process. A
+            // mapping that cannot be registered is refused, never left unprotected.
             map.file = Some(sys::dup(fd).map_err(|e| Error::os("dup", e))?);
-            let start = map.ptr.as_ptr() as usize;
-            map.guard = sys::guard_mapping(
-                start,
-                start + os_len.next_multiple_of(sys::page_size()),
-                prot.sys(),
-            );
+            map.guard = map.register_fault_guard()?;
+        } else if self.huge_page_size.is_some() && self.no_reserve {
+            // Huge pages taken lazily from a pool that may be empty: the first touch of a
+            // page the pool cannot supply raises SIGBUS. Take them all now, where failing is
+            // an error (MADV_POPULATE_WRITE, Linux 5.14).
+            let (p, n) = map.os_span("madvise", ..)?;
+            // SAFETY: our own fresh mapping; populating changes no contents.
+            unsafe { sys::madvise(p, n, 23) }.map_err(|e| {
+                Error::os("madvise(MADV_POPULATE_WRITE)", e)
+                    .with_addr(p as usize, n)
+                    .with_kind(ErrorKind::ResourceLimit)
+                    .with_hint(format!(
+                        "huge pages mapped without a reservation must all be taken at once, and the pool \
+                         could not supply them: /proc/sys/vm/nr_hugepages is {}",
+                        sys::reserved_huge_pages().map_or("unknown".into(), |n| n.to_string())
+                    ))
+            })?;
         }
         if self.transparent_huge_pages {
             map.advise(.., Advice::HugePage)?;
@@ -882,8 +936,17 @@ impl Mapping {
 
     /// Copy `buf.len()` bytes at `offset` into `buf`.
     ///
-    /// The copy is made with atomic loads, so a concurrent writer in another process yields
-    /// some mix of old and new bytes, never undefined behaviour.
+    /// The copy is made with aligned 8-byte atomic loads (the crate's one access scheme for
+    /// shared memory), so a concurrent writer in another process yields some mix of old and
+    /// new words, never undefined behaviour.
+    ///
+    /// # Errors
+    /// The span lies outside the mapping or is not readable; or the file shrank under the
+    /// mapping and a page past its new end was touched (here or earlier):
+    /// [`ErrorKind::Truncated`]. A truncation that ends *inside* a page raises no fault:
+    /// the kernel zeroes the rest of that page, and a read of those bytes returns zeros
+    /// without an error. [`verify_file_size`](Self::verify_file_size) (one `fstat`) tells
+    /// that case apart when it matters.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_span("read", offset, buf.len())?;
         self.need("read", Protection::READ)?;
@@ -891,20 +954,27 @@ impl Mapping {
             return Ok(());
         }
         // SAFETY: the span is inside the mapping (checked) and readable (checked); the copy
-        // is made with atomic loads.
-        unsafe { copy_out(self.start().add(offset), buf) };
+        // follows the crate's one atomic scheme (aligned 8-byte words).
+        unsafe { sys::words::copy_out(self.start().add(offset), buf) };
         self.check_intact("read", false)
     }
 
-    /// Copy `data` into the mapping at `offset`, with atomic stores.
+    /// Copy `data` into the mapping at `offset`, with atomic stores (aligned 8-byte words;
+    /// a word only partly written is updated with a compare-and-swap that keeps its other
+    /// bytes, so the mapping must be readable as well as writable).
+    ///
+    /// # Errors
+    /// The span lies outside the mapping, the mapping is not readable and writable, or the
+    /// file was found truncated ([`ErrorKind::Truncated`]; see [`read_at`](Self::read_at)).
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_span("write", offset, data.len())?;
-        self.need("write", Protection::WRITE)?;
+        self.need("write", Protection::READ_WRITE)?;
         if data.is_empty() {
             return Ok(());
         }
-        // SAFETY: inside the mapping and writable (both checked); atomic stores.
-        unsafe { copy_in(data, self.start().add(offset)) };
+        // SAFETY: inside the mapping, readable and writable (checked); the crate's one
+        // atomic scheme.
+        unsafe { sys::words::copy_in(data, self.start().add(offset)) };
         self.check_intact("write", false)
     }
 
@@ -945,18 +1015,22 @@ impl Mapping {
         Ok(p)
     }
 
-    /// A shared atomic `u32` living in the mapping at `offset` (4-byte aligned).
-    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        let p = self.atomic_ptr("atomic_u32", offset, 4)?;
-        // SAFETY: aligned, in bounds, readable and writable (checked), and alive as long as
-        // `&self` (protect/resize need `&mut self`). Atomics tolerate concurrent change.
-        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
-    }
-
     /// A shared atomic `u64` living in the mapping at `offset` (8-byte aligned).
+    ///
+    /// 8-byte atomics are the crate's one access scheme for shared memory: copies
+    /// ([`read_at`](Self::read_at), [`write_at`](Self::write_at)) and every object placed in
+    /// a mapping use the same aligned words, so no access of another size ever races with
+    /// this one. (There is no `atomic_u32`: a 4-byte atomic racing with an 8-byte copy of
+    /// the same bytes would be undefined behaviour.)
+    ///
+    /// # Errors
+    /// `offset` is out of bounds or not 8-byte aligned, or the mapping is not readable and
+    /// writable.
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         let p = self.atomic_ptr("atomic_u64", offset, 8)?;
-        // SAFETY: as in atomic_u32.
+        // SAFETY: aligned, in bounds, readable and writable (checked), and alive as long as
+        // `&self` (protect, resize and destructive advice need `&mut self`). Atomics tolerate
+        // concurrent change.
         Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 
@@ -1045,15 +1119,7 @@ impl Mapping {
                 .map_err(|e| self.err(Error::os("mprotect", e).with_addr(p as usize, n)))?;
         }
         self.prot = prot;
-        if let Some(slot) = self.guard {
-            let start = self.ptr.as_ptr() as usize;
-            sys::reguard_mapping(
-                slot,
-                start,
-                start + self.os_len.next_multiple_of(sys::page_size()),
-                prot.sys(),
-            );
-        }
+        self.follow_fault_guard();
         Ok(())
     }
 
@@ -1086,6 +1152,10 @@ impl Mapping {
     }
 
     /// Synchronise `range` with the file (`msync(2)`); the range is aligned to pages for you.
+    ///
+    /// # Errors
+    /// The range lies outside the mapping, `msync` fails, or the file is now shorter than
+    /// the mapped range ([`ErrorKind::Truncated`]): what was written past its end is lost.
     pub fn flush(&self, range: impl RangeBounds<usize>, mode: FlushMode) -> Result<()> {
         let (p, n) = self.os_span("msync", range)?;
         if n == 0 {
@@ -1099,21 +1169,57 @@ impl Mapping {
         // SAFETY: our own range. Invalidate may change a private mapping's bytes, which no
         // safe reference can observe: a Mapping hands out copies only (as_slice's contract
         // forbids this call while a slice lives).
-        unsafe { sys::msync(p, n, how) }.map_err(|e| self.err(Error::os("msync", e).with_addr(p as usize, n)))
+        unsafe { sys::msync(p, n, how) }
+            .map_err(|e| self.err(Error::os("msync", e).with_addr(p as usize, n)))?;
+        // Writes into pages past a shrunken file's end are lost: a flush that returned Ok
+        // then would lie. One fstat, next to a system call that may wait for the disk.
+        self.check_intact("msync", true)
     }
 
-    /// Give the kernel advice about `range` (`madvise(2)`).
+    /// Give the kernel advice about `range` (`madvise(2)`) that leaves the contents as they
+    /// are.
+    ///
+    /// # Errors
+    /// The range lies outside the mapping, the advice is not supported here
+    /// ([`ErrorKind::Unsupported`]), or the kernel refuses it.
     pub fn advise(&self, range: impl RangeBounds<usize>, advice: Advice) -> Result<()> {
         let raw = advice.raw().map_err(|e| self.err(e))?;
+        // SAFETY: this advice changes neither the bytes nor what a child gets.
+        unsafe { self.madvise(range, raw, &advice) }
+    }
+
+    /// Advice that changes the contents or what a child gets ([`DestructiveAdvice`]). It
+    /// takes `&mut self`: no atomic or object placed in the mapping can be borrowed while
+    /// its bytes are zeroed or dropped.
+    ///
+    /// # Errors
+    /// As [`advise`](Self::advise).
+    pub fn advise_destructive(
+        &mut self,
+        range: impl RangeBounds<usize>,
+        advice: DestructiveAdvice,
+    ) -> Result<()> {
+        let raw = advice.raw().map_err(|e| self.err(e))?;
+        // SAFETY: `&mut self` proves that no reference into the mapping lives.
+        unsafe { self.madvise(range, raw, &advice) }
+    }
+
+    /// # Safety
+    /// Advice `raw` that changes contents needs the caller to hold `&mut self`.
+    unsafe fn madvise(
+        &self,
+        range: impl RangeBounds<usize>,
+        raw: i32,
+        name: &dyn std::fmt::Debug,
+    ) -> Result<()> {
         let (p, n) = self.os_span("madvise", range)?;
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: our own range. Advice that changes contents is visible only through copies
-        // (as_slice's contract forbids it while a slice lives).
+        // SAFETY: our own range; the caller vouches for advice that changes contents.
         unsafe { sys::madvise(p, n, raw) }.map_err(|e| {
             self.err(Error::os("madvise", e).with_addr(p as usize, n))
-                .with_hint(format!("advice {advice:?}"))
+                .with_hint(format!("advice {name:?}"))
         })
     }
 
@@ -1202,30 +1308,61 @@ impl Mapping {
                 .with_hint("drop it and map anew"),
             ));
         }
+        if self.shared && self.backing == Backing::Anonymous && new_len > self.len {
+            // The shared memory object behind MAP_SHARED | MAP_ANONYMOUS keeps the size it was
+            // created with: pages mremap adds past it raise SIGBUS on the first touch.
+            return Err(self.err(
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "mremap",
+                    "shared anonymous memory cannot grow: the object behind it keeps its size",
+                )
+                .with_addr(self.addr(), self.len)
+                .with_hint("map a new region of the size needed, or share a memfd and grow it with set_len"),
+            ));
+        }
         let new_os = self.delta + new_len;
+        if let Some(slot) = self.guard {
+            // While the pages move, no fault may be matched against the old range.
+            sys::suspend_guard(slot);
+        }
         // SAFETY: our own range; `&mut self` proves no borrow of it lives. MAYMOVE keeps the
         // contents and may move them.
-        let p = unsafe { sys::mremap(self.ptr.as_ptr().cast(), self.os_len, new_os) }
-            .map_err(|e| self.err(Error::os("mremap", e).with_addr(self.addr(), new_len)))?;
-        self.ptr = NonNull::new(p.cast()).ok_or_else(|| {
-            self.err(Error::new(
-                ErrorKind::Os,
-                "mremap",
-                "the kernel returned address 0",
-            ))
-        })?;
-        self.os_len = new_os;
-        self.len = new_len;
-        if let Some(slot) = self.guard {
-            let start = self.ptr.as_ptr() as usize;
-            sys::reguard_mapping(
-                slot,
-                start,
-                start + new_os.next_multiple_of(sys::page_size()),
-                self.prot.sys(),
-            );
+        let r = unsafe { sys::mremap(self.ptr.as_ptr().cast(), self.os_len, new_os) };
+        if let Ok(p) = r {
+            if let Some(ptr) = NonNull::new(p.cast::<u8>()) {
+                self.ptr = ptr;
+                self.os_len = new_os;
+                self.len = new_len;
+            }
         }
+        self.follow_fault_guard();
+        r.map_err(|e| self.err(Error::os("mremap", e).with_addr(self.addr(), new_len)))?;
         Ok(())
+    }
+
+    /// The page range the SIGBUS handler knows this mapping by.
+    fn fault_range(&self) -> (usize, usize) {
+        let start = self.ptr.as_ptr() as usize;
+        (start, start + self.os_len.next_multiple_of(sys::page_size()))
+    }
+
+    /// Register a file mapping with the SIGBUS handler.
+    fn register_fault_guard(&self) -> Result<Option<usize>> {
+        let (a, b) = self.fault_range();
+        sys::guard_mapping(a, b, self.prot.sys()).map_err(|e| {
+            self.err(Error::os("register with the SIGBUS handler", e).with_addr(a, b - a))
+                .with_kind(ErrorKind::ResourceLimit)
+                .with_hint("drop some file mappings first: mman protects every one of them from truncation")
+        })
+    }
+
+    /// Tell the SIGBUS handler where the mapping is now, and with which protection.
+    fn follow_fault_guard(&self) {
+        if let Some(slot) = self.guard {
+            let (a, b) = self.fault_range();
+            sys::reguard_mapping(slot, a, b, self.prot.sys());
+        }
     }
 }
 
@@ -1305,21 +1442,22 @@ impl ExclusiveMap {
     pub fn residency(&self, range: impl RangeBounds<usize>) -> Result<Residency> {
         self.inner.residency(range)
     }
-    /// Advice about `range`. [`Advice::DontNeed`] zeroes the pages (it needs `&mut self`,
-    /// which proves no slice lives). [`Advice::Free`], [`Advice::Remove`] and
-    /// [`Advice::DontFork`] are refused: they let bytes change, or vanish in a child, under
-    /// a live slice; use [`into_mapping`](Self::into_mapping) for them.
-    pub fn advise(&mut self, range: impl RangeBounds<usize>, advice: Advice) -> Result<()> {
-        if advice.changes_contents() && advice != Advice::DontNeed {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "madvise",
-                format!("{advice:?} could change bytes under a live slice of an ExclusiveMap"),
-            )
-            .with_addr(self.inner.addr(), self.inner.len)
-            .with_hint("convert with into_mapping() to use it"));
-        }
+    /// Advice about `range` that leaves the contents as they are.
+    ///
+    /// # Errors
+    /// As [`Mapping::advise`].
+    pub fn advise(&self, range: impl RangeBounds<usize>, advice: Advice) -> Result<()> {
         self.inner.advise(range, advice)
+    }
+    /// Drop the pages of `range` (`MADV_DONTNEED`): they read back as zeros. It needs
+    /// `&mut self`, which proves no slice lives. The other [`DestructiveAdvice`]
+    /// (`Free`, `Remove`, `DontFork`, `WipeOnFork`) would let bytes change or vanish under a
+    /// slice held across `fork`; use [`into_mapping`](Self::into_mapping) for them.
+    ///
+    /// # Errors
+    /// As [`Mapping::advise`].
+    pub fn discard(&mut self, range: impl RangeBounds<usize>) -> Result<()> {
+        self.inner.advise_destructive(range, DestructiveAdvice::DontNeed)
     }
     /// Grow or shrink to `new_len` bytes, keeping the contents; new bytes are zero.
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
@@ -1364,59 +1502,6 @@ fn resolve(range: impl RangeBounds<usize>, len: usize) -> Option<(usize, usize)>
         Bound::Unbounded => len,
     };
     (a <= b && b <= len).then_some((a, b))
-}
-
-/// Copy out of memory another process may be writing, with atomic loads.
-///
-/// # Safety
-/// `src .. src + dst.len()` must be mapped and readable.
-unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
-    let n = dst.len();
-    let mut i = 0;
-    // SAFETY (whole body): every address read is inside the caller's range, and each is read
-    // with an atomic load of its natural alignment.
-    unsafe {
-        while i < n && !(src as usize + i).is_multiple_of(8) {
-            dst[i] = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed);
-            i += 1;
-        }
-        while i + 8 <= n {
-            let w = AtomicU64::from_ptr(src.add(i).cast_mut().cast()).load(Ordering::Relaxed);
-            dst[i..i + 8].copy_from_slice(&w.to_ne_bytes());
-            i += 8;
-        }
-        while i < n {
-            dst[i] = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed);
-            i += 1;
-        }
-    }
-}
-
-/// Copy into memory another process may be reading, with atomic stores.
-///
-/// # Safety
-/// `dst .. dst + src.len()` must be mapped and writable.
-unsafe fn copy_in(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    let mut i = 0;
-    // SAFETY (whole body): every address written is inside the caller's range, each with an
-    // atomic store of its natural alignment.
-    unsafe {
-        while i < n && !(dst as usize + i).is_multiple_of(8) {
-            AtomicU8::from_ptr(dst.add(i)).store(src[i], Ordering::Relaxed);
-            i += 1;
-        }
-        while i + 8 <= n {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&src[i..i + 8]);
-            AtomicU64::from_ptr(dst.add(i).cast()).store(u64::from_ne_bytes(w), Ordering::Relaxed);
-            i += 8;
-        }
-        while i < n {
-            AtomicU8::from_ptr(dst.add(i)).store(src[i], Ordering::Relaxed);
-            i += 1;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,15 @@
 //!
 //! * [`Persistent<T>`]: the course notes' `persist()`, typed. The file *is* the value's bytes
 //!   (zero-filled when new, rounded up to the page), mapped MAP_SHARED, so a C program mapping
-//!   the same file sees the same bytes. Handed out as `&T`/`&mut T` while this handle holds an
-//!   exclusive `flock` on the file: the lock is what makes those references sound, and it is
-//!   advisory, so a program that writes the file without taking it is outside the guarantee.
-//!   [`persist_fixed`] is the notes' MAP_FIXED-over-a-global form, `unsafe`.
+//!   the same file sees the same bytes. Any process that can write the file, and this one
+//!   through `std::fs` or another mapping, can change or truncate those bytes at any moment,
+//!   and the handle's `flock` is advisory (it keeps cooperating mman handles apart, nobody
+//!   else). So the value is read and written by copy: [`Persistent::get`],
+//!   [`Persistent::set`], [`Persistent::update`]; a truncation is an error, never a value
+//!   silently turned to zeros behind a reference. [`Persistent::as_ref`] and
+//!   [`Persistent::as_mut`] hand out references for a caller who can vouch that nobody
+//!   else touches the file. [`persist_fixed`] is the notes' MAP_FIXED-over-a-global form,
+//!   `unsafe`.
 //! * [`Durable<T>`]: changed only by transactions, never torn, by a killed process or a power
 //!   loss. The file holds a header and two copies of `T`, each with its sequence number and a
 //!   CRC-32 of both; a commit writes the inactive copy, makes it durable (`msync(MS_SYNC)` of
@@ -18,8 +23,12 @@
 //!
 //! ```
 //! # fn main() -> mman::Result<()> {
-//! use mman::persist::{Commit, Durable};
+//! use mman::persist::{Commit, Durable, Persistent};
 //! let dir = tempfile::tempdir().unwrap();
+//! let runs = Persistent::<u64>::open(dir.path().join("runs"))?;
+//! runs.update(|n| *n += 1)?;                   // copy in, change, copy back
+//! assert_eq!(runs.get()?, 1);
+//! runs.flush()?;                               // msync: durable
 //! let path = dir.path().join("hits");
 //! let mut hits = Durable::<u64>::open(&path, *b"hitcount", 0)?;
 //! hits.update(Commit::Durable, |n| *n += 1)?;
@@ -31,7 +40,6 @@
 
 use std::fs::File;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -169,34 +177,84 @@ impl<T: bytemuck::Pod> Persistent<T> {
     }
 
     /// Make the value durable: `msync(MS_SYNC)` of its pages.
+    ///
+    /// # Errors
+    /// `msync` fails, or the file is now shorter than the value
+    /// ([`ErrorKind::Truncated`]): writes past its end were lost.
     pub fn flush(&self) -> Result<()> {
         self.map.flush(.., FlushMode::Sync)
     }
 
-    /// The value by copy, checked against a file truncated under us.
-    pub fn get_copy(&self) -> Result<T> {
+    /// The value, by copy (aligned 8-byte atomic loads: a concurrent writer elsewhere yields
+    /// some mix of old and new words, never undefined behaviour).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] when the file shrank and a vanished page was touched. A
+    /// truncation that ends inside the value's last page reads as zeros there without a
+    /// fault; [`flush`](Self::flush) and [`verify`](Self::verify) measure the file and
+    /// report it.
+    pub fn get(&self) -> Result<T> {
         self.map.load(0)
     }
 
-    fn ptr(&self) -> *mut T {
-        self.map.as_ptr() as *mut T
+    /// Replace the value, by copy.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn set(&self, value: &T) -> Result<()> {
+        self.map.store(0, value)
     }
-}
 
-impl<T: bytemuck::Pod> Deref for Persistent<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the mapping is page-aligned (T's alignment is at most a page, checked at
-        // open), read-write, as long as T, and lives as long as self. Other mman handles are
-        // excluded by the flock we hold.
-        unsafe { &*self.ptr() }
+    /// Copy the value out, let `f` change the copy, write it back; returns what `f`
+    /// returns. Another process writing the file at the same time can interleave with
+    /// this; cooperating mman handles are kept apart by the handle's `flock`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); `f` is not called if the value cannot be read.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let mut v = self.get()?;
+        let r = f(&mut v);
+        self.set(&v)?;
+        Ok(r)
     }
-}
 
-impl<T: bytemuck::Pod> DerefMut for Persistent<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in deref; `&mut self` makes the borrow unique in this process.
-        unsafe { &mut *self.ptr() }
+    /// Check that the file still holds the whole value (one `fstat`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] with the sizes.
+    pub fn verify(&self) -> Result<()> {
+        self.map.verify_file_size()
+    }
+
+    /// The value in place, as a reference: no copy.
+    ///
+    /// # Safety
+    /// While the reference lives, nobody may write or truncate the file: no other process,
+    /// no `std::fs` call or other mapping in this one, no other handle. (The handle's
+    /// `flock` keeps out only those who ask for it.)
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub unsafe fn as_ref(&self) -> Result<&T> {
+        // SAFETY: the caller vouches nobody changes the bytes while the reference lives.
+        let bytes = unsafe { self.map.as_slice() }?;
+        // The mapping is page-aligned (T's alignment is at most a page, checked at open)
+        // and exactly size_of::<T>() bytes long, so this cannot fail.
+        Ok(bytemuck::from_bytes(&bytes[..std::mem::size_of::<T>()]))
+    }
+
+    /// The value in place, as a mutable reference: no copy.
+    ///
+    /// # Safety
+    /// As [`as_ref`](Self::as_ref), and nobody else may read the file either while the
+    /// reference lives.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub unsafe fn as_mut(&mut self) -> Result<&mut T> {
+        // SAFETY: forwarded from the caller's contract.
+        let bytes = unsafe { self.map.as_mut_slice() }?;
+        Ok(bytemuck::from_bytes_mut(&mut bytes[..std::mem::size_of::<T>()]))
     }
 }
 

@@ -6,6 +6,13 @@
 //! valid initial state of each such type (a fresh shared mapping is zero-filled), so placing
 //! is all it takes; a type that needs another initial value says how to get it.
 //!
+//! Nothing here stores a pointer in shared memory, and every word is an `AtomicU64` (the
+//! crate's one access scheme for shared memory): a peer that writes garbage over an object
+//! can make its operations fail or report a dead owner, never crash this process or make it
+//! touch memory outside the object. [`Mutex`] hands out a *copy* of its data, written back
+//! when the guard drops: a peer that ignores the lock can change the bytes in shared memory,
+//! but never under a reference this process holds.
+//!
 //! ```
 //! use mman::{sync::{place, Semaphore}, MapOptions};
 //! # fn main() -> mman::Result<()> {
@@ -17,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -34,9 +41,12 @@ pub use posix::{NamedSemaphore, PosixSemaphore};
 ///
 /// # Safety
 /// An implementor is `#[repr(C)]`, holds no pointers or references (addresses mean nothing
-/// in another process), keeps all its state in atomics or `UnsafeCell`s guarded by its own
-/// protocol (other processes change it behind any `&T`), and treats all-zero bytes as a
-/// valid value.
+/// in another process, and a peer could rewrite them), and keeps all its state in
+/// [`AtomicU64`](std::sync::atomic::AtomicU64)s: the crate's one access scheme for shared
+/// memory, so no access of another size races with a copy of the same bytes. Any bytes a
+/// peer leaves there are a valid value (atomics hold any bits), all-zero bytes are a valid
+/// initial state, and no operation on garbage may crash, loop forever or touch memory
+/// outside the object.
 pub unsafe trait ProcessShared: Sync {}
 
 /// A `&T` to the object at `offset` of a readable and writable mapping.
@@ -92,16 +102,28 @@ fn slot<T>(map: &Mapping, offset: usize, op: &'static str) -> Result<*mut T> {
 ///
 /// Adaptive: a waiter first spins briefly, so a hand-off from a peer running on another core
 /// costs about one cache-line transfer; then it sleeps in the kernel (a futex), burning no
-/// CPU while its peer is idle. Eight bytes; all-zero is a semaphore with count 0.
+/// CPU while its peer is idle. Eight bytes, one atomic word; all-zero is a semaphore with
+/// count 0.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Semaphore {
-    count: AtomicU32,
-    sleepers: AtomicU32,
+    /// The count in the low 32 bits (the futex word waiters sleep on), the number of
+    /// sleeping waiters in the high 32. One word, so a post learns in the same atomic step
+    /// whether anyone sleeps, and a waiter registers as a sleeper in the same step in which
+    /// it sees the count.
+    state: AtomicU64,
 }
 
-// SAFETY: repr(C), two atomics, no pointers; zero is count 0 with no sleepers.
+// SAFETY: repr(C), one AtomicU64, no pointers; zero is count 0 with no sleepers. Garbage is
+// some count and some number of sleepers: at worst a spurious wake-up.
 unsafe impl ProcessShared for Semaphore {}
+
+/// One sleeper, in the high half of a semaphore's state.
+const SLEEPER: u64 = 1 << 32;
+
+fn count(state: u64) -> u32 {
+    state as u32
+}
 
 /// How long a waiter spins before it sleeps: long enough to cover a peer's hand-off on
 /// another core (a few microseconds), short enough not to matter when it sleeps after all.
@@ -111,47 +133,57 @@ impl Semaphore {
     /// A semaphore with `count` permits, to be written into shared memory before peers use it.
     pub const fn new(count: u32) -> Self {
         Semaphore {
-            count: AtomicU32::new(count),
-            sleepers: AtomicU32::new(0),
+            state: AtomicU64::new(count as u64),
         }
     }
 
     /// The number of permits now (a snapshot).
     pub fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        count(self.state.load(Ordering::Relaxed))
     }
 
-    /// Release a permit, waking a sleeping waiter if there is one (`sem_post`). Fails only
-    /// on overflow (`u32::MAX` permits), like `sem_post`'s `EOVERFLOW`.
+    /// Release a permit, waking a sleeping waiter if there is one (`sem_post`).
+    ///
+    /// # Errors
+    /// Only on overflow (`u32::MAX` permits), like `sem_post`'s `EOVERFLOW`; the count is
+    /// then unchanged.
     pub fn post(&self) -> Result<()> {
-        // One atomic add, like glibc's sem_post. SeqCst pairs with the waiter's SeqCst
-        // increment of `sleepers`: either we see the sleeper, or its futex_wait sees the new
-        // count and does not sleep.
-        let before = self.count.fetch_add(1, Ordering::SeqCst);
-        if before == u32::MAX {
-            // Wrapped to 0: undo, and fail as sem_post does with EOVERFLOW.
-            self.count.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::os(
-                "sem_post",
-                std::io::Error::from_raw_os_error(libc::EOVERFLOW),
-            ));
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if count(s) == u32::MAX {
+                return Err(
+                    Error::os("sem_post", std::io::Error::from_raw_os_error(libc::EOVERFLOW))
+                        .with_addr(self as *const Self as usize, 8),
+                );
+            }
+            // Release: what the poster wrote before is visible to the waiter that takes the
+            // permit (Acquire in try_wait). The sleeper count comes with the same step: a
+            // waiter's registration and this increment are ordered on the one word, so
+            // either we see the sleeper, or its futex_wait sees the new count and returns.
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            sys::futex_wake(&self.count, 1);
+        if s >= SLEEPER {
+            sys::futex_wake(&self.state, 1);
         }
         Ok(())
     }
 
     /// Take a permit if one is available now (`sem_trywait`).
     pub fn try_wait(&self) -> bool {
-        let mut c = self.count.load(Ordering::Relaxed);
-        while c > 0 {
+        let mut s = self.state.load(Ordering::Relaxed);
+        while count(s) > 0 {
             match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+                .state
+                .compare_exchange_weak(s, s - 1, Ordering::Acquire, Ordering::Relaxed)
             {
                 Ok(_) => return true,
-                Err(now) => c = now,
+                Err(now) => s = now,
             }
         }
         false
@@ -174,11 +206,12 @@ impl Semaphore {
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         for _ in 0..SPIN {
             std::hint::spin_loop();
-            if self.count.load(Ordering::Relaxed) > 0 && self.try_wait() {
+            if count(self.state.load(Ordering::Relaxed)) > 0 && self.try_wait() {
                 return true;
             }
         }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Register as a sleeper (wrapping: a peer's garbage cannot make this panic).
+        self.state.fetch_add(SLEEPER, Ordering::Relaxed);
         let got = loop {
             if self.try_wait() {
                 break true;
@@ -191,12 +224,11 @@ impl Semaphore {
                 },
             };
             // Sleeps only while the count is still 0; a post in between makes it return.
-            match sys::futex_wait(&self.count, 0, left) {
-                Ok(_) => {}
-                Err(_) => std::thread::yield_now(),
+            if sys::futex_wait(&self.state, 0, left).is_err() {
+                std::thread::yield_now();
             }
         };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.state.fetch_sub(SLEEPER, Ordering::Relaxed);
         got
     }
 }

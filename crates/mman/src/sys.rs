@@ -21,6 +21,7 @@ pub mod persist;
 pub mod shm;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod sync;
+pub mod words;
 
 /// The base page size of this system.
 pub fn page_size() -> usize {
@@ -631,12 +632,13 @@ pub fn default_huge_page_size() -> Option<usize> {
 // ---------------------------------------------------------------------------------------
 // Futexes (Linux): the sleeping half of mman's process-shared primitives.
 
-/// `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`: waiters may be in other processes) while
-/// `*word == expected`, for at most `timeout` (measured on CLOCK_MONOTONIC by the kernel).
-/// Returns `Ok(false)` on timeout, `Ok(true)` when woken, the value changed or a signal came.
+/// `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`: waiters may be in other processes) on the low
+/// 32 bits of `word` while they equal `expected`, for at most `timeout` (measured on
+/// CLOCK_MONOTONIC by the kernel). Returns `Ok(false)` on timeout, `Ok(true)` when woken, the
+/// value changed or a signal came.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn futex_wait(
-    word: &std::sync::atomic::AtomicU32,
+    word: &std::sync::atomic::AtomicU64,
     expected: u32,
     timeout: Option<std::time::Duration>,
 ) -> io::Result<bool> {
@@ -645,7 +647,10 @@ pub fn futex_wait(
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: d.subsec_nanos() as _,
     });
-    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
+    // SAFETY: the low half of a live, aligned word; the reference is only handed to the
+    // kernel, which reads it atomically. No Rust code accesses it as a 32-bit atomic.
+    let half = unsafe { std::sync::atomic::AtomicU32::from_ptr(words::futex_half(word)) };
+    match futex::wait(half, futex::Flags::empty(), expected, ts.as_ref()) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(true),
         Err(rustix::io::Errno::TIMEDOUT) => Ok(false),
@@ -653,30 +658,42 @@ pub fn futex_wait(
     }
 }
 
-/// `FUTEX_WAKE` of up to `n` waiters (shared). Returns how many were woken.
+/// `FUTEX_WAKE` of up to `n` waiters (shared) on the low half of `word`. Returns how many
+/// were woken.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) -> usize {
+pub fn futex_wake(word: &std::sync::atomic::AtomicU64, n: u32) -> usize {
     use rustix::thread::futex;
     // The kernel reads the count as an int: u32::MAX would be -1 and wake just one waiter.
     let n = n.min(i32::MAX as u32);
-    // The only failures are EFAULT/EINVAL for a bad address, which a `&AtomicU32` rules out.
-    futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+    // SAFETY: as in futex_wait: handed to the kernel only.
+    let half = unsafe { std::sync::atomic::AtomicU32::from_ptr(words::futex_half(word)) };
+    // The only failures are EFAULT/EINVAL for a bad address, which a reference rules out.
+    futex::wake(half, futex::Flags::empty(), n).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
 // Fault protection of file mappings (see sys/fault.rs); no-ops where it is not built.
 
-/// Register a file mapping with the SIGBUS handler; `None` if unprotected.
-pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> Option<usize> {
+/// Register a mapping with the SIGBUS handler. `Ok(None)` where there is no handler (not
+/// Linux); an error when it cannot be registered.
+pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<usize>> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        fault::register(start, end, prot.flags().bits() as i32)
+        fault::register(start, end, prot.flags().bits() as i32).map(Some)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         let _ = (start, end, prot);
-        None
+        Ok(None)
     }
+}
+
+/// Hide a registered mapping from the handler while it moves (before mremap).
+pub fn suspend_guard(slot: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fault::suspend(slot);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = slot;
 }
 
 /// Follow a registered mapping that moved or changed protection.

@@ -58,6 +58,8 @@ fn peer() {
             let mx = Mutex::<u64>::open(&m, 0, || 0).unwrap();
             let mut g = mx.lock().unwrap();
             *g = 7;
+            g.write_back();
+            *g = 9; // only in the guard's copy: lost when this process dies
             println!("LOCKED");
             std::thread::sleep(Duration::from_secs(60));
         }
@@ -225,9 +227,9 @@ fn an_opener_takes_over_from_an_initialiser_that_died() {
     let dead_pid = dead.id();
     dead.wait().unwrap();
     // Leave the state word as a creator that died half-way would: BUSY | its pid.
-    m.atomic_u32(0)
+    m.atomic_u64(0)
         .unwrap()
-        .store((1 << 31) | dead_pid, Ordering::SeqCst);
+        .store((1 << 63) | dead_pid as u64, Ordering::SeqCst);
     let t0 = Instant::now();
     let mx = Mutex::<u64>::open(&m, 0, || 41).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
@@ -237,9 +239,9 @@ fn an_opener_takes_over_from_an_initialiser_that_died() {
     // A live initialiser that never finishes: an error naming it, not a hang.
     let mut alive = Command::new("sleep").arg("30").spawn().unwrap();
     let m2 = MapOptions::new().len(4096).shared().map_anonymous().unwrap();
-    m2.atomic_u32(0)
+    m2.atomic_u64(0)
         .unwrap()
-        .store((1 << 31) | alive.id(), Ordering::SeqCst);
+        .store((1 << 63) | alive.id() as u64, Ordering::SeqCst);
     let e = Mutex::<u64>::open(&m2, 0, || 0).err().expect("must time out");
     assert!(e.to_string().contains(&format!("process {}", alive.id())), "{e}");
     alive.kill().unwrap();
@@ -290,7 +292,8 @@ int main(int argc, char **argv) {
 "#,
     );
     let name = format!("/mman-test-{}", std::process::id());
-    let named = NamedSemaphore::create(&name, 0).unwrap();
+    // SAFETY: a name of this test's own, used by the C peer only through sem_* calls.
+    let named = unsafe { NamedSemaphore::create(&name, 0) }.unwrap();
     let st = Command::new(&exe)
         .args(["named", &name, "1000"])
         .status()
@@ -321,5 +324,6 @@ int main(int argc, char **argv) {
         sem.wait().unwrap();
     }
     assert!(!sem.wait_timeout(Duration::from_millis(20)).unwrap());
-    assert!(NamedSemaphore::create("no-slash", 0).is_err());
+    // SAFETY: refused before anything is opened.
+    assert!(unsafe { NamedSemaphore::create("no-slash", 0) }.is_err());
 }

@@ -1,20 +1,26 @@
 //! A robust process-shared `Mutex<T>`, a `Condvar` beside it, a futex `Barrier`, and the
 //! init state word that keeps peers from seeing any of them half-built.
+//!
+//! All of them are pointer-free words in shared memory (`AtomicU64`, the crate's one access
+//! scheme): no list pointers a peer could rewrite and a C library would follow, no address of
+//! this process's thread descriptors exposed to others. Robustness comes from the lock word
+//! itself: it names its owner by TID and start time, and a waiter that has slept a while
+//! checks that the owner still runs.
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::slot;
+use super::{slot, ProcessShared};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::Mapping;
 use crate::sys;
-use crate::sys::sync::{self as raw, Locked};
+use crate::sys::sync::{owner_alive, thread_identity};
 
-const READY: u32 = 1;
-const BUSY: u32 = 1 << 31;
+const READY: u64 = 1;
+const BUSY: u64 = 1 << 63;
 /// How long an opener waits for a live creator to finish initialising.
 const INIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -22,30 +28,34 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// initialises while the others wait (on a futex, not spinning). If the initialiser dies
 /// mid-way, the next opener takes over; a live initialiser that takes longer than
 /// [`INIT_TIMEOUT`] is an error naming its PID.
+///
+/// The word: 0 (never initialised), `BUSY | pid` (being initialised by `pid`), `READY`.
+/// Anything else is not an mman object, and an error.
 pub(crate) fn init_once(
-    state: &AtomicU32,
+    state: &AtomicU64,
     what: &'static str,
     init: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    let me = BUSY | sys::shm::pid();
+    let me = BUSY | sys::shm::pid() as u64;
     let deadline = Instant::now() + INIT_TIMEOUT;
     loop {
+        // Acquire: a READY seen here makes the initialiser's writes visible (its Release).
         match state.load(Ordering::Acquire) {
             READY => return Ok(()),
             0 => {
                 if state
-                    .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Acquire)
                     .is_ok()
                 {
                     break;
                 }
             }
-            s if s & BUSY != 0 => {
-                let pid = s & !BUSY;
+            s if s & BUSY != 0 && s & !BUSY <= u32::MAX as u64 => {
+                let pid = (s & !BUSY) as u32;
                 if !sys::shm::process_exists(pid) {
                     // The creator died half-way: nobody else will finish. Take over.
                     if state
-                        .compare_exchange(s, me, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire)
                         .is_ok()
                     {
                         break;
@@ -60,7 +70,7 @@ pub(crate) fn init_once(
                     )
                     .with_hint("that process is alive but stuck; kill it, and the next opener takes over"));
                 }
-                let _ = sys::futex_wait(state, s, Some(Duration::from_millis(10)));
+                let _ = sys::futex_wait(state, s as u32, Some(Duration::from_millis(10)));
             }
             other => {
                 return Err(Error::new(
@@ -72,22 +82,65 @@ pub(crate) fn init_once(
         }
     }
     let r = init();
+    // Release: everything init wrote happens-before any Acquire load that sees READY.
     state.store(if r.is_ok() { READY } else { 0 }, Ordering::Release);
     sys::futex_wake(state, u32::MAX);
     r
 }
 
-/// A mutex for processes: lives in shared memory, and is robust: if the holder dies, the next
-/// [`lock`](Mutex::lock) succeeds with [`MutexGuard::owner_died`] set, so the new owner can
-/// repair the data and call [`MutexGuard::make_consistent`].
+// The lock word of a Mutex. The low 32 bits are the futex word:
+const TID: u64 = (1 << 30) - 1;
+/// Someone sleeps (or is about to) on the futex: the unlocker must wake one.
+const WAITERS: u64 = 1 << 30;
+/// The previous owner died holding the lock and the data was not yet declared repaired.
+/// With a TID: held by the thread repairing it. Without one: unrecoverable.
+const INCONSISTENT: u64 = 1 << 31;
+/// The high 32 bits: the owner's token (the low 32 bits of its start time), so a TID reused
+/// by a later thread is not taken for the owner.
+const TOKEN_SHIFT: u32 = 32;
+
+/// How often a waiter checks that the owner still runs: an owner that dies holding the lock
+/// is noticed within about this long.
+const LIVENESS_CHECK: Duration = Duration::from_millis(50);
+/// Bounded spin before sleeping, as std's futex mutex does.
+const LOCK_SPIN: u32 = 100;
+
+fn tid_of(word: u64) -> u32 {
+    (word & TID) as u32
+}
+fn token_of(word: u64) -> u32 {
+    (word >> TOKEN_SHIFT) as u32
+}
+fn is_free(word: u64) -> bool {
+    tid_of(word) == 0 && word & INCONSISTENT == 0
+}
+fn is_unrecoverable(word: u64) -> bool {
+    tid_of(word) == 0 && word & INCONSISTENT != 0
+}
+
+/// How [`Mutex`] was acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Got {
+    Yes,
+    OwnerDied,
+}
+
+/// A mutex for processes: lives in shared memory, and is robust: if the holder dies (its
+/// thread ends, or its process is killed), the next [`lock`](Mutex::lock) succeeds within
+/// about 100 ms with [`MutexGuard::owner_died`] set, so the new owner can repair the data and
+/// call [`MutexGuard::make_consistent`]. If a guard whose owner died is dropped without
+/// `make_consistent`, the mutex becomes unrecoverable: every later `lock` is an error.
 ///
-/// If a guard whose owner died is dropped without `make_consistent`, the mutex becomes
-/// unrecoverable (glibc's `ENOTRECOVERABLE`): every later `lock` is an error. This is
-/// `PTHREAD_MUTEX_ROBUST | PTHREAD_PROCESS_SHARED` underneath, so C code built on the same
-/// layout can share it.
+/// The lock is one pointer-free word: the owner's TID and start time (so a reused TID is not
+/// mistaken for the owner), a waiters bit and an inconsistency bit. Waiters sleep on a futex
+/// and, every 50 ms, check in `/proc` that the owner still runs. All processes sharing a
+/// mutex must see the same PID namespace.
 ///
 /// `T` is plain data ([`bytemuck::Pod`]): another process writes it, and one that dies
-/// mid-update may leave any bytes.
+/// mid-update may leave any bytes. The guard holds a **copy** of the data, read when the lock
+/// is taken and written back when the guard drops (only if it was changed): a peer that
+/// ignores the lock can change the bytes in shared memory, but never under a reference this
+/// process holds.
 ///
 /// ```
 /// # fn main() -> mman::Result<()> {
@@ -100,98 +153,262 @@ pub(crate) fn init_once(
 /// ```
 #[repr(C)]
 pub struct Mutex<T> {
-    state: AtomicU32,
-    raw: UnsafeCell<libc::pthread_mutex_t>,
+    /// The init state word ([`init_once`]).
+    state: AtomicU64,
+    /// The lock word (see the constants above).
+    word: AtomicU64,
+    /// Never referenced: read and written only by the crate's 8-byte atomic copies.
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the data is reached only through a guard that holds the process-shared lock.
+// SAFETY: the data is reached only by atomic copies made while holding the lock; the words
+// are atomics.
 unsafe impl<T: bytemuck::Pod + Send> Sync for Mutex<T> {}
 
 impl<T: bytemuck::Pod> Mutex<T> {
     /// The mutex at `offset` of `map`, initialised with `init()` by whichever process opens
     /// it first; the others wait for that and never see it half-built.
+    ///
+    /// # Errors
+    /// The object does not fit or is misaligned, the mapping is not readable and writable,
+    /// the bytes there are not an mman object, or a live initialiser is stuck.
     pub fn open(map: &Mapping, offset: usize, init: impl FnOnce() -> T) -> Result<&Self> {
         let p = slot::<Self>(map, offset, "mutex")?;
-        // SAFETY: `p` is in bounds, aligned and read-write (slot). Only the state word is
-        // read before initialisation, through an atomic.
-        let state = unsafe { &*std::ptr::addr_of!((*p).state) };
-        init_once(state, "mutex", || {
-            // SAFETY: init_once gives this closure to exactly one process while the others
-            // wait, so nobody uses the mutex or the data yet.
-            unsafe {
-                raw::mutex_init((*p).raw.get()).map_err(|e| {
-                    Error::os("pthread_mutex_init", e).with_addr(p as usize, size_of::<Self>())
-                })?;
-                (*p).data.get().write(init());
-            }
+        // SAFETY: `p` is in bounds, aligned and read-write (slot), and stays mapped as long
+        // as `map` is borrowed. A `&Mutex` gives access only to atomics and to the data
+        // through the UnsafeCell, never by reference.
+        let m = unsafe { &*p };
+        init_once(&m.state, "mutex", || {
+            m.word.store(0, Ordering::Relaxed);
+            m.write_data(&init());
             Ok(())
         })?;
-        // SAFETY: initialised (READY); every field is shared through UnsafeCell or atomics.
-        Ok(unsafe { &*p })
+        Ok(m)
     }
 
     /// Lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// The mutex is unrecoverable (an owner died and the next one did not call
+    /// [`MutexGuard::make_consistent`]), or this thread already holds it (a wait that could
+    /// never end).
     pub fn lock(&self) -> Result<MutexGuard<'_, T>> {
-        // SAFETY: initialised by open(); mapped while `self` lives.
-        let r = unsafe { raw::mutex_lock(self.raw.get()) };
-        self.guard(r.map_err(|e| self.lock_error("pthread_mutex_lock", e))?)
-            .ok_or_else(|| self.at(Error::new(ErrorKind::Os, "pthread_mutex_lock", "not acquired")))
+        match self.acquire(None)? {
+            Some(g) => Ok(g),
+            None => Err(self.at(Error::new(ErrorKind::Os, "mutex lock", "not acquired"))),
+        }
     }
 
-    /// Lock if nobody holds it now.
+    /// Lock, waiting at most `timeout`; `None` if it stayed held by a live owner.
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_, T>>> {
+        self.acquire(Some(Instant::now() + timeout))
+    }
+
+    /// Lock if nobody holds it now (a dead holder's lock is taken over).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
     pub fn try_lock(&self) -> Result<Option<MutexGuard<'_, T>>> {
-        // SAFETY: as in lock.
-        let r = unsafe { raw::mutex_trylock(self.raw.get()) };
-        Ok(self.guard(r.map_err(|e| self.lock_error("pthread_mutex_trylock", e))?))
+        let (tid, token) = thread_identity();
+        let mine = (token as u64) << TOKEN_SHIFT | tid as u64;
+        let s = self.word.load(Ordering::Relaxed);
+        let got = if is_free(s) {
+            self.word
+                .compare_exchange(s, mine, Ordering::Acquire, Ordering::Relaxed)
+                .ok()
+                .map(|_| Got::Yes)
+        } else {
+            self.take_if_dead(s, mine, tid, token)?
+        };
+        Ok(got.map(|g| self.guard(g)))
+    }
+
+    fn acquire(&self, deadline: Option<Instant>) -> Result<Option<MutexGuard<'_, T>>> {
+        let (tid, token) = thread_identity();
+        let mine = (token as u64) << TOKEN_SHIFT | tid as u64;
+        // Fast path: free and consistent.
+        if self
+            .word
+            .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(Some(self.guard(Got::Yes)));
+        }
+        self.acquire_contended(mine, tid, token, deadline)
+            .map(|g| g.map(|g| self.guard(g)))
+    }
+
+    #[cold]
+    fn acquire_contended(
+        &self,
+        mine: u64,
+        tid: u32,
+        token: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Got>> {
+        let mut spins = 0;
+        loop {
+            let s = self.word.load(Ordering::Relaxed);
+            if is_free(s) {
+                // Taken with the waiters bit: others may be asleep behind us.
+                if self
+                    .word
+                    .compare_exchange(s, mine | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(Some(Got::Yes));
+                }
+                continue;
+            }
+            if is_unrecoverable(s) {
+                return Err(self.unrecoverable());
+            }
+            if tid_of(s) == tid && token_of(s) == token {
+                return Err(self.at(Error::new(
+                    ErrorKind::InvalidInput,
+                    "mutex lock",
+                    "this thread already holds the mutex: the wait could never end",
+                )
+                .with_hint("drop the guard before locking again")));
+            }
+            if spins < LOCK_SPIN {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if s & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let mut wait = LIVENESS_CHECK;
+            if let Some(d) = deadline {
+                match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => wait = wait.min(left),
+                    _ => return Ok(None),
+                }
+            }
+            // Sleeps only while the word is unchanged; an unlock in between makes it return.
+            let woken = sys::futex_wait(&self.word, (s | WAITERS) as u32, Some(wait)).unwrap_or(true);
+            if !woken {
+                // Slept a full interval: is the owner still there?
+                let now = self.word.load(Ordering::Relaxed);
+                if let Some(got) = self.take_if_dead(now, mine | WAITERS, tid, token)? {
+                    return Ok(Some(got));
+                }
+            }
+        }
+    }
+
+    /// Take the lock from a dead owner; `None` if the owner lives or the word changed.
+    fn take_if_dead(&self, s: u64, mine: u64, tid: u32, token: u32) -> Result<Option<Got>> {
+        if is_free(s) {
+            return Ok(None);
+        }
+        if is_unrecoverable(s) {
+            return Err(self.unrecoverable());
+        }
+        if (tid_of(s) == tid && token_of(s) == token) || owner_alive(tid_of(s), token_of(s)) {
+            return Ok(None);
+        }
+        let taken = self
+            .word
+            .compare_exchange(s, mine | INCONSISTENT, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        Ok(taken.then_some(Got::OwnerDied))
+    }
+
+    fn guard(&self, got: Got) -> MutexGuard<'_, T> {
+        let mut value = T::zeroed();
+        self.read_data(&mut value);
+        MutexGuard {
+            mutex: self,
+            value,
+            changed: false,
+            owner_died: got == Got::OwnerDied,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn read_data(&self, value: &mut T) {
+        // SAFETY: the data field is inside the mutex, mapped and readable while `self` is
+        // borrowed; every access to it is one of the crate's atomic copies.
+        unsafe { sys::words::copy_out(self.data.get() as *const u8, bytemuck::bytes_of_mut(value)) }
+    }
+
+    fn write_data(&self, value: &T) {
+        // SAFETY: as in read_data; the mapping is writable (checked by `slot` at open).
+        unsafe { sys::words::copy_in(bytemuck::bytes_of(value), self.data.get() as *mut u8) }
+    }
+
+    /// Unlock: the word becomes free (or unrecoverable), and a sleeper is woken.
+    fn release(&self, inconsistent: bool) {
+        let new = if inconsistent { INCONSISTENT } else { 0 };
+        // Release: the data written back before this is visible to the next owner.
+        let s = self.word.swap(new, Ordering::Release);
+        if inconsistent {
+            // Everyone waiting must learn that the mutex is unrecoverable.
+            sys::futex_wake(&self.word, u32::MAX);
+        } else if s & WAITERS != 0 {
+            sys::futex_wake(&self.word, 1);
+        }
+    }
+
+    fn unrecoverable(&self) -> Error {
+        self.at(
+            Error::new(
+                ErrorKind::Os,
+                "mutex lock",
+                "the mutex is unrecoverable: an owner died holding it and the next one did not call make_consistent()",
+            )
+            .with_hint("recreate the mutex (a fresh zeroed object)"),
+        )
     }
 
     /// An error about this mutex names its address.
     fn at(&self, e: Error) -> Error {
         e.with_addr(self as *const Self as usize, size_of::<Self>())
     }
-
-    fn lock_error(&self, op: &'static str, e: std::io::Error) -> Error {
-        let err = self.at(Error::os(op, e));
-        if err.raw_os_error() == Some(libc::ENOTRECOVERABLE) {
-            err.with_hint("an owner died and the next one did not call make_consistent(); recreate the mutex")
-        } else {
-            err
-        }
-    }
-
-    fn guard(&self, r: Locked) -> Option<MutexGuard<'_, T>> {
-        match r {
-            Locked::No => None,
-            r => Some(MutexGuard {
-                mutex: self,
-                owner_died: r == Locked::OwnerDied,
-                _not_send: PhantomData,
-            }),
-        }
-    }
 }
 
-/// Holds a [`Mutex`]; derefs to the data; unlocks when dropped. Not `Send`: a pthread
-/// mutex is unlocked by the thread that locked it.
+/// Holds a [`Mutex`] and a copy of its data: derefs to the copy; when dropped, writes the
+/// copy back (if it was changed) and unlocks. Not `Send`: the lock names the thread that
+/// took it.
 pub struct MutexGuard<'a, T: bytemuck::Pod> {
     mutex: &'a Mutex<T>,
+    value: T,
+    changed: bool,
     owner_died: bool,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<T: bytemuck::Pod> MutexGuard<'_, T> {
-    /// Whether the previous owner died holding the lock: the data may be half-updated.
+    /// Write the guard's copy to shared memory now, while still holding the lock (dropping
+    /// the guard does it too): progress that survives if this process dies before unlocking.
+    pub fn write_back(&mut self) {
+        self.mutex.write_data(&self.value);
+        self.changed = false;
+    }
+    /// Whether the previous owner died holding the lock: the data may be half-updated
+    /// (what it wrote back before dying, with [`write_back`](Self::write_back) or an earlier
+    /// guard, is there; changes still only in its copy are lost).
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
     /// Declare the data repaired after [`owner_died`](Self::owner_died); without this, the
     /// mutex becomes unrecoverable when the guard drops.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a check of the lock word.
     pub fn make_consistent(&mut self) -> Result<()> {
         if self.owner_died {
-            // SAFETY: we hold the mutex, acquired with EOWNERDEAD.
-            unsafe { raw::mutex_consistent(self.mutex.raw.get()) }
-                .map_err(|e| self.mutex.at(Error::os("pthread_mutex_consistent", e)))?;
+            self.mutex.word.fetch_and(!INCONSISTENT, Ordering::Relaxed);
             self.owner_died = false;
         }
         Ok(())
@@ -201,110 +418,105 @@ impl<T: bytemuck::Pod> MutexGuard<'_, T> {
 impl<T: bytemuck::Pod> Deref for MutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: we hold the lock, so no cooperating thread or process touches the data.
-        unsafe { &*self.mutex.data.get() }
+        &self.value
     }
 }
 
 impl<T: bytemuck::Pod> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in deref, and `&mut self` makes the borrow unique.
-        unsafe { &mut *self.mutex.data.get() }
+        self.changed = true;
+        &mut self.value
     }
 }
 
 impl<T: bytemuck::Pod> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: this thread holds the mutex.
-        unsafe { raw::mutex_unlock(self.mutex.raw.get()) };
+        if self.changed {
+            self.mutex.write_data(&self.value);
+        }
+        self.mutex.release(self.owner_died);
     }
 }
 
-/// A condition variable for processes, used with a [`Mutex`]; waits are timed on
-/// CLOCK_MONOTONIC. A waiter that dies while waiting can leave glibc's condition variable
-/// needing one extra notify; prefer `notify_all` when processes may die.
+/// A condition variable for processes, used with a [`Mutex`]: one futex sequence word, so a
+/// waiter that dies leaves nothing behind. Waits are timed on CLOCK_MONOTONIC. All-zero bytes
+/// are a valid condition variable.
 #[repr(C)]
+#[derive(Debug, Default)]
 pub struct Condvar {
-    state: AtomicU32,
-    raw: UnsafeCell<libc::pthread_cond_t>,
+    /// Bumped by every notify; a waiter sleeps while its low half is what it saw before
+    /// unlocking.
+    seq: AtomicU64,
 }
 
-// SAFETY: a process-shared pthread condvar is made for concurrent use.
-unsafe impl Sync for Condvar {}
+// SAFETY: repr(C), one AtomicU64, no pointers; any value is a valid sequence number.
+unsafe impl ProcessShared for Condvar {}
 
 impl Condvar {
-    /// The condition variable at `offset` of `map`, initialised once.
+    /// The condition variable at `offset` of `map`.
+    ///
+    /// # Errors
+    /// As [`place`](super::place).
     pub fn open(map: &Mapping, offset: usize) -> Result<&Self> {
-        let p = slot::<Self>(map, offset, "condvar")?;
-        // SAFETY: in bounds, aligned, read-write (slot); only the atomic is read first.
-        let state = unsafe { &*std::ptr::addr_of!((*p).state) };
-        init_once(state, "condvar", || {
-            // SAFETY: one process initialises while the others wait.
-            unsafe { raw::cond_init((*p).raw.get()) }
-                .map_err(|e| Error::os("pthread_cond_init", e).with_addr(p as usize, size_of::<Self>()))
-        })?;
-        // SAFETY: initialised.
-        Ok(unsafe { &*p })
+        super::place(map, offset)
     }
 
     /// Release the guard's mutex, wait for a notification, and lock again.
+    ///
+    /// # Errors
+    /// As [`Mutex::lock`], when locking again.
     pub fn wait<'a, T: bytemuck::Pod>(&self, guard: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T>> {
-        self.wait_until(guard, None).map(|(g, _)| g)
+        self.wait_for(guard, None).map(|(g, _)| g)
     }
 
     /// [`wait`](Self::wait) for at most `timeout`; the bool says whether it timed out.
+    ///
+    /// # Errors
+    /// As [`Mutex::lock`], when locking again.
     pub fn wait_timeout<'a, T: bytemuck::Pod>(
         &self,
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> Result<(MutexGuard<'a, T>, bool)> {
-        let deadline = raw::monotonic_deadline(timeout);
-        self.wait_until(guard, Some(&deadline))
+        self.wait_for(guard, Some(timeout))
     }
 
-    fn wait_until<'a, T: bytemuck::Pod>(
+    fn wait_for<'a, T: bytemuck::Pod>(
         &self,
-        mut guard: MutexGuard<'a, T>,
-        deadline: Option<&libc::timespec>,
+        guard: MutexGuard<'a, T>,
+        timeout: Option<Duration>,
     ) -> Result<(MutexGuard<'a, T>, bool)> {
-        // SAFETY: initialised condvar; the guard proves this thread holds the mutex.
-        match unsafe { raw::cond_wait(self.raw.get(), guard.mutex.raw.get(), deadline) } {
-            Ok(Locked::Yes) => Ok((guard, false)),
-            Ok(Locked::No) => Ok((guard, true)),
-            Ok(Locked::OwnerDied) => {
-                guard.owner_died = true;
-                Ok((guard, false))
-            }
-            Err(e) => {
-                let err = guard.mutex.lock_error("pthread_cond_wait", e);
-                // The mutex was not re-acquired: the guard must not unlock it.
-                std::mem::forget(guard);
-                Err(err)
-            }
-        }
+        let mutex = guard.mutex;
+        // Read before unlocking: a notify after the unlock changes the word, so the futex
+        // wait below returns at once instead of missing it.
+        let seen = self.seq.load(Ordering::Relaxed) as u32;
+        drop(guard);
+        let woken = sys::futex_wait(&self.seq, seen, timeout).unwrap_or(true);
+        Ok((mutex.lock()?, !woken))
     }
 
     /// Wake one waiter.
     pub fn notify_one(&self) {
-        // SAFETY: initialised condvar.
-        unsafe { raw::cond_notify(self.raw.get(), false) }
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        sys::futex_wake(&self.seq, 1);
     }
 
     /// Wake every waiter.
     pub fn notify_all(&self) {
-        // SAFETY: initialised condvar.
-        unsafe { raw::cond_notify(self.raw.get(), true) }
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        sys::futex_wake(&self.seq, u32::MAX);
     }
 }
 
 /// A barrier for `n` processes (or threads): each [`wait`](Barrier::wait) blocks until `n`
-/// have arrived, then all go on, and it is ready for the next round. Futex-based.
+/// have arrived, then all go on, and it is ready for the next round. Futex-based, pointer-free.
 #[repr(C)]
 pub struct Barrier {
-    state: AtomicU32,
-    n: AtomicU32,
-    arrived: AtomicU32,
-    generation: AtomicU32,
+    state: AtomicU64,
+    n: AtomicU64,
+    arrived: AtomicU64,
+    /// Bumped when the last participant arrives; waiters sleep on its low half.
+    generation: AtomicU64,
 }
 
 // SAFETY: repr(C), atomics only, no pointers. (Not ProcessShared: it needs its count set
@@ -313,6 +525,10 @@ unsafe impl Sync for Barrier {}
 
 impl Barrier {
     /// The barrier for `n` participants at `offset` of `map`, initialised once.
+    ///
+    /// # Errors
+    /// `n` is 0, the place is unusable (as [`place`](super::place)), or the barrier there
+    /// was made for another number of participants.
     pub fn open(map: &Mapping, offset: usize, n: u32) -> Result<&Self> {
         if n == 0 {
             return Err(Error::new(
@@ -325,18 +541,16 @@ impl Barrier {
         // SAFETY: in bounds, aligned, read-write; all fields are atomics.
         let b = unsafe { &*p };
         init_once(&b.state, "barrier", || {
-            b.n.store(n, Ordering::Relaxed);
+            b.n.store(n as u64, Ordering::Relaxed);
             b.arrived.store(0, Ordering::Relaxed);
             Ok(())
         })?;
-        if b.n.load(Ordering::Relaxed) != n {
+        let have = b.n.load(Ordering::Relaxed);
+        if have != n as u64 {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "barrier",
-                format!(
-                    "the barrier here is for {} participants, not {n}",
-                    b.n.load(Ordering::Relaxed)
-                ),
+                format!("the barrier here is for {have} participants, not {n}"),
             ));
         }
         Ok(b)
@@ -344,16 +558,22 @@ impl Barrier {
 
     /// Wait for all participants. Returns `true` in exactly one of them (the last to arrive).
     pub fn wait(&self) -> bool {
+        // Orderings: the generation is read (Acquire) before arriving, so a waiter cannot
+        // miss the round it joins. The arrival is AcqRel: the last arriver acquires every
+        // earlier arrival's writes, and its Release bump of the generation publishes them,
+        // with its own, to the waiters that see the new generation (Acquire).
         let gen = self.generation.load(Ordering::Acquire);
         let n = self.n.load(Ordering::Relaxed);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == n {
+        if self.arrived.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == n {
+            // Reset before the bump: a participant of the next round arrives only after
+            // seeing the new generation.
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
             sys::futex_wake(&self.generation, u32::MAX);
             return true;
         }
         while self.generation.load(Ordering::Acquire) == gen {
-            let _ = sys::futex_wait(&self.generation, gen, None);
+            let _ = sys::futex_wait(&self.generation, gen as u32, None);
         }
         false
     }

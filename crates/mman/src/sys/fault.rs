@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// One registered mapping: `[start, end)` and its protection. `start == 0` is a free slot,
-/// `usize::MAX` a slot being filled.
+/// `usize::MAX` a slot being filled or moved. `seq` is odd while the fields change (a
+/// seqlock): the handler uses a slot only if it read the same even `seq` before and after
+/// the fields, so it never acts on a half-updated range.
 struct Slot {
+    seq: AtomicUsize,
     start: AtomicUsize,
     end: AtomicUsize,
     prot: AtomicU32,
@@ -24,6 +27,7 @@ struct Slot {
 impl Slot {
     const fn new() -> Slot {
         Slot {
+            seq: AtomicUsize::new(0),
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             prot: AtomicU32::new(0),
@@ -76,34 +80,52 @@ pub fn install() -> io::Result<()> {
     }
 }
 
-/// Register `[start, end)` (page-aligned) with protection bits `prot` (PROT_*). `None` when
-/// the table is full: the mapping then works unprotected, as any mmap does.
-pub fn register(start: usize, end: usize, prot: i32) -> Option<usize> {
-    install().ok()?;
+/// Register `[start, end)` (page-aligned) with protection bits `prot` (PROT_*). Fails when
+/// the handler cannot be installed or the table is full: a mapping is never left
+/// unprotected without the caller knowing.
+pub fn register(start: usize, end: usize, prot: i32) -> io::Result<usize> {
+    install()?;
     for (i, slot) in TABLE.iter().enumerate() {
         if slot
             .start
             .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            slot.end.store(end, Ordering::Relaxed);
-            slot.prot.store(prot as u32, Ordering::Relaxed);
-            slot.poisoned.store(false, Ordering::Relaxed);
-            slot.start.store(start, Ordering::Release);
             HIGH.fetch_max(i + 1, Ordering::AcqRel);
-            return Some(i);
+            write(slot, start, end, prot, false);
+            return Ok(i);
         }
     }
-    None
+    Err(io::Error::other(format!(
+        "the SIGBUS handler's table of file mappings is full ({SLOTS} mappings)"
+    )))
 }
 
-/// Move a registration (after mremap or mprotect).
-pub fn update(i: usize, start: usize, end: usize, prot: i32) {
-    let slot = &TABLE[i];
+/// Fill a slot under its seqlock.
+fn write(slot: &Slot, start: usize, end: usize, prot: i32, keep_poison: bool) {
+    slot.seq.fetch_add(1, Ordering::AcqRel);
     slot.start.store(usize::MAX, Ordering::Release);
     slot.end.store(end, Ordering::Relaxed);
     slot.prot.store(prot as u32, Ordering::Relaxed);
+    if !keep_poison {
+        slot.poisoned.store(false, Ordering::Relaxed);
+    }
     slot.start.store(start, Ordering::Release);
+    slot.seq.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Take a registration out of the handler's view while its mapping moves (before mremap):
+/// no fault can be matched against the old range meanwhile.
+pub fn suspend(i: usize) {
+    let slot = &TABLE[i];
+    slot.seq.fetch_add(1, Ordering::AcqRel);
+    slot.start.store(usize::MAX, Ordering::Release);
+    slot.seq.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Move a registration (after mremap or mprotect), keeping its poisoned mark.
+pub fn update(i: usize, start: usize, end: usize, prot: i32) {
+    write(&TABLE[i], start, end, prot, true);
 }
 
 /// Forget a registration (before the mapping is unmapped).
@@ -116,39 +138,56 @@ pub fn poisoned(i: usize) -> bool {
     TABLE[i].poisoned.load(Ordering::Acquire)
 }
 
-fn find(addr: usize) -> Option<&'static Slot> {
+/// The registered range holding `addr`, read consistently: `(slot, end, prot)`.
+fn find(addr: usize) -> Option<(&'static Slot, usize, i32)> {
     let high = HIGH.load(Ordering::Acquire);
-    TABLE[..high].iter().find(|s| {
+    TABLE[..high].iter().find_map(|s| {
+        let seq = s.seq.load(Ordering::Acquire);
+        if seq % 2 == 1 {
+            return None;
+        }
         let start = s.start.load(Ordering::Acquire);
-        start != 0 && start != usize::MAX && addr >= start && addr < s.end.load(Ordering::Relaxed)
+        let end = s.end.load(Ordering::Acquire);
+        let prot = s.prot.load(Ordering::Acquire) as i32;
+        let inside = start != 0 && start != usize::MAX && addr >= start && addr < end;
+        (inside && s.seq.load(Ordering::Acquire) == seq).then_some((s, end, prot))
     })
 }
 
+/// `BUS_ADRERR`: the kernel's code for an access to a page with nothing behind it, the
+/// fault a truncated file mapping raises.
+const BUS_ADRERR: libc::c_int = 2;
+
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if let Some(slot) = find(addr) {
-        let page = crate::sys::page_size();
-        let from = addr & !(page - 1);
-        let end = slot.end.load(Ordering::Relaxed);
-        let prot = slot.prot.load(Ordering::Relaxed) as i32;
-        // SAFETY: `from..end` lies inside a mapping mman owns and registered (the registry
-        // holds only mman's own mappings, unregistered before they are unmapped). Replacing
-        // its vanished file pages with zero pages lets the faulting access complete; the
-        // mapping is marked poisoned so every API reports the truncation.
-        let p = unsafe {
-            libc::mmap(
-                from as *mut c_void,
-                end - from,
-                prot,
-                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p != libc::MAP_FAILED {
-            slot.poisoned.store(true, Ordering::Release);
-            return;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only a fault the kernel raised is acted on: a SIGBUS sent with kill(2) or
+    // rt_sigqueueinfo(2) has si_code <= 0 and an si_addr of the sender's choosing, and
+    // must never make us map anything (it goes to the previous handler, or kills us as
+    // SIGBUS does by default). A hardware memory error (BUS_MCEERR_*) is not ours either.
+    if code == BUS_ADRERR {
+        if let Some((slot, end, prot)) = find(addr) {
+            let page = crate::sys::page_size();
+            let from = addr & !(page - 1);
+            // SAFETY: `from..end` lies inside a mapping mman owns and registered (the
+            // registry holds only mman's own mappings, unregistered before they are
+            // unmapped, and suspended while they move). Replacing its vanished file pages
+            // with zero pages lets the faulting access complete; the mapping is marked
+            // poisoned so every API reports the truncation.
+            let p = unsafe {
+                libc::mmap(
+                    from as *mut c_void,
+                    end - from,
+                    prot,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                slot.poisoned.store(true, Ordering::Release);
+                return;
+            }
         }
     }
     chain(PREVIOUS.get(), sig, info, ctx);

@@ -185,8 +185,10 @@ impl Msg {
 
 extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let high = HIGH.load(Ordering::Acquire);
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only a fault the kernel raised (si_code > 0) is reported as a guard hit: a SIGSEGV
+    // queued by another process carries an address of its choosing.
+    let high = if code > 0 { HIGH.load(Ordering::Acquire) } else { 0 };
     let hit = TABLE[..high].iter().find(|g| {
         let s = g.start.load(Ordering::Acquire);
         s != 0 && s != usize::MAX && addr >= s && addr < g.end.load(Ordering::Relaxed)

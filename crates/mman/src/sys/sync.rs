@@ -1,37 +1,13 @@
-//! glibc's process-shared pthread objects and POSIX semaphores, behind `mman::sync`'s
-//! `Mutex`, `Condvar` and `PosixSemaphore`. Every function takes a pointer into shared
-//! memory; the callers guarantee it is mapped, aligned and initialised as the function says.
+//! What `mman::sync` needs from the system besides futexes: thread identities and their
+//! liveness (for the pointer-free robust `Mutex`), and glibc's POSIX semaphores behind
+//! `PosixSemaphore` and `NamedSemaphore`. Every semaphore function takes a pointer into
+//! shared memory; the callers guarantee it is mapped, aligned and initialised as the
+//! function says.
 
+use std::cell::Cell;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// What a lock operation on a robust mutex found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Locked {
-    /// Acquired normally.
-    Yes,
-    /// Acquired, but the previous owner died holding it (`EOWNERDEAD`).
-    OwnerDied,
-    /// Not acquired (try-lock found it held, or a timed wait expired).
-    No,
-}
-
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
-}
-
-fn locked(r: libc::c_int) -> io::Result<Locked> {
-    match r {
-        0 => Ok(Locked::Yes),
-        libc::EOWNERDEAD => Ok(Locked::OwnerDied),
-        libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::No),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
-}
 
 /// CLOCK_MONOTONIC now plus `d`, as an absolute deadline.
 pub fn monotonic_deadline(d: Duration) -> libc::timespec {
@@ -55,125 +31,80 @@ pub fn monotonic_deadline(d: Duration) -> libc::timespec {
     }
 }
 
-/// Initialise a process-shared, robust mutex in place.
-///
-/// # Safety
-/// `m` points to writable memory for a `pthread_mutex_t` that no process uses yet.
-pub unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    // SAFETY: the attr is ours, initialised before use and destroyed after; `m` is the
-    // caller's (contract).
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        check(libc::pthread_mutexattr_init(&mut attr))?;
-        let r = (|| {
-            check(libc::pthread_mutexattr_setpshared(
-                &mut attr,
-                libc::PTHREAD_PROCESS_SHARED,
-            ))?;
-            check(libc::pthread_mutexattr_setrobust(
-                &mut attr,
-                libc::PTHREAD_MUTEX_ROBUST,
-            ))?;
-            check(libc::pthread_mutex_init(m, &attr))
-        })();
-        libc::pthread_mutexattr_destroy(&mut attr);
-        r
+// ---------------------------------------------------------------------------------------
+// Who holds a lock: thread identities that survive PID reuse, and their liveness.
+
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: one atomic add. Every thread identity cached before the fork is
+    // now stale (the child's one thread has a new TID).
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The calling thread's identity: its TID and a token, the low 32 bits of its start time
+/// (clock ticks since boot, from `/proc/thread-self/stat`), which tells a thread from a
+/// later one that reuses its TID. Cached per thread; a fork invalidates the cache.
+pub fn thread_identity() -> (u32, u32) {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only adds to an atomic; no other effect.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    thread_local! {
+        static ME: Cell<(u64, u32, u32)> = const { Cell::new((u64::MAX, 0, 0)) };
     }
-}
-
-/// `pthread_mutex_lock`.
-///
-/// # Safety
-/// `m` is an initialised mutex from [`mutex_init`], mapped for the whole call.
-pub unsafe fn mutex_lock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
-    // SAFETY: per the contract.
-    locked(unsafe { libc::pthread_mutex_lock(m) })
-}
-
-/// `pthread_mutex_trylock`.
-///
-/// # Safety
-/// As [`mutex_lock`].
-pub unsafe fn mutex_trylock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
-    // SAFETY: per the contract.
-    locked(unsafe { libc::pthread_mutex_trylock(m) })
-}
-
-/// `pthread_mutex_unlock`.
-///
-/// # Safety
-/// As [`mutex_lock`], and the calling thread holds the mutex.
-pub unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) {
-    // SAFETY: per the contract; unlocking a held mutex cannot fail.
-    unsafe { libc::pthread_mutex_unlock(m) };
-}
-
-/// `pthread_mutex_consistent`: the new owner repaired what the dead owner left.
-///
-/// # Safety
-/// As [`mutex_unlock`], after a lock that returned [`Locked::OwnerDied`].
-pub unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    // SAFETY: per the contract.
-    check(unsafe { libc::pthread_mutex_consistent(m) })
-}
-
-/// Initialise a process-shared condition variable timed on CLOCK_MONOTONIC.
-///
-/// # Safety
-/// `c` points to writable memory for a `pthread_cond_t` that no process uses yet.
-pub unsafe fn cond_init(c: *mut libc::pthread_cond_t) -> io::Result<()> {
-    // SAFETY: the attr is ours; `c` is the caller's (contract).
-    unsafe {
-        let mut attr: libc::pthread_condattr_t = std::mem::zeroed();
-        check(libc::pthread_condattr_init(&mut attr))?;
-        let r = (|| {
-            check(libc::pthread_condattr_setpshared(
-                &mut attr,
-                libc::PTHREAD_PROCESS_SHARED,
-            ))?;
-            check(libc::pthread_condattr_setclock(&mut attr, libc::CLOCK_MONOTONIC))?;
-            check(libc::pthread_cond_init(c, &attr))
-        })();
-        libc::pthread_condattr_destroy(&mut attr);
-        r
-    }
-}
-
-/// `pthread_cond_wait`, or `pthread_cond_timedwait` until `deadline` (monotonic).
-///
-/// # Safety
-/// `c` from [`cond_init`], `m` from [`mutex_init`] and held by the caller.
-pub unsafe fn cond_wait(
-    c: *mut libc::pthread_cond_t,
-    m: *mut libc::pthread_mutex_t,
-    deadline: Option<&libc::timespec>,
-) -> io::Result<Locked> {
-    // SAFETY: per the contract.
-    let r = unsafe {
-        match deadline {
-            None => libc::pthread_cond_wait(c, m),
-            Some(d) => libc::pthread_cond_timedwait(c, m, d),
+    ME.with(|me| {
+        let forks = FORKS.load(Ordering::Relaxed);
+        let (seen, tid, token) = me.get();
+        if seen == forks {
+            return (tid, token);
         }
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let token = match task_state(tid) {
+            Ok(Some((_, start))) => start as u32,
+            _ => 0,
+        };
+        me.set((forks, tid, token));
+        (tid, token)
+    })
+}
+
+/// The state letter and start time of task `tid` (a thread or a process) from
+/// `/proc/TID/stat`; `Ok(None)` when there is no such task.
+fn task_state(tid: u32) -> io::Result<Option<(u8, u64)>> {
+    let stat = match std::fs::read(format!("/proc/{tid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    // The mutex is held again in every outcome but an error; ETIMEDOUT means "not signalled".
-    match r {
-        libc::ETIMEDOUT => Ok(Locked::No),
-        r => locked(r),
-    }
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/TID/stat");
+    let close = stat.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).map_err(|_| bad())?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().and_then(|f| f.bytes().next()).ok_or_else(bad)?;
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    Ok(Some((state, start)))
 }
 
-/// `pthread_cond_signal` (`all`: `pthread_cond_broadcast`).
-///
-/// # Safety
-/// `c` from [`cond_init`].
-pub unsafe fn cond_notify(c: *mut libc::pthread_cond_t, all: bool) {
-    // SAFETY: per the contract; these cannot fail on an initialised condvar.
-    unsafe {
-        if all {
-            libc::pthread_cond_broadcast(c);
-        } else {
-            libc::pthread_cond_signal(c);
+/// Whether the thread that took a lock as (`tid`, `token`) still runs. A TID that no longer
+/// exists, a zombie, or a TID reused by a thread started at another time is dead. When
+/// `/proc` cannot tell (not mounted, hidden), the owner is taken to be alive: a lock is never
+/// stolen from a thread that may still hold it.
+pub fn owner_alive(tid: u32, token: u32) -> bool {
+    if tid == 0 || tid > (1 << 22) {
+        // Not a TID Linux hands out (pid_max is at most 2^22): garbage.
+        return false;
+    }
+    match task_state(tid) {
+        Ok(None) => false,
+        // Token 0: the owner could not read its own start time; its TID alone must do.
+        Ok(Some((state, start))) => {
+            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 == token)
         }
+        Err(_) => true,
     }
 }
 
@@ -287,4 +218,49 @@ pub fn sem_unlink(name: &str) -> io::Result<()> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a valid C string.
     errno_result(unsafe { libc::sem_unlink(c.as_ptr()) })
+}
+
+/// Whether the bytes of a `sem_t` are a process-shared glibc semaphore: glibc keeps
+/// `FUTEX_PRIVATE_FLAG` (128) in the 32-bit field at byte 8 when `pshared` was 1, and 0 for a
+/// process-private one (so all-zero bytes are private, and their wake-ups stay in-process).
+pub fn sem_is_shared(image: &[u8]) -> bool {
+    image.len() >= 12 && image[8..12] == 128u32.to_ne_bytes()
+}
+
+/// Check `/dev/shm/sem.NAME` before glibc's `sem_open` maps it: a regular file owned by this
+/// user, writable by nobody else, holding a whole `sem_t`. A missing file is fine when it is
+/// to be created (glibc creates it atomically, mode 0600 here).
+pub fn check_sem_file(name: &str, create: bool) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = format!("/dev/shm/sem.{}", name.trim_start_matches('/'));
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let m = f.metadata()?;
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{path}: {why}"),
+        ))
+    };
+    if !m.file_type().is_file() {
+        return refuse("not a regular file".into());
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if m.uid() != euid {
+        return refuse(format!("owned by uid {}, not {euid}", m.uid()));
+    }
+    if m.mode() & 0o022 != 0 {
+        return refuse(format!("mode {:04o} lets others write it", m.mode() & 0o7777));
+    }
+    if m.len() < std::mem::size_of::<libc::sem_t>() as u64 {
+        return refuse(format!("{} bytes, too short for a sem_t", m.len()));
+    }
+    Ok(())
 }

@@ -1,0 +1,171 @@
+//! The one atomic access scheme for memory that other parties can reach.
+//!
+//! Rust's memory model makes racing atomic accesses of *different sizes* to the same bytes
+//! undefined behaviour. Shared and file-backed memory is raced on by design (other processes,
+//! other mappings of the same file, this process through another handle), so every access
+//! mman makes to such memory uses one size: aligned 8-byte atomics ([`AtomicU64`]).
+//!
+//! * Copies ([`copy_out`], [`copy_in`]) move whole aligned words. A copy whose ends fall
+//!   inside a word reads the whole word, and writes it back with a compare-and-swap that
+//!   changes only the bytes asked for (a concurrent writer of the other bytes is retried,
+//!   never overwritten).
+//! * Objects that live in shared memory (semaphores, lock words, channel cursors) are
+//!   `AtomicU64`s. A futex waits on 32 bits: [`futex_half`] gives the address of the low
+//!   half of a word, handed to the kernel only, never accessed as a Rust `AtomicU32`.
+//!
+//! An aligned 8-byte word never crosses a page, so the word around any mapped byte is
+//! mapped too: a copy touches no page it was not asked to touch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const W: usize = 8;
+
+/// Copy `dst.len()` bytes from `src` with aligned 8-byte atomic loads.
+///
+/// # Safety
+/// `src .. src + dst.len()` must be mapped and readable, and every other access to those
+/// bytes made through Rust must be an aligned 8-byte atomic (this module's scheme).
+pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    let start = src as usize;
+    let end = start + n;
+    let mut w = start & !(W - 1);
+    let mut i = 0;
+    // SAFETY (whole loop): each word read is aligned and holds at least one byte of the
+    // caller's range, so it lies in a mapped, readable page (a word never crosses a page).
+    unsafe {
+        // A first word that starts before the range, or the only word.
+        if w < start || end < w + W {
+            let word = load(w).to_ne_bytes();
+            let hi = end.min(w + W);
+            let k = hi - start;
+            dst[..k].copy_from_slice(&word[start - w..hi - w]);
+            i = k;
+            w += W;
+        }
+        while w + W <= end {
+            dst[i..i + W].copy_from_slice(&load(w).to_ne_bytes());
+            i += W;
+            w += W;
+        }
+        if i < n {
+            let word = load(w).to_ne_bytes();
+            dst[i..].copy_from_slice(&word[..n - i]);
+        }
+    }
+}
+
+/// Copy `src` to `dst` with aligned 8-byte atomic stores; words only partly covered are
+/// updated with a compare-and-swap that keeps their other bytes.
+///
+/// # Safety
+/// `dst .. dst + src.len()` must be mapped readable and writable, with every other Rust
+/// access to those bytes following this module's scheme.
+pub unsafe fn copy_in(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    if n == 0 {
+        return;
+    }
+    let start = dst as usize;
+    let end = start + n;
+    let mut w = start & !(W - 1);
+    let mut i = 0;
+    // SAFETY (whole body): as in copy_out; the pages are writable (caller).
+    unsafe {
+        if w < start || end < w + W {
+            let hi = end.min(w + W);
+            let k = hi - start;
+            merge(w, start - w, &src[..k]);
+            i = k;
+            w += W;
+        }
+        while w + W <= end {
+            let mut b = [0u8; W];
+            b.copy_from_slice(&src[i..i + W]);
+            word(w).store(u64::from_ne_bytes(b), Ordering::Relaxed);
+            i += W;
+            w += W;
+        }
+        if i < n {
+            merge(w, 0, &src[i..]);
+        }
+    }
+}
+
+/// # Safety
+/// `w` is an aligned, mapped, readable word.
+#[inline(always)]
+unsafe fn load(w: usize) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { word(w) }.load(Ordering::Relaxed)
+}
+
+/// # Safety
+/// `w` is an aligned, mapped word; `'static` is a lie the callers never let escape.
+#[inline(always)]
+unsafe fn word(w: usize) -> &'static AtomicU64 {
+    // SAFETY: aligned and mapped (caller); only atomic accesses are made through it.
+    unsafe { AtomicU64::from_ptr(w as *mut u64) }
+}
+
+/// Write `bytes` at byte `at` of the word `w`, keeping its other bytes.
+///
+/// # Safety
+/// `w` is an aligned, mapped, readable and writable word; `at + bytes.len() <= 8`.
+unsafe fn merge(w: usize, at: usize, bytes: &[u8]) {
+    // SAFETY: per the contract.
+    let a = unsafe { word(w) };
+    let mut cur = a.load(Ordering::Relaxed);
+    loop {
+        let mut b = cur.to_ne_bytes();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        match a.compare_exchange_weak(cur, u64::from_ne_bytes(b), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// The address of the low 32 bits of `word` (the futex word of mman's shared objects): the
+/// kernel's futex calls take it; Rust code never accesses it as a 32-bit atomic.
+pub fn futex_half(word: &AtomicU64) -> *mut u32 {
+    let p = word.as_ptr() as *mut u32;
+    if cfg!(target_endian = "big") {
+        p.wrapping_add(1)
+    } else {
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_exact_at_every_alignment_and_keep_neighbours() {
+        let backing: [AtomicU64; 8] = Default::default();
+        let base = backing.as_ptr() as *mut u8;
+        for off in 0..16 {
+            for len in 0..40 {
+                // SAFETY: inside `backing`, accessed only through this module's atomics.
+                unsafe { copy_in(&[0xEE; 64], base) };
+                let data: Vec<u8> = (0..len as u8).map(|b| b + 1).collect();
+                // SAFETY: as above.
+                unsafe { copy_in(&data, base.add(off)) };
+                let mut all = [0u8; 64];
+                // SAFETY: as above.
+                unsafe { copy_out(base, &mut all) };
+                assert!(all[..off].iter().all(|&b| b == 0xEE));
+                assert_eq!(&all[off..off + len], &data[..]);
+                assert!(all[off + len..].iter().all(|&b| b == 0xEE));
+                let mut back = vec![0u8; len];
+                // SAFETY: as above.
+                unsafe { copy_out(base.add(off), &mut back) };
+                assert_eq!(back, data);
+            }
+        }
+    }
+}
