@@ -79,7 +79,7 @@ pub enum Source {
 pub struct Status {
     /// Pages in the range (the last one may be partial).
     pub pages: u64,
-    /// Pages in the page cache; `None` when the kernel will not say (see [`Status::unknown`]).
+    /// Pages in the page cache; `None` when the kernel will not say (see the `unknown` field).
     pub resident: Option<u64>,
     /// Why `resident` is unknown.
     pub unknown: Option<String>,

@@ -5,9 +5,14 @@
 //!   handler (once, chaining to any earlier handler for faults that are not its own) that
 //!   knows every file [`Mapping`](crate::Mapping): a fault past the file's new end is
 //!   answered by replacing the vanished pages with zero pages, and every API that touches the
-//!   mapping then returns [`ErrorKind::Truncated`](crate::ErrorKind::Truncated) with the
-//!   sizes. Data the kernel copies out of a mapping (`write()`, `vmsplice()`) fails with
-//!   `EFAULT` instead of a signal, and is reported as the same error.
+//!   mapping then returns [`ErrorKind::Truncated`] with the sizes. Data the kernel copies
+//!   out of a mapping (`write()`, `vmsplice()`) fails with `EFAULT` instead of a signal, and
+//!   is reported as the same error. The kernel faults only on pages wholly past the new end:
+//!   a truncation that ends inside a page zeroes the rest of that page without a fault, so a
+//!   read of those bytes returns zeros; `Mapping::verify_file_size` (one `fstat`, also made by
+//!   every `flush`) reports it. Only faults the kernel raised are handled: a SIGBUS sent by
+//!   another process (`si_code <= 0`) goes to the previous handler. A file mapping that
+//!   cannot be registered with the handler is refused with an error.
 //! * **Guard pages.** [`GuardedBuffer`] and [`GuardedStack`] put `PROT_NONE` pages around
 //!   memory; a touch of one is reported with the faulting address and which guard was hit
 //!   before the process dies of the SIGSEGV it would have died of anyway.

@@ -62,6 +62,70 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Soundness
+//!
+//! **The rule.** A safe function never hands out `&`/`&mut` to bytes that any party can
+//! change or shrink while the reference lives: "any party" includes this very process
+//! (through `std::fs`, another mman handle, another mapping of the same file) and every
+//! process with access. References are handed out only where mman makes mutation
+//! impossible; everywhere else mman copies (with atomics, or lets the kernel copy), uses
+//! atomics in place, or offers an `unsafe fn` whose contract says what the caller vouches
+//! for. Advisory locks (`flock`) exclude nobody and are never part of the argument.
+//!
+//! **One atomic scheme.** Racing atomic accesses of different sizes to the same bytes are
+//! undefined behaviour, so every Rust access mman makes to memory others can reach is an
+//! aligned 8-byte atomic: copies move whole words (a word only partly copied into is updated
+//! by compare-and-swap), and every object mman places in shared memory is made of
+//! `AtomicU64`s. Futexes wait on the low half of a word, handed to the kernel only.
+//!
+//! **Where references are handed out, and why that is sound:**
+//! * [`ExclusiveMap`] (`Deref`/`DerefMut` to `[u8]`): private anonymous memory only this
+//!   process reaches; its protection cannot change, advice that would change its bytes or
+//!   withhold them from a child (`DontFork`, `WipeOnFork`, `Free`, `Remove`) is not offered,
+//!   `discard` needs `&mut self`, and lazily taken huge pages are populated at creation (an
+//!   empty pool is an error then, not a SIGBUS at the first touch).
+//! * `shm::SealedMap` (`Deref` to `[u8]`): a memfd whose `F_SEAL_WRITE` and `F_SEAL_SHRINK`
+//!   were verified before mapping it read-only: the kernel refuses every write and
+//!   truncation, from anyone; the SIGBUS handler never remaps it on a signal it did not raise.
+//! * `fault::Secret<T>` (`expose`): memory only this process maps (`memfd_secret` or
+//!   private), aligned for `T` (types aligned beyond a page are refused).
+//! * [`Mapping::atomic_u64`], `sync::place` and the `sync` objects (`&AtomicU64`,
+//!   `&Semaphore`, `&Mutex<T>`, ...): references to atomics, which tolerate every
+//!   concurrent change; the borrow of the mapping keeps it mapped and its protection
+//!   unchanged (`protect`, `resize` and destructive advice take `&mut self`).
+//! * `sync::MutexGuard` derefs to a *copy* of the data taken under the lock and written back
+//!   when the guard drops; `persist::Writer::value` and `Durable` values are copies too.
+//!
+//! **Where copies are made:** [`Mapping::read_at`]/[`Mapping::write_at`]/`load`/`store`
+//! (8-byte atomics), [`Mapping::write_to`] and the `transfer` module (the kernel copies:
+//! a vanished page is `EFAULT`, not a signal), `persist::Persistent::{get, set, update}`,
+//! `persist::Durable` (atomic copies and `pread`/`pwrite`, checked by CRC).
+//!
+//! **`unsafe` for the caller to vouch:** [`Mapping::as_slice`]/`as_mut_slice`,
+//! `Persistent::{as_ref, as_mut}`, [`MapOptions::map_fixed_replace`], `persist_fixed`, and the
+//! glibc semaphores (`PosixSemaphore::{init_in, open_in}`, `NamedSemaphore::{create, open}`):
+//! glibc trusts the bytes of a `sem_t` and aborts or blocks forever on garbage, which no
+//! check made once can rule out. `open_in` still refuses bytes that are not a
+//! process-shared semaphore (all-zero bytes are a *private* one to glibc), and a named
+//! semaphore's file is checked (owner, mode, size) and its mapping protected from truncation.
+//!
+//! **Signals.** The SIGBUS handler acts only on faults the kernel raised for an access to a
+//! vanished page (`si_code == BUS_ADRERR`) inside a registered mapping; a signal sent with
+//! `kill` or `rt_sigqueueinfo` goes to the previous handler (or has its default effect). The
+//! registry is read under a per-slot seqlock, a mapping that moves is hidden from it during
+//! `mremap`, and a mapping that cannot be registered is refused, never left unprotected.
+//! The guard-page SIGSEGV handler reports only kernel faults (`si_code > 0`).
+//!
+//! **What a hostile peer can do** (a process that can write the shared memory or the file):
+//! change the bytes of shared data (readers see some mix of old and new words, never
+//! undefined behaviour); truncate a file (accesses to vanished pages become
+//! [`ErrorKind::Truncated`]; a truncation ending inside a page reads as zeros there, which
+//! [`Mapping::verify_file_size`] and `flush` report); write garbage over a `Semaphore` (some
+//! count), a `Mutex` lock word (read as a dead owner and recovered within about 100 ms, or as
+//! an unrecoverable mutex: an error), an init word (an error). **What it cannot do:** make
+//! this process crash, read or write outside the region, follow a pointer (none is stored
+//! in shared memory), or change bytes under a reference this process holds.
+//!
 //! ## Modules
 //! * [`map`]: mappings and their operations.
 //! * `cache` (Linux): page-cache residency of files: status, touch, evict, lock, tree walks

@@ -42,7 +42,7 @@ pub use posix::{NamedSemaphore, PosixSemaphore};
 /// # Safety
 /// An implementor is `#[repr(C)]`, holds no pointers or references (addresses mean nothing
 /// in another process, and a peer could rewrite them), and keeps all its state in
-/// [`AtomicU64`](std::sync::atomic::AtomicU64)s: the crate's one access scheme for shared
+/// [`AtomicU64`]s: the crate's one access scheme for shared
 /// memory, so no access of another size races with a copy of the same bytes. Any bytes a
 /// peer leaves there are a valid value (atomics hold any bits), all-zero bytes are a valid
 /// initial state, and no operation on garbage may crash, loop forever or touch memory
