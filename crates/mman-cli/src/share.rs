@@ -144,10 +144,12 @@ struct Table {
 
 const STOP_AT: usize = 0;
 const FORKS_AT: usize = 64;
+/// The bytes of one fork (a `Semaphore`).
+const FORK: usize = std::mem::size_of::<Semaphore>();
 
 impl Table {
     fn size(n: usize) -> usize {
-        FORKS_AT + n * 8 + n * 8
+        FORKS_AT + n * FORK + n * 8
     }
     fn open(path: &std::path::Path, n: usize) -> Result<Table> {
         let map = MapOptions::new()
@@ -161,10 +163,10 @@ impl Table {
         Ok(self.map.atomic_u64(STOP_AT)?)
     }
     fn fork(&self, i: usize) -> Result<&Semaphore> {
-        Ok(place(&self.map, FORKS_AT + 8 * (i % self.n))?)
+        Ok(place(&self.map, FORKS_AT + FORK * (i % self.n))?)
     }
     fn meals(&self, i: usize) -> Result<&AtomicU64> {
-        Ok(self.map.atomic_u64(FORKS_AT + 8 * self.n + 8 * i)?)
+        Ok(self.map.atomic_u64(FORKS_AT + FORK * self.n + 8 * i)?)
     }
 }
 
