@@ -26,34 +26,37 @@ const W: usize = 8;
 /// `src .. src + dst.len()` must be mapped and readable, and every other access to those
 /// bytes made through Rust must be an aligned 8-byte atomic (this module's scheme).
 pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
-    let n = dst.len();
-    if n == 0 {
+    if dst.is_empty() {
+        // No word may be read: `src` may be one past the end of the memory.
         return;
     }
     let start = src as usize;
-    let end = start + n;
+    let end = start + dst.len();
     let mut w = start & !(W - 1);
-    let mut i = 0;
-    // SAFETY (whole loop): each word read is aligned and holds at least one byte of the
+    // SAFETY (whole body): each word read is aligned and holds at least one byte of the
     // caller's range, so it lies in a mapped, readable page (a word never crosses a page).
     unsafe {
-        // A first word that starts before the range, or the only word.
-        if w < start || end < w + W {
-            let word = load(w).to_ne_bytes();
+        // A first word that starts before the range, or holds all of it.
+        let head = if w < start || end < w + W {
             let hi = end.min(w + W);
-            let k = hi - start;
-            dst[..k].copy_from_slice(&word[start - w..hi - w]);
-            i = k;
-            w += W;
-        }
-        while w + W <= end {
-            dst[i..i + W].copy_from_slice(&load(w).to_ne_bytes());
-            i += W;
-            w += W;
-        }
-        if i < n {
             let word = load(w).to_ne_bytes();
-            dst[i..].copy_from_slice(&word[..n - i]);
+            dst[..hi - start].copy_from_slice(&word[start - w..hi - w]);
+            w += W;
+            hi - start
+        } else {
+            0
+        };
+        // From here `w` is the address of `dst[head]`, aligned: whole words, then a tail.
+        let mut chunks = dst[head..].chunks_exact_mut(W);
+        for c in &mut chunks {
+            c.copy_from_slice(&load(w).to_ne_bytes());
+            w += W;
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let word = load(w).to_ne_bytes();
+            let k = tail.len();
+            tail.copy_from_slice(&word[..k]);
         }
     }
 }
@@ -65,32 +68,32 @@ pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 /// `dst .. dst + src.len()` must be mapped readable and writable, with every other Rust
 /// access to those bytes following this module's scheme.
 pub unsafe fn copy_in(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    if n == 0 {
+    if src.is_empty() {
         return;
     }
     let start = dst as usize;
-    let end = start + n;
+    let end = start + src.len();
     let mut w = start & !(W - 1);
-    let mut i = 0;
     // SAFETY (whole body): as in copy_out; the pages are writable (caller).
     unsafe {
-        if w < start || end < w + W {
+        let head = if w < start || end < w + W {
             let hi = end.min(w + W);
-            let k = hi - start;
-            merge(w, start - w, &src[..k]);
-            i = k;
+            merge(w, start - w, &src[..hi - start]);
             w += W;
-        }
-        while w + W <= end {
+            hi - start
+        } else {
+            0
+        };
+        let mut chunks = src[head..].chunks_exact(W);
+        for c in &mut chunks {
             let mut b = [0u8; W];
-            b.copy_from_slice(&src[i..i + W]);
+            b.copy_from_slice(c);
             word(w).store(u64::from_ne_bytes(b), Ordering::Relaxed);
-            i += W;
             w += W;
         }
-        if i < n {
-            merge(w, 0, &src[i..]);
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            merge(w, 0, tail);
         }
     }
 }
