@@ -603,22 +603,25 @@ impl MapOptions {
             .with_addr(addr, len)
             .with_hint(format!("the page size is {align} bytes")));
         }
+        // The one way a Mapping is built: `ptr .. ptr + os_len` is the kernel's mapping (none
+        // when `os_len` is 0), and the caller's first byte is `delta` bytes in.
+        let build = |ptr: NonNull<u8>, os_len: usize, delta: usize, len: usize| Mapping {
+            ptr,
+            os_len,
+            delta,
+            len,
+            prot,
+            shared,
+            backing,
+            path: path.map(Path::to_path_buf),
+            align,
+            allow_write_exec: self.allow_write_exec,
+            file_offset: offset,
+            file: None,
+            guard: None,
+        };
         if len == 0 {
-            return Ok(Mapping {
-                ptr: NonNull::dangling(),
-                os_len: 0,
-                delta: 0,
-                len: 0,
-                prot,
-                shared,
-                backing,
-                path: path.map(Path::to_path_buf),
-                align,
-                allow_write_exec: self.allow_write_exec,
-                file_offset: offset,
-                file: None,
-                guard: None,
-            });
+            return Ok(build(NonNull::dangling(), 0, 0, 0));
         }
         let os_len = delta.checked_add(len).ok_or_else(|| {
             Error::new(ErrorKind::InvalidInput, "mmap", "length overflows").with_range(offset, Some(len))
@@ -648,21 +651,7 @@ impl MapOptions {
             .with_hint("choose a fixed address above 0 (and above /proc/sys/vm/mmap_min_addr)"));
         };
         // From here on the mapping is owned by `map`: an error below unmaps it on drop.
-        let mut map = Mapping {
-            ptr,
-            os_len,
-            delta,
-            len,
-            prot,
-            shared,
-            backing,
-            path: path.map(Path::to_path_buf),
-            align,
-            allow_write_exec: self.allow_write_exec,
-            file_offset: offset,
-            file: None,
-            guard: None,
-        };
+        let mut map = build(ptr, os_len, delta, len);
         if placement != sys::Placement::Anywhere && p as usize != addr {
             // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
             return Err(Error::new(
