@@ -671,17 +671,12 @@ impl MapOptions {
             // Huge pages taken lazily from a pool that may be empty: the first touch of a
             // page the pool cannot supply raises SIGBUS. Take them all now, where failing is
             // an error (MADV_POPULATE_WRITE, Linux 5.14).
-            let (p, n) = map.os_span("madvise", ..)?;
-            // SAFETY: our own fresh mapping; populating changes no contents.
-            unsafe { sys::madvise(p, n, 23) }.map_err(|e| {
-                Error::os("madvise(MADV_POPULATE_WRITE)", e)
-                    .with_addr(p as usize, n)
-                    .with_kind(ErrorKind::ResourceLimit)
-                    .with_hint(format!(
-                        "huge pages mapped without a reservation must all be taken at once, and the pool \
-                         could not supply them: /proc/sys/vm/nr_hugepages is {}",
-                        sys::reserved_huge_pages().map_or("unknown".into(), |n| n.to_string())
-                    ))
+            map.advise(.., Advice::PopulateWrite).map_err(|e| {
+                e.with_kind(ErrorKind::ResourceLimit).with_hint(format!(
+                    "huge pages mapped without a reservation must all be taken at once, and the pool \
+                     could not supply them: /proc/sys/vm/nr_hugepages is {}",
+                    sys::reserved_huge_pages().map_or("unknown".into(), |n| n.to_string())
+                ))
             })?;
         }
         if self.transparent_huge_pages {
@@ -820,6 +815,7 @@ impl Mapping {
         self.align
     }
 
+    #[inline]
     fn start(&self) -> *mut u8 {
         if self.os_len == 0 {
             return self.ptr.as_ptr();
@@ -836,6 +832,7 @@ impl Mapping {
         e.with_path(self.path.as_deref())
     }
 
+    #[inline]
     fn check_span(&self, op: &'static str, offset: usize, n: usize) -> Result<()> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => Ok(()),
@@ -856,12 +853,14 @@ impl Mapping {
 
     /// Whether the file shrank under this mapping and a touch of a vanished page was caught
     /// (the pages past the new end now read as zeros).
+    #[inline]
     pub fn is_truncated(&self) -> bool {
         self.guard.is_some_and(sys::mapping_poisoned)
     }
 
     /// `Err(`[`ErrorKind::Truncated`]`)` if the file shrank under the mapping: a caught
     /// fault, or (when `measure` is set) a file now shorter than the mapped range.
+    #[inline]
     fn check_intact(&self, op: &'static str, measure: bool) -> Result<()> {
         if self.file.is_none() {
             return Ok(());
@@ -892,6 +891,7 @@ impl Mapping {
         self.check_intact("verify", true)
     }
 
+    #[inline]
     fn need(&self, op: &'static str, p: Protection) -> Result<()> {
         if self.prot.contains(p) {
             return Ok(());
@@ -936,6 +936,7 @@ impl Mapping {
     /// the kernel zeroes the rest of that page, and a read of those bytes returns zeros
     /// without an error. [`verify_file_size`](Self::verify_file_size) (one `fstat`) tells
     /// that case apart when it matters.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_span("read", offset, buf.len())?;
         self.need("read", Protection::READ)?;
@@ -955,6 +956,7 @@ impl Mapping {
     /// # Errors
     /// The span lies outside the mapping, the mapping is not readable and writable, or the
     /// file was found truncated ([`ErrorKind::Truncated`]; see [`read_at`](Self::read_at)).
+    #[inline]
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_span("write", offset, data.len())?;
         self.need("write", Protection::READ_WRITE)?;
@@ -975,6 +977,7 @@ impl Mapping {
     }
 
     /// Read a plain-old-data value at `offset` (any alignment) by copy.
+    #[inline]
     pub fn load<T: bytemuck::Pod>(&self, offset: usize) -> Result<T> {
         let mut v = T::zeroed();
         self.read_at(offset, bytemuck::bytes_of_mut(&mut v))?;
@@ -982,6 +985,7 @@ impl Mapping {
     }
 
     /// Write a plain-old-data value at `offset` (any alignment) by copy.
+    #[inline]
     pub fn store<T: bytemuck::NoUninit>(&self, offset: usize, value: &T) -> Result<()> {
         self.write_at(offset, bytemuck::bytes_of(value))
     }
@@ -1064,6 +1068,7 @@ impl Mapping {
     /// truncate the file below the mapped range (touching a page past the end raises
     /// SIGBUS); and no `flush(.., Invalidate)` or `advise` that changes contents may be
     /// made. Errors if the mapping is not readable.
+    #[inline]
     pub unsafe fn as_slice(&self) -> Result<&[u8]> {
         self.need("as_slice", Protection::READ)?;
         self.check_intact("as_slice", false)?;
@@ -1077,6 +1082,7 @@ impl Mapping {
     /// # Safety
     /// As [`as_slice`](Self::as_slice), and moreover no other process or thread may read or
     /// write those bytes while the slice lives. Errors if the mapping is not writable.
+    #[inline]
     pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         self.need("as_mut_slice", Protection::READ_WRITE)?;
         self.check_intact("as_mut_slice", false)?;
@@ -1318,16 +1324,38 @@ impl Mapping {
         // SAFETY: our own range; `&mut self` proves no borrow of it lives. MAYMOVE keeps the
         // contents and may move them.
         let r = unsafe { sys::mremap(self.ptr.as_ptr().cast(), self.os_len, new_os) };
-        if let Ok(p) = r {
-            if let Some(ptr) = NonNull::new(p.cast::<u8>()) {
-                self.ptr = ptr;
-                self.os_len = new_os;
-                self.len = new_len;
+        let moved = match r {
+            Ok(p) => match NonNull::new(p.cast::<u8>()) {
+                Some(ptr) => {
+                    self.ptr = ptr;
+                    self.os_len = new_os;
+                    self.len = new_len;
+                    Ok(())
+                }
+                None => {
+                    // Moved to address 0 (only possible with vm.mmap_min_addr 0): the old range
+                    // is gone and no Rust value may live at 0. Give the pages back; the mapping
+                    // is now empty.
+                    // SAFETY: the range the kernel just moved our pages to, ours alone.
+                    let _ = unsafe { sys::munmap(p, new_os) };
+                    self.os_len = 0;
+                    self.len = 0;
+                    Err(Error::new(
+                        ErrorKind::Os,
+                        "mremap",
+                        "the kernel moved the mapping to address 0; it was unmapped",
+                    ))
+                }
+            },
+            Err(e) => Err(Error::os("mremap", e)),
+        };
+        if self.os_len == 0 {
+            if let Some(slot) = self.guard.take() {
+                sys::unguard_mapping(slot);
             }
         }
         self.follow_fault_guard();
-        r.map_err(|e| self.err(Error::os("mremap", e).with_addr(self.addr(), new_len)))?;
-        Ok(())
+        moved.map_err(|e| self.err(e.with_addr(self.addr(), new_len)))
     }
 
     /// The page range the SIGBUS handler knows this mapping by.
@@ -1340,9 +1368,16 @@ impl Mapping {
     fn register_fault_guard(&self) -> Result<Option<usize>> {
         let (a, b) = self.fault_range();
         sys::guard_mapping(a, b, self.prot.sys()).map_err(|e| {
-            self.err(Error::os("register with the SIGBUS handler", e).with_addr(a, b - a))
-                .with_kind(ErrorKind::ResourceLimit)
-                .with_hint("drop some file mappings first: mman protects every one of them from truncation")
+            // The registry answers `Other` when its table is full; anything else is sigaction.
+            let full = e.kind() == std::io::ErrorKind::Other;
+            let err = self.err(Error::os("register with the SIGBUS handler", e).with_addr(a, b - a));
+            if full {
+                err.with_kind(ErrorKind::ResourceLimit).with_hint(
+                    "drop some file mappings first: mman protects every one of them from truncation",
+                )
+            } else {
+                err.with_hint("the SIGBUS handler could not be installed (sigaction failed)")
+            }
         })
     }
 

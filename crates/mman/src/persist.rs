@@ -238,9 +238,9 @@ impl<T: bytemuck::Pod> Persistent<T> {
     pub unsafe fn as_ref(&self) -> Result<&T> {
         // SAFETY: the caller vouches nobody changes the bytes while the reference lives.
         let bytes = unsafe { self.map.as_slice() }?;
-        // The mapping is page-aligned (T's alignment is at most a page, checked at open)
-        // and exactly size_of::<T>() bytes long, so this cannot fail.
-        Ok(bytemuck::from_bytes(&bytes[..std::mem::size_of::<T>()]))
+        // SAFETY: the mapping is page-aligned (T's alignment is at most a page, checked at
+        // open) and at least size_of::<T>() bytes long; T is Pod, so any bytes are a T.
+        Ok(unsafe { &*bytes.as_ptr().cast::<T>() })
     }
 
     /// The value in place, as a mutable reference: no copy.
@@ -254,7 +254,8 @@ impl<T: bytemuck::Pod> Persistent<T> {
     pub unsafe fn as_mut(&mut self) -> Result<&mut T> {
         // SAFETY: forwarded from the caller's contract.
         let bytes = unsafe { self.map.as_mut_slice() }?;
-        Ok(bytemuck::from_bytes_mut(&mut bytes[..std::mem::size_of::<T>()]))
+        // SAFETY: as in as_ref; the slice is unique for the borrow of `self`.
+        Ok(unsafe { &mut *bytes.as_mut_ptr().cast::<T>() })
     }
 }
 

@@ -713,6 +713,7 @@ pub fn unguard_mapping(slot: usize) {
 }
 
 /// Whether the registered mapping took a fault past the end of its file.
+#[inline]
 pub fn mapping_poisoned(slot: usize) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {

@@ -111,6 +111,11 @@ fn tid_of(word: u64) -> u32 {
 fn token_of(word: u64) -> u32 {
     (word >> TOKEN_SHIFT) as u32
 }
+/// The calling thread as a lock word would name it: `(word, tid, token)`.
+fn me() -> (u64, u32, u32) {
+    let (tid, token) = thread_identity();
+    ((token as u64) << TOKEN_SHIFT | tid as u64, tid, token)
+}
 fn is_free(word: u64) -> bool {
     tid_of(word) == 0 && word & INCONSISTENT == 0
 }
@@ -212,8 +217,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
     /// # Errors
     /// As [`lock`](Self::lock).
     pub fn try_lock(&self) -> Result<Option<MutexGuard<'_, T>>> {
-        let (tid, token) = thread_identity();
-        let mine = (token as u64) << TOKEN_SHIFT | tid as u64;
+        let (mine, tid, token) = me();
         let s = self.word.load(Ordering::Relaxed);
         let got = if is_free(s) {
             self.word
@@ -227,8 +231,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
     }
 
     fn acquire(&self, deadline: Option<Instant>) -> Result<Option<MutexGuard<'_, T>>> {
-        let (tid, token) = thread_identity();
-        let mine = (token as u64) << TOKEN_SHIFT | tid as u64;
+        let (mine, tid, token) = me();
         // Fast path: free and consistent.
         if self
             .word

@@ -134,6 +134,7 @@ pub fn unregister(i: usize) {
 }
 
 /// Whether a fault past the end of the file hit the registered mapping.
+#[inline]
 pub fn poisoned(i: usize) -> bool {
     TABLE[i].poisoned.load(Ordering::Acquire)
 }

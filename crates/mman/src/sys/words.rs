@@ -25,6 +25,7 @@ const W: usize = 8;
 /// # Safety
 /// `src .. src + dst.len()` must be mapped and readable, and every other access to those
 /// bytes made through Rust must be an aligned 8-byte atomic (this module's scheme).
+#[inline]
 pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     if dst.is_empty() {
         // No word may be read: `src` may be one past the end of the memory.
@@ -67,6 +68,7 @@ pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 /// `dst .. dst + src.len()` must be mapped readable and writable, with every other Rust
 /// access to those bytes following this module's scheme.
+#[inline]
 pub unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     if src.is_empty() {
         return;
