@@ -380,7 +380,7 @@ fn semaphore(t: &Tour) -> Result<()> {
         String::from_utf8_lossy(&out.stdout).trim()
     );
     println!(
-        "mman's Semaphore is 16 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
+        "mman's Semaphore is 8 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
     );
     Ok(())
 }

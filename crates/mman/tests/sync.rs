@@ -45,7 +45,7 @@ fn peer() {
     let m = map(path.as_ref());
     match role.as_str() {
         "pong" => {
-            let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 16).unwrap());
+            let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 8).unwrap());
             for _ in 0..ROUNDS {
                 assert!(
                     ping.wait_timeout(Duration::from_secs(10)),
@@ -100,7 +100,7 @@ fn semaphore_ping_pong_100k_rounds_across_processes() {
     let dir = tempfile::tempdir().unwrap();
     let path = shared_file(&dir);
     let m = map(&path);
-    let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 16).unwrap());
+    let (ping, pong): (&Semaphore, &Semaphore) = (place(&m, 0).unwrap(), place(&m, 8).unwrap());
     let child = spawn("pong", &path);
     for i in 0..ROUNDS {
         ping.post().unwrap();
