@@ -339,3 +339,29 @@ fn a_truncation_inside_a_page_reads_zeros_and_verify_says_so() {
     assert_eq!(e.kind(), ErrorKind::Truncated);
     assert_eq!(e.truncation(), Some((4096, 100)));
 }
+
+#[test]
+fn a_mapping_at_address_0_is_refused_and_leaves_nothing_mapped() {
+    let page0_mapped = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("00000000-"))
+    };
+    assert!(!page0_mapped());
+    let e = MapOptions::new()
+        .len(4096)
+        .fixed_address(0)
+        .map_anonymous()
+        .unwrap_err();
+    // Refused by the kernel (vm.mmap_min_addr, no CAP_SYS_RAWIO) or by mman; either way an
+    // error, and page 0 is not left mapped.
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::InvalidInput | ErrorKind::Os | ErrorKind::PermissionDenied
+        ),
+        "{e}"
+    );
+    assert!(!page0_mapped(), "page 0 left mapped after {e}");
+}

@@ -42,6 +42,8 @@ const SLOTS: usize = 65536;
 static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 /// One past the highest slot ever used: the handler scans no further.
 static HIGH: AtomicUsize = AtomicUsize::new(0);
+/// Where the next registration starts looking for a free slot.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 static INSTALL: std::sync::Once = std::sync::Once::new();
 static INSTALL_ERROR: AtomicU32 = AtomicU32::new(0);
@@ -85,12 +87,18 @@ pub fn install() -> io::Result<()> {
 /// unprotected without the caller knowing.
 pub fn register(start: usize, end: usize, prot: i32) -> io::Result<usize> {
     install()?;
-    for (i, slot) in TABLE.iter().enumerate() {
+    // Scan from just past the last slot taken, wrapping: registering is O(1) while the table
+    // has room, not O(mappings registered).
+    let from = NEXT.load(Ordering::Relaxed);
+    for k in 0..SLOTS {
+        let i = (from + k) % SLOTS;
+        let slot = &TABLE[i];
         if slot
             .start
             .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            NEXT.store((i + 1) % SLOTS, Ordering::Relaxed);
             HIGH.fetch_max(i + 1, Ordering::AcqRel);
             write(slot, start, end, prot, false);
             return Ok(i);
@@ -237,5 +245,40 @@ pub(crate) fn die(sig: libc::c_int) {
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(sig, &dfl, std::ptr::null_mut());
         libc::raise(sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a child process of its own (the table is process-wide): fill the registry, then
+    /// check that one more registration, and a real file mapping, are refused.
+    #[test]
+    fn a_full_registry_refuses_instead_of_leaving_a_mapping_unprotected() {
+        if std::env::var_os("MMAN_FILL_REGISTRY").is_some() {
+            let mut taken = Vec::new();
+            while let Ok(i) = register(0x1000, 0x2000, 0) {
+                taken.push(i);
+            }
+            assert_eq!(taken.len(), SLOTS);
+            let file = tempfile::tempfile().unwrap();
+            file.set_len(4096).unwrap();
+            let e = crate::MapOptions::new().map(&file).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::ResourceLimit, "{e}");
+            assert!(e.to_string().contains("table of file mappings is full"), "{e}");
+            unregister(taken[0]);
+            crate::MapOptions::new().map(&file).unwrap();
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sys::fault::tests::a_full_registry_refuses_instead_of_leaving_a_mapping_unprotected",
+            ])
+            .env("MMAN_FILL_REGISTRY", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 }
