@@ -9,8 +9,8 @@
 //!   out of a mapping (`write()`, `vmsplice()`) fails with `EFAULT` instead of a signal, and
 //!   is reported as the same error. The kernel faults only on pages wholly past the new end:
 //!   a truncation that ends inside a page zeroes the rest of that page without a fault, so a
-//!   read of those bytes returns zeros; `Mapping::verify_file_size` (one `fstat`, also made by
-//!   every `flush`) reports it. Only faults the kernel raised are handled: a SIGBUS sent by
+//!   read of those bytes returns zeros; `Mapping::verify_file_size` (one `fstat`; also made by
+//!   `Persistent::flush`) reports it. Only faults the kernel raised are handled: a SIGBUS sent by
 //!   another process (`si_code <= 0`) goes to the previous handler. A file mapping that
 //!   cannot be registered with the handler is refused with an error.
 //! * **Guard pages.** [`GuardedBuffer`] and [`GuardedStack`] put `PROT_NONE` pages around

@@ -120,7 +120,7 @@
 //! change the bytes of shared data (readers see some mix of old and new words, never
 //! undefined behaviour); truncate a file (accesses to vanished pages become
 //! [`ErrorKind::Truncated`]; a truncation ending inside a page reads as zeros there, which
-//! [`Mapping::verify_file_size`] and `flush` report); write garbage over a `Semaphore` (some
+//! [`Mapping::verify_file_size`] and `Persistent::flush` report); write garbage over a `Semaphore` (some
 //! count), a `Mutex` lock word (read as a dead owner and recovered within about 100 ms, or as
 //! an unrecoverable mutex: an error), an init word (an error). **What it cannot do:** make
 //! this process crash, read or write outside the region, follow a pointer (none is stored

@@ -1149,8 +1149,10 @@ impl Mapping {
     /// Synchronise `range` with the file (`msync(2)`); the range is aligned to pages for you.
     ///
     /// # Errors
-    /// The range lies outside the mapping, `msync` fails, or the file is now shorter than
-    /// the mapped range ([`ErrorKind::Truncated`]): what was written past its end is lost.
+    /// The range lies outside the mapping, `msync` fails, or the file was found truncated
+    /// ([`ErrorKind::Truncated`]: a page past its new end was touched, so writes there went
+    /// to zero pages, not the file). A truncation ending inside a page is reported by
+    /// [`verify_file_size`](Self::verify_file_size).
     pub fn flush(&self, range: impl RangeBounds<usize>, mode: FlushMode) -> Result<()> {
         let (p, n) = self.os_span("msync", range)?;
         if n == 0 {
@@ -1166,9 +1168,11 @@ impl Mapping {
         // forbids this call while a slice lives).
         unsafe { sys::msync(p, n, how) }
             .map_err(|e| self.err(Error::os("msync", e).with_addr(p as usize, n)))?;
-        // Writes into pages past a shrunken file's end are lost: a flush that returned Ok
-        // then would lie. One fstat, next to a system call that may wait for the disk.
-        self.check_intact("msync", true)
+        // A caught fault means writes landed in zero pages, not the file: say so. (Measuring
+        // the file here too, with fstat, made durable commits on ext4 40% slower, before or
+        // after the msync: strace -c counted 12,000 msyncs in 2 s instead of 19,000.
+        // verify_file_size measures.)
+        self.check_intact("msync", false)
     }
 
     /// Give the kernel advice about `range` (`madvise(2)`) that leaves the contents as they

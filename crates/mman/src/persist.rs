@@ -182,7 +182,10 @@ impl<T: bytemuck::Pod> Persistent<T> {
     /// `msync` fails, or the file is now shorter than the value
     /// ([`ErrorKind::Truncated`]): writes past its end were lost.
     pub fn flush(&self) -> Result<()> {
-        self.map.flush(.., FlushMode::Sync)
+        self.map.flush(.., FlushMode::Sync)?;
+        // The file measured too (one fstat): a truncation inside the value's page raises no
+        // fault, and what was written past the new end is lost.
+        self.verify()
     }
 
     /// The value, by copy (aligned 8-byte atomic loads: a concurrent writer elsewhere yields
