@@ -198,6 +198,7 @@ impl Semaphore {
         self.try_wait() || self.wait_until(Instant::now().checked_add(timeout))
     }
 
+    #[inline(never)]
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         for _ in 0..SPIN {
             std::hint::spin_loop();
