@@ -64,6 +64,7 @@ fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Child> {
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("bench ipc: start the {kind} peer"))
+        .inspect(|c| crate::cleanup::kill_on_signal(c.id()))
 }
 
 fn finish(child: Child, kind: &str) -> Result<()> {
@@ -186,6 +187,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         bail!("bench ipc: --rounds must be at least 1");
     }
     let dir = tempfile::Builder::new().prefix("mman-bench-ipc").tempdir()?;
+    crate::cleanup::remove_on_signal(dir.path());
     let mman_semaphore = semaphores(dir.path(), args.rounds)?;
     let sem_t = sem_t(dir.path(), args.rounds)?;
     let pipe = pipe(dir.path(), args.rounds)?;
@@ -200,32 +202,36 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             "spin_floor": spin_floor,
             "idle_waiter_cpu_percent": idle,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "cross-process round trip, {} rounds each after {WARMUP} of warm-up:",
         args.rounds
-    );
-    println!(
+    )?;
+    outln!(
         "  {:<28} {:>10} {:>10} {:>10} {:>12}",
-        "method", "median ns", "p99 ns", "x sem_t", "x spin floor"
-    );
+        "method",
+        "median ns",
+        "p99 ns",
+        "x sem_t",
+        "x spin floor"
+    )?;
     for (name, l) in [
         ("mman Semaphore (futex)", mman_semaphore),
         ("glibc sem_t (pshared)", sem_t),
         ("pipe (1 byte each way)", pipe),
         ("spinning on a cache line", spin_floor),
     ] {
-        println!(
+        outln!(
             "  {name:<28} {:>10} {:>10} {:>10.3} {:>12.2}",
             l.median_ns,
             l.p99_ns,
             l.median_ns as f64 / sem_t.median_ns.max(1) as f64,
             l.median_ns as f64 / spin_floor.median_ns.max(1) as f64
-        );
+        )?;
     }
-    println!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU");
+    outln!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU")?;
     Ok(())
 }
 

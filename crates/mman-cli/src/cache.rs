@@ -278,6 +278,7 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
     let start = Instant::now();
     let pb = progress(!w.json);
     let sums = Mutex::new(Sums::default());
+    let write_failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
     let failed = AtomicBool::new(false);
     let verbose = w.verbose;
     let visit = |v: Visit<'_>| {
@@ -346,7 +347,11 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
                 s.entries.push(entry);
             } else {
                 drop(s);
-                print_entry(&entry, job, pb.as_ref());
+                if let Err(e) = print_entry(&entry, job, pb.as_ref()) {
+                    // The walk goes on in other threads; the first write error is reported.
+                    let mut first = write_failed.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                }
             }
         }
         if let Some(pb) = &pb {
@@ -357,10 +362,13 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
+    if let Some(e) = write_failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e.into());
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let s = sums.into_inner().unwrap_or_else(|e| e.into_inner());
     let ps = mman::page_size() as u64;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::stdout();
     if w.json {
         let mut v = serde_json::json!({
             "files": totals.files,
@@ -459,7 +467,7 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
     })
 }
 
-fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) {
+fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) -> std::io::Result<()> {
     let line = match (job, e.resident_pages) {
         (Job::Status, Some(r)) => format!(
             "{}\n{} {}/{}",
@@ -492,8 +500,9 @@ fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) {
     };
     match pb {
         Some(pb) => pb.println(line),
-        None => println!("{line}"),
+        None => outln!("{line}")?,
     }
+    Ok(())
 }
 
 /// `mman cache lock`: lock every file, then wait for SIGTERM or SIGINT.
@@ -578,7 +587,7 @@ fn lock_and_hold(
             drop(n);
         }
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::out::stdout();
             write!(out, "{summary}")?;
             writeln!(
                 out,
@@ -588,7 +597,6 @@ fn lock_and_hold(
             out.flush()?;
         }
     }
-    let _ = std::io::stdout().flush();
     let sig = signals.wait();
     drop(held);
     if let Some(p) = pidfile {
@@ -634,7 +642,7 @@ impl StopSignals {
 /// returns the pipe's write end, in a new session.
 fn daemonize() -> Result<std::os::fd::OwnedFd> {
     let (r, w) = rustix::pipe::pipe().context("lock --daemon: pipe")?;
-    std::io::stdout().flush()?;
+    crate::out::stdout().flush()?;
     // SAFETY: no other thread exists yet (the walk's pool is started later), so the child
     // may do anything the parent could.
     let pid = unsafe { libc::fork() };
@@ -657,8 +665,8 @@ fn daemonize() -> Result<std::os::fd::OwnedFd> {
             );
             std::process::exit(1);
         }
-        print!("{text}");
-        let _ = std::io::stdout().flush();
+        out!("{text}")?;
+        crate::out::stdout().flush()?;
         std::process::exit(0);
     }
     drop(r);

@@ -67,12 +67,22 @@ pub fn run(args: CatArgs) -> ExitCode {
     } else {
         args.files
     };
+    if crate::out::stdout_closed() && !all_empty_files(&files) {
+        // Rust reopened the closed descriptor on /dev/null: writing would lose everything.
+        eprintln!("mman: cat: write error: Bad file descriptor");
+        return ExitCode::FAILURE;
+    }
     let before = mman::Usage::now();
     let t0 = Instant::now();
     let mut total = Transfer::default();
     let mut failed = false;
     for name in &files {
         let result = if name == "-" {
+            if crate::out::stdin_closed() {
+                eprintln!("mman: cat: -: {}", reason(&crate::out::stdin_closed_error()));
+                failed = true;
+                continue;
+            }
             let stdin = std::io::stdin();
             sink.copy_from(stdin.as_fd(), Path::new("-"), method)
         } else {
@@ -95,7 +105,8 @@ pub fn run(args: CatArgs) -> ExitCode {
                     }
                 }
             }
-            Err(e) if e.is_broken_pipe() => return ExitCode::SUCCESS,
+            // The reader is gone: end as GNU cat does, killed by SIGPIPE.
+            Err(e) if e.is_broken_pipe() => crate::out::die_of_sigpipe(),
             Err(e) if e.side == Side::Output => {
                 let why = e
                     .error
@@ -138,6 +149,14 @@ pub fn run(args: CatArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether every input is a regular file that is empty now: with those, a closed standard
+/// output loses nothing (GNU cat exits 0 then too).
+fn all_empty_files(files: &[String]) -> bool {
+    files
+        .iter()
+        .all(|f| f != "-" && std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() == 0))
 }
 
 fn print_stats(t: &Transfer, secs: f64, u: &mman::Usage) {

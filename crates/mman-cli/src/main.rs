@@ -1,9 +1,13 @@
 //! `mman`: the command line of the mman toolkit. Thin: every piece of work is done by the
 //! `mman` library; this file parses arguments and prints.
 
+#[macro_use]
+mod out;
+
 mod bench;
 mod cache;
 mod cat;
+mod cleanup;
 mod maps;
 mod persist;
 mod share;
@@ -70,12 +74,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `cache lock` waits for these signals itself; the internal children are killed by
+    // their parents.
+    let own_signals = matches!(
+        cli.command,
+        Command::Cache(_) | Command::IpcPeer { .. } | Command::Philosopher { .. } | Command::TourChild { .. }
+    );
+    if !own_signals {
+        cleanup::handle_signals();
+    }
     match cli.command {
         Command::Cat(args) => cat::run(args),
-        Command::Cache(cmd) => cache::run(cmd).unwrap_or_else(|e| {
-            report(Err(e));
-            ExitCode::FAILURE
-        }),
+        Command::Cache(cmd) => match cache::run(cmd) {
+            // Its own status (1 when files were skipped), unless flushing the output fails.
+            Ok(code) if report(Ok(())) == ExitCode::SUCCESS => code,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => report(Err(e)),
+        },
         Command::Maps(args) => report(maps::run(args)),
         Command::Tour(args) => report(tour::run(args)),
         Command::TourChild { what } => report(tour::child(&what)),
@@ -91,19 +106,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Print an error the way every mman subcommand does: `mman: <what went wrong>`.
+/// Print an error the way every mman subcommand does: `mman: <what went wrong>`. Standard
+/// output is flushed first: what it still holds must reach it, or be reported.
 fn report(r: anyhow::Result<()>) -> ExitCode {
+    let r = r.and_then(|()| Ok(std::io::Write::flush(&mut out::stdout())?));
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        // A reader that stopped early (`| head`) is not an error worth a message.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(e) => {
             // The chain, minus causes a message already spells out (mman errors include
             // their OS error).

@@ -61,7 +61,7 @@ pub fn run(args: MapsArgs) -> Result<()> {
     }
     let total: Usage = regions.iter().map(|r| &r.usage).sum();
     let pid = args.pid.unwrap_or_else(std::process::id);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::stdout();
     if args.json {
         let mappings: Vec<_> = regions.iter().map(|r| json_region(r)).collect();
         let v = serde_json::json!({

@@ -26,27 +26,66 @@ const PAGE: usize = 4096;
 
 /// `mman persist`.
 pub fn persist(args: PersistArgs) -> Result<()> {
-    let data = Persistent::<[u8; PAGE]>::open_wait(&args.file)?;
+    let file = &args.file;
     if args.write {
-        let mut input = Vec::with_capacity(PAGE);
+        // Input first, all of it: what does not fit is refused before anything is stored.
+        if crate::out::stdin_closed() {
+            return Err(crate::out::stdin_closed_error()).context("persist --write: read standard input");
+        }
+        let mut input = Vec::with_capacity(PAGE + 1);
         std::io::stdin()
             .lock()
-            .take(PAGE as u64)
+            .take(PAGE as u64 + 1)
             .read_to_end(&mut input)
-            .context("persist: read standard input")?;
+            .context("persist --write: read standard input")?;
+        if input.len() > PAGE {
+            bail!(
+                "persist --write {}: standard input holds more than {PAGE} bytes, the size of the page; nothing was stored",
+                file.display()
+            );
+        }
+        check_format(file, true)?;
         let mut page = [0u8; PAGE];
         page[..input.len()].copy_from_slice(&input);
+        let data = Persistent::<[u8; PAGE]>::open_wait(file)?;
         data.set(&page)?;
         data.flush()?;
     } else {
-        let page = data.get()?;
+        // Reading never writes: the file is opened read-only and never created.
+        check_format(file, false)?;
+        let map = mman::MapOptions::new().len(PAGE).map_path(file)?;
+        let page: [u8; PAGE] = map.load(0)?;
         let end = page.iter().position(|&b| b == 0).unwrap_or(PAGE);
-        let mut out = std::io::stdout().lock();
-        out.write_all(&page[..end])
-            .and_then(|_| out.flush())
+        crate::out::stdout()
+            .write_all(&page[..end])
             .context("persist: write standard output")?;
     }
     Ok(())
+}
+
+/// An existing file is used only if it has the format: a regular file of exactly one page
+/// (the notes' C program makes the same). A missing one is created by `--write` only.
+fn check_format(file: &std::path::Path, may_create: bool) -> Result<()> {
+    match std::fs::symlink_metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+            format!(
+                "persist --read {}: nothing stored yet (store a value with --write)",
+                file.display()
+            )
+        }),
+        Err(e) => Err(e).with_context(|| format!("persist {}", file.display())),
+        Ok(m) if !m.file_type().is_file() => bail!(
+            "persist {}: not a regular file (a persistent page is a regular file of {PAGE} bytes)",
+            file.display()
+        ),
+        Ok(m) if m.len() != PAGE as u64 => bail!(
+            "persist {}: {} bytes, not a persistent page (exactly {PAGE} bytes); refusing to touch it",
+            file.display(),
+            m.len()
+        ),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The durable record of `mman counter`: a count and a check value derived from it, so a
@@ -114,7 +153,7 @@ pub fn counter(args: CounterArgs) -> Result<()> {
                     args.file.display()
                 );
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::out::stdout();
             for _ in 0..n {
                 let c = w.update(mode, |c| {
                     c.count += 1;
@@ -129,7 +168,8 @@ pub fn counter(args: CounterArgs) -> Result<()> {
             Ok(())
         }
         (None, true) => {
-            let d = Durable::<Counter>::open_existing(&args.file, TAG)
+            // Reading never writes: a read-only file can be checked.
+            let d = Durable::<Counter>::open_read_only(&args.file, TAG)
                 .with_context(|| format!("counter --check {}", args.file.display()))?;
             let c = d.read()?;
             if !c.is_intact() {
@@ -141,7 +181,7 @@ pub fn counter(args: CounterArgs) -> Result<()> {
                     check_of(c.count)
                 );
             }
-            println!("{}", c.count);
+            outln!("{}", c.count)?;
             Ok(())
         }
         _ => bail!("counter: give --add N or --check"),

@@ -76,7 +76,7 @@ pub fn share(args: ShareArgs) -> Result<()> {
         opts.shared();
     }
     let map = opts.map_anonymous()?;
-    println!("Memory mapped at {:p}", map.as_ptr());
+    outln!("Memory mapped at {:p}", map.as_ptr())?;
     let pid = fork_child(|| {
         for i in 0..10 {
             if map.store(4 * i, &(i as i32)).is_err() {
@@ -86,7 +86,7 @@ pub fn share(args: ShareArgs) -> Result<()> {
         0
     })?;
     wait_for(pid)?;
-    println!("{}", numbers(&map, 0)?);
+    outln!("{}", numbers(&map, 0)?)?;
     Ok(())
 }
 
@@ -113,7 +113,7 @@ pub fn semaphore() -> Result<()> {
     })?;
     // No wait() for the child before reading: the semaphore is the only hand-off.
     sem.wait();
-    println!("{}", numbers(&map, base)?);
+    outln!("{}", numbers(&map, base)?)?;
     wait_for(pid)?;
     Ok(())
 }
@@ -184,6 +184,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
                 .prefix("mman-philosophers")
                 .tempfile()
                 .context("philosophers: create the table file")?;
+            crate::cleanup::remove_on_signal(tmp.path());
             tmp.path().to_path_buf()
         }
     };
@@ -273,18 +274,18 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         meals.iter().copied().min().unwrap_or(0),
         meals.iter().copied().max().unwrap_or(0),
     );
-    println!(
+    outln!(
         "Dining philosophers: {n} processes, forks are semaphores in {}",
         path.display()
-    );
+    )?;
     for (i, m) in meals.iter().enumerate() {
-        println!("  philosopher {i:>3}: {m} meals");
+        outln!("  philosopher {i:>3}: {m} meals")?;
     }
-    println!(
+    outln!(
         "total {total} meals in {secs:.3} s: {:.0} meals/s; fairness min/max {min}/{max} ({:.2})",
         total as f64 / secs.max(1e-9),
         if max > 0 { min as f64 / max as f64 } else { 1.0 }
-    );
+    )?;
     Ok(())
 }
 
@@ -352,14 +353,18 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
         ShmCommand::Create { name, size } => {
             let mut obj = SharedMemory::create(&name, size)?;
             obj.keep();
-            println!("created {} ({size} bytes, mode 0600)", obj.name());
+            outln!("created {} ({size} bytes, mode 0600)", obj.name())?;
         }
         ShmCommand::List => {
             let objs = shm::list()?;
-            println!(
+            outln!(
                 "{:<24} {:>12} {:>6} {:>5} {:>8} CREATOR",
-                "NAME", "SIZE", "UID", "MODE", "PID"
-            );
+                "NAME",
+                "SIZE",
+                "UID",
+                "MODE",
+                "PID"
+            )?;
             for o in objs {
                 let pid = o.creator.map_or("-".to_string(), |p| p.to_string());
                 let alive = match o.creator_alive {
@@ -367,10 +372,14 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
                     Some(false) => "gone (stale)",
                     None => "unknown",
                 };
-                println!(
+                outln!(
                     "{:<24} {:>12} {:>6} {:>5o} {:>8} {alive}",
-                    o.name, o.size, o.uid, o.mode, pid
-                );
+                    o.name,
+                    o.size,
+                    o.uid,
+                    o.mode,
+                    pid
+                )?;
             }
         }
         ShmCommand::Rm { names, stale } => {
@@ -379,11 +388,11 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             }
             for name in &names {
                 SharedMemory::unlink(name)?;
-                println!("removed {}", shm::object_name(name)?);
+                outln!("removed {}", shm::object_name(name)?)?;
             }
             if stale {
                 for name in shm::remove_stale()? {
-                    println!("removed stale /{}{name}", shm::PREFIX);
+                    outln!("removed stale /{}{name}", shm::PREFIX)?;
                 }
             }
         }

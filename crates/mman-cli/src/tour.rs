@@ -68,20 +68,21 @@ pub fn run(args: TourArgs) -> Result<()> {
             .context("tour: create a temporary directory")?,
         exe: std::env::current_exe().context("tour: find the mman executable")?,
     };
-    println!("mman tour: the Unix memory-mapping API, one idea at a time.");
-    println!(
+    crate::cleanup::remove_on_signal(tour.dir.path());
+    outln!("mman tour: the Unix memory-mapping API, one idea at a time.")?;
+    outln!(
         "(page size {} bytes; working in {}, removed at the end)",
         mman::page_size(),
         tour.dir.path().display()
-    );
+    )?;
     for (i, (title, section)) in SECTIONS.iter().enumerate() {
         if args.section.is_some_and(|s| s != i + 1) {
             continue;
         }
-        println!("\n== {}. {title} ==", i + 1);
+        outln!("\n== {}. {title} ==", i + 1)?;
         section(&tour).with_context(|| format!("tour section {}: {title}", i + 1))?;
     }
-    println!("\nThat was the tour. `mman --help` lists the commands; the README has the library.");
+    outln!("\nThat was the tour. `mman --help` lists the commands; the README has the library.")?;
     Ok(())
 }
 
@@ -120,34 +121,34 @@ fn map_a_file(t: &Tour) -> Result<()> {
         .collect();
     std::fs::write(&path, &text)?;
     let map = MapOptions::new().map_path(&path)?;
-    println!(
+    outln!(
         "mapped {} ({} bytes) read-only, shared, at {:p}",
         path.file_name().unwrap_or_default().to_string_lossy(),
         map.len(),
         map.as_ptr()
-    );
+    )?;
     let line_len = text.find('\n').unwrap_or(0);
     let mut first = vec![0u8; line_len];
     map.read_at(0, &mut first)?;
-    println!(
+    outln!(
         "the first line, copied out of the mapping: {:?}",
         String::from_utf8_lossy(&first)
-    );
+    )?;
     let at = MapOptions::new().offset(5000).len(20).map_path(&path)?;
     let mut line = vec![0u8; 20];
     at.read_at(0, &mut line)?;
-    println!(
+    outln!(
         "offset 5000 is not page-aligned: mman maps from offset {} and hands back exactly bytes 5000..5020: {:?}",
         5000 / mman::page_size() * mman::page_size(),
         String::from_utf8_lossy(&line)
-    );
+    )?;
     let empty = t.path("empty");
     std::fs::write(&empty, b"")?;
     let e = MapOptions::new().map_path(&empty)?;
-    println!(
+    outln!(
         "an empty file maps to an empty mapping ({} bytes): mmap(2) itself would refuse length 0",
         e.len()
-    );
+    )?;
     Ok(())
 }
 
@@ -158,53 +159,53 @@ fn private_vs_shared(t: &Tour) -> Result<()> {
     private.write_at(0, b"PRIVATE!")?;
     let mut seen = vec![0u8; 17];
     private.read_at(0, &mut seen)?;
-    println!(
+    outln!(
         "wrote through a MAP_PRIVATE mapping; it reads {:?}",
         String::from_utf8_lossy(&seen)
-    );
-    println!(
+    )?;
+    outln!(
         "but the file still holds {:?}: the write went to a private copy of the page (copy-on-write)",
         String::from_utf8_lossy(&std::fs::read(&path)?)
-    );
+    )?;
     let shared = MapOptions::new().read_write().shared().map_path(&path)?;
     shared.write_at(0, b"SHARED!!")?;
-    println!(
+    outln!(
         "wrote through a MAP_SHARED mapping; read() of the file now gives {:?}",
         String::from_utf8_lossy(&std::fs::read(&path)?)
-    );
+    )?;
     private.read_at(0, &mut seen)?;
-    println!(
+    outln!(
         "the private copy keeps its own page: {:?}",
         String::from_utf8_lossy(&seen)
-    );
+    )?;
     Ok(())
 }
 
 fn protection(t: &Tour) -> Result<()> {
     let mut map = MapOptions::new().len(mman::page_size()).map_anonymous()?;
     map.protect(Protection::READ)?;
-    println!(
+    outln!(
         "a page made read-only with mprotect(PROT_READ): {}",
         map.protection()
-    );
+    )?;
     match map.write_at(0, b"x") {
-        Err(e) => println!("mman refuses the write up front: {e}"),
+        Err(e) => outln!("mman refuses the write up front: {e}")?,
         Ok(()) => bail!("a write to a read-only mapping succeeded"),
     }
     if let Err(e) = map.protect(Protection::READ | Protection::WRITE | Protection::EXEC) {
-        println!("and write+exec together is refused (W^X): {e}");
+        outln!("and write+exec together is refused (W^X): {e}")?;
     }
     let out = t.mman(&["__tour-child", "protect-write"])?;
     match out.status.signal() {
-        Some(sig) => println!(
+        Some(sig) => outln!(
             "a child that writes to a read-only page with a raw pointer is killed by signal {sig} ({})",
             if sig == libc::SIGSEGV {
                 "SIGSEGV"
             } else {
                 "unexpected"
             }
-        ),
-        None => println!("the child was not killed by a signal: status {}", out.status),
+        )?,
+        None => outln!("the child was not killed by a signal: status {}", out.status)?,
     }
     Ok(())
 }
@@ -212,30 +213,30 @@ fn protection(t: &Tour) -> Result<()> {
 fn locking(_: &Tour) -> Result<()> {
     let (soft, hard) = mman::memlock_limit();
     let show = |l: Option<u64>| l.map_or("unlimited".to_string(), kib);
-    println!(
+    outln!(
         "RLIMIT_MEMLOCK: {} (hard {}); root or CAP_IPC_LOCK is not bound by it",
         show(soft),
         show(hard)
-    );
+    )?;
     let map = MapOptions::new().len(1 << 20).map_anonymous()?;
     let before = status_kib("VmLck:");
     match map.lock(..) {
         Ok(()) => {
-            println!(
+            outln!(
                 "mlock of 1 MiB: VmLck {} -> {}",
                 kib(before * 1024),
                 kib(status_kib("VmLck:") * 1024)
-            );
+            )?;
             let r = map.residency(..)?;
-            println!(
+            outln!(
                 "mincore: {} of {} pages resident (mlock faults them all in)",
                 r.resident(),
                 r.pages()
-            );
+            )?;
             map.unlock(..)?;
-            println!("munlock: VmLck back to {}", kib(status_kib("VmLck:") * 1024));
+            outln!("munlock: VmLck back to {}", kib(status_kib("VmLck:") * 1024))?;
         }
-        Err(e) => println!("mlock failed, as the limit says it may: {e}"),
+        Err(e) => outln!("mlock failed, as the limit says it may: {e}")?,
     }
     match mman::lock_all(LockAll {
         current: true,
@@ -243,14 +244,14 @@ fn locking(_: &Tour) -> Result<()> {
         on_fault: true,
     }) {
         Ok(()) => {
-            println!(
+            outln!(
                 "mlockall(MCL_CURRENT | MCL_ONFAULT): every mapping locked as it is touched; VmLck {}",
                 kib(status_kib("VmLck:") * 1024)
-            );
+            )?;
             mman::unlock_all()?;
-            println!("munlockall: VmLck {}", kib(status_kib("VmLck:") * 1024));
+            outln!("munlockall: VmLck {}", kib(status_kib("VmLck:") * 1024))?;
         }
-        Err(e) => println!("mlockall failed: {e}"),
+        Err(e) => outln!("mlockall failed: {e}")?,
     }
     Ok(())
 }
@@ -270,20 +271,20 @@ fn syncing(t: &Tour) -> Result<()> {
     }
     let mut head = [0u8; 10];
     (&file).read_exact(&mut head)?;
-    println!(
+    outln!(
         "wrote 1024 pages through a shared mapping; read() already sees {:?}: one page cache, two views",
         String::from_utf8_lossy(&head)
-    );
+    )?;
     let t0 = Instant::now();
     map.flush(.., FlushMode::Async)?;
     let async_s = t0.elapsed();
     let t0 = Instant::now();
     map.flush(.., FlushMode::Sync)?;
     let sync_s = t0.elapsed();
-    println!("msync(MS_ASYNC) took {async_s:?}: on Linux it does nothing, the kernel writes dirty pages back anyway");
-    println!("msync(MS_SYNC) took {sync_s:?}: it waited for 4 MiB to reach the disk");
+    outln!("msync(MS_ASYNC) took {async_s:?}: on Linux it does nothing, the kernel writes dirty pages back anyway")?;
+    outln!("msync(MS_SYNC) took {sync_s:?}: it waited for 4 MiB to reach the disk")?;
     map.flush(.., FlushMode::Invalidate)?;
-    println!("msync(MS_INVALIDATE): later reads come from the file as it is now");
+    outln!("msync(MS_INVALIDATE): later reads come from the file as it is now")?;
     Ok(())
 }
 
@@ -304,11 +305,14 @@ fn when_mmap_pays(t: &Tour) -> Result<()> {
     let path = t.path("big");
     make_file(&path, LEN)?;
     let _ = std::fs::read(&path)?; // warm the page cache: we measure the CPU side
-    println!("moving a 128 MiB file (in the page cache) into a pipe, each way in turn:");
-    println!(
+    outln!("moving a 128 MiB file (in the page cache) into a pipe, each way in turn:")?;
+    outln!(
         "  {:<34} {:>9} {:>9} {:>13}",
-        "method", "seconds", "GiB/s", "page faults"
-    );
+        "method",
+        "seconds",
+        "GiB/s",
+        "page faults"
+    )?;
     for (label, method) in [
         ("read() + write(), like GNU cat", Method::Read),
         ("write() from a mapping (the seed)", Method::Map),
@@ -345,16 +349,16 @@ fn when_mmap_pays(t: &Tour) -> Result<()> {
         if got != moved || got != LEN as u64 {
             bail!("{label}: moved {moved} bytes, the reader got {got}");
         }
-        println!(
+        outln!(
             "  {label:<34} {secs:>9.3} {:>9.2} {:>13}",
             LEN as f64 / (1u64 << 30) as f64 / secs,
             used.minor_faults + used.major_faults
-        );
+        )?;
     }
-    println!("splice moves page-cache pages into the pipe without the CPU copying them; vmsplice");
-    println!("hands over mapped pages by reference; write() from a mapping pays a fault for every");
-    println!("16 pages, TLB misses over 128 MiB of addresses and a page-table teardown, while read()");
-    println!("copies twice but through one 128 KiB buffer that stays in the cache.");
+    outln!("splice moves page-cache pages into the pipe without the CPU copying them; vmsplice")?;
+    outln!("hands over mapped pages by reference; write() from a mapping pays a fault for every")?;
+    outln!("16 pages, TLB misses over 128 MiB of addresses and a page-table teardown, while read()")?;
+    outln!("copies twice but through one 128 KiB buffer that stays in the cache.")?;
     Ok(())
 }
 
@@ -364,24 +368,24 @@ fn sharing(t: &Tour) -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         let (addr, numbers) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-        println!(
+        outln!(
             "mman {:<16} {addr}; the child wrote 0..9, the parent reads: {numbers}",
             args.join(" ")
-        );
+        )?;
     }
-    println!("MAP_SHARED: one page, both processes. MAP_PRIVATE: the child's writes went to its copy.");
+    outln!("MAP_SHARED: one page, both processes. MAP_PRIVATE: the child's writes went to its copy.")?;
     Ok(())
 }
 
 fn semaphore(t: &Tour) -> Result<()> {
     let out = t.mman(&["semaphore"])?;
-    println!(
+    outln!(
         "the parent waits on a semaphore that lives in the shared page; the child fills the numbers and posts: {}",
         String::from_utf8_lossy(&out.stdout).trim()
-    );
-    println!(
+    )?;
+    outln!(
         "mman's Semaphore is 8 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
-    );
+    )?;
     Ok(())
 }
 
@@ -395,22 +399,22 @@ fn file_between_processes(t: &Tour) -> Result<()> {
     if !out.status.success() {
         bail!("the writer failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    println!(
+    outln!(
         "a separate process (started, not forked) mapped {} MAP_SHARED and stored a value;\nwe read it through our own mapping of the same file: {:#x}",
         path.file_name().unwrap_or_default().to_string_lossy(),
         word.load(std::sync::atomic::Ordering::SeqCst)
-    );
+    )?;
     Ok(())
 }
 
 fn philosophers(t: &Tour) -> Result<()> {
     let out = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    println!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second:");
+    outln!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second:")?;
     if let Some(summary) = text.lines().last() {
-        println!("  {summary}");
+        outln!("  {summary}")?;
     }
-    println!("each takes the lower-numbered fork first: no cycle of waiting, so no deadlock.");
+    outln!("each takes the lower-numbered fork first: no cycle of waiting, so no deadlock.")?;
     Ok(())
 }
 
@@ -422,12 +426,12 @@ fn truncation(t: &Tour) -> Result<()> {
         .write(true)
         .open(&path)?
         .set_len(4096)?;
-    println!(
+    outln!(
         "mapped a 64 KiB file, then truncated it to 4 KiB: in C, touching page 5 now kills you with SIGBUS"
-    );
+    )?;
     let mut buf = vec![0u8; 4096];
     match map.read_at(5 * 4096, &mut buf) {
-        Err(e) => println!("mman caught the SIGBUS and says: {e}"),
+        Err(e) => outln!("mman caught the SIGBUS and says: {e}")?,
         Ok(()) => bail!("reading past the new end of a truncated file succeeded"),
     }
     Ok(())
@@ -440,21 +444,23 @@ fn guards_and_secrets(t: &Tour) -> Result<()> {
         .status
         .signal()
         .map_or("no signal".to_string(), |s| format!("signal {s}"));
-    println!("a child writes one byte past a 100-byte GuardedBuffer; it is killed by {sig} and said:");
-    println!("  {}", said.trim());
+    outln!("a child writes one byte past a 100-byte GuardedBuffer; it is killed by {sig} and said:")?;
+    outln!("  {}", said.trim())?;
     let mut secret = mman::fault::Secret::<[u8; 32]>::zeroed()?;
     secret
         .expose_mut()?
         .copy_from_slice(b"correct horse battery staple!!!!");
     let p = secret.protections();
-    println!(
+    outln!(
         "a Secret<[u8; 32]>: locked {}; out of core dumps {};",
-        p.locked, p.excluded_from_core_dumps
-    );
-    println!(
+        p.locked,
+        p.excluded_from_core_dumps
+    )?;
+    outln!(
         "  hidden from children {}; in memfd_secret memory {}",
-        p.hidden_from_children, p.secret_memory
-    );
+        p.hidden_from_children,
+        p.secret_memory
+    )?;
     Ok(())
 }
 
@@ -472,22 +478,22 @@ fn persistence(t: &Tour) -> Result<()> {
         .write_all(b"written by one process, read by the next")?;
     w.wait()?;
     let r = t.mman(&["persist", "--read", "--file", &page_s])?;
-    println!("process 1 stored a line in a 4096-byte page that IS the file (MAP_SHARED):");
-    println!(
+    outln!("process 1 stored a line in a 4096-byte page that IS the file (MAP_SHARED):")?;
+    outln!(
         "process 2 mapped the same file and read: {:?}",
         String::from_utf8_lossy(&r.stdout)
-    );
+    )?;
     let counter = t.path("counter");
     let c = counter.to_string_lossy().into_owned();
     t.mman(&["counter", "--add", "100000", "--file", &c])?;
     t.mman(&["counter", "--add", "100", "--durable", "--file", &c])?;
     let n = t.mman(&["counter", "--check", "--file", &c])?;
-    println!(
+    outln!(
         "a Durable<T> counter: 100000 process-crash-safe and 100 durable transactions later it reads {}",
         String::from_utf8_lossy(&n.stdout).trim()
-    );
-    println!("each commit writes the inactive of two checksummed copies; a kill or a power loss mid-way");
-    println!("leaves the previous value, never a torn one.");
+    )?;
+    outln!("each commit writes the inactive of two checksummed copies; a kill or a power loss mid-way")?;
+    outln!("leaves the previous value, never a torn one.")?;
     Ok(())
 }
 
@@ -512,39 +518,43 @@ fn page_cache(t: &Tour) -> Result<()> {
                 }
             })
             .collect();
-        println!(
+        outln!(
             "  {what:<38} [{bar}] {}/{} pages resident",
             s.resident.map_or("?".into(), |r| r.to_string()),
             s.pages
-        );
+        )?;
         Ok(())
     };
-    println!("an 8 MiB file, just written: its pages sit in the page cache (cachestat(2) counts them)");
+    outln!("an 8 MiB file, just written: its pages sit in the page cache (cachestat(2) counts them)")?;
     show("after writing")?;
     f.evict(PageRange::ALL, true)?;
     show("after fdatasync + POSIX_FADV_DONTNEED")?;
     f.touch(PageRange::bytes(0, Some(2 << 20)))?;
     show("after touching the first 2 MiB")?;
-    println!("  (exactly 512 pages: read(2) would have read ahead, some MiB past what was asked)");
+    outln!("  (exactly 512 pages: read(2) would have read ahead, some MiB past what was asked)")?;
     let t2 = f.touch(PageRange::ALL)?;
     show(&format!("after touch (read {} missing pages)", t2.touched))?;
     let map = MapOptions::new().map_path(&path)?;
     let me = mman::maps::read(None)?;
     let total = me.total();
-    println!(
+    outln!(
         "this process has {} mappings: {} KiB virtual, {} KiB resident (RSS), {} KiB PSS",
         me.regions.len(),
         total.size,
         total.rss,
         total.pss
-    );
+    )?;
     if let Some(r) = me.regions.iter().find(|r| r.start == map.as_ptr() as u64) {
-        println!(
+        outln!(
             "the file, mapped just now: {:#x}-{:#x} {} {} KiB, {} KiB resident before any touch",
-            r.start, r.end, r.perms, r.usage.size, r.usage.rss
-        );
+            r.start,
+            r.end,
+            r.perms,
+            r.usage.size,
+            r.usage.rss
+        )?;
     }
-    println!("(`mman cache status|touch|evict|lock` and `mman maps PID` do this from the shell.)");
+    outln!("(`mman cache status|touch|evict|lock` and `mman maps PID` do this from the shell.)")?;
     Ok(())
 }
 

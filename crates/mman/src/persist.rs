@@ -550,7 +550,25 @@ impl<T: bytemuck::Pod> Durable<T> {
     }
 
     /// Open an existing durable file, with every check and no creation.
+    ///
+    /// # Errors
+    /// The file cannot be opened for reading and writing, or is not a durable variable of
+    /// this type (magic, version, tag, size, checksums).
     pub fn open_existing(path: &Path, tag: [u8; 8]) -> Result<Self> {
+        Self::open_checked(path, tag, true)
+    }
+
+    /// Open an existing durable file for reading only: it is opened and mapped read-only,
+    /// so a read-only file can be read and nothing is ever written. [`read`](Self::read)
+    /// works; [`writer`](Self::writer) and [`update`](Self::update) fail.
+    ///
+    /// # Errors
+    /// As [`open_existing`](Self::open_existing), with read access only.
+    pub fn open_read_only(path: &Path, tag: [u8; 8]) -> Result<Self> {
+        Self::open_checked(path, tag, false)
+    }
+
+    fn open_checked(path: &Path, tag: [u8; 8], write: bool) -> Result<Self> {
         let layout = Self::layout();
         let bad = |why: String| {
             Error::new(ErrorKind::InvalidInput, "open durable", why)
@@ -559,7 +577,7 @@ impl<T: bytemuck::Pod> Durable<T> {
         };
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(write)
             .open(path)
             .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
         let len = file
@@ -610,8 +628,11 @@ impl<T: bytemuck::Pod> Durable<T> {
                 layout.file_len()
             )));
         }
-        let map = MapOptions::new()
-            .read_write()
+        let mut options = MapOptions::new();
+        if write {
+            options.read_write();
+        }
+        let map = options
             .shared()
             .len(layout.file_len() as usize)
             .map(&file)

@@ -1,0 +1,90 @@
+//! What an interrupted mman must not leave behind: temporary files and directories, and
+//! child processes. Commands register them here; on SIGINT, SIGTERM or SIGHUP (and before
+//! dying of SIGPIPE) they are removed and killed, and then mman dies of the same signal, so
+//! the shell sees the conventional status (130, 143, 129, 141).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Registry {
+    paths: Vec<PathBuf>,
+    children: Vec<u32>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    paths: Vec::new(),
+    children: Vec::new(),
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remove `path` (a file, or a directory and what it holds) if mman is interrupted.
+pub fn remove_on_signal(path: &Path) {
+    registry().paths.push(path.to_path_buf());
+}
+
+/// Kill child `pid` if mman is interrupted.
+pub fn kill_on_signal(pid: u32) {
+    registry().children.push(pid);
+}
+
+/// Kill the registered children and remove the registered paths, now.
+pub fn run() {
+    let r = std::mem::take(&mut *registry());
+    for pid in r.children {
+        // SAFETY: kill(2) has no memory effects; a PID already reaped is at worst ESRCH.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    for p in r.paths {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Catch SIGINT, SIGTERM and SIGHUP on a thread of their own (sigwait): clean up, then die
+/// of the signal. Call first thing in `main`, before any other thread starts, so every
+/// thread inherits the blocked mask (children do not: spawning resets it).
+pub fn handle_signals() {
+    // SAFETY: sigset manipulation on a set we own, and pthread_sigmask on this thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("mman-signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: sigwait on a set we own, writing the signal number into `sig`.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            run();
+            // SAFETY: restore the default action, unblock the signal on this thread and
+            // raise it at this thread: the process ends as the signal's default says.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                let mut one: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut one);
+                libc::sigaddset(&mut one, sig);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+                libc::raise(sig);
+            }
+            std::process::exit(128 + sig);
+        });
+    if spawned.is_err() {
+        // Without the thread the signals must not stay blocked: their default is better.
+        // SAFETY: as above, on this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}

@@ -1,0 +1,126 @@
+//! Standard output and input, checked, the way GNU tools treat them.
+//!
+//! * Every write to standard output goes through [`stdout`] (or the [`outln!`] and [`out!`]
+//!   macros): a failed write is an error, `mman: write error: <reason>`, exit 1 — never a
+//!   panic as `println!` gives on `/dev/full`.
+//! * A reader that went away (`| head`): mman dies of SIGPIPE, as GNU tools do, so a shell
+//!   with `set -o pipefail` sees status 141.
+//! * A standard stream closed when mman started (`>&-`, `<&-`) is detected. Rust's runtime
+//!   reopens closed descriptors 0-2 on `/dev/null` before `main`, which would make output
+//!   vanish without a word; a constructor that runs before the runtime records which were
+//!   closed, and writing to a closed stdout (or reading a closed stdin) is an error with
+//!   `Bad file descriptor`.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Bit `fd` is set when descriptor `fd` (0, 1, 2) was closed at exec.
+static CLOSED: AtomicU8 = AtomicU8::new(0);
+
+#[cfg(target_os = "linux")]
+extern "C" fn probe_standard_streams() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only reads the descriptor's flags; an unused number is EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            CLOSED.fetch_or(1 << fd, Ordering::Relaxed);
+        }
+    }
+}
+
+// Runs from the ELF constructors, before Rust's runtime initialisation reopens closed
+// standard descriptors on /dev/null.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static PROBE: extern "C" fn() = probe_standard_streams;
+
+/// Whether standard input was closed when mman started.
+pub fn stdin_closed() -> bool {
+    CLOSED.load(Ordering::Relaxed) & 1 != 0
+}
+
+/// Whether standard output was closed when mman started.
+pub fn stdout_closed() -> bool {
+    CLOSED.load(Ordering::Relaxed) & 2 != 0
+}
+
+/// The error for standard input closed at start: what GNU cat says for `cat <&-`.
+pub fn stdin_closed_error() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+/// A write error on standard output: `write error: <reason>`, the kind kept.
+#[derive(Debug)]
+struct WriteError(io::Error);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.to_string();
+        let reason = s.find(" (os error").map_or(s.as_str(), |i| &s[..i]);
+        write!(f, "write error: {reason}")
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// Turn a failed write to standard output into the error mman reports, or die of SIGPIPE
+/// when the reader is gone.
+pub fn write_error(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        die_of_sigpipe();
+    }
+    io::Error::new(e.kind(), WriteError(e))
+}
+
+/// End the process as GNU tools do when their reader has gone: killed by SIGPIPE (Rust
+/// ignores SIGPIPE, so the default action is restored first).
+pub fn die_of_sigpipe() -> ! {
+    crate::cleanup::run();
+    // SAFETY: restoring a signal's default action and raising it; no Rust state is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Only if SIGPIPE is blocked: the status a shell would report.
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// Standard output, locked, with every failure checked (see the module docs).
+pub struct Stdout(io::StdoutLock<'static>);
+
+/// Standard output for writing.
+pub fn stdout() -> Stdout {
+    Stdout(io::stdout().lock())
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if stdout_closed() {
+            return Err(write_error(io::Error::from_raw_os_error(libc::EBADF)));
+        }
+        self.0.write(buf).map_err(write_error)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if stdout_closed() {
+            return Ok(());
+        }
+        self.0.flush().map_err(write_error)
+    }
+}
+
+/// `println!` to standard output, checked: evaluates to `std::io::Result<()>`.
+macro_rules! outln {
+    () => {
+        std::io::Write::write_all(&mut $crate::out::stdout(), b"\n")
+    };
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut $crate::out::stdout(), format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to standard output, checked: evaluates to `std::io::Result<()>`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut $crate::out::stdout(), format_args!($($arg)*))
+    };
+}

@@ -1,0 +1,246 @@
+//! Every subcommand that prints, under hostile standard streams: stdout closed, stdout on
+//! /dev/full, stdout a pipe whose reader is gone, stdin closed. For each: no panic, no death
+//! by a signal other than SIGPIPE (where GNU tools die of it), the documented status and
+//! message, and nothing left in TMPDIR.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn mman() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mman"))
+}
+
+/// The subcommands that write to standard output, with small arguments; `dir` holds their
+/// files.
+fn printing_commands(dir: &Path) -> Vec<Vec<String>> {
+    let data = dir.join("data");
+    std::fs::write(&data, b"some bytes\n").unwrap();
+    let page = dir.join("page");
+    let mut p = vec![0u8; 4096];
+    p[..5].copy_from_slice(b"hello");
+    std::fs::write(&page, p).unwrap();
+    let counter = dir.join("counter");
+    let st = Command::new(mman())
+        .args(["counter", "--add", "1", "--file"])
+        .arg(&counter)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let d = |p: &Path| p.display().to_string();
+    vec![
+        s(&["tour", "--section", "1"]),
+        s(&["share"]),
+        s(&["semaphore"]),
+        s(&["philosophers", "-n", "2", "--meals", "10"]),
+        s(&["counter", "--check", "--file", &d(&counter)]),
+        s(&["shm", "list"]),
+        s(&["bench", "ipc", "--rounds", "50"]),
+        s(&["cache", "status", "-v", &d(&data)]),
+        s(&["maps"]),
+        s(&["persist", "--read", "--file", &d(&page)]),
+        s(&["cat", &d(&data)]),
+    ]
+}
+
+/// Run `args` with standard output set up by the shell redirection `redir`.
+fn run_sh(args: &[String], redir: &str, tmp: &Path) -> Output {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec '{}' {} {redir}",
+            mman().display(),
+            quoted.join(" ")
+        ))
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn describe(args: &[String], out: &Output) -> String {
+    format!(
+        "mman {}: status {:?} signal {:?}\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status.code(),
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_clean(tmp: &Path, what: &str) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{what} left {left:?} in TMPDIR");
+}
+
+#[test]
+fn stdout_on_dev_full_is_a_write_error_with_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in printing_commands(dir.path()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = run_sh(&args, ">/dev/full", tmp.path());
+        let text = describe(&args, &out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{text}");
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(err.contains("write error: No space left on device"), "{text}");
+        assert_clean(tmp.path(), &text);
+    }
+}
+
+#[test]
+fn a_closed_stdout_is_a_write_error_not_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in printing_commands(dir.path()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = run_sh(&args, ">&-", tmp.path());
+        let text = describe(&args, &out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{text}");
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(err.contains("write error: Bad file descriptor"), "{text}");
+        assert_clean(tmp.path(), &text);
+    }
+}
+
+#[test]
+fn a_reader_that_went_away_ends_mman_by_sigpipe_as_gnu_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in printing_commands(dir.path()) {
+        let tmp = tempfile::tempdir().unwrap();
+        // The reader is closed before mman starts: its first write finds no reader.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(mman())
+            .args(&args)
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let text = describe(&args, &out);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{text}"
+        );
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{text}");
+        assert_clean(tmp.path(), &text);
+    }
+}
+
+#[test]
+fn a_closed_stdin_is_an_error_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    let mut p = vec![0u8; 4096];
+    p[..5].copy_from_slice(b"keep!");
+    std::fs::write(&page, &p).unwrap();
+    let args = vec![
+        "persist".to_string(),
+        "--write".into(),
+        "--file".into(),
+        page.display().to_string(),
+    ];
+    let out = run_sh(&args, "<&-", dir.path());
+    let text = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Bad file descriptor"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&page).unwrap(), p, "the stored value was erased");
+
+    let args = vec!["cat".to_string(), "-".into()];
+    let out = run_sh(&args, "<&-", dir.path());
+    let text = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mman: cat: -: Bad file descriptor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn persist_write_refuses_input_that_does_not_fit_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    let run = |input: &[u8], file: &Path| {
+        let mut child = Command::new(mman())
+            .args(["persist", "--write", "--file"])
+            .arg(file)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(input);
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&vec![b'x'; 4976], &page);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was stored"));
+    assert!(!page.exists(), "a refused write created the file");
+    // An existing file that is not a persistent page is never overwritten.
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, vec![7u8; 3 << 20]).unwrap();
+    let out = run(b"hello", &foreign);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to touch it"));
+    assert_eq!(std::fs::read(&foreign).unwrap(), vec![7u8; 3 << 20]);
+    // Reading creates nothing, and works on a read-only file.
+    let out = Command::new(mman())
+        .args(["persist", "--read", "--file"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("missing").exists());
+}
+
+#[test]
+fn sigint_and_sigterm_clean_up_and_end_with_the_signal() {
+    for (args, sig) in [
+        (vec!["philosophers", "-n", "3", "--seconds", "20"], libc::SIGINT),
+        (vec!["philosophers", "-n", "3", "--seconds", "20"], libc::SIGTERM),
+        (vec!["bench", "ipc", "--rounds", "100000000"], libc::SIGTERM),
+        (vec!["tour"], libc::SIGINT),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = Command::new(mman())
+            .args(&args)
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the command has made its temporary file, then interrupt it.
+        let t0 = std::time::Instant::now();
+        while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "{args:?} made no temporary file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_clean(tmp.path(), &format!("{args:?} interrupted by signal {sig}"));
+        if !status.success() {
+            // (A command that finished before the signal came has nothing more to show.)
+            assert_eq!(status.signal(), Some(sig), "{args:?}: {status:?} {err}");
+        }
+    }
+}
