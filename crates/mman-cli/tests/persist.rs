@@ -83,12 +83,17 @@ fn mman_persist_and_the_c_program_read_each_others_page() {
         4096
     );
 
-    // More than a page of input: the first 4096 bytes are kept.
+    // More than a page of input is refused, and nothing is stored; exactly a page is kept.
     let big: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
     let mut w = mman();
     w.args(["persist", "--write", "--file", "other"])
         .current_dir(dir.path());
-    assert!(run_with_stdin(w, &big).status.success());
+    assert_eq!(run_with_stdin(w, &big).status.code(), Some(1));
+    assert!(!dir.path().join("other").exists());
+    let mut w = mman();
+    w.args(["persist", "--write", "--file", "other"])
+        .current_dir(dir.path());
+    assert!(run_with_stdin(w, &big[..4096]).status.success());
     let out = mman()
         .args(["persist", "--read", "--file", "other"])
         .current_dir(dir.path())
