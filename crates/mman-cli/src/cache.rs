@@ -61,8 +61,8 @@ pub struct WalkArgs {
     #[arg(short = 'I', long = "include", value_name = "GLOB")]
     include: Vec<String>,
     /// Skip files larger than SIZE (such as 500M, 4k, 1.5G).
-    #[arg(short = 'm', long = "max-size", value_name = "SIZE")]
-    max_size: Option<String>,
+    #[arg(short = 'm', long = "max-size", value_name = "SIZE", value_parser = crate::args::size)]
+    max_size: Option<u64>,
     /// Only this byte range of each file: A-B, A- or -B (such as 4k-10M).
     #[arg(short = 'p', long = "range", value_name = "RANGE")]
     range: Option<String>,
@@ -72,9 +72,10 @@ pub struct WalkArgs {
     /// With -b: the list is NUL-separated.
     #[arg(short = '0', requires = "batch")]
     nul: bool,
-    /// Threads for the walk (default, or 0: one a core).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Threads for the walk, 0 to 256 (default, or 0: one a core). Page-cache work is
+    /// bound by the kernel, not by threads: more than a few per core only adds overhead.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=256))]
+    threads: Option<u16>,
 }
 
 #[derive(Serialize, Default)]
@@ -182,15 +183,23 @@ fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
             is_dir || include.as_ref().is_none_or(|g| g.is_match(name))
         }))
     };
-    let max_size = w.max_size.as_deref().map(parse_size).transpose()?;
+    let max_size = w.max_size;
     let range = match &w.range {
         None => PageRange::ALL,
         Some(r) => {
             let (a, b) = r
                 .split_once('-')
                 .with_context(|| format!("bad range {r:?}: expected A-B, A- or -B"))?;
-            let a = if a.is_empty() { 0 } else { parse_size(a)? };
-            let b = if b.is_empty() { None } else { Some(parse_size(b)?) };
+            let a = if a.is_empty() {
+                0
+            } else {
+                crate::args::size(a).map_err(anyhow::Error::msg)?
+            };
+            let b = if b.is_empty() {
+                None
+            } else {
+                Some(crate::args::size(b).map_err(anyhow::Error::msg)?)
+            };
             if b.is_some_and(|b| b < a) {
                 bail!("bad range {r:?}: the end comes before the start");
             }
@@ -204,33 +213,9 @@ fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
         ..WalkOptions::default()
     };
     if let Some(t) = w.threads {
-        opts.threads = t;
+        opts.threads = t as usize;
     }
     Ok((roots, opts, range))
-}
-
-/// `4096`, `4k`, `100M`, `1.5G` (powers of 1024).
-fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_lowercase() {
-                'k' => 1 << 10,
-                'm' => 1 << 20,
-                'g' => 1 << 30,
-                't' => 1 << 40,
-                _ => bail!("bad size {s:?}: the unit must be k, M, G or T"),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let v: f64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
-    if !(v >= 0.0 && v.is_finite()) {
-        bail!("bad size {s:?}");
-    }
-    Ok((v * mult as f64) as u64)
 }
 
 fn progress(enabled: bool) -> Option<indicatif::ProgressBar> {
@@ -512,9 +497,56 @@ fn lock(w: WalkArgs, daemon: bool, pidfile: Option<PathBuf>) -> Result<std::proc
     let mut notify = if daemon { Some(daemonize()?) } else { None };
     let result = lock_and_hold(&w, pidfile.as_deref(), &mut notify);
     if let (Some(n), Err(e)) = (&notify, &result) {
+        // The parent prints the report and exits 1; saying it here too would say it twice.
         let _ = rustix::io::write(n, format!("mman: {e:#}\n").as_bytes());
+        std::process::exit(1);
     }
     result
+}
+
+/// A pid file mman created (O_EXCL, O_NOFOLLOW), removed on drop only if the path still
+/// names that same file: an existing file is never overwritten, and a file someone put in
+/// its place is never removed.
+struct PidFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl PidFile {
+    fn create(path: &Path) -> Result<PidFile> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let what = || format!("lock --pidfile {}", path.display());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ": the file exists, and mman never overwrites one (remove it if it is a stale pid file)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("{}: {e}{hint}", what())
+            })?;
+        let m = f.metadata().with_context(what)?;
+        let pid = PidFile {
+            path: path.to_path_buf(),
+            id: (m.dev(), m.ino()),
+        };
+        writeln!(f, "{}", std::process::id()).with_context(what)?;
+        Ok(pid)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn lock_and_hold(
@@ -571,10 +603,13 @@ fn lock_and_hold(
         summary += &format!("         Skipped: {skipped} (reported above)\n");
     }
     summary += &format!("         Elapsed: {:.6} seconds\n", start.elapsed().as_secs_f64());
-    if let Some(p) = pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("write the pid file {}", p.display()))?;
+    if held.is_empty() {
+        bail!(
+            "cache lock: nothing was locked ({skipped} skipped, {} files found with pages to lock)",
+            found.len()
+        );
     }
+    let _pid = pidfile.map(PidFile::create).transpose()?;
     match notify.take() {
         Some(n) => {
             let _ = rustix::io::write(&n, summary.as_bytes());
@@ -599,9 +634,6 @@ fn lock_and_hold(
     }
     let sig = signals.wait();
     drop(held);
-    if let Some(p) = pidfile {
-        let _ = std::fs::remove_file(p);
-    }
     if !daemon {
         eprintln!("mman: released the pages (signal {sig})");
     }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod out;
 
+mod args;
 mod bench;
 mod cache;
 mod cat;

@@ -122,13 +122,14 @@ pub fn semaphore() -> Result<()> {
 #[derive(Args, Debug)]
 pub struct PhilosophersArgs {
     /// Number of philosophers (processes), 2 to 1024.
-    #[arg(short = 'n', long, default_value_t = 5)]
+    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=1024))]
     philosophers: u32,
-    /// Meals each philosopher eats, then the dinner ends.
-    #[arg(long, conflicts_with = "seconds")]
+    /// Meals each philosopher eats (at least 1), then the dinner ends.
+    #[arg(long, conflicts_with = "seconds", value_parser = crate::args::positive)]
     meals: Option<u64>,
-    /// Run the dinner this long instead (default 2 s when --meals is not given).
-    #[arg(long)]
+    /// Run the dinner this long instead, in seconds (above 0, at most a year; default 2 s
+    /// when --meals is not given).
+    #[arg(long, value_parser = crate::args::seconds)]
     seconds: Option<f64>,
     /// The file holding the forks (semaphores), mapped MAP_SHARED by every philosopher.
     /// Default: a temporary file, removed at the end.
@@ -143,6 +144,9 @@ struct Table {
 }
 
 const STOP_AT: usize = 0;
+/// Where the table's mark sits: an existing file is used only if it carries it.
+const MAGIC_AT: usize = 8;
+const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
 const FORKS_AT: usize = 64;
 /// The bytes of one fork (a `Semaphore`).
 const FORK: usize = std::mem::size_of::<Semaphore>();
@@ -170,6 +174,57 @@ impl Table {
     }
 }
 
+/// Make `path` a fresh table for `n` philosophers. A file mman creates is created with
+/// O_EXCL and O_NOFOLLOW; an existing one (`--file`) is used only if it is a table already
+/// (a regular file of the table's size with its mark), never truncated otherwise. (The
+/// default temporary file exists already, made by `tempfile` with O_EXCL.)
+fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let size = Table::size(n) as u64;
+    let created = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(named)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path);
+    let file = match created {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let m = std::fs::symlink_metadata(path)
+                .with_context(|| format!("philosophers: {}", path.display()))?;
+            let is_table = m.file_type().is_file()
+                && m.len() == size
+                && std::fs::read(path)
+                    .is_ok_and(|b| b.get(MAGIC_AT..MAGIC_AT + 8) == Some(&MAGIC.to_le_bytes()[..]));
+            if !is_table {
+                bail!(
+                    "philosophers --file {}: the file exists and is not a table for {n} philosophers; refusing to touch it \
+                     (give a new path, or remove it yourself)",
+                    path.display()
+                );
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("philosophers: open {}", path.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("philosophers: create {}", path.display())),
+    };
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        bail!("philosophers --file {}: not a regular file", path.display());
+    }
+    // A fresh table: zeros, then the mark.
+    file.set_len(0)
+        .and_then(|_| file.set_len(size))
+        .with_context(|| format!("philosophers: size {}", path.display()))?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &MAGIC.to_le_bytes(), MAGIC_AT as u64)
+        .with_context(|| format!("philosophers: write {}", path.display()))?;
+    Ok(())
+}
+
 /// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.
 pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     let n = args.philosophers as usize;
@@ -188,15 +243,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .with_context(|| format!("philosophers: open {}", path.display()))?;
-    file.set_len(Table::size(n) as u64)
-        .with_context(|| format!("philosophers: size {}", path.display()))?;
+    prepare_table(&path, n, args.file.is_some())?;
     let table = Table::open(&path, n)?;
     for i in 0..n {
         table.fork(i)?.post()?; // every fork starts on the table
@@ -330,8 +377,8 @@ pub enum ShmCommand {
     Create {
         /// The name (without the mman. prefix).
         name: String,
-        /// Size in bytes.
-        #[arg(long)]
+        /// Size: bytes, or with a unit (4k, 1M, 1.5G).
+        #[arg(long, value_parser = crate::args::size)]
         size: u64,
     },
     /// List the objects mman created, with size, owner, and whether the creator still runs.

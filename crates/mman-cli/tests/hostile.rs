@@ -244,3 +244,116 @@ fn sigint_and_sigterm_clean_up_and_end_with_the_signal() {
         }
     }
 }
+
+#[test]
+fn numbers_are_validated_by_one_parser_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let f = f.display().to_string();
+    let bad: &[&[&str]] = &[
+        &["philosophers", "--seconds", "inf"],
+        &["philosophers", "--seconds", "1e99"],
+        &["philosophers", "--seconds", "-1"],
+        &["philosophers", "--seconds", "nan"],
+        &["philosophers", "--seconds", "0"],
+        &["philosophers", "--meals", "0"],
+        &["philosophers", "-n", "1"],
+        &["philosophers", "-n", "100000"],
+        &["cache", "status", "-m", "1e99", &f],
+        &["cache", "status", "-m", "-1", &f],
+        &["cache", "status", "--threads", "10000", &f],
+        &["shm", "create", "x", "--size", "1e99"],
+        &["shm", "create", "x", "--size", "12Q"],
+    ];
+    for args in bad {
+        let out = Command::new(mman()).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
+    // One size parser: the same spellings work for shm and cache.
+    let name = format!("hostile-{}", std::process::id());
+    let out = Command::new(mman())
+        .args(["shm", "create", &name, "--size", "1M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(mman()).args(["shm", "rm", &name]).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(mman())
+        .args(["cache", "status", "-m", "1M", &f])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn files_mman_did_not_create_are_never_changed_or_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious");
+    let content = vec![3u8; 3 << 20];
+    std::fs::write(&precious, &content).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, vec![1u8; 1 << 16]).unwrap();
+
+    // philosophers --file on an existing file, or a symlink to one: refused, untouched.
+    for target in [&precious, &link] {
+        let out = Command::new(mman())
+            .args(["philosophers", "-n", "2", "--meals", "1", "--file"])
+            .arg(target)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to touch it"));
+    }
+    // A table mman made is reused; a new path is created.
+    let table = dir.path().join("table");
+    for _ in 0..2 {
+        let out = Command::new(mman())
+            .args(["philosophers", "-n", "2", "--meals", "5", "--file"])
+            .arg(&table)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // cache lock --pidfile on an existing file or a symlink: refused before locking.
+    for target in [&precious, &link] {
+        let out = Command::new(mman())
+            .args(["cache", "lock", "--pidfile"])
+            .arg(target)
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&precious).unwrap(), content);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+
+    // Nothing to lock is a failure, not a process holding nothing forever.
+    let out = Command::new(mman())
+        .args(["cache", "lock"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was locked"));
+}
