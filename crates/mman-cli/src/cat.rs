@@ -1,4 +1,4 @@
-//! `mman cat`: the seed's mmap cat, grown up. Byte-for-byte GNU cat's output and exit status.
+//! `mman cat`: the course notes' mmap cat, grown up. Byte-for-byte GNU cat's output and exit status.
 
 use std::io::Write;
 use std::os::fd::AsFd;

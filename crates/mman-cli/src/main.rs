@@ -32,13 +32,14 @@ enum Command {
     Cat(cat::CatArgs),
     /// A guided tour of mmap, mprotect, mlock and msync, with the kernel's own numbers.
     Tour(tour::TourArgs),
-    /// The seed's parent/child program: a child writes 0..9 into an anonymous mapping.
+    /// Parent and child sharing memory: a child writes 0..9 into an anonymous mapping, the
+    /// parent reads them (--private: each gets its own copy).
     Share(share::ShareArgs),
-    /// The seed's shared-semaphore program: the parent waits on a semaphore in the mapping.
+    /// A semaphore inside shared memory: the parent waits on it until the child posts.
     Semaphore,
     /// Dining Philosophers with processes; the forks are semaphores in a shared file.
     Philosophers(share::PhilosophersArgs),
-    /// The seed's persistent variable: a 4096-byte page that lives in a file.
+    /// A persistent variable: a 4096-byte page that lives in a file (--write, --read).
     Persist(persist::PersistArgs),
     /// A durable, crash-consistent counter: --add N transactions, or --check.
     Counter(persist::CounterArgs),

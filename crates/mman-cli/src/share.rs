@@ -65,7 +65,7 @@ fn numbers(map: &Mapping, base: usize) -> Result<String> {
     Ok(s)
 }
 
-/// `mman share [--private]`: the seed's parent/child program.
+/// `mman share [--private]`: the course notes' parent/child program.
 pub fn share(args: ShareArgs) -> Result<()> {
     let page = mman::page_size();
     let mut opts = MapOptions::new();
@@ -90,7 +90,7 @@ pub fn share(args: ShareArgs) -> Result<()> {
     Ok(())
 }
 
-/// `mman semaphore`: the seed's program with a process-shared semaphore in the mapping.
+/// `mman semaphore`: the course notes' program with a process-shared semaphore in the mapping.
 pub fn semaphore() -> Result<()> {
     let page = mman::page_size();
     let map = MapOptions::new()
@@ -393,6 +393,18 @@ pub enum ShmCommand {
     },
 }
 
+/// A name as one table cell: control characters (a newline would break the table) and
+/// backslashes escaped, as `\n`, `\x1b`, `\\`.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| match c {
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
 /// `mman shm create|list|rm`.
 pub fn shm(cmd: ShmCommand) -> Result<()> {
     use mman::shm::{self, SharedMemory};
@@ -421,7 +433,7 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
                 };
                 outln!(
                     "{:<24} {:>12} {:>6} {:>5o} {:>8} {alive}",
-                    o.name,
+                    printable(&o.name),
                     o.size,
                     o.uid,
                     o.mode,
@@ -433,14 +445,24 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             if names.is_empty() && !stale {
                 bail!("shm rm: name objects to remove, or pass --stale");
             }
+            // Like rm: every name is tried; a failure is reported and the status is 1.
+            let mut failed = 0;
             for name in &names {
-                SharedMemory::unlink(name)?;
-                outln!("removed {}", shm::object_name(name)?)?;
+                match SharedMemory::unlink(name).and_then(|()| shm::object_name(name)) {
+                    Ok(full) => outln!("removed {}", printable(&full))?,
+                    Err(e) => {
+                        eprintln!("mman: shm rm: {e}");
+                        failed += 1;
+                    }
+                }
             }
             if stale {
                 for name in shm::remove_stale()? {
-                    outln!("removed stale /{}{name}", shm::PREFIX)?;
+                    outln!("removed stale /{}{}", shm::PREFIX, printable(&name))?;
                 }
+            }
+            if failed > 0 {
+                bail!("shm rm: {failed} of {} names could not be removed", names.len());
             }
         }
     }

@@ -16,7 +16,11 @@ use mman::{FlushMode, LockAll, MapOptions, Protection, Usage};
 /// Arguments of `mman tour`.
 #[derive(Args, Debug)]
 pub struct TourArgs {
-    /// Run only this section (1-based); all when omitted.
+    /// Run only this section; all when omitted. The sections: 1 mapping a file; 2
+    /// MAP_PRIVATE vs MAP_SHARED; 3 mprotect; 4 mlock and mlockall; 5 msync; 6 when mmap
+    /// pays; 7 parent and child sharing memory; 8 a semaphore in the mapping; 9 two
+    /// unrelated processes; 10 dining philosophers; 11 a truncated file survived; 12 guard
+    /// pages and secrets; 13 persistent variables; 14 the page cache and our own mappings.
     #[arg(long)]
     section: Option<usize>,
 }
@@ -315,7 +319,7 @@ fn when_mmap_pays(t: &Tour) -> Result<()> {
     )?;
     for (label, method) in [
         ("read() + write(), like GNU cat", Method::Read),
-        ("write() from a mapping (the seed)", Method::Map),
+        ("write() from a mapping (the notes' cat)", Method::Map),
         ("vmsplice() of mapped pages", Method::Vmsplice),
         ("splice() from the page cache", Method::Splice),
     ] {

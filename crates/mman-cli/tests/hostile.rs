@@ -357,3 +357,35 @@ fn files_mman_did_not_create_are_never_changed_or_removed() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was locked"));
 }
+
+#[test]
+fn shm_rm_keeps_going_and_odd_names_stay_on_one_line() {
+    let tag = std::process::id();
+    let (a, b, c) = (format!("ha-{tag}"), format!("hb-{tag}"), format!("hc-{tag}"));
+    let odd = format!("odd\nname-{tag}");
+    for n in [&a, &c, &odd] {
+        let out = Command::new(mman())
+            .args(["shm", "create", n, "--size", "4k"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = Command::new(mman()).args(["shm", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.lines().any(|l| l.starts_with(&format!("odd\\nname-{tag} "))),
+        "{list}"
+    );
+    let out = Command::new(mman())
+        .args(["shm", "rm", &a, &b, &c, &odd])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "one name was missing");
+    for n in [&a, &c] {
+        assert!(
+            !Path::new(&format!("/dev/shm/mman.{n}")).exists(),
+            "{n} was not removed"
+        );
+    }
+    assert!(!Path::new(&format!("/dev/shm/mman.{odd}")).exists());
+}
