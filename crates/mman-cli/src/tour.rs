@@ -255,7 +255,36 @@ fn locking(_: &Tour) -> Result<()> {
             mman::unlock_all()?;
             outln!("munlockall: VmLck {}", kib(status_kib("VmLck:") * 1024))?;
         }
-        Err(e) => outln!("mlockall failed: {e}")?,
+        Err(e) => {
+            let mapped = status_kib("VmSize:") * 1024;
+            outln!(
+                "mlockall(MCL_CURRENT) would lock all {} this process maps, more than RLIMIT_MEMLOCK allows: {}",
+                kib(mapped),
+                e
+            )?;
+            lock_what_the_limit_allows(soft)?;
+        }
+    }
+    Ok(())
+}
+
+/// Without the right to lock everything: lock as much as RLIMIT_MEMLOCK allows, and show it.
+fn lock_what_the_limit_allows(soft: Option<u64>) -> Result<()> {
+    let ps = mman::page_size() as u64;
+    let already = status_kib("VmLck:") * 1024;
+    let room = soft.unwrap_or(u64::MAX).saturating_sub(already).min(64 << 20) / ps * ps;
+    if room == 0 {
+        outln!("the limit leaves no room to lock anything more here")?;
+        return Ok(());
+    }
+    let map = MapOptions::new().len(room as usize).map_anonymous()?;
+    match map.lock(..) {
+        Ok(()) => outln!(
+            "locked what the limit allows instead: {} with mlock; VmLck {}",
+            kib(room),
+            kib(status_kib("VmLck:") * 1024)
+        )?,
+        Err(e) => outln!("even {} could not be locked: {e}", kib(room))?,
     }
     Ok(())
 }
@@ -286,10 +315,31 @@ fn syncing(t: &Tour) -> Result<()> {
     map.flush(.., FlushMode::Sync)?;
     let sync_s = t0.elapsed();
     outln!("msync(MS_ASYNC) took {async_s:?}: on Linux it does nothing, the kernel writes dirty pages back anyway")?;
-    outln!("msync(MS_SYNC) took {sync_s:?}: it waited for 4 MiB to reach the disk")?;
+    if on_tmpfs(&file) {
+        outln!(
+            "msync(MS_SYNC) took {sync_s:?}: {} is on tmpfs, memory with no disk behind it, so there was nothing to wait for",
+            t.dir.path().display()
+        )?;
+    } else {
+        outln!("msync(MS_SYNC) took {sync_s:?}: it waited for 4 MiB to reach the disk")?;
+    }
     map.flush(.., FlushMode::Invalidate)?;
     outln!("msync(MS_INVALIDATE): later reads come from the file as it is now")?;
     Ok(())
+}
+
+/// Whether the file lives on tmpfs (or ramfs): memory, where msync has no disk to wait for.
+fn on_tmpfs(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs fills the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a pointer to our struct.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 fn make_file(path: &Path, len: usize) -> Result<()> {
@@ -317,6 +367,7 @@ fn when_mmap_pays(t: &Tour) -> Result<()> {
         "GiB/s",
         "page faults"
     )?;
+    let mut map_faults = 0u64;
     for (label, method) in [
         ("read() + write(), like GNU cat", Method::Read),
         ("write() from a mapping (the notes' cat)", Method::Map),
@@ -353,16 +404,27 @@ fn when_mmap_pays(t: &Tour) -> Result<()> {
         if got != moved || got != LEN as u64 {
             bail!("{label}: moved {moved} bytes, the reader got {got}");
         }
+        let faults = used.minor_faults + used.major_faults;
+        if method == Method::Map {
+            map_faults = faults;
+        }
         outln!(
             "  {label:<34} {secs:>9.3} {:>9.2} {:>13}",
             LEN as f64 / (1u64 << 30) as f64 / secs,
-            used.minor_faults + used.major_faults
+            faults
         )?;
     }
     outln!("splice moves page-cache pages into the pipe without the CPU copying them; vmsplice")?;
-    outln!("hands over mapped pages by reference; write() from a mapping pays a fault for every")?;
-    outln!("16 pages, TLB misses over 128 MiB of addresses and a page-table teardown, while read()")?;
-    outln!("copies twice but through one 128 KiB buffer that stays in the cache.")?;
+    outln!("hands over mapped pages by reference; write() from a mapping pays page faults, TLB")?;
+    let pages = (LEN / mman::page_size()) as u64;
+    outln!(
+        "misses over 128 MiB of addresses and a page-table teardown: here {map_faults} faults for {pages} pages,"
+    )?;
+    outln!(
+        "one per {} pages (the kernel maps the pages around each fault, and large folios at once),",
+        pages / map_faults.max(1)
+    )?;
+    outln!("while read() copies twice but through one 128 KiB buffer that stays in the cache.")?;
     Ok(())
 }
 
@@ -419,6 +481,17 @@ fn philosophers(t: &Tour) -> Result<()> {
         outln!("  {summary}")?;
     }
     outln!("each takes the lower-numbered fork first: no cycle of waiting, so no deadlock.")?;
+    let fairness = text
+        .lines()
+        .last()
+        .and_then(|l| l.rsplit_once('('))
+        .and_then(|(_, f)| f.trim_end_matches(')').parse::<f64>().ok());
+    if let Some(f) = fairness.filter(|f| *f < 0.5) {
+        outln!(
+            "that rules out deadlock, not starvation: the hungriest ate {f:.2} of what the best-fed did. Semaphores"
+        )?;
+        outln!("promise no order, and a philosopher still running takes its forks back before a sleeping neighbour wakes.")?;
+    }
     Ok(())
 }
 
