@@ -47,6 +47,37 @@ pub fn run() {
     }
 }
 
+/// The signals [`handle_signals`] takes.
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// In a child made by `fork` (which inherits the blocked mask but not the signal thread):
+/// let the signals act again.
+pub fn unblock_in_child() {
+    // SAFETY: sigset manipulation on a set we own, and this thread's mask; async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Why a new process could not be made, when the reason is a limit: `fork`/`spawn` fail with
+/// EAGAIN when this user runs RLIMIT_NPROC processes already.
+pub fn spawn_error(e: std::io::Error, what: String) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nproc)
+            .current
+            .map_or("unlimited".to_string(), |n| n.to_string());
+        return anyhow::Error::new(e).context(format!(
+            "{what} (hint: this user may run at most {soft} processes, RLIMIT_NPROC; `ulimit -u` shows and raises it)"
+        ));
+    }
+    anyhow::Error::new(e).context(what)
+}
+
 /// Catch SIGINT, SIGTERM and SIGHUP on a thread of their own (sigwait): clean up, then die
 /// of the signal. Call first thing in `main`, before any other thread starts, so every
 /// thread inherits the blocked mask (children do not: spawning resets it).
@@ -55,7 +86,7 @@ pub fn handle_signals() {
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for sig in SIGNALS {
             libc::sigaddset(&mut set, sig);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());

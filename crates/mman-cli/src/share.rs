@@ -23,21 +23,29 @@ pub struct ShareArgs {
 
 /// Fork; the child runs `child` and exits with its status, never returning.
 ///
-/// Only called while the CLI is single-threaded (before any thread is spawned), so the
-/// child may run ordinary Rust code.
+/// Only called while the CLI's one other thread is the signal thread, parked in sigwait and
+/// holding no lock (see `cleanup::handle_signals`), so the child may run ordinary Rust code.
 fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t> {
-    // SAFETY: the process has one thread here (the CLI spawns none before this), so the
-    // child inherits no lock held by another thread.
+    // SAFETY: the only other thread holds no lock while it waits in sigwait, so the child
+    // inherits no lock held by another thread.
     let pid = unsafe { libc::fork() };
     match pid {
-        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        -1 => Err(crate::cleanup::spawn_error(
+            std::io::Error::last_os_error(),
+            "fork".into(),
+        )),
         0 => {
+            // The child has no signal thread: Ctrl-C must act on it directly.
+            crate::cleanup::unblock_in_child();
             let code = child();
             // SAFETY: _exit ends the child without running the parent's atexit handlers or
             // flushing its inherited stdio buffers twice.
             unsafe { libc::_exit(code) }
         }
-        pid => Ok(pid),
+        pid => {
+            crate::cleanup::kill_on_signal(pid as u32);
+            Ok(pid)
+        }
     }
 }
 
@@ -271,7 +279,10 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             Err(e) => {
                 table.stop()?.store(1, Ordering::SeqCst);
                 reap_all(&mut children);
-                return Err(e).context(format!("philosophers: start philosopher {i}"));
+                return Err(crate::cleanup::spawn_error(
+                    e,
+                    format!("philosophers: start philosopher {i}"),
+                ));
             }
         }
     }

@@ -389,3 +389,42 @@ fn shm_rm_keeps_going_and_odd_names_stay_on_one_line() {
     }
     assert!(!Path::new(&format!("/dev/shm/mman.{odd}")).exists());
 }
+
+#[test]
+fn a_refused_fork_names_rlimit_nproc() {
+    // Needs root to become another user with one process allowed; skipped otherwise.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["prlimit", "setpriv"].iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !root || !tools {
+        eprintln!("skipped: needs root, prlimit and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [vec!["philosophers", "-n", "2", "--meals", "1"], vec!["share"]] {
+        let out = Command::new("prlimit")
+            .args([
+                "--nproc=1:1",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg(mman())
+            .args(&args)
+            .env("TMPDIR", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("RLIMIT_NPROC"), "{args:?}: {err}");
+    }
+}

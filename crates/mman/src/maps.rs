@@ -277,10 +277,22 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
         let err = Error::os("read mappings", e).with_path(Some(&path));
         match err.kind() {
             ErrorKind::NotFound => err.with_hint(format!("no process {} exists", pid.unwrap_or(0))),
-            ErrorKind::PermissionDenied => err.with_hint(
-                "the process belongs to another user: reading its mappings needs the same user \
-                 (and ptrace access) or root / CAP_SYS_PTRACE",
-            ),
+            ErrorKind::PermissionDenied => {
+                let owner = pid.and_then(|p| {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::metadata(format!("/proc/{p}")).ok().map(|m| m.uid())
+                });
+                let me = rustix::process::geteuid().as_raw();
+                err.with_hint(match owner {
+                    Some(o) if o != me && me != 0 => format!(
+                        "the process belongs to uid {o}, not to you (uid {me}): reading its mappings needs \
+                         the same user with ptrace access, or CAP_SYS_PTRACE"
+                    ),
+                    _ => "ptrace access to the process is denied: this process lacks CAP_SYS_PTRACE \
+                          (as in many containers), or /proc/sys/kernel/yama/ptrace_scope forbids it"
+                        .to_string(),
+                })
+            }
             _ => err,
         }
     })?;

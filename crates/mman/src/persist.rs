@@ -580,10 +580,18 @@ impl<T: bytemuck::Pod> Durable<T> {
             .write(write)
             .open(path)
             .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?
-            .len();
+            .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::new(
+                ErrorKind::NotMappable,
+                "open durable",
+                "not a regular file: a durable variable is a regular file",
+            )
+            .with_path(Some(path)));
+        }
+        let len = meta.len();
         if len < 64 {
             return Err(bad(format!("{len} bytes: too short for a header")));
         }

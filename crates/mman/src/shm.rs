@@ -108,9 +108,15 @@ impl SharedMemory {
         sys::allocate(obj.fd.as_fd(), size).map_err(|e| {
             let err = Error::os("fallocate", e).with_path(Some(obj.name.as_ref()));
             if err.raw_os_error() == Some(libc::ENOSPC) {
-                err.with_hint(
-                    "/dev/shm is full: remove stale objects (`mman shm rm --stale`) or grow the tmpfs",
-                )
+                match sys::capacity() {
+                    Some((total, _)) if size > total => err.with_hint(format!(
+                        "{size} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
+                    )),
+                    Some((_, free)) => err.with_hint(format!(
+                        "/dev/shm has {free} bytes free: remove stale objects (`mman shm rm --stale`) or grow the tmpfs"
+                    )),
+                    None => err.with_hint("/dev/shm is full: remove stale objects or grow the tmpfs"),
+                }
             } else {
                 err
             }

@@ -226,3 +226,9 @@ pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
     }
     Ok((got.bytes, fd))
 }
+
+/// The size of `/dev/shm` and the bytes free there, in bytes.
+pub fn capacity() -> Option<(u64, u64)> {
+    let st = rustix::fs::statvfs("/dev/shm").ok()?;
+    Some((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
+}
