@@ -285,7 +285,7 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
                 let me = rustix::process::geteuid().as_raw();
                 err.with_hint(match owner {
                     Some(o) if o != me && me != 0 => format!(
-                        "the process belongs to uid {o}, not to you (uid {me}): reading its mappings needs \
+                        "the process belongs to another user (uid {o}; you are uid {me}): reading its mappings needs \
                          the same user with ptrace access, or CAP_SYS_PTRACE"
                     ),
                     _ => "ptrace access to the process is denied: this process lacks CAP_SYS_PTRACE \
