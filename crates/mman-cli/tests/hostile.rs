@@ -428,3 +428,28 @@ fn a_refused_fork_names_rlimit_nproc() {
         assert!(err.contains("RLIMIT_NPROC"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn cat_through_a_mapping_works_under_an_address_space_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("sparse");
+    std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    for via in ["map", "vmsplice"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 200000 && '{}' cat --via {via} '{}' | wc -c",
+                mman().display(),
+                big.display()
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{via}: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (1u64 << 30).to_string(),
+            "{via}"
+        );
+    }
+}

@@ -135,6 +135,43 @@ impl Transfer {
 
 const CHUNK: usize = 1 << 20;
 const BUF: usize = 128 << 10;
+/// How much of a file is mapped at a time: large enough that mapping costs nothing next to
+/// the copy, small enough for a tight address-space limit (`ulimit -v`); halved, down to
+/// [`MIN_WINDOW`], when the kernel refuses it with ENOMEM.
+const WINDOW: u64 = 256 << 20;
+const MIN_WINDOW: u64 = 1 << 20;
+
+/// Map the next window of `input` from `pos` (at most `*window` bytes, to `end`), halving
+/// the window on ENOMEM. `None` when no mapping can be made (not mappable, or no address
+/// space even for the smallest window): the caller leaves the rest to read().
+fn map_window(
+    input: BorrowedFd<'_>,
+    name: &std::path::Path,
+    pos: u64,
+    end: u64,
+    window: &mut u64,
+    t: &mut Transfer,
+) -> Result<Option<crate::map::Mapping>, TransferError> {
+    loop {
+        let len = (end - pos).min(*window) as usize;
+        match MapOptions::new().offset(pos).len(len).map(input) {
+            Ok(m) => {
+                t.syscalls += 1;
+                // Read-ahead in big steps, and drop pages behind us from this mapping.
+                let _ = m.advise(.., Advice::Sequential);
+                return Ok(Some(m));
+            }
+            Err(e) if e.kind() == ErrorKind::NotMappable => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                if *window <= MIN_WINDOW {
+                    return Ok(None);
+                }
+                *window /= 2;
+            }
+            Err(e) => return Err(TransferError::input(e.with_path(Some(name)))),
+        }
+    }
+}
 
 /// A destination descriptor, examined once, that files are copied into.
 #[derive(Debug)]
@@ -289,30 +326,30 @@ impl<'fd> Sink<'fd> {
         end: u64,
         t: &mut Transfer,
     ) -> Result<u64, TransferError> {
-        let map = match MapOptions::new().offset(pos).len((end - pos) as usize).map(input) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotMappable => return Ok(0),
-            Err(e) => return Err(TransferError::input(e.with_path(Some(name)))),
-        };
-        t.syscalls += 1;
-        // Read-ahead in big steps, and drop pages behind us from this mapping.
-        let _ = map.advise(.., Advice::Sequential);
-        let mut done = 0usize;
-        while done < map.len() {
-            let step = (map.len() - done).min(64 << 20);
-            // One write() per step; write_to loops on short writes.
-            let n = map.write_to(self.fd, done..done + step).map_err(|e| {
-                if e.kind() == ErrorKind::Truncated || e.raw_os_error() == Some(libc::EFAULT) {
-                    TransferError::input(e)
-                } else {
-                    TransferError::output(e)
-                }
-            })?;
-            t.syscalls += 1;
-            done += n as usize;
+        let mut done = 0u64;
+        let mut window = WINDOW;
+        while pos + done < end {
+            let Some(map) = map_window(input, name, pos + done, end, &mut window, t)? else {
+                break; // the rest goes through read()
+            };
+            let mut at = 0usize;
+            while at < map.len() {
+                let step = (map.len() - at).min(64 << 20);
+                // One write() per step; write_to loops on short writes.
+                let n = map.write_to(self.fd, at..at + step).map_err(|e| {
+                    if e.kind() == ErrorKind::Truncated || e.raw_os_error() == Some(libc::EFAULT) {
+                        TransferError::input(e)
+                    } else {
+                        TransferError::output(e)
+                    }
+                })?;
+                t.syscalls += 1;
+                at += n as usize;
+            }
+            done += at as u64;
         }
-        t.used(Method::Map, done as u64);
-        Ok(done as u64)
+        t.used(Method::Map, done);
+        Ok(done)
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -328,36 +365,41 @@ impl<'fd> Sink<'fd> {
             // vmsplice needs a pipe; the mapping still serves through write().
             return self.via_map(input, name, pos, end, t);
         }
-        let map = match MapOptions::new().offset(pos).len((end - pos) as usize).map(input) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotMappable => return Ok(0),
-            Err(e) => return Err(TransferError::input(e.with_path(Some(name)))),
-        };
-        t.syscalls += 1;
-        let _ = map.advise(.., Advice::Sequential);
-        let mut done = 0usize;
-        while done < map.len() {
-            let step = (map.len() - done).min(CHUNK);
-            // SAFETY: `done..done+step` is inside the live, readable mapping. The pipe takes
-            // references to the page-cache pages, which outlive our munmap.
-            let r = unsafe { sys::zerocopy::vmsplice(self.fd, map.as_ptr().add(done), step) };
-            t.syscalls += 1;
-            match r {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                    return self.via_map(input, name, pos, end, t);
+        let mut done = 0u64;
+        let mut window = WINDOW;
+        'windows: while pos + done < end {
+            let Some(map) = map_window(input, name, pos + done, end, &mut window, t)? else {
+                break; // the rest goes through read()
+            };
+            let mut at = 0usize;
+            while at < map.len() {
+                let step = (map.len() - at).min(CHUNK);
+                // SAFETY: `at..at+step` is inside the live, readable mapping. The pipe takes
+                // references to the page-cache pages, which outlive our munmap.
+                let r = unsafe { sys::zerocopy::vmsplice(self.fd, map.as_ptr().add(at), step) };
+                t.syscalls += 1;
+                match r {
+                    Ok(0) => break 'windows,
+                    Ok(n) => at += n,
+                    Err(e)
+                        if done == 0
+                            && at == 0
+                            && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) =>
+                    {
+                        return self.via_map(input, name, pos, end, t);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                        // The pages past the file's new end are gone: report the shrink.
+                        map.verify_file_size().map_err(TransferError::input)?;
+                        return Err(TransferError::input(Error::os("vmsplice", e)));
+                    }
+                    Err(e) => return Err(TransferError::output(Error::os("vmsplice", e))),
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                    // The pages past the file's new end are gone: report the shrink.
-                    map.verify_file_size().map_err(TransferError::input)?;
-                    return Err(TransferError::input(Error::os("vmsplice", e)));
-                }
-                Err(e) => return Err(TransferError::output(Error::os("vmsplice", e))),
             }
+            done += at as u64;
         }
-        t.used(Method::Vmsplice, done as u64);
-        Ok(done as u64)
+        t.used(Method::Vmsplice, done);
+        Ok(done)
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
