@@ -80,7 +80,11 @@ pub struct WalkArgs {
 
 #[derive(Serialize, Default)]
 struct Entry {
+    /// The path as text; a name that is not UTF-8 shows U+FFFD here, and its exact bytes in
+    /// `path_bytes`.
     path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<Vec<u8>>,
     size: u64,
     pages: u64,
     resident_pages: Option<u64>,
@@ -276,6 +280,11 @@ fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
         };
         let mut entry = Entry {
             path: f.path().display().to_string(),
+            path_bytes: f
+                .path()
+                .to_str()
+                .is_none()
+                .then(|| f.path().as_os_str().as_encoded_bytes().to_vec()),
             size: f.size(),
             ..Entry::default()
         };

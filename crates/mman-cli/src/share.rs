@@ -393,7 +393,11 @@ pub enum ShmCommand {
         size: u64,
     },
     /// List the objects mman created, with size, owner, and whether the creator still runs.
-    List,
+    List {
+        /// Every object in /dev/shm, other programs' too (marked "foreign", named verbatim).
+        #[arg(long)]
+        all: bool,
+    },
     /// Remove objects by name, or every object whose creator is gone (--stale).
     Rm {
         /// Names to remove.
@@ -401,6 +405,10 @@ pub enum ShmCommand {
         /// Remove the objects whose creating process is gone.
         #[arg(long)]
         stale: bool,
+        /// The names are other programs' objects, given verbatim (`/ring`, `psm_1a2b`): no
+        /// `mman.` prefix is added.
+        #[arg(long)]
+        foreign: bool,
     },
 }
 
@@ -425,8 +433,8 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             obj.keep();
             outln!("created {} ({size} bytes, mode 0600)", obj.name())?;
         }
-        ShmCommand::List => {
-            let objs = shm::list()?;
+        ShmCommand::List { all } => {
+            let objs = if all { shm::list_all()? } else { shm::list()? };
             outln!(
                 "{:<24} {:>12} {:>6} {:>5} {:>8} CREATOR",
                 "NAME",
@@ -438,6 +446,7 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             for o in objs {
                 let pid = o.creator.map_or("-".to_string(), |p| p.to_string());
                 let alive = match o.creator_alive {
+                    _ if !o.mman => "foreign",
                     Some(true) => "running",
                     Some(false) => "gone (stale)",
                     None => "unknown",
@@ -452,14 +461,23 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
                 )?;
             }
         }
-        ShmCommand::Rm { names, stale } => {
+        ShmCommand::Rm {
+            names,
+            stale,
+            foreign,
+        } => {
             if names.is_empty() && !stale {
                 bail!("shm rm: name objects to remove, or pass --stale");
             }
             // Like rm: every name is tried; a failure is reported and the status is 1.
             let mut failed = 0;
             for name in &names {
-                match SharedMemory::unlink(name).and_then(|()| shm::object_name(name)) {
+                let removed = if foreign {
+                    SharedMemory::unlink_foreign(name).and_then(|()| shm::raw_object_name(name))
+                } else {
+                    SharedMemory::unlink(name).and_then(|()| shm::object_name(name))
+                };
+                match removed {
                     Ok(full) => outln!("removed {}", printable(&full))?,
                     Err(e) => {
                         eprintln!("mman: shm rm: {e}");

@@ -453,3 +453,68 @@ fn cat_through_a_mapping_works_under_an_address_space_limit() {
         );
     }
 }
+
+#[test]
+fn foreign_shared_memory_objects_can_be_listed_opened_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("ring-{}", std::process::id());
+    let path = format!("/dev/shm/{name}");
+    std::fs::write(&path, vec![5u8; 8192]).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let list = |all: bool| {
+        let mut c = Command::new(mman());
+        c.args(["shm", "list"]);
+        if all {
+            c.arg("--all");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    assert!(!list(false).contains(&name), "a foreign object among mman's own");
+    let all = list(true);
+    let line = all
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(line.ends_with("foreign") && line.contains("8192"), "{line}");
+    // The library opens it by its name verbatim, with the usual checks.
+    let check = mman::shm::OpenCheck {
+        min_size: 4096,
+        owner: None,
+        allowed_other_bits: 0,
+    };
+    let obj = mman::shm::SharedMemory::open_foreign(&format!("/{name}"), &check).unwrap();
+    assert_eq!(obj.map().unwrap().load::<u8>(100).unwrap(), 5);
+    drop(obj);
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "a foreign handle never unlinks"
+    );
+    let out = Command::new(mman())
+        .args(["shm", "rm", "--foreign", &format!("/{name}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
+fn a_non_utf8_path_is_carried_losslessly_in_cache_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let raw: &[u8] = b"caf\xe9.bin";
+    let path = dir.path().join(std::ffi::OsStr::from_bytes(raw));
+    std::fs::write(&path, b"x").unwrap();
+    let out = Command::new(mman())
+        .args(["cache", "status", "--json", "-v"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    let want: Vec<serde_json::Value> = path.as_os_str().as_bytes().iter().map(|&b| b.into()).collect();
+    assert!(
+        text.contains(&serde_json::Value::Array(want).to_string()),
+        "{text}"
+    );
+}

@@ -54,6 +54,22 @@ pub fn object_name(name: &str) -> Result<String> {
     Ok(format!("/{PREFIX}{bare}"))
 }
 
+/// The object name for a name given verbatim, for objects mman did not create (a C
+/// program's `shm_open("/ring")`, Python's `multiprocessing.shared_memory`): `ring` and
+/// `/ring` both give `/ring`; no prefix is added.
+pub fn raw_object_name(name: &str) -> Result<String> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.contains('/') || bare.len() > 255 || bare == "." || bare == ".." {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "shm_open",
+            format!("{name:?} is not a valid shared-memory name"),
+        )
+        .with_hint("use 1 to 255 bytes without '/' after the leading one"));
+    }
+    Ok(format!("/{bare}"))
+}
+
 /// What the opener demands of an existing object before mapping it.
 #[derive(Clone, Debug)]
 pub struct OpenCheck {
@@ -142,8 +158,33 @@ impl SharedMemory {
     }
 
     /// [`open`](Self::open) with explicit checks.
+    ///
+    /// # Errors
+    /// The name is invalid or missing, or the object fails a check.
     pub fn open_checked(name: &str, check: &OpenCheck) -> Result<Self> {
-        let full = object_name(name)?;
+        Self::open_full(object_name(name)?, check)
+    }
+
+    /// Open an object mman did not create, by its name verbatim (`/ring`, see
+    /// [`raw_object_name`]), with the same checks as [`open_checked`](Self::open_checked).
+    /// The handle never unlinks it.
+    ///
+    /// # Errors
+    /// As [`open_checked`](Self::open_checked).
+    pub fn open_foreign(name: &str, check: &OpenCheck) -> Result<Self> {
+        Self::open_full(raw_object_name(name)?, check)
+    }
+
+    /// Remove an object by its name verbatim (`/ring`), mman's or not.
+    ///
+    /// # Errors
+    /// The name is invalid or does not exist, or removing it is not permitted.
+    pub fn unlink_foreign(name: &str) -> Result<()> {
+        let full = raw_object_name(name)?;
+        sys::shm_unlink(&full).map_err(|e| Error::os("shm_unlink", e).with_path(Some(full.as_ref())))
+    }
+
+    fn open_full(full: String, check: &OpenCheck) -> Result<Self> {
         let path = full.clone();
         let fail = |e: Error| e.with_path(Some(path.as_ref()));
         let fd = sys::shm_open(&full, true).map_err(|e| fail(Error::os("shm_open", e)))?;
@@ -252,6 +293,10 @@ pub struct ObjectInfo {
     pub creator: Option<u32>,
     /// Whether that process still runs (`None` when unknown).
     pub creator_alive: Option<bool>,
+    /// Whether mman made it (its name has the `mman.` prefix). When false, `name` is the
+    /// object's name verbatim, to give [`SharedMemory::open_foreign`] or
+    /// [`SharedMemory::unlink_foreign`].
+    pub mman: bool,
 }
 
 impl ObjectInfo {
@@ -263,18 +308,61 @@ impl ObjectInfo {
 
 /// The objects mman created that exist now (Linux: the `mman.*` entries of `/dev/shm`).
 pub fn list() -> Result<Vec<ObjectInfo>> {
+    Ok(list_all()?.into_iter().filter(|o| o.mman).collect())
+}
+
+/// Every shared-memory object that exists now, mman's and others' (glibc's named
+/// semaphores, `sem.*`, included). Foreign objects have [`ObjectInfo::mman`] false and their
+/// name verbatim.
+pub fn list_all() -> Result<Vec<ObjectInfo>> {
     let dir = std::path::Path::new("/dev/shm");
     let entries = std::fs::read_dir(dir).map_err(|e| Error::os("readdir", e).with_path(Some(dir)))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let fname = entry.file_name();
-        let Some(fname) = fname.to_str() else { continue };
-        let Some(bare) = fname.strip_prefix(PREFIX) else {
+        let Some(fname) = fname.to_str() else {
+            // Not UTF-8: shown with its bytes escaped, never dropped.
+            let shown = fname.as_encoded_bytes().escape_ascii().to_string();
+            if let Ok(m) = entry.metadata() {
+                use std::os::unix::fs::MetadataExt;
+                out.push(ObjectInfo {
+                    name: shown,
+                    size: m.len(),
+                    uid: m.uid(),
+                    mode: m.mode() & 0o7777,
+                    creator: None,
+                    creator_alive: None,
+                    mman: false,
+                });
+            }
             continue;
         };
-        // It may vanish between readdir and open: skip it then.
-        let Ok(fd) = sys::shm_open(&format!("/{fname}"), false) else {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
+        }
+        let (bare, mman) = match fname.strip_prefix(PREFIX) {
+            Some(bare) => (bare, true),
+            None => (fname, false),
+        };
+        let fd = match sys::shm_open(&format!("/{fname}"), false) {
+            Ok(fd) => fd,
+            // It vanished between readdir and open: it is gone, nothing to list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Another user's object this user may not open: listed from its directory entry.
+            Err(_) => {
+                let Ok(m) = entry.metadata() else { continue };
+                use std::os::unix::fs::MetadataExt;
+                out.push(ObjectInfo {
+                    name: bare.to_string(),
+                    size: m.len(),
+                    uid: m.uid(),
+                    mode: m.mode() & 0o7777,
+                    creator: None,
+                    creator_alive: None,
+                    mman,
+                });
+                continue;
+            }
         };
         let Ok(o) = sys::owner(fd.as_fd()) else { continue };
         let stamp = sys::tag(fd.as_fd(), CREATOR_TAG).and_then(|v| String::from_utf8(v).ok());
@@ -297,6 +385,7 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
             mode: o.mode,
             creator,
             creator_alive: alive,
+            mman,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
