@@ -186,7 +186,12 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     if args.rounds == 0 {
         bail!("bench ipc: --rounds must be at least 1");
     }
-    let dir = tempfile::Builder::new().prefix("mman-bench-ipc").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("mman-bench-ipc")
+        .tempdir()
+        .context(
+            "bench ipc: create a temporary directory (in $TMPDIR, which must be a writable directory)",
+        )?;
     crate::cleanup::remove_on_signal(dir.path());
     let mman_semaphore = semaphores(dir.path(), args.rounds)?;
     let sem_t = sem_t(dir.path(), args.rounds)?;

@@ -16,10 +16,13 @@ use serde::Serialize;
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
     /// How much of each file sits in the page cache (like vmtouch, fincore).
+    #[command(mut_arg("verbose", |a| a.help("Print each file with a bar of its resident pages")))]
     Status(WalkArgs),
     /// Read into the page cache what is not there (like vmtouch -t).
+    #[command(mut_arg("verbose", |a| a.help("Print each file with the pages touched and now resident")))]
     Touch(WalkArgs),
     /// Drop files from the page cache and report what stayed (like vmtouch -e).
+    #[command(mut_arg("verbose", |a| a.help("Print each file with the pages evicted and the pages that stayed")))]
     Evict {
         #[command(flatten)]
         walk: WalkArgs,
@@ -28,6 +31,7 @@ pub enum CacheCommand {
         flush: bool,
     },
     /// Lock files in memory until SIGTERM or SIGINT (like vmtouch -l).
+    #[command(mut_arg("verbose", |a| a.help("Accepted as vmtouch does; lock prints its summary only")))]
     Lock {
         #[command(flatten)]
         walk: WalkArgs,
@@ -45,7 +49,7 @@ pub enum CacheCommand {
 pub struct WalkArgs {
     /// Files and directories (directories are walked recursively).
     paths: Vec<PathBuf>,
-    /// Print each file (with a residency bar for status).
+    /// Print each file (what it shows depends on the subcommand).
     #[arg(short = 'v', long)]
     verbose: bool,
     /// Print JSON instead of text.

@@ -246,7 +246,9 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             tmp = tempfile::Builder::new()
                 .prefix("mman-philosophers")
                 .tempfile()
-                .context("philosophers: create the table file")?;
+                .context(
+                    "philosophers: create the table file (in $TMPDIR, which must be a writable directory)",
+                )?;
             crate::cleanup::remove_on_signal(tmp.path());
             tmp.path().to_path_buf()
         }

@@ -69,7 +69,7 @@ pub fn run(args: TourArgs) -> Result<()> {
         dir: tempfile::Builder::new()
             .prefix("mman-tour")
             .tempdir()
-            .context("tour: create a temporary directory")?,
+            .context("tour: create a temporary directory (in $TMPDIR, which must be a writable directory)")?,
         exe: std::env::current_exe().context("tour: find the mman executable")?,
     };
     crate::cleanup::remove_on_signal(tour.dir.path());

@@ -518,3 +518,25 @@ fn a_non_utf8_path_is_carried_losslessly_in_cache_json() {
         "{text}"
     );
 }
+
+#[test]
+fn an_unusable_tmpdir_is_an_error_that_says_so() {
+    for args in [
+        vec!["tour", "--section", "1"],
+        vec!["philosophers", "-n", "2", "--meals", "1"],
+        vec!["bench", "ipc", "--rounds", "10"],
+    ] {
+        let out = Command::new(mman())
+            .args(&args)
+            .env("TMPDIR", "/proc/self")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("TMPDIR") && err.contains("/proc/self"),
+            "{args:?}: {err}"
+        );
+    }
+}
