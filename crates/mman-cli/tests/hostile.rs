@@ -80,34 +80,30 @@ fn assert_clean(tmp: &Path, what: &str) {
     assert!(left.is_empty(), "{what} left {left:?} in TMPDIR");
 }
 
-#[test]
-fn stdout_on_dev_full_is_a_write_error_with_status_1() {
+/// Every printing command with standard output set up by `redir`: status 1, `reason` as
+/// a write error, no panic, nothing left behind.
+fn expect_write_error(redir: &str, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     for args in printing_commands(dir.path()) {
         let tmp = tempfile::tempdir().unwrap();
-        let out = run_sh(&args, ">/dev/full", tmp.path());
+        let out = run_sh(&args, redir, tmp.path());
         let text = describe(&args, &out);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{text}");
         assert_eq!(out.status.code(), Some(1), "{text}");
-        assert!(err.contains("write error: No space left on device"), "{text}");
+        assert!(err.contains(&format!("write error: {reason}")), "{text}");
         assert_clean(tmp.path(), &text);
     }
 }
 
 #[test]
+fn stdout_on_dev_full_is_a_write_error_with_status_1() {
+    expect_write_error(">/dev/full", "No space left on device");
+}
+
+#[test]
 fn a_closed_stdout_is_a_write_error_not_silence() {
-    let dir = tempfile::tempdir().unwrap();
-    for args in printing_commands(dir.path()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = run_sh(&args, ">&-", tmp.path());
-        let text = describe(&args, &out);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{text}");
-        assert_eq!(out.status.code(), Some(1), "{text}");
-        assert!(err.contains("write error: Bad file descriptor"), "{text}");
-        assert_clean(tmp.path(), &text);
-    }
+    expect_write_error(">&-", "Bad file descriptor");
 }
 
 #[test]

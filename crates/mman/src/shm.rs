@@ -43,15 +43,7 @@ pub fn anonymous_private(len: usize) -> Result<Mapping> {
 pub fn object_name(name: &str) -> Result<String> {
     let bare = name.trim_start_matches('/');
     let bare = bare.strip_prefix(PREFIX).unwrap_or(bare);
-    if bare.is_empty() || bare.contains('/') || bare.len() > 200 || bare == "." || bare == ".." {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "shm_open",
-            format!("{name:?} is not a valid shared-memory name"),
-        )
-        .with_hint("use 1 to 200 characters without '/'"));
-    }
-    Ok(format!("/{PREFIX}{bare}"))
+    Ok(format!("/{PREFIX}{}", checked(name, bare, 200)?))
 }
 
 /// The object name for a name given verbatim, for objects mman did not create (a C
@@ -59,15 +51,21 @@ pub fn object_name(name: &str) -> Result<String> {
 /// `/ring` both give `/ring`; no prefix is added.
 pub fn raw_object_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
-    if bare.is_empty() || bare.contains('/') || bare.len() > 255 || bare == "." || bare == ".." {
+    Ok(format!("/{}", checked(name, bare, 255)?))
+}
+
+/// `bare` (the part of `name` after the leading `/` and any prefix), if it can name an
+/// object: 1 to `max` bytes, no `/`, not `.` or `..`.
+fn checked<'a>(name: &str, bare: &'a str, max: usize) -> Result<&'a str> {
+    if bare.is_empty() || bare.contains('/') || bare.len() > max || bare == "." || bare == ".." {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "shm_open",
             format!("{name:?} is not a valid shared-memory name"),
         )
-        .with_hint("use 1 to 255 bytes without '/' after the leading one"));
+        .with_hint(format!("use 1 to {max} bytes without '/'")));
     }
-    Ok(format!("/{bare}"))
+    Ok(bare)
 }
 
 /// What the opener demands of an existing object before mapping it.
