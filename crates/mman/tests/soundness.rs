@@ -168,6 +168,7 @@ fn a_mutex_guard_holds_a_copy_that_a_scribbling_peer_cannot_change() {
     // The lock word names this thread (TID in the low 30 bits): no pointer of this process.
     let g = mx.lock().unwrap();
     let word = shared.load::<u64>(8).unwrap();
+    // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u64;
     assert_eq!(word & ((1 << 30) - 1), tid, "lock word {word:#x}");
     assert!(
