@@ -536,3 +536,39 @@ fn an_unusable_tmpdir_is_an_error_that_says_so() {
         );
     }
 }
+
+#[test]
+fn counter_never_writes_a_file_that_is_not_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = dir.path().join("planted");
+    std::fs::write(&planted, vec![9u8; 100_000]).unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for file in [&planted, &fifo] {
+        for args in [
+            vec!["counter", "--add", "3", "--file"],
+            vec!["counter", "--check", "--file"],
+        ] {
+            let mut child = Command::new(mman())
+                .args(&args)
+                .arg(file)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A FIFO must not make it wait for a writer.
+            let t0 = std::time::Instant::now();
+            let status = loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    break st;
+                }
+                if t0.elapsed() > std::time::Duration::from_secs(10) {
+                    child.kill().unwrap();
+                    panic!("{args:?} {file:?} hangs");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
+            assert_eq!(status.code(), Some(1), "{args:?} {file:?}");
+        }
+    }
+    assert_eq!(std::fs::read(&planted).unwrap(), vec![9u8; 100_000]);
+}

@@ -575,9 +575,12 @@ impl<T: bytemuck::Pod> Durable<T> {
                 .with_path(Some(path))
                 .with_hint("not a durable variable of this type; remove it to start afresh")
         };
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; it is
+        // refused below as not a regular file. (No effect on regular files.)
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(write)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
         let meta = file
