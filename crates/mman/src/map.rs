@@ -21,6 +21,9 @@ use std::sync::atomic::AtomicU64;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
+mod cursor;
+pub use cursor::Cursor;
+
 /// Access permitted to a mapping's pages: any union of [`READ`](Self::READ),
 /// [`WRITE`](Self::WRITE) and [`EXEC`](Self::EXEC), or [`NONE`](Self::NONE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

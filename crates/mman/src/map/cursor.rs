@@ -1,0 +1,166 @@
+//! A file-like view of a [`Mapping`]: `Read`, `BufRead`, `Write` and `Seek`, as Python's
+//! `mmap` object offers, so a mapping plugs into any code that takes a reader or a writer.
+//! Every byte moves by copy ([`Mapping::read_at`], [`Mapping::write_at`]), so it stays sound
+//! whoever else writes or truncates the memory.
+
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+
+use super::Mapping;
+
+/// How much `fill_buf` copies at a time.
+const CHUNK: usize = 64 << 10;
+
+/// A position in a [`Mapping`], read and written like a file (see the [module docs](self)).
+///
+/// ```
+/// use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+/// # fn main() -> std::io::Result<()> {
+/// let map = mman::MapOptions::new().len(64).map_anonymous()?;
+/// let mut c = mman::map::Cursor::new(&map);
+/// c.write_all(b"first line\nsecond line\n")?;
+/// c.seek(SeekFrom::Start(0))?;
+/// let mut line = String::new();
+/// c.read_line(&mut line)?;
+/// assert_eq!(line, "first line\n");
+/// # Ok(()) }
+/// ```
+///
+/// Reads stop at the end of the mapping (0 bytes: end of file); writes past it write what
+/// fits, then 0 bytes (so `write_all` fails with `WriteZero`): a mapping does not grow.
+#[derive(Debug)]
+pub struct Cursor<'a> {
+    map: &'a Mapping,
+    pos: u64,
+    /// Bytes copied out by `fill_buf`, starting at `buf_at`; `buf[used..]` not yet consumed.
+    buf: Vec<u8>,
+    buf_at: u64,
+    used: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `map`.
+    pub fn new(map: &'a Mapping) -> Self {
+        Cursor {
+            map,
+            pos: 0,
+            buf: Vec::new(),
+            buf_at: 0,
+            used: 0,
+        }
+    }
+    /// The current position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+    /// The mapping.
+    pub fn get_ref(&self) -> &'a Mapping {
+        self.map
+    }
+    fn left(&self) -> usize {
+        (self.map.len() as u64).saturating_sub(self.pos) as usize
+    }
+    /// Forget what `fill_buf` copied (after a write or a seek).
+    fn drop_buffer(&mut self) {
+        self.buf.clear();
+        self.used = 0;
+    }
+}
+
+impl Read for Cursor<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.buf[self.used..].is_empty() {
+            let n = out.len().min(self.buf.len() - self.used);
+            out[..n].copy_from_slice(&self.buf[self.used..self.used + n]);
+            self.consume(n);
+            return Ok(n);
+        }
+        let n = out.len().min(self.left());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.map.read_at(self.pos as usize, &mut out[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl BufRead for Cursor<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.used >= self.buf.len() {
+            let n = CHUNK.min(self.left());
+            self.buf.resize(n, 0);
+            if n > 0 {
+                self.map.read_at(self.pos as usize, &mut self.buf)?;
+            }
+            self.buf_at = self.pos;
+            self.used = 0;
+        }
+        Ok(&self.buf[self.used..])
+    }
+    fn consume(&mut self, amt: usize) {
+        let amt = amt.min(self.buf.len() - self.used);
+        self.used += amt;
+        self.pos = self.buf_at + self.used as u64;
+    }
+}
+
+impl Write for Cursor<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.drop_buffer();
+        let n = data.len().min(self.left());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.map.write_at(self.pos as usize, &data[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Cursor<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let base = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => (self.map.len() as u64).checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let pos = base.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.drop_buffer();
+        self.pos = pos;
+        Ok(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MapOptions;
+
+    #[test]
+    fn reads_writes_seeks_and_stops_at_the_end() {
+        let map = MapOptions::new().len(10).map_anonymous().unwrap();
+        let mut c = Cursor::new(&map);
+        assert_eq!(c.write(b"0123456789abc").unwrap(), 10);
+        assert_eq!(c.write(b"x").unwrap(), 0);
+        assert!(c.write_all(b"x").is_err());
+        c.seek(SeekFrom::End(-4)).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "6789");
+        assert!(c.seek(SeekFrom::Current(-11)).is_err());
+        c.seek(SeekFrom::Start(2)).unwrap();
+        assert_eq!(c.fill_buf().unwrap(), b"23456789");
+        c.consume(3);
+        assert_eq!(c.position(), 5);
+        let mut two = [0u8; 2];
+        c.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"56");
+        c.write_all(b"XY").unwrap();
+        assert_eq!(map.to_vec().unwrap(), b"0123456XY9");
+        c.seek(SeekFrom::Start(100)).unwrap();
+        assert_eq!(c.read(&mut two).unwrap(), 0, "past the end is end of file");
+    }
+}
