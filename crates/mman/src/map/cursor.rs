@@ -10,7 +10,9 @@ use super::Mapping;
 /// How much `fill_buf` copies at a time.
 const CHUNK: usize = 64 << 10;
 
-/// A position in a [`Mapping`], read and written like a file (see the [module docs](self)).
+/// A position in a [`Mapping`], read and written like a file: `Read`, `BufRead`, `Write`
+/// and `Seek`, every byte by copy, so it stays sound whoever else writes or truncates the
+/// memory (as Python's `mmap` object, for code that takes a reader or a writer).
 ///
 /// ```
 /// use std::io::{BufRead, Read, Seek, SeekFrom, Write};
