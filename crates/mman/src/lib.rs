@@ -146,17 +146,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "cache"))]
 pub mod cache;
 mod error;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "fault"))]
 pub mod fault;
 pub mod map;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "maps"))]
 pub mod maps;
+#[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
 pub mod sync;
 mod sys;
 pub mod transfer;
@@ -168,7 +169,7 @@ pub use map::{
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "cache", feature = "persist", feature = "sync"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 

@@ -11,15 +11,16 @@ use std::sync::OnceLock;
 
 use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "cache"))]
 pub mod cache;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod fault;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "fault"))]
 pub mod guard;
+#[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
 pub mod sync;
 pub mod words;
 
@@ -41,8 +42,8 @@ pub struct Prot {
 
 impl Prot {
     /// No access.
-    // Used by the Linux-only fault module.
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    // Used by the `fault` feature (Linux) only.
+    #[allow(dead_code)]
     pub const NONE: Prot = Prot {
         read: false,
         write: false,
@@ -55,8 +56,8 @@ impl Prot {
         exec: false,
     };
     /// Read and write.
-    // Used by the Linux-only fault module.
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    // Used by the `fault` and `sync` features (Linux) only.
+    #[allow(dead_code)]
     pub const READ_WRITE: Prot = Prot {
         read: true,
         write: true,
@@ -636,7 +637,7 @@ pub fn default_huge_page_size() -> Option<usize> {
 /// 32 bits of `word` while they equal `expected`, for at most `timeout` (measured on
 /// CLOCK_MONOTONIC by the kernel). Returns `Ok(false)` on timeout, `Ok(true)` when woken, the
 /// value changed or a signal came.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
 pub fn futex_wait(
     word: &std::sync::atomic::AtomicU64,
     expected: u32,
@@ -660,7 +661,7 @@ pub fn futex_wait(
 
 /// `FUTEX_WAKE` of up to `n` waiters (shared) on the low half of `word`. Returns how many
 /// were woken.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
 pub fn futex_wake(word: &std::sync::atomic::AtomicU64, n: u32) -> usize {
     use rustix::thread::futex;
     // The kernel reads the count as an int: u32::MAX would be -1 and wake just one waiter.
