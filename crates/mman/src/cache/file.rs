@@ -1,0 +1,117 @@
+//! [`CachedFile`]: an open file, its size and identity, and the checks its calls share.
+
+use super::*;
+
+/// An open file whose page-cache residency can be read and changed.
+#[derive(Debug)]
+pub struct CachedFile {
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) nlink: u64,
+    pub(super) uid: u32,
+}
+
+pub(super) const UNKNOWN_REASON: &str = "the kernel withholds the page-cache state of a file this user \
+     neither owns nor may write (cachestat: EPERM; mincore would claim every page resident); \
+     run as its owner or root";
+
+impl CachedFile {
+    /// Open `path` read-only (without updating its access time where allowed).
+    pub fn open(path: impl AsRef<Path>) -> Result<CachedFile> {
+        let path = path.as_ref();
+        let fd = open_at(rustix::fs::CWD, path, true).map_err(|e| open_error(e, path))?;
+        CachedFile::from_fd(fd, path.to_path_buf())
+    }
+
+    pub(super) fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<CachedFile> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e.into()).with_path(Some(&path)))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode as _) != rustix::fs::FileType::RegularFile {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "page cache",
+                "not a regular file: only regular files have page-cache residency to report",
+            )
+            .with_path(Some(&path)));
+        }
+        Ok(CachedFile {
+            file: File::from(fd),
+            path,
+            size: st.st_size as u64,
+            dev: file_id(&st).0,
+            ino: file_id(&st).1,
+            nlink: st.st_nlink as u64,
+            uid: st.st_uid,
+        })
+    }
+
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Its size in bytes when opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Its pages (the last may be partial).
+    pub fn pages(&self) -> u64 {
+        self.size.div_ceil(sys::page_size() as u64)
+    }
+    /// (device, inode): the identity of the file, shared by its hard links.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+    /// How many names the file has.
+    pub fn links(&self) -> u64 {
+        self.nlink
+    }
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// How many pages of `range` the file has.
+    pub fn pages_in(&self, range: PageRange) -> u64 {
+        let (first, end) = self.span(range);
+        end - first
+    }
+
+    /// The pages of `range` that exist, as a page interval.
+    pub(super) fn span(&self, range: PageRange) -> (u64, u64) {
+        let pages = self.pages();
+        let end = range.end.unwrap_or(pages).min(pages);
+        let first = range.first.min(end);
+        (first, end)
+    }
+
+    /// `(offset, length)` in bytes for cachestat/fadvise; length 0 means to the end.
+    pub(super) fn byte_span(&self, first: u64, end: u64) -> (u64, u64) {
+        let ps = sys::page_size() as u64;
+        if end == self.pages() {
+            (first * ps, 0)
+        } else {
+            (first * ps, (end - first) * ps)
+        }
+    }
+
+    /// The error for a fault (`EFAULT` from populating): a truncation if the file shrank.
+    pub(super) fn fault_error(&self, op: &'static str, e: std::io::Error, addr: usize, len: usize) -> Error {
+        if e.raw_os_error() == Some(libc::EFAULT) {
+            if let Some(t) = self.truncated(op) {
+                return t;
+            }
+        }
+        Error::os(op, e).with_path(Some(&self.path)).with_addr(addr, len)
+    }
+
+    /// `Some(Truncated)` if the file is now shorter than when it was opened.
+    pub(super) fn truncated(&self, op: &'static str) -> Option<Error> {
+        let now = rustix::fs::fstat(&self.file).map_or(0, |s| s.st_size as u64);
+        (now < self.size).then(|| {
+            Error::truncated(op, Some(&self.path), self.size, now)
+                .with_hint("the file was truncated while in use; it was skipped")
+        })
+    }
+}

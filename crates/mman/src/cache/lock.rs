@@ -1,0 +1,86 @@
+//! Locking a file's pages in memory, and the limits that allow it.
+
+use super::*;
+
+impl CachedFile {
+    /// Lock the pages of `range` in memory until the returned guard is dropped: the range is
+    /// mapped, locked as it faults in (`MLOCK_ONFAULT`), then faulted in, so no page can be
+    /// evicted between being read and being locked. Needs `RLIMIT_MEMLOCK` room for the
+    /// whole range, or `CAP_IPC_LOCK` (see [`check_lock_limits`]).
+    pub fn lock(&self, range: PageRange) -> Result<LockedFile> {
+        let (first, end) = self.span(range);
+        if end == first {
+            return Ok(LockedFile {
+                _view: None,
+                path: self.path.clone(),
+                pages: 0,
+            });
+        }
+        let view = View::new(self, first, end, "lock")?;
+        sys::mlock(view.addr, view.len, true).map_err(|e| {
+            Error::memlock("mlock", e, Some(view.len as u64))
+                .with_path(Some(&self.path))
+                .with_addr(view.addr as usize, view.len)
+        })?;
+        sc::populate_read(view.addr, view.len)
+            .map_err(|e| self.fault_error("lock", e, view.addr as usize, view.len))?;
+        Ok(LockedFile {
+            _view: Some(view),
+            path: self.path.clone(),
+            pages: end - first,
+        })
+    }
+}
+
+/// Pages locked by [`CachedFile::lock`]; dropping it unlocks them (unmapping the locked
+/// view releases its lock).
+#[derive(Debug)]
+pub struct LockedFile {
+    _view: Option<View>,
+    path: PathBuf,
+    pages: u64,
+}
+
+impl LockedFile {
+    /// The pages locked.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether locking `bytes` in `mappings` more mappings fits this process's limits
+/// (`RLIMIT_MEMLOCK` unless it has `CAP_IPC_LOCK`, and `vm.max_map_count`); the error says
+/// how much is needed and how to raise the limit.
+pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
+    if !sc::may_lock_unlimited() {
+        if let (Some(soft), _) = sys::memlock_limit() {
+            if bytes > soft {
+                return Err(Error::new(
+                    ErrorKind::ResourceLimit,
+                    "lock",
+                    format!(
+                        "locking needs {} but RLIMIT_MEMLOCK allows {} (all locks of this process count)",
+                        human(bytes),
+                        human(soft)
+                    ),
+                )
+                .with_hint(crate::error::memlock_hint(Some(bytes))));
+            }
+        }
+    }
+    if let (Some(max), Some(now)) = sc::map_count() {
+        if now + mappings > max {
+            return Err(Error::new(
+                ErrorKind::ResourceLimit,
+                "lock",
+                format!("locking needs one mapping a file: {mappings} more, but vm.max_map_count is {max} and {now} are in use"),
+            )
+            .with_hint(format!("raise it: sysctl -w vm.max_map_count={}", now + mappings + 1024)));
+        }
+    }
+    Ok(())
+}
