@@ -11,7 +11,9 @@ mod cat;
 mod cleanup;
 mod maps;
 mod persist;
+mod philosophers;
 mod share;
+mod shm;
 mod tour;
 
 use std::process::ExitCode;
@@ -38,7 +40,7 @@ enum Command {
     /// A semaphore inside shared memory: the parent waits on it until the child posts.
     Semaphore,
     /// Dining Philosophers with processes; the forks are semaphores in a shared file.
-    Philosophers(share::PhilosophersArgs),
+    Philosophers(philosophers::PhilosophersArgs),
     /// A persistent variable: a 4096-byte page that lives in a file (--write, --read).
     Persist(persist::PersistArgs),
     /// A durable, crash-consistent counter: --add N transactions, or --check.
@@ -50,7 +52,7 @@ enum Command {
     Maps(maps::MapsArgs),
     /// Named shared-memory objects: create, list, remove.
     #[command(subcommand)]
-    Shm(share::ShmCommand),
+    Shm(shm::ShmCommand),
     /// Benchmarks run side by side in one process tree: `mman bench ipc`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -102,9 +104,9 @@ fn main() -> ExitCode {
         Command::Counter(args) => report(persist::counter(args)),
         Command::Share(args) => report(share::share(args)),
         Command::Semaphore => report(share::semaphore()),
-        Command::Philosophers(args) => report(share::philosophers(args)),
-        Command::Shm(cmd) => report(share::shm(cmd)),
-        Command::Philosopher { file, n, i, meals } => report(share::philosopher(file, n, i, meals)),
+        Command::Philosophers(args) => report(philosophers::philosophers(args)),
+        Command::Shm(cmd) => report(shm::shm(cmd)),
+        Command::Philosopher { file, n, i, meals } => report(philosophers::philosopher(file, n, i, meals)),
     }
 }
 

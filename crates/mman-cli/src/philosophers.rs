@@ -1,0 +1,270 @@
+//! `mman philosophers`: the dining philosophers as processes, the forks semaphores in a
+//! shared file; and the hidden `__philosopher` each process runs.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mman::sync::{place, Semaphore};
+use mman::{MapOptions, Mapping};
+
+/// Arguments of `mman philosophers`.
+#[derive(Args, Debug)]
+pub struct PhilosophersArgs {
+    /// Number of philosophers (processes), 2 to 1024.
+    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=1024))]
+    philosophers: u32,
+    /// Meals each philosopher eats (at least 1), then the dinner ends.
+    #[arg(long, conflicts_with = "seconds", value_parser = crate::args::positive)]
+    meals: Option<u64>,
+    /// Run the dinner this long instead, in seconds (above 0, at most a year; default 2 s
+    /// when --meals is not given).
+    #[arg(long, value_parser = crate::args::seconds)]
+    seconds: Option<f64>,
+    /// The file holding the forks (semaphores), mapped MAP_SHARED by every philosopher.
+    /// Default: a temporary file, removed at the end.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+/// The table in the shared file: a stop flag, then N forks, then N meal counters.
+struct Table {
+    map: Mapping,
+    n: usize,
+}
+
+const STOP_AT: usize = 0;
+/// Where the table's mark sits: an existing file is used only if it carries it.
+const MAGIC_AT: usize = 8;
+const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
+const FORKS_AT: usize = 64;
+/// The bytes of one fork (a `Semaphore`).
+const FORK: usize = std::mem::size_of::<Semaphore>();
+
+impl Table {
+    fn size(n: usize) -> usize {
+        FORKS_AT + n * FORK + n * 8
+    }
+    fn open(path: &std::path::Path, n: usize) -> Result<Table> {
+        let map = MapOptions::new()
+            .read_write()
+            .shared()
+            .len(Self::size(n))
+            .map_path(path)?;
+        Ok(Table { map, n })
+    }
+    fn stop(&self) -> Result<&AtomicU64> {
+        Ok(self.map.atomic_u64(STOP_AT)?)
+    }
+    fn fork(&self, i: usize) -> Result<&Semaphore> {
+        Ok(place(&self.map, FORKS_AT + FORK * (i % self.n))?)
+    }
+    fn meals(&self, i: usize) -> Result<&AtomicU64> {
+        Ok(self.map.atomic_u64(FORKS_AT + FORK * self.n + 8 * i)?)
+    }
+}
+
+/// Make `path` a fresh table for `n` philosophers. A file mman creates is created with
+/// O_EXCL and O_NOFOLLOW; an existing one (`--file`) is used only if it is a table already
+/// (a regular file of the table's size with its mark), never truncated otherwise. (The
+/// default temporary file exists already, made by `tempfile` with O_EXCL.)
+fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let size = Table::size(n) as u64;
+    let created = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(named)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path);
+    let file = match created {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let m = std::fs::symlink_metadata(path)
+                .with_context(|| format!("philosophers: {}", path.display()))?;
+            let is_table = m.file_type().is_file()
+                && m.len() == size
+                && std::fs::read(path)
+                    .is_ok_and(|b| b.get(MAGIC_AT..MAGIC_AT + 8) == Some(&MAGIC.to_le_bytes()[..]));
+            if !is_table {
+                bail!(
+                    "philosophers --file {}: the file exists and is not a table for {n} philosophers; refusing to touch it \
+                     (give a new path, or remove it yourself)",
+                    path.display()
+                );
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("philosophers: open {}", path.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("philosophers: create {}", path.display())),
+    };
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        bail!("philosophers --file {}: not a regular file", path.display());
+    }
+    // A fresh table: zeros, then the mark.
+    file.set_len(0)
+        .and_then(|_| file.set_len(size))
+        .with_context(|| format!("philosophers: size {}", path.display()))?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &MAGIC.to_le_bytes(), MAGIC_AT as u64)
+        .with_context(|| format!("philosophers: write {}", path.display()))?;
+    Ok(())
+}
+
+/// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.
+pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
+    let n = args.philosophers as usize;
+    if !(2..=1024).contains(&n) {
+        bail!("philosophers: -n must be between 2 and 1024, not {n}");
+    }
+    let tmp;
+    let path = match &args.file {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("mman-philosophers")
+                .tempfile()
+                .context(
+                    "philosophers: create the table file (in $TMPDIR, which must be a writable directory)",
+                )?;
+            crate::cleanup::remove_on_signal(tmp.path());
+            tmp.path().to_path_buf()
+        }
+    };
+    prepare_table(&path, n, args.file.is_some())?;
+    let table = Table::open(&path, n)?;
+    for i in 0..n {
+        table.fork(i)?.post()?; // every fork starts on the table
+    }
+    let exe = std::env::current_exe().context("philosophers: find the mman executable")?;
+    let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("__philosopher")
+            .arg(&path)
+            .arg(n.to_string())
+            .arg(i.to_string())
+            .arg(args.meals.unwrap_or(0).to_string());
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
+        // when the parent dies, so no philosopher outlives the dinner.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => children.push(Some(c)),
+            Err(e) => {
+                table.stop()?.store(1, Ordering::SeqCst);
+                reap_all(&mut children);
+                return Err(crate::cleanup::spawn_error(
+                    e,
+                    format!("philosophers: start philosopher {i}"),
+                ));
+            }
+        }
+    }
+    let deadline = match (args.meals, args.seconds) {
+        (Some(_), _) => None,
+        (None, s) => Some(start + Duration::from_secs_f64(s.unwrap_or(2.0).max(0.0))),
+    };
+    let mut died = None;
+    let mut left = n;
+    while left > 0 {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            table.stop()?.store(1, Ordering::SeqCst);
+        }
+        for (i, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            if let Some(status) = child.try_wait().context("philosophers: wait")? {
+                let pid = child.id();
+                *slot = None;
+                left -= 1;
+                if !status.success() && died.is_none() {
+                    died = Some((i, pid, status));
+                }
+            }
+        }
+        if died.is_some() {
+            // A dead philosopher may hold forks forever: end the dinner now.
+            table.stop()?.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            reap_all(&mut children);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if let Some((i, pid, status)) = died {
+        let how = match status.signal() {
+            Some(sig) => format!("was killed by signal {sig}"),
+            None => format!("exited with status {}", status.code().unwrap_or(-1)),
+        };
+        bail!("philosophers: philosopher {i} (pid {pid}) {how}; the dinner was stopped and every other philosopher ended");
+    }
+    let meals: Vec<u64> = (0..n)
+        .map(|i| table.meals(i).map(|m| m.load(Ordering::SeqCst)))
+        .collect::<Result<_>>()?;
+    let total: u64 = meals.iter().sum();
+    let (min, max) = (
+        meals.iter().copied().min().unwrap_or(0),
+        meals.iter().copied().max().unwrap_or(0),
+    );
+    outln!(
+        "Dining philosophers: {n} processes, forks are semaphores in {}",
+        path.display()
+    )?;
+    for (i, m) in meals.iter().enumerate() {
+        outln!("  philosopher {i:>3}: {m} meals")?;
+    }
+    outln!(
+        "total {total} meals in {secs:.3} s: {:.0} meals/s; fairness min/max {min}/{max} ({:.2})",
+        total as f64 / secs.max(1e-9),
+        if max > 0 { min as f64 / max as f64 } else { 1.0 }
+    )?;
+    Ok(())
+}
+
+fn reap_all(children: &mut [Option<Child>]) {
+    for c in children.iter_mut().flatten() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// One philosopher (a hidden subcommand run by `mman philosophers`): think, take the lower-
+/// numbered fork then the higher one (a global order: no cycle, so no deadlock), eat,
+/// put both back; until the meals are eaten or the stop flag is up.
+pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64) -> Result<()> {
+    let table = Table::open(&path, n)?;
+    let (a, b) = (i, (i + 1) % n);
+    let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
+    let stop = table.stop()?;
+    let eaten = table.meals(i)?;
+    let tick = Duration::from_millis(50);
+    let mut mine = 0u64;
+    while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
+        if !first.wait_timeout(tick) {
+            continue;
+        }
+        if !second.wait_timeout(tick) {
+            first.post()?;
+            continue;
+        }
+        mine += 1;
+        eaten.store(mine, Ordering::Relaxed);
+        second.post()?;
+        first.post()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `mman shm`: named POSIX shared-memory objects, mman's and other programs'.
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+/// `mman shm ...`.
+#[derive(Subcommand, Debug)]
+pub enum ShmCommand {
+    /// Create /dev/shm/mman.NAME of the given size (mode 0600), and keep it.
+    Create {
+        /// The name (without the mman. prefix).
+        name: String,
+        /// Size: bytes, or with a unit (4k, 1M, 1.5G).
+        #[arg(long, value_parser = crate::args::size)]
+        size: u64,
+    },
+    /// List the objects mman created, with size, owner, and whether the creator still runs.
+    List {
+        /// Every object in /dev/shm, other programs' too (marked "foreign", named verbatim).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove objects by name, or every object whose creator is gone (--stale).
+    Rm {
+        /// Names to remove.
+        names: Vec<String>,
+        /// Remove the objects whose creating process is gone.
+        #[arg(long)]
+        stale: bool,
+        /// The names are other programs' objects, given verbatim (`/ring`, `psm_1a2b`): no
+        /// `mman.` prefix is added.
+        #[arg(long)]
+        foreign: bool,
+    },
+}
+
+/// A name as one table cell: control characters (a newline would break the table) and
+/// backslashes escaped, as `\n`, `\x1b`, `\\`.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| match c {
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// `mman shm create|list|rm`.
+pub fn shm(cmd: ShmCommand) -> Result<()> {
+    use mman::shm::{self, SharedMemory};
+    match cmd {
+        ShmCommand::Create { name, size } => {
+            let mut obj = SharedMemory::create(&name, size)?;
+            obj.keep();
+            outln!("created {} ({size} bytes, mode 0600)", obj.name())?;
+        }
+        ShmCommand::List { all } => {
+            let objs = if all { shm::list_all()? } else { shm::list()? };
+            outln!(
+                "{:<24} {:>12} {:>6} {:>5} {:>8} CREATOR",
+                "NAME",
+                "SIZE",
+                "UID",
+                "MODE",
+                "PID"
+            )?;
+            for o in objs {
+                let pid = o.creator.map_or("-".to_string(), |p| p.to_string());
+                let alive = match o.creator_alive {
+                    _ if !o.mman => "foreign",
+                    Some(true) => "running",
+                    Some(false) => "gone (stale)",
+                    None => "unknown",
+                };
+                outln!(
+                    "{:<24} {:>12} {:>6} {:>5o} {:>8} {alive}",
+                    printable(&o.name),
+                    o.size,
+                    o.uid,
+                    o.mode,
+                    pid
+                )?;
+            }
+        }
+        ShmCommand::Rm {
+            names,
+            stale,
+            foreign,
+        } => {
+            if names.is_empty() && !stale {
+                bail!("shm rm: name objects to remove, or pass --stale");
+            }
+            // Like rm: every name is tried; a failure is reported and the status is 1.
+            let mut failed = 0;
+            for name in &names {
+                let removed = if foreign {
+                    SharedMemory::unlink_foreign(name).and_then(|()| shm::raw_object_name(name))
+                } else {
+                    SharedMemory::unlink(name).and_then(|()| shm::object_name(name))
+                };
+                match removed {
+                    Ok(full) => outln!("removed {}", printable(&full))?,
+                    Err(e) => {
+                        eprintln!("mman: shm rm: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if stale {
+                for name in shm::remove_stale()? {
+                    outln!("removed stale /{}{}", shm::PREFIX, printable(&name))?;
+                }
+            }
+            if failed > 0 {
+                bail!("shm rm: {failed} of {} names could not be removed", names.len());
+            }
+        }
+    }
+    Ok(())
+}
