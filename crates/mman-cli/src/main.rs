@@ -117,18 +117,9 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The chain, minus causes a message already spells out (mman errors include
-            // their OS error).
-            let mut msg = String::new();
-            for cause in e.chain() {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    if !msg.is_empty() {
-                        msg.push_str(": ");
-                    }
-                    msg.push_str(&c);
-                }
-            }
+            // Each cause once: mman errors carry their OS error in their own message and do
+            // not repeat it as a source.
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
             eprintln!("mman: {msg}");
             ExitCode::FAILURE
         }

@@ -67,11 +67,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source.as_ref().map(|e| e as _)
-    }
-}
+/// `Display` already carries the OS error (`...: No such file or directory (os error 2)`), so
+/// `source()` does not return it again: a printer of error chains (anyhow's `{:#}`, a CLI's
+/// `cause: cause` list) prints it once. [`Error::os_error`] gives it to code.
+impl std::error::Error for Error {}
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
