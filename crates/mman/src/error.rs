@@ -35,8 +35,16 @@ pub enum ErrorKind {
 
 /// An error from an mman operation.
 ///
-/// Its `Display` is one line meant for a person:
-/// `mlock 0x7f12a000+4096: Cannot allocate memory (os error 12); hint: RLIMIT_MEMLOCK is ...`.
+/// Its `Display` is one line meant for a person: the operation, the path or address and
+/// length, the OS error, and a hint, as in
+/// `mlock at 0x7f12a000 (length 4096): Cannot allocate memory (os error 12); hint: RLIMIT_MEMLOCK is ...`.
+///
+/// ```
+/// let map = mman::MapOptions::new().len(4096).map_anonymous().unwrap();
+/// let e = map.read_at(4000, &mut [0u8; 200]).unwrap_err();
+/// assert!(e.to_string().starts_with("read at 0x"), "{e}");
+/// assert!(e.to_string().contains("(length 4096): bytes 4000..4200 are outside the mapping of 4096 bytes"), "{e}");
+/// ```
 ///
 /// It is one pointer wide, so a `Result<(), Error>` costs no more than a `bool` to return.
 pub struct Error(Box<Inner>);
