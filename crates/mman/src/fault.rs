@@ -339,7 +339,8 @@ impl<T: bytemuck::Pod> Secret<T> {
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, None, 0) }
             .map_err(|e| Error::os("mmap", e).with_range(0, Some(len)))?;
-        let locked = match sys::mlock(p, len, false) {
+        // SAFETY: our own fresh mapping.
+        let locked = match unsafe { sys::mlock(p, len, false) } {
             Ok(()) => Status::Active,
             Err(e) => Status::Unavailable(format!(
                 "mlock: {e}; {}",
@@ -431,7 +432,8 @@ impl<T: bytemuck::Pod> Secret<T> {
 impl<T: bytemuck::Pod> Drop for Secret<T> {
     fn drop(&mut self) {
         self.wipe();
-        let _ = sys::munlock(self.ptr.as_ptr().cast(), self.len);
+        // SAFETY: our own mapping.
+        let _ = unsafe { sys::munlock(self.ptr.as_ptr().cast(), self.len) };
         // SAFETY: our own mapping; `&mut self` proves no borrow lives.
         let _ = unsafe { sys::munmap(self.ptr.as_ptr().cast(), self.len) };
     }

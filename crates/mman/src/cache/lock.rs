@@ -17,7 +17,8 @@ impl CachedFile {
             });
         }
         let view = View::new(self, first, end, "lock")?;
-        sys::mlock(view.addr, view.len, true).map_err(|e| {
+        // SAFETY: the view is our own mapping of the file, never dereferenced.
+        unsafe { sys::mlock(view.addr, view.len, true) }.map_err(|e| {
             Error::memlock("mlock", e, Some(view.len as u64))
                 .with_path(Some(&self.path))
                 .with_addr(view.addr as usize, view.len)

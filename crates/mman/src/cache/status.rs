@@ -55,7 +55,8 @@ impl CachedFile {
             return Ok(Some(out));
         }
         let view = View::new(self, first, end, "mincore")?;
-        sys::mincore(view.addr, view.len, &mut out).map_err(|e| {
+        // SAFETY: the view is our own mapping of the file; `out` has a byte a page.
+        unsafe { sys::mincore(view.addr, view.len, &mut out) }.map_err(|e| {
             Error::os("mincore", e)
                 .with_path(Some(&self.path))
                 .with_addr(view.addr as usize, view.len)

@@ -47,7 +47,8 @@ impl Mapping {
         if n == 0 {
             return Ok(());
         }
-        sys::mlock(p, n, on_fault)
+        // SAFETY: the span of our own mapping.
+        unsafe { sys::mlock(p, n, on_fault) }
             .map_err(|e| self.err(Error::memlock("mlock", e, Some(n as u64)).with_addr(p as usize, n)))
     }
 
@@ -57,7 +58,8 @@ impl Mapping {
         if n == 0 {
             return Ok(());
         }
-        sys::munlock(p, n).map_err(|e| self.err(Error::os("munlock", e).with_addr(p as usize, n)))
+        // SAFETY: the span of our own mapping.
+        unsafe { sys::munlock(p, n) }.map_err(|e| self.err(Error::os("munlock", e).with_addr(p as usize, n)))
     }
 
     /// Synchronise `range` with the file (`msync(2)`); the range is aligned to pages for you.
@@ -142,7 +144,8 @@ impl Mapping {
         let ps = sys::page_size();
         let mut pages = vec![0u8; n.div_ceil(ps)];
         if n != 0 {
-            sys::mincore(p, n, &mut pages)
+            // SAFETY: the span of our own mapping; `pages` has a byte a page.
+            unsafe { sys::mincore(p, n, &mut pages) }
                 .map_err(|e| self.err(Error::os("mincore", e).with_addr(p as usize, n)))?;
         }
         Ok(Residency { pages, page_size: ps })

@@ -1,0 +1,379 @@
+//! The memory-management calls: mmap, munmap, mprotect, mlock, msync, madvise, mincore,
+//! mremap, and the flags they take.
+
+use super::*;
+
+/// Protection bits as the kernel takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prot {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Prot {
+    /// No access.
+    // Used by the `fault` feature (Linux) only.
+    #[allow(dead_code)]
+    pub const NONE: Prot = Prot {
+        read: false,
+        write: false,
+        exec: false,
+    };
+    /// Read only.
+    pub const READ: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
+    /// Read and write.
+    // Used by the `fault` and `sync` features (Linux) only.
+    #[allow(dead_code)]
+    pub const READ_WRITE: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+    };
+
+    pub(super) fn flags(self) -> ProtFlags {
+        let mut f = ProtFlags::empty();
+        if self.read {
+            f |= ProtFlags::READ;
+        }
+        if self.write {
+            f |= ProtFlags::WRITE;
+        }
+        if self.exec {
+            f |= ProtFlags::EXEC;
+        }
+        f
+    }
+    fn mprotect_flags(self) -> MprotectFlags {
+        MprotectFlags::from_bits_retain(self.flags().bits())
+    }
+}
+
+/// How a mapping is placed in the address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The kernel chooses; the address, if not null, is only a hint.
+    Anywhere,
+    /// Exactly at the address, failing with `EEXIST` if anything is mapped there.
+    FixedNoReplace,
+    /// Exactly at the address, replacing whatever is mapped there (`MAP_FIXED`).
+    FixedReplace,
+}
+
+/// The flags of an `mmap` call.
+#[derive(Clone, Copy, Debug)]
+pub struct MapRequest {
+    pub shared: bool,
+    pub placement: Placement,
+    pub populate: bool,
+    pub no_reserve: bool,
+    /// `Some(0)`: `MAP_HUGETLB` with the default huge page size; `Some(n)`: pages of `n` bytes.
+    pub huge_page_size: Option<usize>,
+}
+
+impl MapRequest {
+    /// `MAP_SHARED`, placed by the kernel, nothing else.
+    pub const SHARED: MapRequest = MapRequest {
+        shared: true,
+        placement: Placement::Anywhere,
+        populate: false,
+        no_reserve: false,
+        huge_page_size: None,
+    };
+    /// `MAP_PRIVATE`, placed by the kernel, nothing else.
+    pub const PRIVATE: MapRequest = MapRequest {
+        shared: false,
+        ..MapRequest::SHARED
+    };
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
+    let mut f = if r.shared {
+        MapFlags::SHARED
+    } else {
+        MapFlags::PRIVATE
+    };
+    match r.placement {
+        Placement::Anywhere => {}
+        Placement::FixedNoReplace => f |= MapFlags::FIXED_NOREPLACE,
+        Placement::FixedReplace => f |= MapFlags::FIXED,
+    }
+    if r.populate {
+        f |= MapFlags::POPULATE;
+    }
+    if r.no_reserve {
+        f |= MapFlags::NORESERVE;
+    }
+    if let Some(size) = r.huge_page_size {
+        f |= MapFlags::HUGETLB;
+        if size != 0 {
+            if !size.is_power_of_two() {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            // MAP_HUGE_SHIFT: the log2 of the page size goes in bits 26..32.
+            f |= MapFlags::from_bits_retain(size.trailing_zeros() << 26);
+        }
+    }
+    Ok(f)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
+    let mut f = if r.shared {
+        MapFlags::SHARED
+    } else {
+        MapFlags::PRIVATE
+    };
+    match r.placement {
+        Placement::Anywhere => {}
+        // Elsewhere there is no atomic no-replace placement: emulated by the caller with a
+        // hint and a check of the address obtained.
+        Placement::FixedNoReplace => {}
+        Placement::FixedReplace => f |= MapFlags::FIXED,
+    }
+    if r.huge_page_size.is_some() {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    // No MAP_POPULATE or portable MAP_NORESERVE here: both are advisory, so they are dropped.
+    let _ = (r.populate, r.no_reserve);
+    Ok(f)
+}
+
+/// `mmap(2)` of a file (`fd` is `Some`) or of anonymous memory.
+///
+/// # Safety
+/// With [`Placement::FixedReplace`], `addr..addr+len` must be memory the caller owns and no
+/// live reference may point into it: it is replaced.
+pub unsafe fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: Prot,
+    req: &MapRequest,
+    fd: Option<BorrowedFd<'_>>,
+    offset: u64,
+) -> io::Result<*mut c_void> {
+    let flags = map_flags(req)?;
+    // SAFETY: forwarded from the caller for fixed placements; otherwise the kernel picks a
+    // free range and replaces nothing.
+    let r = unsafe {
+        match fd {
+            Some(fd) => rustix::mm::mmap(addr, len, prot.flags(), flags, fd, offset),
+            None => rustix::mm::mmap_anonymous(addr, len, prot.flags(), flags),
+        }
+    };
+    Ok(r?)
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns, with no live reference into it.
+pub unsafe fn munmap(addr: *mut c_void, len: usize) -> io::Result<()> {
+    // SAFETY: forwarded from the caller.
+    Ok(unsafe { rustix::mm::munmap(addr, len) }?)
+}
+
+/// `mprotect(2)`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns; no reference into it may outlive the
+/// protection it assumes.
+pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Prot) -> io::Result<()> {
+    // SAFETY: forwarded from the caller.
+    Ok(unsafe { rustix::mm::mprotect(addr, len, prot.mprotect_flags()) }?)
+}
+
+/// `mlock(2)`, or `mlock2(MLOCK_ONFAULT)` where asked (Linux).
+///
+/// # Safety
+/// `addr..addr+len` is memory the caller owns (as rustix asks: the pages are faulted in and
+/// pinned, which the owner of the range must expect).
+pub unsafe fn mlock(addr: *mut c_void, len: usize, on_fault: bool) -> io::Result<()> {
+    // SAFETY: forwarded from the caller; locking changes residency, never contents.
+    unsafe {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if on_fault {
+            return Ok(rustix::mm::mlock_with(
+                addr,
+                len,
+                rustix::mm::MlockFlags::ONFAULT,
+            )?);
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if on_fault {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        Ok(rustix::mm::mlock(addr, len)?)
+    }
+}
+
+/// `munlock(2)`.
+///
+/// # Safety
+/// As [`mlock`].
+pub unsafe fn munlock(addr: *mut c_void, len: usize) -> io::Result<()> {
+    // SAFETY: forwarded from the caller; unlocking changes residency only.
+    Ok(unsafe { rustix::mm::munlock(addr, len) }?)
+}
+
+/// Which pages `mlockall(2)` applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockAll {
+    pub current: bool,
+    pub future: bool,
+    pub on_fault: bool,
+}
+
+/// `mlockall(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn mlockall(how: LockAll) -> io::Result<()> {
+    use rustix::mm::MlockAllFlags;
+    let mut f = MlockAllFlags::empty();
+    if how.current {
+        f |= MlockAllFlags::CURRENT;
+    }
+    if how.future {
+        f |= MlockAllFlags::FUTURE;
+    }
+    if how.on_fault {
+        f |= MlockAllFlags::ONFAULT;
+    }
+    Ok(rustix::mm::mlockall(f)?)
+}
+
+/// `mlockall(2)`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn mlockall(how: LockAll) -> io::Result<()> {
+    if how.on_fault {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    let mut f = 0;
+    if how.current {
+        f |= libc::MCL_CURRENT;
+    }
+    if how.future {
+        f |= libc::MCL_FUTURE;
+    }
+    // SAFETY: mlockall changes residency only.
+    if unsafe { libc::mlockall(f) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `munlockall(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn munlockall() -> io::Result<()> {
+    Ok(rustix::mm::munlockall()?)
+}
+
+/// `munlockall(2)`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn munlockall() -> io::Result<()> {
+    // SAFETY: munlockall changes residency only.
+    if unsafe { libc::munlockall() } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The `msync(2)` modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsyncMode {
+    Sync,
+    Async,
+    Invalidate,
+}
+
+/// `msync(2)`.
+///
+/// # Safety
+/// `MS_INVALIDATE` may replace the contents of a private mapping's pages with the file's:
+/// no reference may assume the old contents.
+pub unsafe fn msync(addr: *mut c_void, len: usize, how: MsyncMode) -> io::Result<()> {
+    let f = match how {
+        MsyncMode::Sync => MsyncFlags::SYNC,
+        MsyncMode::Async => MsyncFlags::ASYNC,
+        MsyncMode::Invalidate => MsyncFlags::INVALIDATE,
+    };
+    // SAFETY: forwarded from the caller.
+    Ok(unsafe { rustix::mm::msync(addr, len, f) }?)
+}
+
+/// `madvise(2)` with a raw advice number (the map module owns the names).
+///
+/// # Safety
+/// Some advice (`MADV_DONTNEED`, `MADV_FREE`, `MADV_REMOVE`, `MADV_DONTFORK`) changes what
+/// the range holds or whether it exists in a child: the caller makes sure no reference
+/// assumes otherwise.
+pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: i32) -> io::Result<()> {
+    // SAFETY: forwarded from the caller. libc is used because rustix's `Advice` cannot carry
+    // every value on every platform.
+    let r = unsafe { libc::madvise(addr, len, advice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mincore(2)`: one byte a page, bit 0 set when resident.
+///
+/// # Safety
+/// `addr..addr+len` is a mapping the caller owns (mincore only reads page tables, but the
+/// range must be one the caller may ask about).
+pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> {
+    let ps = page_size();
+    assert!(out.len() >= len.div_ceil(ps));
+    // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
+    // which is long enough (checked above); an unmapped range is an error, ENOMEM.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let r = unsafe { libc::mincore(addr, len, out.as_mut_ptr()) };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // SAFETY: as above.
+    let r = unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr() as _) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mremap(2)` with `MREMAP_MAYMOVE` (Linux only).
+///
+/// # Safety
+/// The old range must be a mapping the caller owns with no live reference into it.
+pub unsafe fn mremap(old: *mut c_void, old_len: usize, new_len: usize) -> io::Result<*mut c_void> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: forwarded from the caller.
+        Ok(unsafe { rustix::mm::mremap(old, old_len, new_len, rustix::mm::MremapFlags::MAYMOVE) }?)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (old, old_len, new_len);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// `RLIMIT_MEMLOCK` as (soft, hard); `None` means unlimited.
+pub fn memlock_limit() -> (Option<u64>, Option<u64>) {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+    (l.current, l.maximum)
+}
+
+/// The huge pages reserved for `MAP_HUGETLB`, from `/proc/sys/vm/nr_hugepages`.
+pub fn reserved_huge_pages() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
