@@ -10,16 +10,14 @@ use std::process::{Command, Output};
 use mman::fault::{GuardedBuffer, GuardedStack, Secret};
 use mman::{ErrorKind, MapOptions};
 
+mod common;
+
 fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env("MMAN_FAULT_CHILD", test)
-        .output()
-        .unwrap()
+    common::rerun(test, test).output().unwrap()
 }
 
 fn is_child(test: &str) -> bool {
-    std::env::var("MMAN_FAULT_CHILD").as_deref() == Ok(test)
+    common::is(test)
 }
 
 fn file_of(dir: &tempfile::TempDir, name: &str, len: usize) -> std::path::PathBuf {

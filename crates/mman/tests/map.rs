@@ -7,15 +7,14 @@ use std::process::Command;
 use mman::{Advice, DestructiveAdvice, ErrorKind, ExclusiveMap, FlushMode, MapOptions, Protection};
 use proptest::prelude::*;
 
+mod common;
+
 fn child(test: &str) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env("MMAN_MAP_CHILD", test);
-    c
+    common::rerun(test, test)
 }
 
 fn is_child(test: &str) -> bool {
-    std::env::var("MMAN_MAP_CHILD").as_deref() == Ok(test)
+    common::is(test)
 }
 
 fn temp_file(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {

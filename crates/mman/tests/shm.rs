@@ -2,10 +2,11 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Command;
 
 use mman::shm::{self, Memfd, OpenCheck, Seals, SharedMemory};
 use mman::ErrorKind;
+
+mod common;
 
 fn unique(tag: &str) -> String {
     format!(
@@ -81,11 +82,7 @@ fn list_shows_live_and_stale_creators_and_removes_stale_ones() {
     // A creator that exits at once: `true` is no mman process, so create through a child
     // that re-runs this binary's creating test.
     let stale = unique("stale");
-    let st = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_creates_and_keeps", "--nocapture"])
-        .env("MMAN_SHM_CHILD", &stale)
-        .status()
-        .unwrap();
+    let st = common::rerun("child_creates_and_keeps", &stale).status().unwrap();
     assert!(st.success());
     let all = shm::list().unwrap();
     let l = all.iter().find(|o| o.name == live).expect("live object listed");
@@ -102,7 +99,7 @@ fn list_shows_live_and_stale_creators_and_removes_stale_ones() {
 
 #[test]
 fn child_creates_and_keeps() {
-    let Ok(name) = std::env::var("MMAN_SHM_CHILD") else {
+    let Some(name) = common::role() else {
         return;
     };
     let mut o = SharedMemory::create(&name, 4096).unwrap();
@@ -125,7 +122,7 @@ fn sealed_memfd_refuses_truncation_and_writes() {
 
 #[test]
 fn child_receives_sealed_memfd() {
-    let Ok(sock) = std::env::var("MMAN_SHM_SOCKET") else {
+    let Some(sock) = common::role() else {
         return;
     };
     let s = UnixStream::connect(sock).unwrap();
@@ -144,9 +141,7 @@ fn memfd_passes_to_another_process_with_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_receives_sealed_memfd", "--nocapture"])
-        .env("MMAN_SHM_SOCKET", &sock)
+    let child = common::rerun("child_receives_sealed_memfd", &sock)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

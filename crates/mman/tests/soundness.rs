@@ -5,7 +5,6 @@
 //! (`MMAN_SOUND_CHILD` names the role).
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -15,18 +14,16 @@ use mman::sync::{Mutex, PosixSemaphore, Semaphore};
 use mman::{ErrorKind, ExclusiveMap, MapOptions};
 
 /// Re-run this test binary as `role`; returns the child's exit status and output.
+mod common;
+
 fn child(role: &str) -> std::process::Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_roles", "--nocapture", "--test-threads=1"])
-        .env("MMAN_SOUND_CHILD", role)
-        .output()
-        .unwrap()
+    common::rerun("child_roles", role).output().unwrap()
 }
 
 /// The child processes. Does nothing unless run as one.
 #[test]
 fn child_roles() {
-    let Ok(role) = std::env::var("MMAN_SOUND_CHILD") else {
+    let Some(role) = common::role() else {
         return;
     };
     match role.as_str() {

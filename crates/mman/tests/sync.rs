@@ -21,10 +21,10 @@ fn map(path: &std::path::Path) -> Mapping {
     MapOptions::new().read_write().shared().map_path(path).unwrap()
 }
 
+mod common;
+
 fn spawn(role: &str, path: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "peer", "--nocapture", "--test-threads=1"])
-        .env("MMAN_SYNC_CHILD", role)
+    common::rerun("peer", role)
         .env("MMAN_SYNC_FILE", path)
         .stdout(Stdio::piped())
         .spawn()
@@ -39,7 +39,7 @@ fn wait_ok(child: Child) {
 /// The peer processes. Does nothing unless run as one.
 #[test]
 fn peer() {
-    let (Ok(role), Ok(path)) = (std::env::var("MMAN_SYNC_CHILD"), std::env::var("MMAN_SYNC_FILE")) else {
+    let (Some(role), Ok(path)) = (common::role(), std::env::var("MMAN_SYNC_FILE")) else {
         return;
     };
     let m = map(path.as_ref());
