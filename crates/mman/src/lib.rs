@@ -146,18 +146,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "cache"))]
+#[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
 mod error;
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "fault"))]
+#[cfg(all(linux_like, feature = "fault"))]
 pub mod fault;
 pub mod map;
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "maps"))]
+#[cfg(all(linux_like, feature = "maps"))]
 pub mod maps;
 #[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
+#[cfg(all(linux_like, feature = "sync"))]
 pub mod sync;
 mod sys;
 pub mod transfer;

@@ -11,21 +11,21 @@ use std::sync::OnceLock;
 
 use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "cache"))]
+#[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub mod fault;
 mod file;
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "fault"))]
+#[cfg(all(linux_like, feature = "fault"))]
 pub mod guard;
 mod mm;
 #[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
+#[cfg(all(linux_like, feature = "sync"))]
 pub mod sync;
 pub mod words;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub mod zerocopy;
 
 pub use file::*;
@@ -54,7 +54,7 @@ pub fn default_huge_page_size() -> Option<usize> {
 /// 32 bits of `word` while they equal `expected`, for at most `timeout` (measured on
 /// CLOCK_MONOTONIC by the kernel). Returns `Ok(false)` on timeout, `Ok(true)` when woken, the
 /// value changed or a signal came.
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
+#[cfg(all(linux_like, feature = "sync"))]
 pub fn futex_wait(
     word: &std::sync::atomic::AtomicU64,
     expected: u32,
@@ -78,7 +78,7 @@ pub fn futex_wait(
 
 /// `FUTEX_WAKE` of up to `n` waiters (shared) on the low half of `word`. Returns how many
 /// were woken.
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
+#[cfg(all(linux_like, feature = "sync"))]
 pub fn futex_wake(word: &std::sync::atomic::AtomicU64, n: u32) -> usize {
     use rustix::thread::futex;
     // The kernel reads the count as an int: u32::MAX would be -1 and wake just one waiter.
@@ -95,11 +95,11 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU64, n: u32) -> usize {
 /// Register a mapping with the SIGBUS handler. `Ok(None)` where there is no handler (not
 /// Linux); an error when it cannot be registered.
 pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<usize>> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     {
         fault::register(start, end, prot.flags().bits() as i32).map(Some)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     {
         let _ = (start, end, prot);
         Ok(None)
@@ -108,36 +108,36 @@ pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<
 
 /// Hide a registered mapping from the handler while it moves (before mremap).
 pub fn suspend_guard(slot: usize) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fault::suspend(slot);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     let _ = slot;
 }
 
 /// Follow a registered mapping that moved or changed protection.
 pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Prot) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fault::update(slot, start, end, prot.flags().bits() as i32);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     let _ = (slot, start, end, prot);
 }
 
 /// Forget a registered mapping; call before unmapping it.
 pub fn unguard_mapping(slot: usize) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fault::unregister(slot);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     let _ = slot;
 }
 
 /// Whether the registered mapping took a fault past the end of its file.
 #[inline]
 pub fn mapping_poisoned(slot: usize) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     {
         fault::poisoned(slot)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     {
         let _ = slot;
         false

@@ -33,9 +33,9 @@
 //! and why the error matters.
 
 // Elsewhere the zero-copy paths compile away and only read() and mapping remain.
-#![cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+#![cfg_attr(not(linux_like), allow(dead_code))]
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 
@@ -189,7 +189,7 @@ impl<'fd> Sink<'fd> {
     /// context switches of every method).
     pub fn new(fd: BorrowedFd<'fd>) -> Self {
         let info = sys::file_info(fd).ok();
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(linux_like)]
         if info.is_some_and(|i| i.kind == sys::FileType::Fifo) {
             sys::zerocopy::grow_pipe(fd, CHUNK);
         }
@@ -210,7 +210,7 @@ impl<'fd> Sink<'fd> {
 
     /// The method [`Method::Auto`] picks for an input of this kind.
     pub fn auto_method(&self, mappable: bool) -> Method {
-        if !mappable || !cfg!(any(target_os = "linux", target_os = "android")) {
+        if !mappable || !cfg!(linux_like) {
             Method::Read
         } else if self.is_pipe() {
             Method::Splice
@@ -352,7 +352,7 @@ impl<'fd> Sink<'fd> {
         Ok(done)
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fn via_vmsplice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -402,7 +402,7 @@ impl<'fd> Sink<'fd> {
         Ok(done)
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fn via_splice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -429,7 +429,7 @@ impl<'fd> Sink<'fd> {
         Ok(off - pos)
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fn relay_splice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -478,7 +478,7 @@ impl<'fd> Sink<'fd> {
         Ok(())
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     fn via_copy_range(&mut self, input: BorrowedFd<'_>, t: &mut Transfer) -> Result<u64, TransferError> {
         if !self.is_regular() {
             return Ok(0);
@@ -504,7 +504,7 @@ impl<'fd> Sink<'fd> {
         Ok(0)
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     fn via_vmsplice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -516,12 +516,12 @@ impl<'fd> Sink<'fd> {
         self.via_map(input, name, pos, end, t)
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     fn via_splice(&mut self, _: BorrowedFd<'_>, _: u64, _: &mut Transfer) -> Result<u64, TransferError> {
         Ok(0)
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     fn via_copy_range(&mut self, _: BorrowedFd<'_>, _: &mut Transfer) -> Result<u64, TransferError> {
         Ok(0)
     }

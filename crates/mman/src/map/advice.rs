@@ -64,7 +64,7 @@ pub enum DestructiveAdvice {
     WipeOnFork,
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(linux_like))]
 fn linux_only(what: impl std::fmt::Debug) -> Error {
     Error::new(
         ErrorKind::Unsupported,
@@ -75,7 +75,7 @@ fn linux_only(what: impl std::fmt::Debug) -> Error {
 
 impl Advice {
     pub(super) fn raw(self) -> Result<i32> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(linux_like)]
         let v = match self {
             Advice::Normal => libc::MADV_NORMAL,
             Advice::Random => libc::MADV_RANDOM,
@@ -94,7 +94,7 @@ impl Advice {
             Advice::PopulateRead => 22,  // MADV_POPULATE_READ
             Advice::PopulateWrite => 23, // MADV_POPULATE_WRITE
         };
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        #[cfg(not(linux_like))]
         let v = match self {
             Advice::Normal => libc::MADV_NORMAL,
             Advice::Random => libc::MADV_RANDOM,
@@ -108,7 +108,7 @@ impl Advice {
 
 impl DestructiveAdvice {
     pub(super) fn raw(self) -> Result<i32> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(linux_like)]
         let v = match self {
             DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
             DestructiveAdvice::Free => libc::MADV_FREE,
@@ -116,7 +116,7 @@ impl DestructiveAdvice {
             DestructiveAdvice::DontFork => libc::MADV_DONTFORK,
             DestructiveAdvice::WipeOnFork => libc::MADV_WIPEONFORK,
         };
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        #[cfg(not(linux_like))]
         let v = match self {
             DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
             _ => return Err(linux_only(self)),

@@ -91,7 +91,7 @@ impl MapRequest {
     };
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     let mut f = if r.shared {
         MapFlags::SHARED
@@ -122,7 +122,7 @@ fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     Ok(f)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(linux_like))]
 fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     let mut f = if r.shared {
         MapFlags::SHARED
@@ -196,7 +196,7 @@ pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Prot) -> io::Result<
 pub unsafe fn mlock(addr: *mut c_void, len: usize, on_fault: bool) -> io::Result<()> {
     // SAFETY: forwarded from the caller; locking changes residency, never contents.
     unsafe {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(linux_like)]
         if on_fault {
             return Ok(rustix::mm::mlock_with(
                 addr,
@@ -204,7 +204,7 @@ pub unsafe fn mlock(addr: *mut c_void, len: usize, on_fault: bool) -> io::Result
                 rustix::mm::MlockFlags::ONFAULT,
             )?);
         }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        #[cfg(not(linux_like))]
         if on_fault {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
@@ -230,7 +230,7 @@ pub struct LockAll {
 }
 
 /// `mlockall(2)`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub fn mlockall(how: LockAll) -> io::Result<()> {
     use rustix::mm::MlockAllFlags;
     let mut f = MlockAllFlags::empty();
@@ -247,7 +247,7 @@ pub fn mlockall(how: LockAll) -> io::Result<()> {
 }
 
 /// `mlockall(2)`.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(linux_like))]
 pub fn mlockall(how: LockAll) -> io::Result<()> {
     if how.on_fault {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
@@ -268,13 +268,13 @@ pub fn mlockall(how: LockAll) -> io::Result<()> {
 }
 
 /// `munlockall(2)`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub fn munlockall() -> io::Result<()> {
     Ok(rustix::mm::munlockall()?)
 }
 
 /// `munlockall(2)`.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(linux_like))]
 pub fn munlockall() -> io::Result<()> {
     // SAFETY: munlockall changes residency only.
     if unsafe { libc::munlockall() } == 0 {
@@ -334,9 +334,9 @@ pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Resu
     assert!(out.len() >= len.div_ceil(ps));
     // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
     // which is long enough (checked above); an unmapped range is an error, ENOMEM.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     let r = unsafe { libc::mincore(addr, len, out.as_mut_ptr()) };
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     // SAFETY: as above.
     let r = unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr() as _) };
     if r == 0 {
@@ -351,12 +351,12 @@ pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Resu
 /// # Safety
 /// The old range must be a mapping the caller owns with no live reference into it.
 pub unsafe fn mremap(old: *mut c_void, old_len: usize, new_len: usize) -> io::Result<*mut c_void> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     {
         // SAFETY: forwarded from the caller.
         Ok(unsafe { rustix::mm::mremap(old, old_len, new_len, rustix::mm::MremapFlags::MAYMOVE) }?)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     {
         let _ = (old, old_len, new_len);
         Err(io::Error::from_raw_os_error(libc::ENOSYS))

@@ -34,7 +34,7 @@ pub fn shm_unlink(name: &str) -> io::Result<()> {
 /// Give the object `len` bytes of real backing store now (`fallocate` on Linux, so a full
 /// `/dev/shm` is `ENOSPC` here rather than SIGBUS later), or at least the size elsewhere.
 pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     if len > 0 {
         rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)?;
         return Ok(());
@@ -100,12 +100,12 @@ pub fn process_exists(pid: u32) -> bool {
 /// Record a small attribute on the object (a `user.` extended attribute; tmpfs has them
 /// since Linux 6.6). Best effort elsewhere.
 pub fn set_tag(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     {
         rustix::fs::fsetxattr(fd, key, value, rustix::fs::XattrFlags::empty())?;
         Ok(())
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     {
         let _ = (fd, key, value);
         Err(io::Error::from_raw_os_error(libc::ENOTSUP))
@@ -114,14 +114,14 @@ pub fn set_tag(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
 
 /// Read an attribute written by [`set_tag`].
 pub fn tag(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(linux_like)]
     {
         let mut buf = vec![0u8; 128];
         let n = rustix::fs::fgetxattr(fd, key, &mut buf[..]).ok()?;
         buf.truncate(n);
         Some(buf)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(linux_like))]
     {
         let _ = (fd, key);
         None
@@ -129,7 +129,7 @@ pub fn tag(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
 }
 
 /// Seals as the kernel numbers them (`F_SEAL_*`).
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub mod seals {
     use super::*;
     use rustix::fs::SealFlags;
@@ -164,7 +164,7 @@ pub mod seals {
 }
 
 /// Credentials of the process at the other end of a Unix socket (`SO_PEERCRED`).
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(linux_like)]
 pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     let c = rustix::net::sockopt::socket_peercred(sock)?;
     Ok((

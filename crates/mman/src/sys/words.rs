@@ -136,7 +136,7 @@ unsafe fn merge(w: usize, at: usize, bytes: &[u8]) {
 
 /// The address of the low 32 bits of `word` (the futex word of mman's shared objects): the
 /// kernel's futex calls take it; Rust code never accesses it as a 32-bit atomic.
-#[cfg(all(any(target_os = "linux", target_os = "android"), feature = "sync"))]
+#[cfg(all(linux_like, feature = "sync"))]
 pub fn futex_half(word: &AtomicU64) -> *mut u32 {
     let p = word.as_ptr() as *mut u32;
     if cfg!(target_endian = "big") {
