@@ -248,6 +248,10 @@ fn guarded_stack_runs_closures_and_buffers_deref() {
     assert!(lo.end <= b.as_ptr() as usize);
 }
 
+/// Secrets lock memory, and VmLck counts the whole process: the tests that make secrets take
+/// turns, so one can measure its own locking.
+static LOCKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn vm_lck_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = s.lines().find(|l| l.starts_with("VmLck:")).unwrap();
@@ -256,6 +260,7 @@ fn vm_lck_kib() -> u64 {
 
 #[test]
 fn secret_is_locked_and_reports_protections() {
+    let _turn = LOCKING.lock().unwrap_or_else(|p| p.into_inner());
     let before = vm_lck_kib();
     let mut s = Secret::<[u8; 64]>::zeroed_with(false).unwrap();
     s.expose_mut().unwrap().copy_from_slice(&[3u8; 64]);
@@ -278,6 +283,7 @@ fn secret_is_locked_and_reports_protections() {
 
 #[test]
 fn secret_memory_when_the_kernel_allows_it() {
+    let _turn = LOCKING.lock().unwrap_or_else(|p| p.into_inner());
     let s = Secret::<u64>::zeroed().unwrap();
     let p = s.protections();
     // Either in force, or the reason it is not is given.
@@ -290,6 +296,7 @@ fn secret_memory_when_the_kernel_allows_it() {
 
 #[test]
 fn a_forked_child_sees_zeros_not_the_secret() {
+    let _turn = LOCKING.lock().unwrap_or_else(|p| p.into_inner());
     let mut s = Secret::<[u8; 32]>::zeroed_with(false).unwrap();
     s.expose_mut().unwrap().copy_from_slice(&[0x5Au8; 32]);
     let p = s.expose().unwrap().as_ptr();
