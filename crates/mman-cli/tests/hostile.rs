@@ -71,6 +71,14 @@ fn describe(args: &[String], out: &Output) -> String {
     )
 }
 
+/// Run `cmd`: it must fail with status 1 and say `needle` on stderr.
+fn fails_with(cmd: &mut Command, needle: &str) {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+    assert!(err.contains(needle), "{cmd:?}: {err}");
+}
+
 fn assert_clean(tmp: &Path, what: &str) {
     let left: Vec<_> = std::fs::read_dir(tmp)
         .unwrap()
@@ -297,18 +305,12 @@ fn files_mman_did_not_create_are_never_changed_or_removed() {
 
     // philosophers --file on an existing file, or a symlink to one: refused, untouched.
     for target in [&precious, &link] {
-        let out = Command::new(mman())
-            .args(["philosophers", "-n", "2", "--meals", "1", "--file"])
-            .arg(target)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        fails_with(
+            Command::new(mman())
+                .args(["philosophers", "-n", "2", "--meals", "1", "--file"])
+                .arg(target),
+            "refusing to touch it",
         );
-        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to touch it"));
     }
     // A table mman made is reused; a new path is created.
     let table = dir.path().join("table");
@@ -340,18 +342,12 @@ fn files_mman_did_not_create_are_never_changed_or_removed() {
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
 
     // Nothing to lock is a failure, not a process holding nothing forever.
-    let out = Command::new(mman())
-        .args(["cache", "lock"])
-        .arg(dir.path().join("missing"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    fails_with(
+        Command::new(mman())
+            .args(["cache", "lock"])
+            .arg(dir.path().join("missing")),
+        "nothing was locked",
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was locked"));
 }
 
 #[test]
