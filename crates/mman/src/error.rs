@@ -29,6 +29,11 @@ pub enum ErrorKind {
     /// SIGBUS that would have killed the process into this error ([`Error::truncation`]
     /// gives the sizes).
     Truncated,
+    /// The other end of a channel is gone: closed, or its process died.
+    Disconnected,
+    /// Shared state holds values no mman peer writes (a peer scribbled over it, or it is
+    /// not what it claims to be): the operation refused to go on.
+    Corrupted,
     /// Any other operating-system error.
     Os,
 }
@@ -244,6 +249,8 @@ impl From<Error> for io::Error {
             ErrorKind::AddressInUse => io::ErrorKind::AddrInUse,
             ErrorKind::ResourceLimit => io::ErrorKind::OutOfMemory,
             ErrorKind::Truncated => io::ErrorKind::UnexpectedEof,
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::Corrupted => io::ErrorKind::InvalidData,
             ErrorKind::Os => {
                 e.0.source
                     .as_ref()

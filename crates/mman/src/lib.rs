@@ -148,6 +148,8 @@
 
 #[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
+#[cfg(all(linux_like, feature = "channel"))]
+pub mod channel;
 mod error;
 #[cfg(all(linux_like, feature = "fault"))]
 pub mod fault;

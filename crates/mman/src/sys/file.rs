@@ -144,3 +144,11 @@ pub fn rusage_self() -> (u64, u64, f64, f64) {
         secs(ru.ru_stime),
     )
 }
+
+/// Whether two descriptors name the same file (device and inode).
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (file_info(a), file_info(b)) {
+        (Ok(x), Ok(y)) => x.dev == y.dev && x.ino == y.ino,
+        _ => false,
+    }
+}

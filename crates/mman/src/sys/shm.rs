@@ -232,3 +232,16 @@ pub fn capacity() -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs("/dev/shm").ok()?;
     Some((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
 }
+
+/// Open, read-only, the file that process `pid` has open as descriptor `fd`
+/// (`/proc/PID/fd/FD`): how a receiver takes a sealed memfd a sender keeps open for it. The
+/// kernel allows it only to a process that may inspect `pid` (the same user, in practice).
+#[cfg(linux_like)]
+pub fn open_peer_fd(pid: u32, fd: u32) -> io::Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    Ok(rustix::fs::open(
+        path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    )?)
+}

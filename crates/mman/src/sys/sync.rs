@@ -42,15 +42,39 @@ extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The calling thread's identity: its TID and a token, the low 32 bits of its start time
-/// (clock ticks since boot, from `/proc/thread-self/stat`), which tells a thread from a
-/// later one that reuses its TID. Cached per thread; a fork invalidates the cache.
-pub fn thread_identity() -> (u32, u32) {
+fn watch_forks() {
     static ATFORK: std::sync::Once = std::sync::Once::new();
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only adds to an atomic; no other effect.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+}
+
+/// How many times this process's ancestry forked since the watch began: a value that
+/// changes in a child created by `fork`. An object that records it can tell that it was
+/// inherited by a fork (and no longer belongs to the process it was made for) with one
+/// relaxed load.
+pub fn fork_generation() -> u64 {
+    watch_forks();
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// This process's identity: its PID and the low 32 bits of its start time, which tell it
+/// from a later process that reuses the PID (see [`owner_alive`]).
+pub fn process_identity() -> (u32, u32) {
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let token = match task_state(pid) {
+        Ok(Some((_, start))) => start as u32,
+        _ => 0,
+    };
+    (pid, token)
+}
+
+/// The calling thread's identity: its TID and a token, the low 32 bits of its start time
+/// (clock ticks since boot, from `/proc/thread-self/stat`), which tells a thread from a
+/// later one that reuses its TID. Cached per thread; a fork invalidates the cache.
+pub fn thread_identity() -> (u32, u32) {
+    watch_forks();
     thread_local! {
         static ME: Cell<(u64, u32, u32)> = const { Cell::new((u64::MAX, 0, 0)) };
     }
@@ -94,6 +118,11 @@ fn task_state(tid: u32) -> io::Result<Option<(u8, u64)>> {
 /// `/proc` cannot tell (not mounted, hidden), the owner is taken to be alive: a lock is never
 /// stolen from a thread that may still hold it.
 pub fn owner_alive(tid: u32, token: u32) -> bool {
+    owner_alive_masked(tid, token, u32::MAX)
+}
+
+/// [`owner_alive`] for a token that kept only the bits of `mask` of the start time.
+pub fn owner_alive_masked(tid: u32, token: u32, mask: u32) -> bool {
     if tid == 0 || tid > (1 << 22) {
         // Not a TID Linux hands out (pid_max is at most 2^22): garbage.
         return false;
@@ -102,7 +131,7 @@ pub fn owner_alive(tid: u32, token: u32) -> bool {
         Ok(None) => false,
         // Token 0: the owner could not read its own start time; its TID alone must do.
         Ok(Some((state, start))) => {
-            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 == token)
+            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 & mask == token & mask)
         }
         Err(_) => true,
     }

@@ -1,0 +1,374 @@
+//! Message channels through shared memory: the course notes' parent and child talking
+//! through a mapped page, grown into zero-copy IPC between any processes.
+//!
+//! ```
+//! use mman::channel::Channel;
+//! # fn main() -> mman::Result<()> {
+//! // Anonymous shared memory: a child created by fork() after this inherits the channel.
+//! let chan = Channel::anonymous(64 * 1024)?;
+//! let mut tx = chan.sender()?;      // in the process that sends
+//! let mut rx = chan.receiver()?;    // in the process that receives (here: the same one)
+//! tx.send(b"hello through shared memory")?;
+//! assert_eq!(rx.recv()?, b"hello through shared memory");
+//! drop(tx);                          // the last sender leaves...
+//! assert_eq!(rx.recv().unwrap_err().kind(), mman::ErrorKind::Disconnected);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Kinds
+//! * [`Channel`]: one [`Receiver`], up to [`MAX_SENDERS`] [`Sender`]s. With one sender it
+//!   is an SPSC ring; each further sender gets a ring of its own (a *lane*), so senders
+//!   never contend and each sender's messages arrive in order. Variable-length byte
+//!   messages, typed values by copy ([`Sender::send_value`]), batches
+//!   ([`Sender::send_batch`], [`Receiver::recv_batch`]) that wake the other side once, and
+//!   large messages without copies ([`Sender::send_sealed`]: a sealed memfd).
+//! * [`broadcast`]: one publisher, any number of subscribers joining and leaving; a
+//!   subscriber that falls behind is told exactly how many messages it missed, or the
+//!   publisher waits for it.
+//!
+//! ## Where the memory comes from
+//! * [`Channel::anonymous`]: `MAP_SHARED | MAP_ANONYMOUS`; children created by `fork`
+//!   inherit it (the course notes' case). Keep the [`Channel`] across the fork and attach
+//!   the endpoints in the process that uses them: an endpoint inherited by a child refuses
+//!   to work there (it belongs to its parent).
+//! * [`Channel::create`] / [`Channel::open`]: a named object `/mman.NAME`, mode 0600,
+//!   created with `O_EXCL`; an existing object is used only if it carries a channel's
+//!   header. The name is unlinked when the last endpoint and handle go; one left behind by
+//!   crashed processes is recognisable ([`remove_stale`]).
+//! * [`Channel::memfd`] with [`Channel::send_to`] / [`Channel::recv_from`]: a memfd sealed
+//!   against shrinking and growing, passed to an unrelated process over a Unix socket.
+//!
+//! ## Waiting
+//! A waiting party spins for a few tens of microseconds (a peer on another core answers
+//! well within that), then sleeps on a futex: an idle receiver costs nothing. Wake-ups are
+//! made only when someone sleeps. A sleeper wakes every 50 ms to check that the party it
+//! waits for still exists, so a peer killed at any instant is noticed within 100 ms:
+//! [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected).
+//!
+//! ## Soundness
+//! Every access to the shared region is an 8-byte atomic or a copy made of them (the
+//! crate's one scheme); messages are copied out into this process's memory, and the only
+//! reference into shared memory handed out is a [`Message::Sealed`] view of a memfd whose
+//! seals (checked by the receiver) forbid any change. Offsets are computed from a
+//! configuration validated when the region is opened and kept privately; everything a
+//! peer can write (positions, lengths, owners) is checked before use, so a peer writing
+//! garbage makes operations fail with [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted),
+//! never read or write outside the region, and every wait ends (a dead or vanished peer is
+//! noticed, and every `*_timeout` form bounds it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+pub mod broadcast;
+mod lanes;
+mod region;
+mod wait;
+
+pub use lanes::{Message, Receiver, Sender, MAX_SENDERS};
+
+use lanes::Layout;
+use region::{Kind, Region, Shape};
+
+/// How to make a [`Channel`]: capacity, number of senders, spin budget.
+#[derive(Clone, Debug)]
+pub struct Options {
+    capacity: usize,
+    senders: usize,
+    spin: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// 64 KiB per sender, one sender, the default spin (30 µs).
+    pub fn new() -> Self {
+        Options {
+            capacity: 64 * 1024,
+            senders: 1,
+            spin: wait::SPIN,
+        }
+    }
+
+    /// The ring size of each sender's lane, in bytes: a power of two from 64 bytes to
+    /// 1 TiB. A message may take up to the capacity less 8 bytes.
+    pub fn capacity(&mut self, bytes: usize) -> &mut Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// How many senders may be attached at once (1 to [`MAX_SENDERS`]): one lane each.
+    pub fn senders(&mut self, n: usize) -> &mut Self {
+        self.senders = n;
+        self
+    }
+
+    /// How long a waiting endpoint of this process spins before it sleeps (default 30 µs;
+    /// zero sleeps at once, trading latency for CPU).
+    pub fn spin(&mut self, spin: Duration) -> &mut Self {
+        self.spin = spin;
+        self
+    }
+
+    fn shape(&self) -> Result<(Shape, Layout)> {
+        let layout = Layout::check(self.senders as u64, self.capacity as u64)
+            .map_err(|why| Error::new(ErrorKind::InvalidInput, "make channel", why))?;
+        Ok((shape_of(layout), layout))
+    }
+
+    /// A channel in anonymous shared memory, inherited by children created by `fork`.
+    ///
+    /// # Errors
+    /// Invalid options; the memory cannot be mapped.
+    pub fn anonymous(&self) -> Result<Channel> {
+        let (shape, layout) = self.shape()?;
+        Ok(self.handle(Region::anonymous(shape)?, layout))
+    }
+
+    /// A channel in a new named object `/mman.NAME` (mode 0600; fails if the name exists).
+    ///
+    /// # Errors
+    /// Invalid options or name; [`ErrorKind::AddressInUse`] when the name is taken.
+    pub fn create(&self, name: &str) -> Result<Channel> {
+        let (shape, layout) = self.shape()?;
+        Ok(self.handle(Region::create(name, shape)?, layout))
+    }
+
+    /// A channel in a memfd, to hand to another process with [`Channel::send_to`].
+    ///
+    /// # Errors
+    /// Invalid options; the memfd cannot be made.
+    pub fn memfd(&self) -> Result<Channel> {
+        let (shape, layout) = self.shape()?;
+        Ok(self.handle(Region::memfd(shape)?, layout))
+    }
+
+    /// Open the channel `/mman.NAME` another process created (the capacity and senders
+    /// are the creator's; the spin is this one's).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`]; [`ErrorKind::PermissionDenied`] for an object of another
+    /// user or open to others; [`ErrorKind::Corrupted`] for an object that is not a channel.
+    pub fn open(&self, name: &str) -> Result<Channel> {
+        let region = Region::open(name, Kind::Lanes, check_lanes)?;
+        let layout = layout_of(region.shape());
+        Ok(self.handle(region, layout))
+    }
+
+    /// Receive a channel sent with [`Channel::send_to`] over a Unix socket.
+    ///
+    /// # Errors
+    /// No descriptor came; it is not sealed against shrinking; it holds no channel.
+    pub fn recv_from(&self, sock: &std::os::unix::net::UnixStream) -> Result<Channel> {
+        let (fd, _) = crate::shm::recv_fd(sock)?;
+        let region = Region::from_memfd(crate::shm::Memfd::from_fd(fd)?, Kind::Lanes, check_lanes)?;
+        let layout = layout_of(region.shape());
+        Ok(self.handle(region, layout))
+    }
+
+    fn handle(&self, region: Region, layout: Layout) -> Channel {
+        Channel {
+            region: Arc::new(Guarded {
+                region,
+                owners: layout.owner_words(),
+            }),
+            layout,
+            spin: self.spin,
+        }
+    }
+}
+
+fn shape_of(layout: Layout) -> Shape {
+    Shape {
+        kind: Kind::Lanes,
+        params: [layout.lanes as u64, layout.cap as u64, 0],
+        len: layout.len(),
+    }
+}
+
+fn layout_of(shape: Shape) -> Layout {
+    Layout {
+        lanes: shape.params[0] as usize,
+        cap: shape.params[1] as usize,
+    }
+}
+
+fn check_lanes(params: [u64; 3]) -> Result<Shape> {
+    let layout = Layout::check(params[0], params[1])
+        .map_err(|why| Error::new(ErrorKind::Corrupted, "open channel", why))?;
+    Ok(shape_of(layout))
+}
+
+/// A region and its owner words: the name is unlinked when the last handle in the last
+/// process with an endpoint goes.
+struct Guarded {
+    region: Region,
+    owners: Vec<usize>,
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = Region;
+    fn deref(&self) -> &Region {
+        &self.region
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if self.region.name().is_some() && !any_owner_alive(&self.region, &self.owners) {
+            self.region.unlink_if_ours();
+        }
+    }
+}
+
+fn any_owner_alive(region: &Region, owners: &[usize]) -> bool {
+    owners.iter().any(|&w| {
+        let o = region.word(w).load(std::sync::atomic::Ordering::Acquire);
+        o != 0 && wait::alive(o)
+    })
+}
+
+/// A channel's shared region, from which endpoints are attached. Cheap to clone (a
+/// reference count); keep it across `fork` and attach endpoints on each side.
+#[derive(Clone)]
+pub struct Channel {
+    region: Arc<Guarded>,
+    layout: Layout,
+    spin: Duration,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.region.name())
+            .field("senders", &self.layout.lanes)
+            .field("capacity", &self.layout.cap)
+            .finish()
+    }
+}
+
+impl Channel {
+    /// An SPSC channel of `capacity` bytes in anonymous shared memory (see
+    /// [`Options::anonymous`]).
+    ///
+    /// # Errors
+    /// As [`Options::anonymous`].
+    pub fn anonymous(capacity: usize) -> Result<Channel> {
+        Options::new().capacity(capacity).anonymous()
+    }
+
+    /// An SPSC channel of `capacity` bytes named `/mman.NAME` (see [`Options::create`]).
+    ///
+    /// # Errors
+    /// As [`Options::create`].
+    pub fn create(name: &str, capacity: usize) -> Result<Channel> {
+        Options::new().capacity(capacity).create(name)
+    }
+
+    /// Open the channel `/mman.NAME` (see [`Options::open`]).
+    ///
+    /// # Errors
+    /// As [`Options::open`].
+    pub fn open(name: &str) -> Result<Channel> {
+        Options::new().open(name)
+    }
+
+    /// An SPSC channel of `capacity` bytes in a memfd (see [`Options::memfd`]).
+    ///
+    /// # Errors
+    /// As [`Options::memfd`].
+    pub fn memfd(capacity: usize) -> Result<Channel> {
+        Options::new().capacity(capacity).memfd()
+    }
+
+    /// Send this channel (made by [`memfd`](Self::memfd)) to the process at the other end
+    /// of `sock`, which takes it with [`recv_from`](Self::recv_from).
+    ///
+    /// # Errors
+    /// The channel is not in a memfd; `sendmsg` fails.
+    pub fn send_to(&self, sock: &std::os::unix::net::UnixStream) -> Result<()> {
+        self.region.send_fd(sock)
+    }
+
+    /// Take a channel sent with [`send_to`](Self::send_to) (see [`Options::recv_from`]).
+    ///
+    /// # Errors
+    /// As [`Options::recv_from`].
+    pub fn recv_from(sock: &std::os::unix::net::UnixStream) -> Result<Channel> {
+        Options::new().recv_from(sock)
+    }
+
+    /// Attach a sender in this process (it takes a free lane, or one whose sender died).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ResourceLimit`] when every lane has a live sender;
+    /// [`ErrorKind::Corrupted`] for garbage in the lane.
+    pub fn sender(&self) -> Result<Sender> {
+        Sender::attach(self.shared(), self.layout, self.spin)
+    }
+
+    /// Attach the receiver in this process (or take over from one that died).
+    ///
+    /// # Errors
+    /// [`ErrorKind::AddressInUse`] while a live receiver is attached;
+    /// [`ErrorKind::Corrupted`] for garbage in the lanes.
+    pub fn receiver(&self) -> Result<Receiver> {
+        Receiver::attach(self.shared(), self.layout, self.spin)
+    }
+
+    fn shared(&self) -> Arc<Guarded> {
+        Arc::clone(&self.region)
+    }
+
+    /// Each sender's ring, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.layout.cap
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.layout.max_message()
+    }
+
+    /// How many senders may be attached at once.
+    pub fn max_senders(&self) -> usize {
+        self.layout.lanes
+    }
+
+    /// The object's name (`/mman.NAME`), for a named channel.
+    pub fn name(&self) -> Option<&str> {
+        self.region.name()
+    }
+}
+
+/// Remove the named channel or broadcast `/mman.NAME` if no live process is attached to it
+/// (left behind by processes that crashed). Returns whether it was removed; an object that
+/// is not a channel is an error and is left alone.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`]; [`ErrorKind::Corrupted`] for an object that is not a channel;
+/// [`ErrorKind::PermissionDenied`] for another user's object.
+pub fn remove_stale(name: &str) -> Result<bool> {
+    let (region, owners) = match Region::open(name, Kind::Lanes, check_lanes) {
+        Ok(r) => {
+            let owners = layout_of(r.shape()).owner_words();
+            (r, owners)
+        }
+        Err(e) if e.kind() == ErrorKind::Corrupted => {
+            let r = Region::open(name, Kind::Broadcast, broadcast::check_shape).map_err(|_| e)?;
+            let owners = broadcast::owner_words(r.shape());
+            (r, owners)
+        }
+        Err(e) => return Err(e),
+    };
+    if any_owner_alive(&region, &owners) {
+        return Ok(false);
+    }
+    region.unlink_if_ours();
+    Ok(true)
+}

@@ -1,0 +1,287 @@
+//! The shared region behind a channel: its backing (anonymous, named, memfd), its header of
+//! configuration words, and the only code that turns offsets into accesses.
+//!
+//! Every access goes through [`Region::word`] (an `AtomicU64`) or [`Region::copy_in`] /
+//! [`Region::copy_out`] (copies made of aligned 8-byte atomics), the crate's one access
+//! scheme for shared memory. Offsets come from a [`Shape`] validated once, when the region
+//! is opened, and kept in this process: a peer that rewrites the configuration words later
+//! changes nothing here, so no offset can leave the region.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::map::Mapping;
+use crate::shm::{self, SharedMemory};
+use crate::sys;
+
+/// "MMANCHAN", little-endian: the first word of every channel region.
+pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"MMANCHAN");
+/// The layout version; bumped when the layout changes.
+pub(super) const VERSION: u64 = 1;
+/// A cache line pair (128 bytes, in words): the unit of separation between words written
+/// by different parties (adjacent-line prefetchers fetch lines in pairs).
+pub(super) const LINE: usize = 16;
+
+/// Configuration words of line 0.
+const W_MAGIC: usize = 0;
+const W_KIND: usize = 1;
+const W_PARAMS: usize = 2; // 3 words of kind-specific parameters
+const W_LEN: usize = 5;
+const W_READY: usize = 6;
+const READY: u64 = u64::from_le_bytes(*b"ready!\0\0");
+
+/// What kind of channel a region holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Lanes of byte rings: one receiver, one sender per lane (SPSC is one lane).
+    Lanes = 1,
+    /// One publisher, slots read by many subscribers.
+    Broadcast = 2,
+}
+
+/// The validated shape of a region: the kind, its three parameters, and the total length.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    pub kind: Kind,
+    pub params: [u64; 3],
+    pub len: usize,
+}
+
+enum Backing {
+    /// `MAP_SHARED | MAP_ANONYMOUS`, inherited by children created with `fork`.
+    Anonymous,
+    /// A named object; `unlink` is done by hand when the last endpoint goes.
+    Named(SharedMemory),
+    /// A memfd sealed against shrinking and growing, passable over a Unix socket.
+    #[cfg(linux_like)]
+    Memfd(shm::Memfd),
+}
+
+/// A mapped channel region and what backs it.
+pub(super) struct Region {
+    map: Mapping,
+    base: usize,
+    shape: Shape,
+    backing: Backing,
+}
+
+// SAFETY: every access to the memory is atomic (words, or copies made of atomic words); the
+// mapping itself is never changed after construction.
+unsafe impl Sync for Region {}
+// SAFETY: as above; the mapping may be unmapped from any thread.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// A fresh region of `shape` in anonymous shared memory.
+    pub fn anonymous(shape: Shape) -> Result<Region> {
+        let map = shm::anonymous(shape.len)?;
+        Ok(Region::init(map, shape, Backing::Anonymous))
+    }
+
+    /// A fresh region of `shape` in a new object `/mman.NAME` (mode 0600, O_EXCL).
+    pub fn create(name: &str, shape: Shape) -> Result<Region> {
+        let mut obj = SharedMemory::create(name, shape.len as u64)?;
+        // The last endpoint unlinks it (see `Drop`), not the creating handle.
+        obj.keep();
+        let map = match obj.map() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = SharedMemory::unlink(name);
+                return Err(e);
+            }
+        };
+        Ok(Region::init(map, shape, Backing::Named(obj)))
+    }
+
+    /// A fresh region of `shape` in a memfd sealed against shrinking, growing and further
+    /// seals, to hand to another process with [`shm::send_fd`].
+    #[cfg(linux_like)]
+    pub fn memfd(shape: Shape) -> Result<Region> {
+        let fd = shm::Memfd::create("mman-channel", shape.len as u64)?;
+        fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL)?;
+        let map = fd.map()?;
+        Ok(Region::init(map, shape, Backing::Memfd(fd)))
+    }
+
+    fn init(map: Mapping, shape: Shape, backing: Backing) -> Region {
+        let region = Region {
+            base: map.as_ptr() as usize,
+            map,
+            shape,
+            backing,
+        };
+        region.word(W_MAGIC).store(MAGIC, Ordering::Relaxed);
+        region
+            .word(W_KIND)
+            .store(VERSION | (shape.kind as u64) << 32, Ordering::Relaxed);
+        for (i, p) in shape.params.iter().enumerate() {
+            region.word(W_PARAMS + i).store(*p, Ordering::Relaxed);
+        }
+        region.word(W_LEN).store(shape.len as u64, Ordering::Relaxed);
+        // Release: a peer that sees READY sees the configuration.
+        region.word(W_READY).store(READY, Ordering::Release);
+        region
+    }
+
+    /// Open the existing object `/mman.NAME` as a region of `kind`; `check` validates the
+    /// parameters and returns the shape they imply.
+    pub fn open(name: &str, kind: Kind, check: impl Fn([u64; 3]) -> Result<Shape>) -> Result<Region> {
+        let obj = SharedMemory::open(name, 4096)?;
+        let map = obj.map()?;
+        Region::adopt(map, kind, check, Backing::Named(obj), Some(name))
+    }
+
+    /// Adopt a memfd received from another process: it must be sealed against shrinking
+    /// (else a truncation could pull pages from under the channel) and hold a channel.
+    #[cfg(linux_like)]
+    pub fn from_memfd(fd: shm::Memfd, kind: Kind, check: impl Fn([u64; 3]) -> Result<Shape>) -> Result<Region> {
+        fd.require_seals(shm::Seals::SHRINK)?;
+        let map = fd.map()?;
+        Region::adopt(map, kind, check, Backing::Memfd(fd), None)
+    }
+
+    fn adopt(
+        map: Mapping,
+        kind: Kind,
+        check: impl Fn([u64; 3]) -> Result<Shape>,
+        backing: Backing,
+        name: Option<&str>,
+    ) -> Result<Region> {
+        let what = name.map_or_else(|| "the memfd".to_string(), |n| format!("/{}{n}", shm::PREFIX));
+        let bad = |why: String| {
+            Error::new(ErrorKind::Corrupted, "open channel", format!("{what} {why}"))
+                .with_hint("it is not an mman channel of this kind and version; remove it if it is stale")
+        };
+        if map.len() < 4096 {
+            return Err(bad(format!("is {} bytes, too small for a channel", map.len())));
+        }
+        let mut region = Region {
+            base: map.as_ptr() as usize,
+            map,
+            shape: Shape {
+                kind,
+                params: [0; 3],
+                len: 4096,
+            },
+            backing,
+        };
+        // The creator writes the configuration first and READY last; a region caught in
+        // between is given a moment (creation takes microseconds).
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while region.word(W_READY).load(Ordering::Acquire) != READY {
+            if Instant::now() > deadline {
+                return Err(bad("was never initialised (its creator died while making it?)".into()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if region.word(W_MAGIC).load(Ordering::Relaxed) != MAGIC {
+            return Err(bad("does not start with mman's channel mark".into()));
+        }
+        let kv = region.word(W_KIND).load(Ordering::Relaxed);
+        if kv != VERSION | (kind as u64) << 32 {
+            return Err(bad(format!(
+                "is a channel of kind {} version {}, not kind {} version {VERSION}",
+                kv >> 32,
+                kv & 0xffff_ffff,
+                kind as u64
+            )));
+        }
+        let params = [0, 1, 2].map(|i| region.word(W_PARAMS + i).load(Ordering::Relaxed));
+        let shape = check(params).map_err(|e| bad(e.to_string()))?;
+        if shape.len as u64 != region.word(W_LEN).load(Ordering::Relaxed) || shape.len > region.map.len() {
+            return Err(bad(format!(
+                "has parameters {params:?} that need {} bytes, but holds {}",
+                shape.len,
+                region.map.len()
+            )));
+        }
+        region.shape = shape;
+        Ok(region)
+    }
+
+    /// The shape validated when the region was made or opened.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The word at `index` (in 8-byte words from the start).
+    #[inline(always)]
+    pub fn word(&self, index: usize) -> &AtomicU64 {
+        assert!(index * 8 + 8 <= self.map.len());
+        // SAFETY: in bounds (checked), 8-aligned (the mapping is page-aligned), mapped
+        // shared read-write for as long as `self` lives (the mapping is never remapped or
+        // reprotected). Only atomic accesses are made to it.
+        unsafe { AtomicU64::from_ptr((self.base + index * 8) as *mut u64) }
+    }
+
+    /// Copy `src` into the region at byte `offset` (8-aligned or not) with atomic words.
+    #[inline(always)]
+    pub fn copy_in(&self, offset: usize, src: &[u8]) {
+        assert!(offset <= self.map.len() && src.len() <= self.map.len() - offset);
+        // SAFETY: in bounds (checked), mapped read-write; every access to these bytes is
+        // made of aligned 8-byte atomics (this module, and the peers running this code).
+        unsafe { sys::words::copy_in(src, (self.base + offset) as *mut u8) }
+    }
+
+    /// Copy bytes from the region at byte `offset` into `dst` with atomic words.
+    #[inline(always)]
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset <= self.map.len() && dst.len() <= self.map.len() - offset);
+        // SAFETY: as in copy_in.
+        unsafe { sys::words::copy_out((self.base + offset) as *const u8, dst) }
+    }
+
+    /// Whether a peer truncated the object under the mapping (the SIGBUS handler replaced
+    /// the lost pages with zeros and marked the mapping).
+    pub fn is_truncated(&self) -> bool {
+        self.map.is_truncated()
+    }
+
+    /// The error for a region found truncated.
+    pub fn truncated_error(&self, op: &'static str) -> Error {
+        Error::new(
+            ErrorKind::Corrupted,
+            op,
+            "the channel's shared object was truncated by another process",
+        )
+        .with_hint("the channel cannot be used any more: make a new one")
+    }
+
+    /// The object's name, for a named region.
+    pub fn name(&self) -> Option<&str> {
+        match &self.backing {
+            Backing::Named(obj) => Some(obj.name()),
+            _ => None,
+        }
+    }
+
+    /// Send the memfd behind this region over a Unix socket (see `shm::send_fd`).
+    #[cfg(linux_like)]
+    pub fn send_fd(&self, sock: &std::os::unix::net::UnixStream) -> Result<()> {
+        match &self.backing {
+            Backing::Memfd(fd) => shm::send_fd(sock, fd.as_fd(), b"mman-channel"),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "send channel",
+                "only a channel made in a memfd can be sent over a socket",
+            )
+            .with_hint("make it with `memfd()`, or share a named channel by its name")),
+        }
+    }
+
+    /// Unlink the name if the object behind it is still this one (same inode): never remove
+    /// an object someone else put there since.
+    pub fn unlink_if_ours(&self) {
+        if let Backing::Named(obj) = &self.backing {
+            let bare = obj.name().trim_start_matches('/');
+            let bare = bare.strip_prefix(shm::PREFIX).unwrap_or(bare);
+            if let Ok(now) = SharedMemory::open(bare, 0) {
+                if sys::same_file(now.as_fd(), obj.as_fd()) {
+                    let _ = SharedMemory::unlink(bare);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Who is attached, whether they still live, and how a party waits for another: a short
+//! bounded spin, then a futex sleep in slices, checking between slices that the party it
+//! waits for is still there.
+//!
+//! **Owner words.** Each endpoint slot of a region is one `AtomicU64`: 0 when vacant, else
+//! the owner's PID in the low 32 bits and the low 31 bits of its start time above, with bit
+//! 63 set (so no owner is 0). A PID reused by a later process has another start time, so a
+//! dead owner is never mistaken for a live one. A slot whose owner died is taken over by
+//! compare-and-swap from exactly the dead value: two parties reclaiming it cannot both win.
+//!
+//! **Events.** A party that sleeps does so on an event word: a sequence number in the low
+//! 32 bits (the futex word) and `SLEEPING` at bit 32. The sleeper sets `SLEEPING` and then
+//! re-checks its condition; the notifier publishes its change and then reads the word (a
+//! `SeqCst` fence on both sides, the Dekker pattern): either the notifier sees the flag, or
+//! the sleeper sees the change. Seeing the flag, the notifier bumps the sequence (clearing
+//! the flag) and wakes: no system call when nobody sleeps.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Bit 63 of an owner word: occupied.
+const OCCUPIED: u64 = 1 << 63;
+/// The sleeping flag of an event word.
+const SLEEPING: u64 = 1 << 32;
+/// How long a sleeper sleeps before it checks on its peers again: the bound on how late a
+/// peer's death is noticed (the promise is 100 ms).
+pub(super) const SLICE: Duration = Duration::from_millis(50);
+
+/// This process's owner word, and the fork generation it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Me {
+    pub word: u64,
+    pub generation: u64,
+}
+
+impl Me {
+    pub fn now() -> Me {
+        let generation = sys::sync::fork_generation();
+        let (pid, token) = sys::sync::process_identity();
+        Me {
+            word: OCCUPIED | ((token as u64) & 0x7fff_ffff) << 32 | pid as u64,
+            generation,
+        }
+    }
+
+    /// Fail if this process is not the one the endpoint was attached in (it was inherited
+    /// across `fork`).
+    #[inline(always)]
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        if sys::sync::fork_generation() == self.generation {
+            return Ok(());
+        }
+        Err(self.forked(op))
+    }
+
+    #[cold]
+    fn forked(&self, op: &'static str) -> Error {
+        Error::new(
+            ErrorKind::InvalidInput,
+            op,
+            format!(
+                "this endpoint belongs to process {}, and this process is a child created by fork",
+                self.word as u32
+            ),
+        )
+        .with_hint("attach a new endpoint in the child (keep the channel handle across fork, not the endpoint)")
+    }
+}
+
+/// The PID in an owner word.
+pub(super) fn pid_of(owner: u64) -> u32 {
+    owner as u32
+}
+
+/// Whether the owner recorded in `owner` still runs. Vacant (0) is not alive; a word
+/// without the occupied bit is garbage and not alive.
+pub(super) fn alive(owner: u64) -> bool {
+    if owner & OCCUPIED == 0 {
+        return false;
+    }
+    let token = ((owner >> 32) & 0x7fff_ffff) as u32;
+    // owner_alive compares the full low 32 bits of the start time; we kept 31.
+    sys::sync::owner_alive_masked(owner as u32, token, 0x7fff_ffff)
+}
+
+/// Take the slot `slot` for `me`: from vacant, or from an owner that is dead. Returns
+/// whether it was taken.
+pub(super) fn claim(slot: &AtomicU64, me: u64) -> bool {
+    let now = slot.load(Ordering::Acquire);
+    if now == me {
+        return false;
+    }
+    if now != 0 && alive(now) {
+        return false;
+    }
+    slot.compare_exchange(now, me, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Release `slot` if it still holds `me`.
+pub(super) fn release(slot: &AtomicU64, me: u64) {
+    let _ = slot.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Wake every sleeper of `event`, if one sleeps. Call after publishing a change.
+#[inline(always)]
+pub(super) fn notify(event: &AtomicU64) {
+    fence(Ordering::SeqCst);
+    if event.load(Ordering::Relaxed) & SLEEPING != 0 {
+        wake(event);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wake(event: &AtomicU64) {
+    let mut s = event.load(Ordering::Relaxed);
+    while s & SLEEPING != 0 {
+        // Bump the sequence and clear the flag; keep the rest (garbage included).
+        let next = (s & !0x1_ffff_ffff) | ((s as u32).wrapping_add(1) as u64);
+        match event.compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => s = now,
+        }
+    }
+    sys::futex_wake(event, u32::MAX);
+}
+
+/// How a wait ended.
+pub(super) enum Waited {
+    /// The condition holds.
+    Ready,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// The spin budget before sleeping: long enough to catch a peer's answer on another core
+/// (a round trip is well under a microsecond there), short enough that a sleeper that
+/// sleeps after all wasted little.
+pub(super) const SPIN: Duration = Duration::from_micros(30);
+
+/// Wait until `ready()` holds: spin for `spin`, then sleep on `event` in slices, calling
+/// `check(look)` before each sleep to learn that waiting is pointless (a peer gone: an
+/// error). `look` is true after a slice passed with no news: the time to look at the
+/// processes behind the owner words (a read of `/proc`, too dear for every wake-up).
+/// `deadline` bounds the whole wait.
+pub(super) fn wait_for(
+    event: &AtomicU64,
+    spin: Duration,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> bool,
+    mut check: impl FnMut(bool) -> Result<()>,
+) -> Result<Waited> {
+    if spin_until(spin, &mut ready) {
+        return Ok(Waited::Ready);
+    }
+    let mut look = false;
+    loop {
+        check(look)?;
+        let seq = event.fetch_or(SLEEPING, Ordering::SeqCst) as u32;
+        fence(Ordering::SeqCst);
+        if ready() {
+            return Ok(Waited::Ready);
+        }
+        let mut slice = SLICE;
+        if let Some(d) = deadline {
+            match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => slice = slice.min(left),
+                _ => return Ok(Waited::TimedOut),
+            }
+        }
+        // A notifier that bumped the sequence since our fetch_or makes this return at once.
+        match sys::futex_wait(event, seq, Some(slice)) {
+            Ok(woken) => look = !woken,
+            Err(_) => std::thread::yield_now(),
+        }
+        if ready() {
+            return Ok(Waited::Ready);
+        }
+    }
+}
+
+/// Spin up to `budget` for `ready()`; the clock is read once per 64 checks.
+#[inline]
+fn spin_until(budget: Duration, ready: &mut impl FnMut() -> bool) -> bool {
+    if budget.is_zero() {
+        return ready();
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= budget {
+            return ready();
+        }
+    }
+}
