@@ -13,11 +13,15 @@ use clap::{Args, Subcommand};
 use mman::sync::{place, PosixSemaphore, Semaphore};
 use mman::{MapOptions, Mapping};
 
+mod channel;
+
 /// `mman bench ...`.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Cross-process round trip: mman Semaphore vs glibc sem_t vs a pipe vs spinning.
     Ipc(IpcArgs),
+    /// Messages between processes: mman channel vs pipe vs Unix socket vs iceoryx2.
+    Channel(channel::ChannelArgs),
 }
 
 /// Arguments of `mman bench ipc`.
@@ -34,12 +38,12 @@ pub struct IpcArgs {
 const WARMUP: u32 = 1000;
 
 #[derive(serde::Serialize, Clone, Copy)]
-struct Latency {
+pub(crate) struct Latency {
     median_ns: u64,
     p99_ns: u64,
 }
 
-fn summarize(mut v: Vec<u64>) -> Latency {
+pub(crate) fn summarize(mut v: Vec<u64>) -> Latency {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
     Latency {
@@ -180,19 +184,31 @@ fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
     Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
 }
 
-/// `mman bench ipc`.
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Ipc(args) = cmd;
-    if args.rounds == 0 {
-        bail!("bench ipc: --rounds must be at least 1");
-    }
+/// Two processes spinning on one cache line: the floor of any cross-process hand-off.
+pub(crate) fn spin_floor(rounds: u32) -> Result<Latency> {
+    let dir = tempdir()?;
+    spin(dir.path(), rounds)
+}
+
+fn tempdir() -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("mman-bench-ipc")
         .tempdir()
-        .context(
-            "bench ipc: create a temporary directory (in $TMPDIR, which must be a writable directory)",
-        )?;
+        .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
     crate::cleanup::remove_on_signal(dir.path());
+    Ok(dir)
+}
+
+/// `mman bench ...`.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    let args = match cmd {
+        BenchCommand::Ipc(args) => args,
+        BenchCommand::Channel(args) => return channel::run(args),
+    };
+    if args.rounds == 0 {
+        bail!("bench ipc: --rounds must be at least 1");
+    }
+    let dir = tempdir()?;
     let mman_semaphore = semaphores(dir.path(), args.rounds)?;
     let sem_t = sem_t(dir.path(), args.rounds)?;
     let pipe = pipe(dir.path(), args.rounds)?;
@@ -239,6 +255,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     outln!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU")?;
     Ok(())
 }
+
+pub use channel::peer_main as channel_peer_main;
 
 /// `mman __ipc-peer KIND FILE ROUNDS`: the other side of each ping-pong.
 pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {

@@ -53,7 +53,7 @@ enum Command {
     /// Named shared-memory objects: create, list, remove.
     #[command(subcommand)]
     Shm(shm::ShmCommand),
-    /// Benchmarks run side by side in one process tree: `mman bench ipc`.
+    /// Benchmarks run side by side in one process tree: `mman bench ipc`, `mman bench channel`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Internal: the peer of `mman bench ipc`.
@@ -62,6 +62,15 @@ enum Command {
         kind: String,
         file: std::path::PathBuf,
         rounds: u32,
+    },
+    /// Internal: the peer of `mman bench channel`.
+    #[command(hide = true, name = "__channel-peer")]
+    ChannelPeer {
+        mode: String,
+        name: String,
+        size: u64,
+        rounds: u64,
+        count: u64,
     },
     /// Internal: one philosopher process.
     #[command(hide = true, name = "__philosopher")]
@@ -82,7 +91,11 @@ fn main() -> ExitCode {
     // their parents.
     let own_signals = matches!(
         cli.command,
-        Command::Cache(_) | Command::IpcPeer { .. } | Command::Philosopher { .. } | Command::TourChild { .. }
+        Command::Cache(_)
+            | Command::IpcPeer { .. }
+            | Command::ChannelPeer { .. }
+            | Command::Philosopher { .. }
+            | Command::TourChild { .. }
     );
     if !own_signals {
         cleanup::handle_signals();
@@ -100,6 +113,13 @@ fn main() -> ExitCode {
         Command::TourChild { what } => report(tour::child(&what)),
         Command::Bench(cmd) => report(bench::run(cmd)),
         Command::IpcPeer { kind, file, rounds } => report(bench::peer_main(&kind, &file, rounds)),
+        Command::ChannelPeer {
+            mode,
+            name,
+            size,
+            rounds,
+            count,
+        } => report(bench::channel_peer_main(&mode, &name, size, rounds, count)),
         Command::Persist(args) => report(persist::persist(args)),
         Command::Counter(args) => report(persist::counter(args)),
         Command::Share(args) => report(share::share(args)),

@@ -132,7 +132,9 @@ pub(super) fn check_shape(params: [u64; 3]) -> Result<Shape> {
 
 pub(super) fn owner_words(shape: Shape) -> Vec<usize> {
     let g = geometry(shape);
-    std::iter::once(PUB_OWNER).chain((0..g.subs).map(|i| g.sub(i))).collect()
+    std::iter::once(PUB_OWNER)
+        .chain((0..g.subs).map(|i| g.sub(i)))
+        .collect()
 }
 
 /// How to make a [`Broadcast`].
@@ -315,11 +317,15 @@ impl Broadcast {
 
     fn subscribe(&self, waited: bool) -> Result<Subscriber> {
         let me = Me::now();
-        let Some(i) = (0..self.g.subs).find(|&i| wait::claim(self.region.word(self.g.sub(i)), me.word)) else {
+        let Some(i) = (0..self.g.subs).find(|&i| wait::claim(self.region.word(self.g.sub(i)), me.word))
+        else {
             return Err(Error::new(
                 ErrorKind::ResourceLimit,
                 "subscribe",
-                format!("all {} subscriber places are taken by live processes", self.g.subs),
+                format!(
+                    "all {} subscriber places are taken by live processes",
+                    self.g.subs
+                ),
             )
             .with_hint("make the broadcast with more subscribers (Options::subscribers)"));
         };
@@ -380,7 +386,8 @@ impl Publisher {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for a message larger than the slots.
     pub fn publish(&mut self, msg: &[u8]) -> Result<u64> {
-        self.publish_how(msg, None, true).map(|s| s.expect("waited without a deadline"))
+        self.publish_how(msg, None, true)
+            .map(|s| s.expect("waited without a deadline"))
     }
 
     /// Publish `msg` unless a waited-for subscriber is a full ring behind: `None` then.
@@ -413,7 +420,11 @@ impl Publisher {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "publish",
-                format!("a message of {} bytes is larger than the slots ({} bytes)", msg.len(), self.g.size),
+                format!(
+                    "a message of {} bytes is larger than the slots ({} bytes)",
+                    msg.len(),
+                    self.g.size
+                ),
             ));
         }
         let n = self.head;
@@ -424,7 +435,9 @@ impl Publisher {
         let seq = self.region.word(at / 8);
         seq.store(n.wrapping_mul(2).wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        self.region.word(at / 8 + 1).store(msg.len() as u64, Ordering::Relaxed);
+        self.region
+            .word(at / 8 + 1)
+            .store(msg.len() as u64, Ordering::Relaxed);
         self.region.copy_in(at + 16, msg);
         seq.store(n.wrapping_mul(2).wrapping_add(2), Ordering::Release);
         self.head = n.wrapping_add(1);
@@ -449,7 +462,9 @@ impl Publisher {
             }
             let c = self.region.word(base + 1).load(Ordering::Acquire);
             // A cursor ahead of us or a ring behind is garbage: it cannot hold us back.
-            if self.head.wrapping_sub(c) <= self.g.slots && self.head.wrapping_sub(c) > self.head.wrapping_sub(floor) {
+            if self.head.wrapping_sub(c) <= self.g.slots
+                && self.head.wrapping_sub(c) > self.head.wrapping_sub(floor)
+            {
                 floor = c;
             }
         }
@@ -548,7 +563,8 @@ impl Subscriber {
     /// noticed within 100 ms) and everything it published was read;
     /// [`ErrorKind::Corrupted`] for a slot holding garbage.
     pub fn recv(&mut self) -> Result<Delivery> {
-        self.recv_how(None, true).map(|d| d.expect("waited without a deadline"))
+        self.recv_how(None, true)
+            .map(|d| d.expect("waited without a deadline"))
     }
 
     /// The next message if it is there now.
@@ -624,7 +640,9 @@ impl Subscriber {
                         ));
                     }
                     self.cursor = c.wrapping_add(1);
-                    self.region.word(self.base + 1).store(self.cursor, Ordering::Release);
+                    self.region
+                        .word(self.base + 1)
+                        .store(self.cursor, Ordering::Release);
                     if self.waited {
                         wait::notify(self.region.word(SPACE_EVENT));
                     }
@@ -639,7 +657,11 @@ impl Subscriber {
             // Overtaken: skip to the oldest message that may still be there.
             let head = self.region.word(HEAD).load(Ordering::Acquire);
             let oldest = head.wrapping_sub(self.g.slots);
-            let next = if (oldest.wrapping_sub(c) as i64) > 0 { oldest } else { c.wrapping_add(1) };
+            let next = if (oldest.wrapping_sub(c) as i64) > 0 {
+                oldest
+            } else {
+                c.wrapping_add(1)
+            };
             self.missed = self.missed.wrapping_add(next.wrapping_sub(c));
             self.cursor = next;
         }

@@ -122,7 +122,11 @@ fn corrupted(op: &'static str, what: String) -> Error {
 }
 
 fn disconnected(op: &'static str, who: &str) -> Error {
-    Error::new(ErrorKind::Disconnected, op, format!("the {who} is gone (closed, or its process died)"))
+    Error::new(
+        ErrorKind::Disconnected,
+        op,
+        format!("the {who} is gone (closed, or its process died)"),
+    )
 }
 
 /// The sending end of one lane. Made by [`Channel::sender`](super::Channel::sender).
@@ -187,7 +191,10 @@ impl Sender {
             return Err(Error::new(
                 ErrorKind::ResourceLimit,
                 "attach sender",
-                format!("all {} sender lanes of the channel are taken by live processes", layout.lanes),
+                format!(
+                    "all {} sender lanes of the channel are taken by live processes",
+                    layout.lanes
+                ),
             )
             .with_hint("make the channel with more senders (Options::senders)"));
         };
@@ -346,7 +353,9 @@ impl Sender {
     #[inline]
     fn publish(&mut self) {
         if self.head != self.published {
-            self.region.word(self.lane.head).store(self.head, Ordering::Release);
+            self.region
+                .word(self.lane.head)
+                .store(self.head, Ordering::Release);
             self.published = self.head;
             wait::notify(self.region.word(RX_EVENT));
         }
@@ -359,7 +368,10 @@ impl Sender {
         if t.wrapping_sub(self.tail) > self.published.wrapping_sub(self.tail) {
             return Err(corrupted(
                 "send",
-                format!("the receiver's position {t} is outside {}..={}", self.tail, self.published),
+                format!(
+                    "the receiver's position {t} is outside {}..={}",
+                    self.tail, self.published
+                ),
             ));
         }
         self.tail = t;
@@ -420,8 +432,8 @@ impl Sender {
         if !have.contains(want) {
             memfd.add_seals(want)?;
         }
-        let info = crate::sys::file_info(std::os::fd::AsFd::as_fd(&memfd))
-            .map_err(|e| Error::os("fstat", e))?;
+        let info =
+            crate::sys::file_info(std::os::fd::AsFd::as_fd(&memfd)).map_err(|e| Error::os("fstat", e))?;
         let pid = crate::sys::shm::pid() as u64;
         let fd = std::os::fd::AsFd::as_fd(&memfd).as_raw_fd() as u64;
         let mut rec = [0u8; SEALED_LEN];
@@ -580,7 +592,10 @@ impl Receiver {
             return Err(Error::new(
                 ErrorKind::AddressInUse,
                 "attach receiver",
-                format!("the channel's receiver is process {} (alive)", wait::pid_of(owner)),
+                format!(
+                    "the channel's receiver is process {} (alive)",
+                    wait::pid_of(owner)
+                ),
             )
             .with_hint("a channel has one receiver; use a broadcast channel for many"));
         }
@@ -596,7 +611,11 @@ impl Receiver {
                     format!("lane {i} has head {head} more than a ring ahead of tail {tail}"),
                 ));
             }
-            lanes.push(RxLane { lane, head: tail, tail });
+            lanes.push(RxLane {
+                lane,
+                head: tail,
+                tail,
+            });
         }
         region.word(EVER_RECEIVER).store(1, Ordering::Release);
         Ok(Receiver {
@@ -734,7 +753,10 @@ impl Receiver {
     /// Take the record of the ready lane and publish our new position.
     fn take_ready(&mut self, buf: &mut Vec<u8>) -> Result<Got> {
         let Some(i) = self.ready_lane()? else {
-            return Err(corrupted("recv", "a lane that held a message holds none now".into()));
+            return Err(corrupted(
+                "recv",
+                "a lane that held a message holds none now".into(),
+            ));
         };
         // Published even when the record fails after it was consumed (a sealed hand-off
         // whose sender is gone): the next message follows.
@@ -766,7 +788,10 @@ impl Receiver {
                 if h.wrapping_sub(l.tail) > self.layout.cap as u64 {
                     return Err(corrupted(
                         "recv",
-                        format!("lane {i}: the sender's position {h} is more than a ring ahead of {}", l.tail),
+                        format!(
+                            "lane {i}: the sender's position {h} is more than a ring ahead of {}",
+                            l.tail
+                        ),
                     ));
                 }
                 l.head = h;
@@ -810,7 +835,8 @@ impl Receiver {
             self.spin,
             how.deadline(),
             || {
-                (0..layout.lanes).any(|i| region.word(layout.lane(i).head).load(Ordering::Acquire) != tails[i])
+                (0..layout.lanes)
+                    .any(|i| region.word(layout.lane(i).head).load(Ordering::Acquire) != tails[i])
             },
             |look| senders_present(&region, layout, look),
         )?;
@@ -867,7 +893,12 @@ impl Receiver {
 
     fn open_sealed(&self, i: usize, rec: &[u8]) -> Result<crate::shm::SealedMap> {
         use crate::shm::{Memfd, Seals};
-        let bad = || corrupted("recv", format!("lane {i}: a sealed hand-off record of {} bytes", rec.len()));
+        let bad = || {
+            corrupted(
+                "recv",
+                format!("lane {i}: a sealed hand-off record of {} bytes", rec.len()),
+            )
+        };
         if rec.len() != SEALED_LEN {
             return Err(bad());
         }
@@ -877,13 +908,13 @@ impl Receiver {
         // process's files.
         let owner = self.region.word(self.lanes[i].lane.owner).load(Ordering::Acquire);
         if owner == 0 || wait::pid_of(owner) != pid {
-            return Err(disconnected("recv", "sender of a sealed hand-off").with_hint(
-                "the sender left before the receiver took its memfd; the message is lost",
-            ));
+            return Err(disconnected("recv", "sender of a sealed hand-off")
+                .with_hint("the sender left before the receiver took its memfd; the message is lost"));
         }
         let file = crate::sys::shm::open_peer_fd(pid, fd).map_err(|e| {
             let kind = e.kind();
-            let err = Error::os("open /proc/PID/fd", e).with_path(Some(format!("/proc/{pid}/fd/{fd}").as_ref()));
+            let err =
+                Error::os("open /proc/PID/fd", e).with_path(Some(format!("/proc/{pid}/fd/{fd}").as_ref()));
             if kind == std::io::ErrorKind::NotFound {
                 err.with_kind(ErrorKind::Disconnected)
                     .with_hint("the sender closed the memfd or died before it was taken")
@@ -891,7 +922,8 @@ impl Receiver {
                 err.with_hint("the receiver must be allowed to inspect the sender's process (the same user)")
             }
         })?;
-        let info = crate::sys::file_info(std::os::fd::AsFd::as_fd(&file)).map_err(|e| Error::os("fstat", e))?;
+        let info =
+            crate::sys::file_info(std::os::fd::AsFd::as_fd(&file)).map_err(|e| Error::os("fstat", e))?;
         if info.dev != dev || info.ino != ino || info.size != len {
             return Err(corrupted(
                 "recv",

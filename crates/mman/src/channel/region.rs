@@ -136,7 +136,11 @@ impl Region {
     /// Adopt a memfd received from another process: it must be sealed against shrinking
     /// (else a truncation could pull pages from under the channel) and hold a channel.
     #[cfg(linux_like)]
-    pub fn from_memfd(fd: shm::Memfd, kind: Kind, check: impl Fn([u64; 3]) -> Result<Shape>) -> Result<Region> {
+    pub fn from_memfd(
+        fd: shm::Memfd,
+        kind: Kind,
+        check: impl Fn([u64; 3]) -> Result<Shape>,
+    ) -> Result<Region> {
         fd.require_seals(shm::Seals::SHRINK)?;
         let map = fd.map()?;
         Region::adopt(map, kind, check, Backing::Memfd(fd), None)
@@ -172,7 +176,9 @@ impl Region {
         let deadline = Instant::now() + Duration::from_millis(200);
         while region.word(W_READY).load(Ordering::Acquire) != READY {
             if Instant::now() > deadline {
-                return Err(bad("was never initialised (its creator died while making it?)".into()));
+                return Err(bad(
+                    "was never initialised (its creator died while making it?)".into()
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -66,7 +66,9 @@ impl Me {
                 self.word as u32
             ),
         )
-        .with_hint("attach a new endpoint in the child (keep the channel handle across fork, not the endpoint)")
+        .with_hint(
+            "attach a new endpoint in the child (keep the channel handle across fork, not the endpoint)",
+        )
     }
 }
 

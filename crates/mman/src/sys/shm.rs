@@ -241,7 +241,10 @@ pub fn open_peer_fd(pid: u32, fd: u32) -> io::Result<OwnedFd> {
     let path = format!("/proc/{pid}/fd/{fd}");
     Ok(rustix::fs::open(
         path.as_str(),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::CLOEXEC
+            | rustix::fs::OFlags::NOCTTY
+            | rustix::fs::OFlags::NONBLOCK,
         rustix::fs::Mode::empty(),
     )?)
 }

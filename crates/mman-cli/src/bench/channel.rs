@@ -1,0 +1,510 @@
+//! `mman bench channel`: messages between two processes, side by side in one run: mman's
+//! SPSC channel, a pipe, a Unix stream socket, and iceoryx2 (a peer program built outside
+//! the workspace, `bench/channel.sh`), with two processes spinning on one cache line as the
+//! floor. For each size: the round trip (median, p99) and one-way throughput; then what a
+//! blocked receiver costs when idle, and the sealed hand-off of large messages.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mman::channel::{Channel, Message, Options, Receiver, Sender};
+
+use super::{summarize, Latency};
+
+/// Arguments of `mman bench channel`.
+#[derive(Args, Debug)]
+pub struct ChannelArgs {
+    /// Message size in bytes; repeat for several (default: 64, 4096 and 1048576).
+    #[arg(long = "size", value_parser = crate::args::size)]
+    sizes: Vec<u64>,
+    /// Messages sent one way for the throughput figure (at most 2000 for sizes of 1 MiB and
+    /// more).
+    #[arg(long, default_value_t = 100_000, value_parser = crate::args::positive)]
+    messages: u64,
+    /// Round trips timed one by one for the latency figures (at most 1000 for sizes of
+    /// 1 MiB and more).
+    #[arg(long, default_value_t = 20_000, value_parser = crate::args::positive)]
+    rounds: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+const WARMUP: u64 = 1000;
+const BIG: u64 = 1 << 20;
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Row {
+    method: String,
+    size: u64,
+    rtt_median_ns: u64,
+    rtt_p99_ns: u64,
+    msgs_per_s: u64,
+    gib_per_s: f64,
+}
+
+fn row(method: &str, size: u64, rtt: Latency, count: u64, elapsed: Duration) -> Row {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    Row {
+        method: method.into(),
+        size,
+        rtt_median_ns: rtt.median_ns,
+        rtt_p99_ns: rtt.p99_ns,
+        msgs_per_s: (count as f64 / secs) as u64,
+        gib_per_s: count as f64 * size as f64 / secs / (1u64 << 30) as f64,
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("bench-{}-{tag}", std::process::id())
+}
+
+/// The peer: `mman __channel-peer MODE NAME SIZE ROUNDS COUNT`: it answers `ROUNDS` round
+/// trips, then takes `COUNT` messages one way and answers their number.
+fn peer(
+    mode: &str,
+    name: &str,
+    size: u64,
+    rounds: u64,
+    count: u64,
+    io: Option<(OwnedFd, OwnedFd)>,
+) -> Result<Child> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.args([
+        "__channel-peer",
+        mode,
+        name,
+        &size.to_string(),
+        &rounds.to_string(),
+        &count.to_string(),
+    ]);
+    match io {
+        Some((i, o)) => c.stdin(Stdio::from(i)).stdout(Stdio::from(o)),
+        None => c.stdin(Stdio::null()).stdout(Stdio::null()),
+    };
+    let child = c
+        .spawn()
+        .with_context(|| format!("bench channel: start the {mode} peer"))?;
+    crate::cleanup::kill_on_signal(child.id());
+    Ok(child)
+}
+
+fn finish(mut child: Child, what: &str) -> Result<()> {
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("bench channel: the {what} peer failed: {st}");
+    }
+    Ok(())
+}
+
+fn time_rounds(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Result<Latency> {
+    for _ in 0..WARMUP {
+        one()?;
+    }
+    let mut v = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        one()?;
+        v.push(t0.elapsed().as_nanos() as u64);
+    }
+    Ok(summarize(v))
+}
+
+/// A pair of named channels, ping (to the peer) and pong (back), big enough for `size`.
+fn channels(tag: &str, size: u64) -> Result<(Channel, Channel)> {
+    let cap = (4 * (size + 8)).max(1 << 20).next_power_of_two() as usize;
+    let ping = Options::new()
+        .capacity(cap)
+        .create(&unique(&format!("{tag}-ping")))?;
+    let pong = Options::new()
+        .capacity(cap)
+        .create(&unique(&format!("{tag}-pong")))?;
+    Ok((ping, pong))
+}
+
+fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
+    let tag = format!("mman{size}");
+    let (ping, pong) = channels(&tag, size)?;
+    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
+    let msg = vec![0x5au8; size as usize];
+    let mut back = Vec::new();
+    let rtt = time_rounds(rounds, || {
+        tx.send(&msg)?;
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })?;
+    // One way: batches of up to 256 messages, the peer counts and answers once.
+    let t0 = Instant::now();
+    let mut left = count;
+    while left > 0 {
+        let k = left.min(256);
+        tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
+        left -= k;
+    }
+    rx.recv_into(&mut back)?;
+    let elapsed = t0.elapsed();
+    if back != count.to_le_bytes() {
+        bail!("bench channel: the mman peer counted {back:?}, not {count}");
+    }
+    drop(tx);
+    finish(child, "mman")?;
+    Ok(row("mman", size, rtt, count, elapsed))
+}
+
+/// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
+fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
+    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Child) = if method == "pipe" {
+        let (r1, w1) = rustix::pipe::pipe()?;
+        let (r2, w2) = rustix::pipe::pipe()?;
+        let child = peer("stream", "-", size, rounds + WARMUP, count, Some((r1, w2)))?;
+        (
+            Box::new(std::fs::File::from(w1)),
+            Box::new(std::fs::File::from(r2)),
+            child,
+        )
+    } else {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        let b2 = b.try_clone()?;
+        let child = peer(
+            "stream",
+            "-",
+            size,
+            rounds + WARMUP,
+            count,
+            Some((b.into(), b2.into())),
+        )?;
+        (Box::new(a.try_clone()?), Box::new(a), child)
+    };
+    let msg = vec![0x5au8; size as usize];
+    let mut back = vec![0u8; size as usize];
+    let rtt = time_rounds(rounds, || {
+        to.write_all(&msg)?;
+        from.read_exact(&mut back)?;
+        Ok(())
+    })?;
+    // One way: one write per message; the peer reads everything, then answers 8 bytes.
+    let mut total = [0u8; 8];
+    let t0 = Instant::now();
+    for _ in 0..count {
+        to.write_all(&msg)?;
+    }
+    from.read_exact(&mut total)?;
+    drop(to);
+    let elapsed = t0.elapsed();
+    if u64::from_le_bytes(total) != count * size {
+        bail!(
+            "bench channel: the {method} peer read {} bytes, not {}",
+            u64::from_le_bytes(total),
+            count * size
+        );
+    }
+    finish(child, method)?;
+    Ok(row(method, size, rtt, count, elapsed))
+}
+
+/// iceoryx2, through the peer program named by `MMAN_ICEORYX2_PEER`.
+fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
+    let Some(program) = std::env::var_os("MMAN_ICEORYX2_PEER") else {
+        return Ok(None);
+    };
+    let out = Command::new(&program)
+        .args([
+            "iceoryx2",
+            "--size",
+            &size.to_string(),
+            "--messages",
+            &count.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "bench channel: run the iceoryx2 peer {}",
+                program.to_string_lossy()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "bench channel: the iceoryx2 peer failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let r: Row = serde_json::from_str(line.trim())
+        .with_context(|| format!("bench channel: the iceoryx2 peer printed {:?}", line.trim()))?;
+    Ok(Some(r))
+}
+
+/// Round trip of mman with spinning off (futex sleeps only), and the CPU of a receiver
+/// blocked for one second.
+fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
+    let tag = "futex";
+    let cap = (4 * (size + 8)).max(1 << 16).next_power_of_two() as usize;
+    let mut o = Options::new();
+    o.capacity(cap).spin(Duration::ZERO);
+    let ping = o.create(&unique(&format!("{tag}-ping")))?;
+    let pong = o.create(&unique(&format!("{tag}-pong")))?;
+    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
+    let msg = vec![1u8; size as usize];
+    let mut back = Vec::new();
+    let rtt = time_rounds(rounds, || {
+        tx.send(&msg)?;
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })?;
+    drop(tx);
+    finish(child, "mman-futex")?;
+    Ok(rtt)
+}
+
+fn idle_receiver(idle: Duration) -> Result<f64> {
+    let name = unique("idle");
+    let chan = Channel::create(&name, 4096)?;
+    let mut tx = chan.sender()?;
+    let child = peer("idle", &name, 0, 0, 0, None)?;
+    std::thread::sleep(idle);
+    tx.send(b"wake")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our child; the pointers are to our locals.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } != pid {
+        bail!("bench channel: wait4: {}", std::io::Error::last_os_error());
+    }
+    std::mem::forget(child);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // The child's start-up (exec, attach) is counted too: an upper bound.
+    Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
+}
+
+#[derive(serde::Serialize)]
+struct Handoff {
+    size: u64,
+    rtt_median_ns: u64,
+    rtt_p99_ns: u64,
+}
+
+/// A sealed memfd handed over and acknowledged, for each size: the time from `send_sealed`
+/// to the acknowledgement (filling the memfd is the sender's work and not counted).
+fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
+    let tag = "sealed";
+    let (ping, pong) = channels(tag, 64)?;
+    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let mut out = Vec::new();
+    let mut back = Vec::new();
+    for &size in sizes {
+        let mut v = Vec::new();
+        for _ in 0..rounds {
+            let fd = mman::shm::Memfd::create("frame", size)?;
+            fd.map()?.write_at(0, b"frame")?;
+            let t0 = Instant::now();
+            tx.send_sealed(fd)?;
+            rx.recv_into(&mut back)?;
+            v.push(t0.elapsed().as_nanos() as u64);
+        }
+        let l = summarize(v);
+        out.push(Handoff {
+            size,
+            rtt_median_ns: l.median_ns,
+            rtt_p99_ns: l.p99_ns,
+        });
+    }
+    drop(tx);
+    finish(child, "sealed")?;
+    Ok(out)
+}
+
+/// `mman bench channel`.
+pub fn run(args: ChannelArgs) -> Result<()> {
+    let sizes = if args.sizes.is_empty() {
+        vec![64, 4096, BIG]
+    } else {
+        args.sizes.clone()
+    };
+    if let Some(s) = sizes.iter().find(|&&s| s == 0 || s > 1 << 30) {
+        bail!("bench channel: --size {s}: sizes are 1 byte to 1 GiB");
+    }
+    let floor = super::spin_floor(args.rounds.min(u32::MAX as u64) as u32)?;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for &size in &sizes {
+        let (rounds, count) = if size >= BIG {
+            (args.rounds.min(1000), args.messages.min(2000))
+        } else {
+            (args.rounds, args.messages)
+        };
+        if !args.json {
+            eprintln!(
+                "bench channel: {size} bytes: {rounds} round trips, {count} messages one way, each method..."
+            );
+        }
+        rows.push(mman(size, rounds, count)?);
+        rows.push(stream("pipe", size, rounds, count)?);
+        rows.push(stream("unix_socket", size, rounds, count)?);
+        match iceoryx2(size, count) {
+            Ok(Some(r)) => rows.push(r),
+            Ok(None) => {}
+            Err(e) => notes.push(format!("iceoryx2 at {size} bytes: {e:#}")),
+        }
+    }
+    if std::env::var_os("MMAN_ICEORYX2_PEER").is_none() {
+        notes.push(
+            "iceoryx2 not measured: run bench/channel.sh, which builds its peer program (bench/channel-peers) and sets MMAN_ICEORYX2_PEER".into(),
+        );
+    }
+    let futex = futex_only(64, args.rounds)?;
+    let idle = idle_receiver(Duration::from_secs(1))?;
+    let handoff = sealed(&[4096, BIG, 64 * BIG], 200)?;
+    if args.json {
+        let v = serde_json::json!({
+            "spin_floor_ns": floor.median_ns,
+            "results": rows,
+            "mman_futex_only_64b_rtt": futex,
+            "idle_receiver_cpu_percent": idle,
+            "sealed_handoff": handoff,
+            "notes": notes,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    outln!(
+        "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
+        floor.median_ns,
+        floor.p99_ns
+    )?;
+    outln!(
+        "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
+        "method",
+        "size",
+        "rtt med ns",
+        "rtt p99 ns",
+        "x floor",
+        "msgs/s",
+        "GiB/s",
+        "rtt/mman",
+        "mman x tput"
+    )?;
+    for r in &rows {
+        let mine = rows
+            .iter()
+            .find(|m| m.method == "mman" && m.size == r.size)
+            .unwrap_or(r);
+        outln!(
+            "  {:<12} {:>9} {:>11} {:>11} {:>9.2} {:>13} {:>9.3} {:>9.1} {:>10.1}",
+            r.method,
+            r.size,
+            r.rtt_median_ns,
+            r.rtt_p99_ns,
+            r.rtt_median_ns as f64 / floor.median_ns.max(1) as f64,
+            r.msgs_per_s,
+            r.gib_per_s,
+            r.rtt_median_ns as f64 / mine.rtt_median_ns.max(1) as f64,
+            mine.msgs_per_s as f64 / r.msgs_per_s.max(1) as f64,
+        )?;
+    }
+    outln!(
+        "mman, 64 B, futex sleeps only (no spin): round trip median {} ns, p99 {} ns",
+        futex.median_ns,
+        futex.p99_ns
+    )?;
+    outln!("a receiver blocked for 1 s used {idle:.2}% of a CPU (start-up included)")?;
+    for h in &handoff {
+        outln!(
+            "sealed hand-off of {} bytes (send_sealed to the receiver's acknowledgement): median {} ns, p99 {} ns",
+            h.size,
+            h.rtt_median_ns,
+            h.rtt_p99_ns
+        )?;
+    }
+    for n in &notes {
+        outln!("note: {n}")?;
+    }
+    Ok(())
+}
+
+/// `mman __channel-peer MODE NAME SIZE ROUNDS COUNT`: the other side of each measurement.
+pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> Result<()> {
+    let open = |dir: &str| -> Result<Channel> { Ok(Channel::open(&format!("{name}-{dir}"))?) };
+    match mode {
+        "mman" | "mman-futex" => {
+            let mut o = Options::new();
+            if mode == "mman-futex" {
+                o.spin(Duration::ZERO);
+            }
+            let ping = o.open(&format!("{name}-ping"))?;
+            let pong = o.open(&format!("{name}-pong"))?;
+            let (mut rx, mut tx): (Receiver, Sender) = (ping.receiver()?, pong.sender()?);
+            let mut buf = Vec::new();
+            for _ in 0..rounds {
+                rx.recv_into(&mut buf)?;
+                tx.send(&buf)?;
+            }
+            if count > 0 {
+                // Then the one-way stream: `count` messages, answered with their number.
+                let mut n = 0u64;
+                let mut bytes = 0u64;
+                while n < count {
+                    rx.recv_batch((count - n) as usize, |m| {
+                        n += 1;
+                        bytes += m.len() as u64;
+                    })?;
+                }
+                if bytes != count * size {
+                    bail!("{bytes} bytes in {n} messages of {size}");
+                }
+                tx.send(&n.to_le_bytes())?;
+                tx.flush()?;
+            }
+        }
+        "sealed" => {
+            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
+            loop {
+                match rx.recv_message() {
+                    Ok(Message::Sealed(view)) => {
+                        if view.get(..5) != Some(b"frame".as_slice()) {
+                            bail!("a sealed frame without its mark");
+                        }
+                        tx.send(b"k")?;
+                    }
+                    Ok(Message::Bytes(_)) => bail!("bytes where a sealed frame was expected"),
+                    Err(e) if e.kind() == mman::ErrorKind::Disconnected => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        "idle" => {
+            let mut rx = Channel::open(name)?.receiver()?;
+            rx.recv()?;
+        }
+        "stream" => {
+            let (mut i, mut o) = (std::io::stdin().lock(), std::io::stdout().lock());
+            let mut buf = vec![0u8; size as usize];
+            for _ in 0..rounds {
+                i.read_exact(&mut buf)?;
+                o.write_all(&buf)?;
+                o.flush()?;
+            }
+            let mut total = 0u64;
+            let mut chunk = vec![0u8; 1 << 20];
+            while total < count * size {
+                match i.read(&mut chunk)? {
+                    0 => bail!("the stream ended after {total} bytes"),
+                    n => total += n as u64,
+                }
+            }
+            o.write_all(&total.to_le_bytes())?;
+            o.flush()?;
+        }
+        other => bail!("unknown channel peer {other:?}"),
+    }
+    Ok(())
+}
