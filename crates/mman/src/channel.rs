@@ -63,10 +63,14 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub mod broadcast;
 mod lanes;
+mod receiver;
 mod region;
+mod sender;
 mod wait;
 
-pub use lanes::{Message, Receiver, Sender, MAX_SENDERS};
+pub use lanes::{Message, MAX_SENDERS};
+pub use receiver::Receiver;
+pub use sender::Sender;
 
 use lanes::Layout;
 use region::{Kind, Region, Shape};

@@ -341,14 +341,14 @@ fn timeouts_bound_the_waits() {
     assert_eq!(rx.recv_timeout(Duration::from_millis(30)).unwrap(), None);
     assert!(t.elapsed() >= Duration::from_millis(30));
     assert_eq!(rx.try_recv().unwrap(), None);
-    // 64 bytes hold one record of up to 56 bytes.
-    assert!(tx.try_send(&[1; 56]).unwrap());
+    // 64 bytes hold one record of up to 48 bytes (a header, and a zero word after it).
+    assert!(tx.try_send(&[1; 48]).unwrap());
     assert!(!tx.try_send(&[2; 1]).unwrap());
     let t = Instant::now();
     assert!(!tx.send_timeout(&[2; 1], Duration::from_millis(30)).unwrap());
     assert!(t.elapsed() >= Duration::from_millis(30));
-    assert_eq!(tx.send(&[0; 57]).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(rx.recv().unwrap(), [1; 56]);
+    assert_eq!(tx.send(&[0; 49]).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(rx.recv().unwrap(), [1; 48]);
     assert!(tx.try_send(&[2; 1]).unwrap());
     assert_eq!(rx.recv().unwrap(), [2]);
     // Values by copy.
@@ -469,9 +469,10 @@ fn sealed_hand_off_is_zero_copy_and_refuses_unsealed() {
     let info = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
     use std::os::unix::fs::MetadataExt;
     let raw = mman::shm::SharedMemory::open(&name, 0).unwrap().map().unwrap();
-    // One lane: the header is one page; lane 0's head is word 48; its ring starts at 4096.
+    // One lane: its ring starts at 4096. A header: length 32, kind 1 (sealed), stamp 1
+    // (the first lap).
     let rec: Vec<u8> = [
-        32u64 | 1 << 32,
+        32u64 | 1 << 32 | 1 << 36,
         std::process::id() as u64 | fd << 32,
         info.dev(),
         info.ino(),
@@ -480,8 +481,8 @@ fn sealed_hand_off_is_zero_copy_and_refuses_unsealed() {
     .iter()
     .flat_map(|w| w.to_ne_bytes())
     .collect();
-    raw.write_at(4096, &rec).unwrap();
-    raw.store(48 * 8, &40u64).unwrap();
+    raw.write_at(4104, &rec[8..]).unwrap();
+    raw.write_at(4096, &rec[..8]).unwrap();
     let e = rx.recv_message().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 }

@@ -1,0 +1,403 @@
+//! [`Receiver`]: the reading end of a channel's lanes (see `lanes` for the record format).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lanes::{
+    corrupted, disconnected, record_len, senders_present, until, How, Lane, Layout, Message, EVER_RECEIVER,
+    KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
+};
+use super::wait::{self, Me, Waited};
+use super::Guarded;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The receiver's view of one lane.
+#[derive(Clone, Copy, Debug)]
+struct RxLane {
+    lane: Lane,
+    /// Our position: the next record to take.
+    tail: u64,
+    /// The position last published to the lane's `tail` word.
+    published: u64,
+}
+
+/// The receiving end of a channel: one per channel. Made by
+/// [`Channel::receiver`](super::Channel::receiver).
+///
+/// With several senders, each sender's messages arrive in the order sent; the lanes are
+/// served in turn, so no sender can starve another. A receiver that dies may leave the
+/// last messages it took untaken in the lanes (it publishes its position lazily): the next
+/// receiver gets them again.
+pub struct Receiver {
+    region: Arc<Guarded>,
+    layout: Layout,
+    me: Me,
+    lanes: Vec<RxLane>,
+    /// The lane to look at first (round robin).
+    next: usize,
+    spin: Duration,
+    last_look: Instant,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("lanes", &self.lanes.len())
+            .finish()
+    }
+}
+
+/// What `read_record` left: bytes in the buffer, or a sealed view.
+enum Got {
+    Bytes,
+    Sealed(crate::shm::SealedMap),
+}
+
+impl Receiver {
+    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Receiver> {
+        let me = Me::now();
+        if !wait::claim(region.word(RX_OWNER), me.word) {
+            let owner = region.word(RX_OWNER).load(Ordering::Relaxed);
+            return Err(Error::new(
+                ErrorKind::AddressInUse,
+                "attach receiver",
+                format!(
+                    "the channel's receiver is process {} (alive)",
+                    wait::pid_of(owner)
+                ),
+            )
+            .with_hint("a channel has one receiver; use a broadcast channel for many"));
+        }
+        let lanes = (0..layout.lanes)
+            .map(|i| {
+                let lane = layout.lane(i);
+                let tail = region.word(lane.tail).load(Ordering::Acquire);
+                RxLane {
+                    lane,
+                    tail,
+                    published: tail,
+                }
+            })
+            .collect();
+        region.word(EVER_RECEIVER).store(1, Ordering::Release);
+        Ok(Receiver {
+            region,
+            layout,
+            me,
+            lanes,
+            next: 0,
+            spin,
+            last_look: Instant::now(),
+        })
+    }
+
+    /// Take the next message, waiting as long as it takes. A sealed hand-off is copied
+    /// out (use [`recv_message`](Self::recv_message) to keep it zero-copy).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] once every sender is gone and every message sent has
+    /// been taken (a sender's death is noticed within 100 ms); [`ErrorKind::Corrupted`] if
+    /// the shared state is garbage.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.recv_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`recv`](Self::recv) into `buf` (cleared first), reusing its allocation.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.take(buf, How::Block).map(|_| ())
+    }
+
+    /// Take the next message if one is there now.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv): `Disconnected` when nothing is there and nobody will send.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.take(&mut buf, How::Try)?.then_some(buf))
+    }
+
+    /// Take the next message, waiting at most `timeout`; `None` when it passed.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.take(&mut buf, until(timeout))?.then_some(buf))
+    }
+
+    /// Take a plain value sent with [`Sender::send_value`](super::Sender::send_value).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv), and [`ErrorKind::InvalidInput`] when the message is not
+    /// `size_of::<T>()` bytes (it is consumed all the same).
+    pub fn recv_value<T: bytemuck::AnyBitPattern>(&mut self) -> Result<T> {
+        let v = self.recv()?;
+        bytemuck::try_pod_read_unaligned(&v).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "recv",
+                format!(
+                    "a message of {} bytes is not a {}-byte value",
+                    v.len(),
+                    std::mem::size_of::<T>()
+                ),
+            )
+        })
+    }
+
+    /// Take the next message as it came: bytes, or a sealed memory view (zero-copy).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv); a sealed hand-off whose sender died before it was taken is
+    /// [`ErrorKind::Disconnected`] (the message is dropped, the next one follows).
+    pub fn recv_message(&mut self) -> Result<Message> {
+        self.me.check("recv")?;
+        let mut buf = Vec::new();
+        let Some(i) = self.wait_ready(How::Block)? else {
+            unreachable!("a blocking wait ends with a lane or an error")
+        };
+        Ok(match self.read_record(i, &mut buf)? {
+            Got::Bytes => Message::Bytes(buf),
+            Got::Sealed(m) => Message::Sealed(m),
+        })
+    }
+
+    /// Take every message there now (at least one, waiting for it), at most `max`,
+    /// calling `f` with each (a copy in this process's memory). Returns how many were
+    /// taken.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv); messages taken before an error were given to `f`.
+    pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize> {
+        self.me.check("recv")?;
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut buf = Vec::new();
+        let Some(mut i) = self.wait_ready(How::Block)? else {
+            unreachable!("a blocking wait ends with a lane or an error")
+        };
+        let mut n = 0;
+        loop {
+            match self.read_record(i, &mut buf)? {
+                Got::Bytes => f(&buf),
+                Got::Sealed(m) => f(&m),
+            }
+            n += 1;
+            if n == max {
+                break;
+            }
+            match self.ready_lane()? {
+                Some(j) => i = j,
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+
+    fn take(&mut self, buf: &mut Vec<u8>, how: How) -> Result<bool> {
+        self.me.check("recv")?;
+        let Some(i) = self.wait_ready(how)? else {
+            return Ok(false);
+        };
+        if let Got::Sealed(m) = self.read_record(i, buf)? {
+            buf.clear();
+            buf.extend_from_slice(&m);
+        }
+        Ok(true)
+    }
+
+    /// A lane with a message at its position, in round-robin order.
+    #[inline]
+    fn ready_lane(&mut self) -> Result<Option<usize>> {
+        let n = self.lanes.len();
+        for k in 0..n {
+            let i = if n == 1 { 0 } else { (self.next + k) % n };
+            let l = &self.lanes[i];
+            if self
+                .region
+                .word(self.layout.header_at(&l.lane, l.tail))
+                .load(Ordering::Relaxed)
+                != 0
+            {
+                self.next = i + 1;
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Wait as `how` says until some lane holds a message; which one.
+    #[inline]
+    fn wait_ready(&mut self, how: How) -> Result<Option<usize>> {
+        match self.ready_lane()? {
+            Some(i) => Ok(Some(i)),
+            None => self.wait_ready_slow(how),
+        }
+    }
+
+    #[cold]
+    fn wait_ready_slow(&mut self, how: How) -> Result<Option<usize>> {
+        // Nothing to take: let the senders have the room we freed.
+        self.publish_all();
+        if let How::Try = how {
+            // Tell "later" from "never" (all senders gone) cheaply, looking at the
+            // processes behind the owner words at most every 50 ms.
+            let look = self.last_look.elapsed() >= wait::SLICE;
+            if look {
+                self.last_look = Instant::now();
+            }
+            senders_present(&self.region, self.layout, look)?;
+            return Ok(None);
+        }
+        let headers: Vec<usize> = self
+            .lanes
+            .iter()
+            .map(|l| self.layout.header_at(&l.lane, l.tail))
+            .collect();
+        loop {
+            let (region, layout) = (&self.region, self.layout);
+            let waited = wait::wait_for(
+                region.word(RX_EVENT),
+                self.spin,
+                how.deadline(),
+                || {
+                    headers
+                        .iter()
+                        .any(|&h| region.word(h).load(Ordering::Relaxed) != 0)
+                },
+                |look| senders_present(region, layout, look),
+            )?;
+            match waited {
+                Waited::Ready => {
+                    if let Some(i) = self.ready_lane()? {
+                        return Ok(Some(i));
+                    }
+                    // A word a peer set and cleared again: keep waiting.
+                }
+                Waited::TimedOut => return Ok(None),
+            }
+        }
+    }
+
+    /// Read the record at lane `i`'s position into `buf` and move past it.
+    #[inline]
+    fn read_record(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<Got> {
+        let l = self.lanes[i];
+        let layout = self.layout;
+        let h = self
+            .region
+            .word(layout.header_at(&l.lane, l.tail))
+            .load(Ordering::Acquire);
+        let Some((len, kind)) = layout.parse(h, l.tail) else {
+            return Err(corrupted(
+                "recv",
+                format!(
+                    "lane {i}: the word {h:#x} at position {} is not a record header",
+                    l.tail
+                ),
+            ));
+        };
+        buf.clear();
+        buf.resize(len, 0);
+        layout.get(&self.region, &l.lane, l.tail + 8, buf);
+        let tail = l.tail + record_len(len);
+        self.lanes[i].tail = tail;
+        if kind == KIND_SEALED {
+            // The sender keeps the memfd open until our published position passes the
+            // record: publish once it is open here (or failed for good).
+            let got = self.open_sealed(i, buf).map(Got::Sealed);
+            self.publish(i);
+            return got;
+        }
+        // Lazily while more follow (every quarter ring), at once when the lane is empty:
+        // then a sender waiting for the ring to drain (`flush`) learns it has.
+        if tail - l.published >= (layout.cap / 4) as u64
+            || self
+                .region
+                .word(layout.header_at(&l.lane, tail))
+                .load(Ordering::Relaxed)
+                == 0
+        {
+            self.publish(i);
+        }
+        Ok(Got::Bytes)
+    }
+
+    /// Publish lane `i`'s position and wake its sender if it waits for room.
+    fn publish(&mut self, i: usize) {
+        let l = &mut self.lanes[i];
+        if l.tail != l.published {
+            self.region.word(l.lane.tail).store(l.tail, Ordering::Release);
+            l.published = l.tail;
+            wait::notify(self.region.word(l.lane.event));
+        }
+    }
+
+    fn publish_all(&mut self) {
+        for i in 0..self.lanes.len() {
+            self.publish(i);
+        }
+    }
+
+    fn open_sealed(&self, i: usize, rec: &[u8]) -> Result<crate::shm::SealedMap> {
+        use crate::shm::{Memfd, Seals};
+        let bad = || {
+            corrupted(
+                "recv",
+                format!("lane {i}: a sealed hand-off record of {} bytes", rec.len()),
+            )
+        };
+        if rec.len() != SEALED_LEN {
+            return Err(bad());
+        }
+        let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let (pid, fd, dev, ino, len) = (w(0) as u32, (w(0) >> 32) as u32, w(1), w(2), w(3));
+        // The sender must be the lane's owner: a record cannot make us open another
+        // process's files.
+        let owner = self.region.word(self.lanes[i].lane.owner).load(Ordering::Acquire);
+        if owner == 0 || wait::pid_of(owner) != pid {
+            return Err(disconnected("recv", "sender of a sealed hand-off")
+                .with_hint("the sender left before the receiver took its memfd; the message is lost"));
+        }
+        let file = crate::sys::shm::open_peer_fd(pid, fd).map_err(|e| {
+            let kind = e.kind();
+            let err = Error::os("open", e).with_path(Some(format!("/proc/{pid}/fd/{fd}").as_ref()));
+            if kind == std::io::ErrorKind::NotFound {
+                err.with_kind(ErrorKind::Disconnected)
+                    .with_hint("the sender closed the memfd or died before it was taken")
+            } else {
+                err.with_hint("the receiver must be allowed to inspect the sender's process (the same user)")
+            }
+        })?;
+        let info =
+            crate::sys::file_info(std::os::fd::AsFd::as_fd(&file)).map_err(|e| Error::os("fstat", e))?;
+        if info.dev != dev || info.ino != ino || info.size != len {
+            return Err(corrupted(
+                "recv",
+                format!("/proc/{pid}/fd/{fd} is not the memfd the record describes"),
+            ));
+        }
+        let memfd = Memfd::from_fd(file)?;
+        memfd.require_seals(Seals::WRITE | Seals::SHRINK)?;
+        memfd.map_sealed()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if self.me.check("drop").is_ok() {
+            self.publish_all();
+            wait::release(self.region.word(RX_OWNER), self.me.word);
+            for l in &self.lanes {
+                wait::notify(self.region.word(l.lane.event));
+            }
+        }
+    }
+}

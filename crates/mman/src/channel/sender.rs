@@ -1,0 +1,367 @@
+//! [`Sender`]: the writing end of one lane (see `lanes` for the record format).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lanes::{
+    corrupted, receiver_present, record_len, until, How, Lane, Layout, EVER_RECEIVER, EVER_SENDER,
+    KIND_BYTES, KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
+};
+use super::wait::{self, Me, Waited};
+use super::Guarded;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The sending end of one lane. Made by [`Channel::sender`](super::Channel::sender).
+///
+/// Owned by the process that attached it: used from a child created by `fork`, every
+/// operation fails (attach a new sender in the child). Dropping it detaches the lane, and
+/// the receiver gets [`ErrorKind::Disconnected`] once it has drained the messages sent.
+pub struct Sender {
+    region: Arc<Guarded>,
+    layout: Layout,
+    lane: Lane,
+    me: Me,
+    /// Our position: where the next record goes.
+    head: u64,
+    /// The position last stored in the lane's `head` word (where a later sender resumes).
+    published: u64,
+    /// The receiver's position as last read.
+    tail: u64,
+    spin: Duration,
+    /// Sealed memfds handed over and not yet taken: (the position after the record, fd).
+    inflight: VecDeque<(u64, crate::shm::Memfd)>,
+    /// Which lane.
+    index: usize,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("lane", &self.index)
+            .field("head", &self.head)
+            .field("tail", &self.tail)
+            .finish()
+    }
+}
+
+impl Sender {
+    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Sender> {
+        let me = Me::now();
+        let taken = (0..layout.lanes).find(|&i| wait::claim(region.word(layout.lane(i).owner), me.word));
+        let Some(i) = taken else {
+            return Err(Error::new(
+                ErrorKind::ResourceLimit,
+                "attach sender",
+                format!(
+                    "all {} sender lanes of the channel are taken by live processes",
+                    layout.lanes
+                ),
+            )
+            .with_hint("make the channel with more senders (Options::senders)"));
+        };
+        let lane = layout.lane(i);
+        let tail = region.word(lane.tail).load(Ordering::Acquire);
+        let mut head = region.word(lane.head).load(Ordering::Acquire);
+        if head.wrapping_sub(tail) > layout.cap as u64 {
+            wait::release(region.word(lane.owner), me.word);
+            return Err(corrupted(
+                "attach sender",
+                format!("lane {i} has head {head} more than a ring ahead of tail {tail}"),
+            ));
+        }
+        // A sender that died between writing a header and storing its head left records
+        // the receiver can see: resume after them.
+        while let Some((len, _)) = layout.parse(
+            region.word(layout.header_at(&lane, head)).load(Ordering::Acquire),
+            head,
+        ) {
+            if head + record_len(len) - tail > layout.cap as u64 {
+                break;
+            }
+            head += record_len(len);
+        }
+        region.word(lane.head).store(head, Ordering::Release);
+        region.word(EVER_SENDER).store(1, Ordering::Release);
+        Ok(Sender {
+            region,
+            layout,
+            lane,
+            me,
+            head,
+            published: head,
+            tail,
+            spin,
+            inflight: VecDeque::new(),
+            index: i,
+        })
+    }
+
+    /// The largest message this channel carries.
+    pub fn max_message(&self) -> usize {
+        self.layout.max_message()
+    }
+
+    /// Send `msg`, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] once the receiver is gone (closed, or its process died:
+    /// noticed within 100 ms while waiting); [`ErrorKind::InvalidInput`] for a message
+    /// larger than [`max_message`](Self::max_message); [`ErrorKind::Corrupted`] if the
+    /// shared state is garbage.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_how(msg, How::Block).map(|_| ())
+    }
+
+    /// Send `msg` if there is room now. Returns whether it was sent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
+        self.send_how(msg, How::Try)
+    }
+
+    /// Send `msg`, waiting at most `timeout` for room. Returns whether it was sent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<bool> {
+        self.send_how(msg, until(timeout))
+    }
+
+    /// Send a plain value by copy (`bytemuck`): the receiver gets it with
+    /// [`Receiver::recv_value`](super::Receiver::recv_value).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_value<T: bytemuck::NoUninit>(&mut self, value: &T) -> Result<()> {
+        self.send(bytemuck::bytes_of(value))
+    }
+
+    /// Send every message of `msgs`, waiting for room as needed, and wake a sleeping
+    /// receiver once per batch instead of once per message: the way to move many small
+    /// messages fast. Returns how many were sent (all, unless an error ends the batch: the
+    /// messages before it were sent).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_batch<I>(&mut self, msgs: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.me.check("send")?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for msg in msgs {
+            match self.put(msg.as_ref(), KIND_BYTES, How::Block) {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.publish();
+        result.map(|_| n)
+    }
+
+    #[inline]
+    fn send_how(&mut self, msg: &[u8], how: How) -> Result<bool> {
+        self.me.check("send")?;
+        let sent = self.put(msg, KIND_BYTES, how)?;
+        if sent {
+            self.publish();
+        }
+        Ok(sent)
+    }
+
+    /// Write one record at `head`, waiting for room as `how` says. The receiver can take
+    /// it at once; a sleeping receiver is woken by `publish`.
+    #[inline]
+    fn put(&mut self, msg: &[u8], kind: u64, how: How) -> Result<bool> {
+        if msg.len() > self.layout.max_message() {
+            return Err(self.too_large(msg.len()));
+        }
+        if self.region.word(RX_OWNER).load(Ordering::Relaxed) == 0
+            && self.region.word(EVER_RECEIVER).load(Ordering::Relaxed) != 0
+        {
+            return Err(super::lanes::disconnected("send", "receiver"));
+        }
+        // The record, and the zero word after it.
+        let need = record_len(msg.len());
+        if self.head - self.tail + need + 8 > self.layout.cap as u64 && !self.make_room(need + 8, how)? {
+            return Ok(false);
+        }
+        let (region, layout, lane) = (&self.region, &self.layout, &self.lane);
+        layout.put(region, lane, self.head + 8, msg);
+        region
+            .word(layout.header_at(lane, self.head + need))
+            .store(0, Ordering::Relaxed);
+        region
+            .word(layout.header_at(lane, self.head))
+            .store(layout.header(msg.len(), kind, self.head), Ordering::Release);
+        self.head += need;
+        Ok(true)
+    }
+
+    #[cold]
+    fn too_large(&self, len: usize) -> Error {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "send",
+            format!(
+                "a message of {len} bytes is larger than the channel's limit of {} bytes",
+                self.layout.max_message()
+            ),
+        )
+        .with_hint("make the channel with a larger capacity, or hand large data over as a sealed memfd")
+    }
+
+    /// Record our position, and wake the receiver if it sleeps.
+    #[inline]
+    fn publish(&mut self) {
+        if self.head != self.published {
+            self.region
+                .word(self.lane.head)
+                .store(self.head, Ordering::Release);
+            self.published = self.head;
+            wait::notify(self.region.word(RX_EVENT));
+        }
+    }
+
+    /// Read the receiver's position; true if `need` bytes are free now.
+    fn refresh(&mut self, need: u64) -> Result<bool> {
+        let t = self.region.word(self.lane.tail).load(Ordering::Acquire);
+        // The tail only moves forward, and never past what we wrote.
+        if t.wrapping_sub(self.tail) > self.head.wrapping_sub(self.tail) {
+            return Err(corrupted(
+                "send",
+                format!(
+                    "the receiver's position {t} is outside {}..={}",
+                    self.tail, self.head
+                ),
+            ));
+        }
+        self.tail = t;
+        while self.inflight.front().is_some_and(|(end, _)| *end <= t) {
+            self.inflight.pop_front();
+        }
+        Ok(self.head - self.tail + need <= self.layout.cap as u64)
+    }
+
+    #[cold]
+    fn make_room(&mut self, need: u64, how: How) -> Result<bool> {
+        if self.refresh(need)? {
+            return Ok(true);
+        }
+        if let How::Try = how {
+            return Ok(false);
+        }
+        // A sleeping receiver must know there is something to take, or it never frees room.
+        self.publish();
+        let waited = self.wait_tail(self.spin, how.deadline(), "send", |head, t, cap| {
+            head - t + need <= cap
+        })?;
+        match waited {
+            Waited::Ready => self.refresh(need),
+            Waited::TimedOut => Ok(false),
+        }
+    }
+
+    /// Wait until `enough(head, tail, cap)` holds for the receiver's published tail (or
+    /// the tail is garbage: the caller's refresh reports it).
+    fn wait_tail(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        op: &'static str,
+        enough: impl Fn(u64, u64, u64) -> bool,
+    ) -> Result<Waited> {
+        let (region, lane) = (&self.region, self.lane);
+        let (cap, head, tail0) = (self.layout.cap as u64, self.head, self.tail);
+        wait::wait_for(
+            region.word(lane.event),
+            spin,
+            deadline,
+            || {
+                let t = region.word(lane.tail).load(Ordering::Acquire);
+                t.wrapping_sub(tail0) > head.wrapping_sub(tail0) || enough(head, t, cap)
+            },
+            |look| receiver_present(region, op, look),
+        )
+    }
+
+    /// Hand `memfd` to the receiver without copying its contents: it is sealed against
+    /// writing, shrinking, growing and further seals (so nobody can change it again), kept
+    /// open here until the receiver has taken it, and received as a
+    /// [`Message::Sealed`](super::Message::Sealed), a read-only view whose bytes cannot
+    /// change while it lives.
+    ///
+    /// The receiver opens the descriptor through `/proc/PID/fd`, which the kernel allows
+    /// to processes of the same user (more exactly: those allowed to inspect this one).
+    /// Sealing against writes makes the kernel check every page of the memfd for pins: a
+    /// cost of a few nanoseconds per page, the only part that grows with the size.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); sealing fails while a writable shared mapping of the memfd
+    /// exists (drop it first).
+    pub fn send_sealed(&mut self, memfd: crate::shm::Memfd) -> Result<()> {
+        use crate::shm::Seals;
+        use std::os::fd::{AsFd, AsRawFd};
+        self.me.check("send")?;
+        let want = Seals::WRITE | Seals::SHRINK | Seals::GROW | Seals::SEAL;
+        if !memfd.seals()?.contains(want) {
+            memfd.add_seals(want)?;
+        }
+        let info = crate::sys::file_info(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
+        let pid = crate::sys::shm::pid() as u64;
+        let fd = memfd.as_fd().as_raw_fd() as u64;
+        let mut rec = [0u8; SEALED_LEN];
+        for (i, w) in [pid | fd << 32, info.dev, info.ino, info.size].iter().enumerate() {
+            rec[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        self.put(&rec, KIND_SEALED, How::Block)?;
+        self.inflight.push_back((self.head, memfd));
+        self.publish();
+        Ok(())
+    }
+
+    /// Wait until the receiver has taken every message sent so far.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] if the receiver goes away first.
+    pub fn flush(&mut self) -> Result<()> {
+        self.me.check("flush")?;
+        self.drain(None).map(|_| ())
+    }
+
+    /// Wait until the receiver took everything, or `deadline`; whether it did.
+    fn drain(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        self.publish();
+        let full = self.layout.cap as u64;
+        // Room for a whole ring means the ring is empty.
+        while !self.refresh(full)? {
+            if let Waited::TimedOut = self.wait_tail(self.spin, deadline, "flush", |head, t, _| t == head)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.me.check("drop").is_ok() {
+            self.publish();
+            // Sealed memfds not taken yet must stay open until the receiver has them: wait
+            // a little for it (it may be gone), then give up on them.
+            if !self.inflight.is_empty() {
+                let _ = self.drain(Instant::now().checked_add(Duration::from_millis(200)));
+            }
+            wait::release(self.region.word(self.lane.owner), self.me.word);
+            wait::notify(self.region.word(RX_EVENT));
+        }
+    }
+}
