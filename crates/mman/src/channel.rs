@@ -63,6 +63,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub mod broadcast;
 mod lanes;
+#[cfg(feature = "async")]
+mod reactor;
 mod receiver;
 mod region;
 mod sender;

@@ -89,6 +89,48 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU64, n: u32) -> usize {
     futex::wake(half, futex::Flags::empty(), n).unwrap_or(0)
 }
 
+/// `futex_waitv` (Linux 5.16+): wait until any of `words` (the low half of each, shared,
+/// not private) no longer holds its expected value, it is woken, or `timeout` passes.
+/// Returns the index of the word that woke it, or `None` on a timeout, a signal, or a
+/// value that already differed (the caller looks at them all then).
+#[cfg(all(linux_like, feature = "async"))]
+pub fn futex_waitv(
+    words: &[(&std::sync::atomic::AtomicU64, u32)],
+    timeout: std::time::Duration,
+) -> io::Result<Option<usize>> {
+    use rustix::thread::futex;
+    let waiters: Vec<futex::Wait> = words
+        .iter()
+        .map(|(w, expected)| {
+            let mut x = futex::Wait::new();
+            x.val = *expected as u64;
+            x.uaddr = futex::WaitPtr::new(words::futex_half(w).cast());
+            x.flags = futex::WaitFlags::SIZE_U32;
+            x
+        })
+        .collect();
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let nanos = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+    let deadline = futex::Timespec {
+        tv_sec: now.tv_sec.saturating_add(
+            timeout.as_secs().min(i64::MAX as u64 / 2) as i64 + (nanos / 1_000_000_000) as i64,
+        ),
+        tv_nsec: (nanos % 1_000_000_000) as _,
+    };
+    match futex::waitv(
+        &waiters,
+        futex::WaitvFlags::empty(),
+        Some(&deadline),
+        rustix::thread::ClockId::Monotonic,
+    ) {
+        Ok(i) => Ok(Some(i)),
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::TIMEDOUT) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Fault protection of file mappings (see sys/fault.rs); no-ops where it is not built.
 

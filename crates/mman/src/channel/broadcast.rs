@@ -346,6 +346,7 @@ impl Broadcast {
             waited,
             missed: 0,
             spin: self.spin,
+            last_look: Instant::now(),
         })
     }
 
@@ -538,6 +539,8 @@ pub struct Subscriber {
     waited: bool,
     missed: u64,
     spin: Duration,
+    /// When the publisher's process was last looked at (async and try receives).
+    last_look: Instant,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -583,6 +586,46 @@ impl Subscriber {
         self.recv_how(Instant::now().checked_add(timeout), true)
     }
 
+    /// The next message, waiting without blocking the thread: for async code (any
+    /// runtime; see [`Receiver::recv_async`](super::Receiver::recv_async)).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "async")]
+    pub async fn recv_async(&mut self) -> Result<Delivery> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The poll form of [`recv_async`](Self::recv_async).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "async")]
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Delivery>> {
+        use std::task::Poll;
+        match self.try_recv() {
+            Ok(Some(d)) => return Poll::Ready(Ok(d)),
+            Ok(None) => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+        if self.last_look.elapsed() >= wait::SLICE {
+            self.last_look = Instant::now();
+            if let Err(e) = publisher_present(&self.region, self.cursor, true) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        // Announce the sleeper, then look once more: a message published in between is
+        // either seen now or bumps the word the reactor waits on.
+        let seq = wait::arm(self.region.word(PUB_EVENT));
+        match self.look() {
+            Ok(Look::Got(d)) => return Poll::Ready(Ok(d)),
+            Ok(Look::NotYet(_)) => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+        super::reactor::register(&self.region, PUB_EVENT, seq, cx.waker());
+        Poll::Pending
+    }
+
     /// The sequence number of the next message this subscriber will get (unless
     /// overtaken).
     pub fn next_seq(&self) -> u64 {
@@ -597,7 +640,11 @@ impl Subscriber {
                 Look::NotYet(seen) => seen,
             };
             if !block {
-                publisher_present(&self.region, self.cursor, false)?;
+                let look = self.last_look.elapsed() >= wait::SLICE;
+                if look {
+                    self.last_look = Instant::now();
+                }
+                publisher_present(&self.region, self.cursor, look)?;
                 return Ok(None);
             }
             let region = Arc::clone(&self.region);

@@ -201,6 +201,49 @@ impl Receiver {
         Ok(n)
     }
 
+    /// Take the next message, waiting without blocking the thread: for async code (any
+    /// runtime). The wait costs no thread of its own: one reactor thread per process waits
+    /// for all pending futures (see the module docs).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "async")]
+    pub async fn recv_async(&mut self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        std::future::poll_fn(|cx| self.poll_recv(cx, &mut buf)).await?;
+        Ok(buf)
+    }
+
+    /// The poll form of [`recv_async`](Self::recv_async), for hand-written futures and
+    /// streams: `Ready(Ok(()))` with the message in `buf`, or `Pending` with `cx`'s waker
+    /// registered.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "async")]
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> std::task::Poll<Result<()>> {
+        use std::task::Poll;
+        loop {
+            match self.take(buf, How::Try) {
+                Ok(true) => return Poll::Ready(Ok(())),
+                Ok(false) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let seq = wait::arm(self.region.word(RX_EVENT));
+            match self.ready_lane() {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            super::reactor::register(&self.region, RX_EVENT, seq, cx.waker());
+            return Poll::Pending;
+        }
+    }
+
     fn take(&mut self, buf: &mut Vec<u8>, how: How) -> Result<bool> {
         self.me.check("recv")?;
         let Some(i) = self.wait_ready(how)? else {

@@ -34,6 +34,9 @@ pub struct Sender {
     inflight: VecDeque<(u64, crate::shm::Memfd)>,
     /// Which lane.
     index: usize,
+    /// When the receiver's process was last looked at (async sends).
+    #[cfg(feature = "async")]
+    last_look: Instant,
 }
 
 impl std::fmt::Debug for Sender {
@@ -95,6 +98,8 @@ impl Sender {
             spin,
             inflight: VecDeque::new(),
             index: i,
+            #[cfg(feature = "async")]
+            last_look: Instant::now(),
         })
     }
 
@@ -165,6 +170,48 @@ impl Sender {
         }
         self.publish();
         result.map(|_| n)
+    }
+
+    /// Send `msg`, waiting for room without blocking the thread: for async code (any
+    /// runtime; see [`Receiver::recv_async`](super::Receiver::recv_async)).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    #[cfg(feature = "async")]
+    pub async fn send_async(&mut self, msg: &[u8]) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
+    }
+
+    /// The poll form of [`send_async`](Self::send_async).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    #[cfg(feature = "async")]
+    pub fn poll_send(&mut self, cx: &mut std::task::Context<'_>, msg: &[u8]) -> std::task::Poll<Result<()>> {
+        use std::task::Poll;
+        loop {
+            match self.send_how(msg, How::Try) {
+                Ok(true) => return Poll::Ready(Ok(())),
+                Ok(false) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // A receiver that died never frees room: look at it at most every 50 ms (the
+            // reactor re-polls at least that often).
+            if self.last_look.elapsed() >= wait::SLICE {
+                self.last_look = Instant::now();
+                if let Err(e) = receiver_present(&self.region, "send", true) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            let seq = wait::arm(self.region.word(self.lane.event));
+            match self.refresh(record_len(msg.len()) + 8) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            super::reactor::register(&self.region, self.lane.event, seq, cx.waker());
+            return Poll::Pending;
+        }
     }
 
     #[inline]

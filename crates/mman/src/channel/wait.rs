@@ -131,6 +131,16 @@ fn wake(event: &AtomicU64) {
     sys::futex_wake(event, u32::MAX);
 }
 
+/// Announce a sleeper on `event` (as `wait_for` does before it sleeps) and return the
+/// sequence to wait on: a notifier that publishes after this bumps it. The caller then
+/// re-checks its condition before it waits.
+#[cfg(feature = "async")]
+pub(super) fn arm(event: &AtomicU64) -> u32 {
+    let seq = event.fetch_or(SLEEPING, Ordering::SeqCst) as u32;
+    fence(Ordering::SeqCst);
+    seq
+}
+
 /// How a wait ended.
 pub(super) enum Waited {
     /// The condition holds.
