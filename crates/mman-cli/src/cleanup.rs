@@ -1,5 +1,5 @@
-//! What an interrupted mman must not leave behind: temporary files and directories, and
-//! child processes. Commands register them here; on SIGINT, SIGTERM or SIGHUP (and before
+//! What an interrupted mman must not leave behind: temporary files and directories,
+//! shared-memory objects, and child processes. Commands register them here; on SIGINT, SIGTERM or SIGHUP (and before
 //! dying of SIGPIPE) they are removed and killed, and then mman dies of the same signal, so
 //! the shell sees the conventional status (130, 143, 129, 141).
 
@@ -10,11 +10,13 @@ use std::sync::Mutex;
 struct Registry {
     paths: Vec<PathBuf>,
     children: Vec<u32>,
+    objects: Vec<String>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     paths: Vec::new(),
     children: Vec::new(),
+    objects: Vec::new(),
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
@@ -24,6 +26,12 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// Remove `path` (a file, or a directory and what it holds) if mman is interrupted.
 pub fn remove_on_signal(path: &Path) {
     registry().paths.push(path.to_path_buf());
+}
+
+/// Unlink the shared-memory object `/mman.NAME` (one this run created, under a name
+/// holding its PID) if mman is interrupted.
+pub fn unlink_on_signal(name: &str) {
+    registry().objects.push(name.to_string());
 }
 
 /// Kill child `pid` if mman is interrupted.
@@ -37,6 +45,9 @@ pub fn run() {
     for pid in r.children {
         // SAFETY: kill(2) has no memory effects; a PID already reaped is at worst ESRCH.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    for name in r.objects {
+        let _ = mman::shm::SharedMemory::unlink(&name);
     }
     for p in r.paths {
         if p.is_dir() {

@@ -13,6 +13,8 @@ use clap::Args;
 use mman::transfer::{Method, Sink};
 use mman::{FlushMode, LockAll, MapOptions, Protection, Usage};
 
+mod channel;
+
 /// Arguments of `mman tour`.
 #[derive(Args, Debug)]
 pub struct TourArgs {
@@ -20,7 +22,8 @@ pub struct TourArgs {
     /// MAP_PRIVATE vs MAP_SHARED; 3 mprotect; 4 mlock and mlockall; 5 msync; 6 when mmap
     /// pays; 7 parent and child sharing memory; 8 a semaphore in the mapping; 9 two
     /// unrelated processes; 10 dining philosophers; 11 a truncated file survived; 12 guard
-    /// pages and secrets; 13 persistent variables; 14 the page cache and our own mappings.
+    /// pages and secrets; 13 persistent variables; 14 the page cache and our own mappings;
+    /// 15 parent and child talking through a channel.
     #[arg(long)]
     section: Option<usize>,
 }
@@ -53,6 +56,7 @@ const SECTIONS: &[Section] = &[
         persistence,
     ),
     ("The page cache, and a look at our own mappings", page_cache),
+    ("Parent and child talking through a channel", channel::section),
 ];
 
 /// `mman tour`.
@@ -647,6 +651,7 @@ pub fn child(what: &str) -> Result<()> {
             unsafe { std::ptr::write_volatile(p, 1) };
             bail!("the write to a read-only page was not stopped")
         }
+        ("channel-echo", base) => channel::echo(base),
         ("file-writer", path) => {
             let map = MapOptions::new().read_write().shared().map_path(path)?;
             map.atomic_u64(0)?

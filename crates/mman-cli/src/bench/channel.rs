@@ -59,8 +59,11 @@ fn row(method: &str, size: u64, rtt: Latency, count: u64, elapsed: Duration) -> 
     }
 }
 
+/// A name for this run's objects, unlinked if the run is interrupted.
 fn unique(tag: &str) -> String {
-    format!("bench-{}-{tag}", std::process::id())
+    let name = format!("bench-{}-{tag}", std::process::id());
+    crate::cleanup::unlink_on_signal(&name);
+    name
 }
 
 /// The peer: `mman __channel-peer MODE NAME SIZE ROUNDS COUNT`: it answers `ROUNDS` round
