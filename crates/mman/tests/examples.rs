@@ -116,3 +116,129 @@ fn philosophers_all_eat_every_meal() {
         "{text}"
     );
 }
+
+#[cfg(feature = "channel")]
+#[test]
+fn channel_fork_carries_the_parents_lines_to_the_child() {
+    let out = example("channel_fork").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let child: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("child: ")).collect();
+    assert_eq!(
+        child,
+        [
+            "Hello, child.",
+            "This line went through a ring in shared memory:",
+            "I copied it in, you copy it out.",
+            "Goodbye.",
+            "the parent closed the channel after 4 lines",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.ends_with("parent: sent 4 lines; the child exited with status 0\n"),
+        "{text}"
+    );
+}
+
+/// The names an example printed as `/mman.NAME...` are gone once it has ended.
+#[cfg(feature = "channel")]
+fn assert_removed(text: &str, names: &[String]) {
+    for n in names {
+        assert!(
+            !std::path::Path::new("/dev/shm")
+                .join(n.trim_start_matches('/'))
+                .exists(),
+            "{n} left behind: {text}"
+        );
+    }
+}
+
+/// The `/mman.*` names in a line.
+#[cfg(feature = "channel")]
+fn object_names(line: &str) -> Vec<String> {
+    line.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with("/mman."))
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(feature = "channel")]
+#[test]
+fn channel_request_response_answers_every_request_of_an_unrelated_client() {
+    let out = example("channel_request_response").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("server: channels /mman.example-rr-"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("client: 1000 requests, 1000 right answers, ")),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"server: answered 1000 requests; the client left"),
+        "{text}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"server: the client exited (exit status: 0)"),
+        "{text}"
+    );
+    let names = object_names(lines[0]);
+    assert_eq!(names.len(), 2, "{text}");
+    assert_removed(&text, &names);
+}
+
+#[cfg(feature = "channel")]
+#[test]
+fn channel_broadcast_tells_the_slow_subscriber_what_it_missed() {
+    let out = example("channel_broadcast").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "ROLE: joined at J, first F, last L, received R, missed M, mean age A us (WHY)"
+    let num = |line: &str, key: &str| -> u64 {
+        let at = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line:?}")) + key.len();
+        let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
+    };
+    let summary = |role: &str| -> (u64, u64, u64, u64, u64, &str) {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{role}: ")))
+            .unwrap_or_else(|| panic!("no line of {role}: {text}"));
+        let (j, f, l, r, m) = (
+            num(line, "joined at "),
+            num(line, ", first "),
+            num(line, ", last "),
+            num(line, ", received "),
+            num(line, ", missed "),
+        );
+        // Every frame from the one it joined at to the last it got was received or missed.
+        assert_eq!(r + m, l + 1 - j, "{line}");
+        assert!(j <= f && f <= l, "{line}");
+        (j, f, l, r, m, line)
+    };
+    let (j, f, l, r, m, line) = summary("waited");
+    assert!(line.ends_with("(the publisher closed)"), "{text}");
+    assert_eq!((f, l, m), (j, 499, 0), "{text}");
+    assert_eq!(r, 500 - j, "{text}");
+    let (_, _, l, _, m, line) = summary("slow");
+    assert!(line.ends_with("(the publisher closed)"), "{text}");
+    assert_eq!(l, 499, "{text}");
+    assert!(m > 0, "the slow subscriber missed nothing: {text}");
+    let (_, _, _, r, _, line) = summary("leaver");
+    assert!(line.ends_with("(left early)"), "{text}");
+    assert_eq!(r, 50, "{text}");
+    assert!(text.contains("publisher: 500 frames in "), "{text}");
+    let first = text.lines().next().unwrap_or_default();
+    let names = object_names(first);
+    assert_eq!(names.len(), 1, "{text}");
+    assert_removed(&text, &names);
+}

@@ -146,6 +146,7 @@ pub fn rusage_self() -> (u64, u64, f64, f64) {
 }
 
 /// Whether two descriptors name the same file (device and inode).
+#[cfg(all(linux_like, feature = "channel"))]
 pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     match (file_info(a), file_info(b)) {
         (Ok(x), Ok(y)) => x.dev == y.dev && x.ino == y.ino,
