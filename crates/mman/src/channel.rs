@@ -234,7 +234,7 @@ impl Drop for Guarded {
 
 fn any_owner_alive(region: &Region, owners: &[usize]) -> bool {
     owners.iter().any(|&w| {
-        let o = region.word(w).load(std::sync::atomic::Ordering::Acquire);
+        let o = region.word(w).load(std::sync::atomic::Ordering::SeqCst);
         o != 0 && wait::alive(o)
     })
 }

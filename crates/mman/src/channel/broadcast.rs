@@ -49,6 +49,8 @@ const EVER_PUB: usize = LINE + 1;
 const HEAD: usize = LINE + 2;
 const PUB_EVENT: usize = 2 * LINE;
 const SPACE_EVENT: usize = 3 * LINE;
+/// Bumped by each waited-for subscriber that joins: the publisher re-reads the cursors.
+const JOINS: usize = 3 * LINE + 1;
 /// Subscriber `i`'s words: owner, cursor, flags, on line `4 + i`.
 const SUBS: usize = 4 * LINE;
 const WAIT_FOR_ME: u64 = 1;
@@ -286,14 +288,18 @@ impl Broadcast {
         }
         let head = self.region.word(HEAD).load(Ordering::Acquire);
         self.region.word(EVER_PUB).store(1, Ordering::Release);
-        Ok(Publisher {
+        let mut p = Publisher {
             region: Arc::clone(&self.region),
             g: self.g,
             me,
             head,
             floor: head,
+            joins: self.region.word(JOINS).load(Ordering::Relaxed),
             spin: self.spin,
-        })
+        };
+        fence(Ordering::SeqCst);
+        p.floor = p.floor_now(false);
+        Ok(p)
     }
 
     /// Attach a subscriber that sees the messages published from now on; if it falls more
@@ -330,13 +336,25 @@ impl Broadcast {
             .with_hint("make the broadcast with more subscribers (Options::subscribers)"));
         };
         let base = self.g.sub(i);
-        let cursor = self.region.word(HEAD).load(Ordering::Acquire);
-        self.region.word(base + 1).store(cursor, Ordering::Release);
-        self.region
-            .word(base + 2)
-            .store(if waited { WAIT_FOR_ME } else { 0 }, Ordering::Release);
-        // The publisher may wait for us from now on; it re-reads the cursors when it waits.
-        wait::notify(self.region.word(SPACE_EVENT));
+        let flags = if waited { WAIT_FOR_ME } else { 0 };
+        let cursor = loop {
+            let c = self.region.word(HEAD).load(Ordering::Acquire);
+            self.region.word(base + 1).store(c, Ordering::Release);
+            self.region.word(base + 2).store(flags, Ordering::Release);
+            if !waited {
+                break c;
+            }
+            // Tell the publisher to re-read the cursors before its next message. Either
+            // it sees the bump before publishing message `h + 1` (h: the head read below),
+            // or we see a later head (SeqCst fences on both sides): if no message from `c`
+            // on can have been overwritten yet, `c` is safe; else try again from further on.
+            self.region.word(JOINS).fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let h = self.region.word(HEAD).load(Ordering::Acquire);
+            if h.wrapping_sub(c) < self.g.slots {
+                break c;
+            }
+        };
         Ok(Subscriber {
             region: Arc::clone(&self.region),
             g: self.g,
@@ -370,6 +388,8 @@ pub struct Publisher {
     head: u64,
     /// The lowest cursor of the waited-for subscribers, as last computed.
     floor: u64,
+    /// The join count the floor was computed at.
+    joins: u64,
     spin: Duration,
 }
 
@@ -429,6 +449,13 @@ impl Publisher {
             ));
         }
         let n = self.head;
+        // A waited-for subscriber joined since the floor was computed: look again. (The
+        // fence of the previous message's notify orders this load after its head store.)
+        let joins = self.region.word(JOINS).load(Ordering::SeqCst);
+        if joins != self.joins {
+            self.joins = joins;
+            self.floor = self.floor_now(false);
+        }
         if n.wrapping_sub(self.floor) >= self.g.slots && !self.room(block, deadline)? {
             return Ok(None);
         }

@@ -104,7 +104,9 @@ pub(super) fn claim(slot: &AtomicU64, me: u64) -> bool {
 
 /// Release `slot` if it still holds `me`.
 pub(super) fn release(slot: &AtomicU64, me: u64) {
-    let _ = slot.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+    // SeqCst: two parties leaving at once, each then reading the other's slot (to decide
+    // who unlinks the name), cannot both see the other still there.
+    let _ = slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed);
 }
 
 /// Wake every sleeper of `event`, if one sleeps. Call after publishing a change.
