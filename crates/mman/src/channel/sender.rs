@@ -349,7 +349,9 @@ impl Sender {
     /// The receiver opens the descriptor through `/proc/PID/fd`, which the kernel allows
     /// to processes of the same user (more exactly: those allowed to inspect this one).
     /// Sealing against writes makes the kernel check every page of the memfd for pins: a
-    /// cost of a few nanoseconds per page, the only part that grows with the size.
+    /// cost of a few nanoseconds per page, the only part that grows with the size. The
+    /// memfd stays open here until the receiver has opened it; it is closed by the next
+    /// `send_sealed`, [`flush`](Self::flush) or drop after that.
     ///
     /// # Errors
     /// As [`send`](Self::send); sealing fails while a writable shared mapping of the memfd
@@ -358,6 +360,11 @@ impl Sender {
         use crate::shm::Seals;
         use std::os::fd::{AsFd, AsRawFd};
         self.me.check("send")?;
+        // Close the memfds the receiver has taken since (it publishes its position as
+        // soon as it has opened one): only those still in flight stay open here.
+        if !self.inflight.is_empty() {
+            self.refresh(0)?;
+        }
         let want = Seals::WRITE | Seals::SHRINK | Seals::GROW | Seals::SEAL;
         if !memfd.seals()?.contains(want) {
             memfd.add_seals(want)?;
