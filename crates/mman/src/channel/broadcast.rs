@@ -693,6 +693,7 @@ impl Subscriber {
     /// Read the slot of our cursor once: a message, a lag (handled: the cursor moves on
     /// and the count grows), or nothing yet (the sequence word seen).
     fn look(&mut self) -> Result<Look> {
+        let mut passes = 0u64;
         loop {
             let c = self.cursor;
             let at = self.g.slot(c);
@@ -728,8 +729,22 @@ impl Subscriber {
                 // Not published yet (or being written: 2c + 1).
                 return Ok(Look::NotYet(s1));
             }
-            // Overtaken: skip to the oldest message that may still be there.
+            // Overtaken: skip to the oldest message that may still be there. A real
+            // overtaking has the head a whole ring past our cursor (the message in our
+            // slot is a ring later); a later message in the slot without that is garbage.
             let head = self.region.word(HEAD).load(Ordering::Acquire);
+            passes += 1;
+            if head.wrapping_sub(c) < self.g.slots || passes > 2 * self.g.slots {
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    "recv",
+                    format!(
+                        "slot {} holds sequence word {s1:#x}, later than message {c}, but the head is {head}",
+                        c & (self.g.slots - 1)
+                    ),
+                )
+                .with_hint("another process wrote over the broadcast's shared memory"));
+            }
             let oldest = head.wrapping_sub(self.g.slots);
             let next = if (oldest.wrapping_sub(c) as i64) > 0 {
                 oldest

@@ -10,8 +10,8 @@
 //! bytes. Positions grow without wrapping (64 bits) and are reduced modulo the capacity (a
 //! power of two), so a payload may wrap around the end of the ring (copied in two parts)
 //! but a header never does. The header holds the length (bits 0..32), the kind (bits
-//! 32..36) and a *stamp* (bits 36..64): one more than the lap of the ring the record was
-//! written in. A header word of 0 means "nothing yet".
+//! 32..36) and a *stamp* (bits 36..64): the lap of the ring the record was written in,
+//! counted from 1 and never 0. A header word of 0 means "nothing yet".
 //!
 //! **Publication.** The sender writes the payload, then a 0 at the next record's header
 //! position, then the header, with `Release`. The receiver polls the header at its
@@ -25,7 +25,8 @@
 //! quarter ring), and at once when it finds the lane empty; the sender reads the
 //! receiver's line only when it runs out of room.
 //!
-//! Everything read from the region is validated before use: a header whose stamp is not
+//! Positions read from the region are only ever combined with wrapping arithmetic, and
+//! everything read from the region is validated before use: a header whose stamp is not
 //! the lap of its position, whose length exceeds the limit, or of an unknown kind makes
 //! the operation fail with [`ErrorKind::Corrupted`], touching nothing outside the lane.
 
@@ -133,9 +134,10 @@ impl Layout {
         len as u64 | kind << 32 | self.stamp(pos) << 36
     }
 
+    /// The lap of `pos`, in 1 ..= 2^28 - 1: never 0, so no header word is ever 0.
     #[inline(always)]
     fn stamp(&self, pos: u64) -> u64 {
-        ((pos >> self.cap.trailing_zeros()) + 1) & 0x0fff_ffff
+        (pos >> self.cap.trailing_zeros()) % 0x0fff_ffff + 1
     }
 
     /// The (length, kind) of a non-zero header found at `pos`, if it is one a sender
@@ -143,7 +145,7 @@ impl Layout {
     #[inline(always)]
     pub fn parse(&self, h: u64, pos: u64) -> Option<(usize, u64)> {
         let (len, kind) = (h as u32 as usize, (h >> 32) & 0xf);
-        (h >> 36 == self.stamp(pos) && kind <= KIND_SEALED && len <= self.max_message())
+        (h != 0 && h >> 36 == self.stamp(pos) && kind <= KIND_SEALED && len <= self.max_message())
             .then_some((len, kind))
     }
 

@@ -11,8 +11,8 @@
 //! peer still exists (a dead peer never bumps the word), which is how async waits notice
 //! a killed peer within 100 ms, as blocking ones do.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use super::wait::SLICE;
@@ -41,21 +41,41 @@ struct Reactor {
     pending: Mutex<Vec<Registration>>,
     /// Bumped (and woken) when a registration is added: the reactor re-reads the list.
     control: AtomicU64,
+    /// The fork generation of the process that made it.
+    generation: u64,
 }
 
+/// The reactor of this process. A child created by `fork` inherits the parent's reactor
+/// but not its thread (and perhaps a lock held at the instant of the fork): it gets a
+/// reactor of its own, told apart by the fork generation.
 fn reactor() -> &'static Reactor {
-    static REACTOR: OnceLock<&'static Reactor> = OnceLock::new();
-    REACTOR.get_or_init(|| {
-        let r: &'static Reactor = Box::leak(Box::new(Reactor {
-            pending: Mutex::new(Vec::new()),
-            control: AtomicU64::new(0),
-        }));
-        std::thread::Builder::new()
-            .name("mman-channel-reactor".into())
-            .spawn(move || run(r))
-            .expect("mman: cannot start the channel reactor thread");
-        r
-    })
+    static REACTOR: AtomicPtr<Reactor> = AtomicPtr::new(std::ptr::null_mut());
+    let generation = sys::sync::fork_generation();
+    let now = REACTOR.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer in REACTOR comes from Box::leak below and is never freed.
+    if let Some(r) = unsafe { now.as_ref() } {
+        if r.generation == generation {
+            return r;
+        }
+    }
+    let fresh: &'static mut Reactor = Box::leak(Box::new(Reactor {
+        pending: Mutex::new(Vec::new()),
+        control: AtomicU64::new(0),
+        generation,
+    }));
+    match REACTOR.compare_exchange(now, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            let r: &'static Reactor = fresh;
+            std::thread::Builder::new()
+                .name("mman-channel-reactor".into())
+                .spawn(move || run(r))
+                .expect("mman: cannot start the channel reactor thread");
+            r
+        }
+        // Another thread installed one first (a few bytes leaked, once).
+        // SAFETY: as above.
+        Err(other) => unsafe { &*other },
+    }
 }
 
 /// Wake `waker` once the low half of the word `word` of `region` differs from `expected`

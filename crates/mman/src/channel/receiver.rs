@@ -296,8 +296,10 @@ impl Receiver {
             if look {
                 self.last_look = Instant::now();
             }
-            senders_present(&self.region, self.layout, look)?;
-            return Ok(None);
+            return match senders_present(&self.region, self.layout, look) {
+                Ok(()) => Ok(None),
+                Err(e) => self.last_look_at_lanes(e),
+            };
         }
         let headers: Vec<usize> = self
             .lanes
@@ -306,7 +308,7 @@ impl Receiver {
             .collect();
         loop {
             let (region, layout) = (&self.region, self.layout);
-            let waited = wait::wait_for(
+            let waited = match wait::wait_for(
                 region.word(RX_EVENT),
                 self.spin,
                 how.deadline(),
@@ -316,7 +318,10 @@ impl Receiver {
                         .any(|&h| region.word(h).load(Ordering::Relaxed) != 0)
                 },
                 |look| senders_present(region, layout, look),
-            )?;
+            ) {
+                Ok(w) => w,
+                Err(e) => return self.last_look_at_lanes(e),
+            };
             match waited {
                 Waited::Ready => {
                     if let Some(i) = self.ready_lane()? {
@@ -327,6 +332,20 @@ impl Receiver {
                 Waited::TimedOut => return Ok(None),
             }
         }
+    }
+
+    /// The senders were found gone (`e`) after the lanes were found empty: a sender that
+    /// sent and left in between left its message, so look at the lanes once more (a
+    /// sender publishes its last header before it releases its owner word).
+    #[cold]
+    fn last_look_at_lanes(&mut self, e: Error) -> Result<Option<usize>> {
+        if e.kind() == ErrorKind::Disconnected {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(i) = self.ready_lane()? {
+                return Ok(Some(i));
+            }
+        }
+        Err(e)
     }
 
     /// Read the record at lane `i`'s position into `buf` and move past it.
@@ -349,8 +368,8 @@ impl Receiver {
         };
         buf.clear();
         buf.resize(len, 0);
-        layout.get(&self.region, &l.lane, l.tail + 8, buf);
-        let tail = l.tail + record_len(len);
+        layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), buf);
+        let tail = l.tail.wrapping_add(record_len(len));
         self.lanes[i].tail = tail;
         if kind == KIND_SEALED {
             // The sender keeps the memfd open until our published position passes the
@@ -361,7 +380,7 @@ impl Receiver {
         }
         // Lazily while more follow (every quarter ring), at once when the lane is empty:
         // then a sender waiting for the ring to drain (`flush`) learns it has.
-        if tail - l.published >= (layout.cap / 4) as u64
+        if tail.wrapping_sub(l.published) >= (layout.cap / 4) as u64
             || self
                 .region
                 .word(layout.header_at(&l.lane, tail))

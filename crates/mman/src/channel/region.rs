@@ -128,7 +128,18 @@ impl Region {
     /// Open the existing object `/mman.NAME` as a region of `kind`; `check` validates the
     /// parameters and returns the shape they imply.
     pub fn open(name: &str, kind: Kind, check: impl Fn([u64; 3]) -> Result<Shape>) -> Result<Region> {
-        let obj = SharedMemory::open(name, 4096)?;
+        // The creator makes the object (empty), then gives it its size: an object caught
+        // in between is given the same moment as one not yet initialised.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let obj = loop {
+            match SharedMemory::open(name, 4096) {
+                Ok(obj) => break obj,
+                Err(e) if e.kind() == ErrorKind::InvalidInput && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let map = obj.map()?;
         Region::adopt(map, kind, check, Backing::Named(obj), Some(name))
     }

@@ -80,10 +80,11 @@ impl Sender {
             region.word(layout.header_at(&lane, head)).load(Ordering::Acquire),
             head,
         ) {
-            if head + record_len(len) - tail > layout.cap as u64 {
+            let next = head.wrapping_add(record_len(len));
+            if next.wrapping_sub(tail) > layout.cap as u64 - 8 {
                 break;
             }
-            head += record_len(len);
+            head = next;
         }
         region.word(lane.head).store(head, Ordering::Release);
         region.word(EVER_SENDER).store(1, Ordering::Release);
@@ -238,19 +239,26 @@ impl Sender {
         }
         // The record, and the zero word after it.
         let need = record_len(msg.len());
-        if self.head - self.tail + need + 8 > self.layout.cap as u64 && !self.make_room(need + 8, how)? {
+        if self.used() + need + 8 > self.layout.cap as u64 && !self.make_room(need + 8, how)? {
             return Ok(false);
         }
         let (region, layout, lane) = (&self.region, &self.layout, &self.lane);
-        layout.put(region, lane, self.head + 8, msg);
+        layout.put(region, lane, self.head.wrapping_add(8), msg);
         region
-            .word(layout.header_at(lane, self.head + need))
+            .word(layout.header_at(lane, self.head.wrapping_add(need)))
             .store(0, Ordering::Relaxed);
         region
             .word(layout.header_at(lane, self.head))
             .store(layout.header(msg.len(), kind, self.head), Ordering::Release);
-        self.head += need;
+        self.head = self.head.wrapping_add(need);
         Ok(true)
+    }
+
+    /// The bytes between the receiver's position and ours (at most the capacity: the
+    /// tail is checked against the head whenever it is read).
+    #[inline(always)]
+    fn used(&self) -> u64 {
+        self.head.wrapping_sub(self.tail)
     }
 
     #[cold]
@@ -295,7 +303,7 @@ impl Sender {
         while self.inflight.front().is_some_and(|(end, _)| *end <= t) {
             self.inflight.pop_front();
         }
-        Ok(self.head - self.tail + need <= self.layout.cap as u64)
+        Ok(self.used() + need <= self.layout.cap as u64)
     }
 
     #[cold]
@@ -308,12 +316,20 @@ impl Sender {
         }
         // A sleeping receiver must know there is something to take, or it never frees room.
         self.publish();
-        let waited = self.wait_tail(self.spin, how.deadline(), "send", |head, t, cap| {
-            head - t + need <= cap
-        })?;
-        match waited {
-            Waited::Ready => self.refresh(need),
-            Waited::TimedOut => Ok(false),
+        loop {
+            let waited = self.wait_tail(self.spin, how.deadline(), "send", |head, t, cap| {
+                head.wrapping_sub(t) + need <= cap
+            })?;
+            match waited {
+                // The tail moved, or turned to garbage (refresh reports that); a tail that
+                // moved back meanwhile is waited for again: never a success without room.
+                Waited::Ready => {
+                    if self.refresh(need)? {
+                        return Ok(true);
+                    }
+                }
+                Waited::TimedOut => return Ok(false),
+            }
         }
     }
 

@@ -168,6 +168,12 @@ pub(super) fn wait_for(
     mut ready: impl FnMut() -> bool,
     mut check: impl FnMut(bool) -> Result<()>,
 ) -> Result<Waited> {
+    // The spin never outlasts the deadline or one slice (a dead peer is looked for after
+    // it): whatever spin the caller configured, the waits keep their bounds.
+    let mut spin = spin.min(SLICE);
+    if let Some(d) = deadline {
+        spin = spin.min(d.saturating_duration_since(Instant::now()));
+    }
     if spin_until(spin, &mut ready) {
         return Ok(Waited::Ready);
     }
