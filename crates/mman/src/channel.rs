@@ -33,8 +33,9 @@
 //!   to work there (it belongs to its parent).
 //! * [`Channel::create`] / [`Channel::open`]: a named object `/mman.NAME`, mode 0600,
 //!   created with `O_EXCL`; an existing object is used only if it carries a channel's
-//!   header. The name is unlinked when the last endpoint and handle go; one left behind by
-//!   crashed processes is recognisable ([`remove_stale`]).
+//!   header. The name is unlinked when the last handle anywhere goes (endpoints keep their
+//!   handle alive; each handle holds a shared `flock` the kernel drops with its process);
+//!   one left behind by crashed processes is recognisable and removable ([`remove_stale`]).
 //! * [`Channel::memfd`] with [`Channel::send_to`] / [`Channel::recv_from`]: a memfd sealed
 //!   against shrinking and growing, passed to an unrelated process over a Unix socket.
 //!
@@ -43,7 +44,10 @@
 //! well within that), then sleeps on a futex: an idle receiver costs nothing. Wake-ups are
 //! made only when someone sleeps. A sleeper wakes every 50 ms to check that the party it
 //! waits for still exists, so a peer killed at any instant is noticed within 100 ms:
-//! [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected).
+//! [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected). Whether a peer exists is
+//! the kernel's answer, not the shared memory's: each endpoint holds an OFD lock on the
+//! bytes of its slot through a descriptor of its own, which the kernel drops when the
+//! process dies or execs; a peer writing into the region cannot fake one.
 //!
 //! ## Soundness
 //! Every access to the shared region is an 8-byte atomic or a copy made of them (the
@@ -133,7 +137,7 @@ impl Options {
     /// Invalid options; the memory cannot be mapped.
     pub fn anonymous(&self) -> Result<Channel> {
         let (shape, layout) = self.shape()?;
-        Ok(self.handle(Region::anonymous(shape)?, layout))
+        self.handle(Region::anonymous(shape)?, layout)
     }
 
     /// A channel in a new named object `/mman.NAME` (mode 0600; fails if the name exists).
@@ -142,7 +146,7 @@ impl Options {
     /// Invalid options or name; [`ErrorKind::AddressInUse`] when the name is taken.
     pub fn create(&self, name: &str) -> Result<Channel> {
         let (shape, layout) = self.shape()?;
-        Ok(self.handle(Region::create(name, shape)?, layout))
+        self.handle(Region::create(name, shape)?, layout)
     }
 
     /// A channel in a memfd, to hand to another process with [`Channel::send_to`].
@@ -151,7 +155,7 @@ impl Options {
     /// Invalid options; the memfd cannot be made.
     pub fn memfd(&self) -> Result<Channel> {
         let (shape, layout) = self.shape()?;
-        Ok(self.handle(Region::memfd(shape)?, layout))
+        self.handle(Region::memfd(shape)?, layout)
     }
 
     /// Open the channel `/mman.NAME` another process created (the capacity and senders
@@ -163,7 +167,7 @@ impl Options {
     pub fn open(&self, name: &str) -> Result<Channel> {
         let region = Region::open(name, Kind::Lanes, check_lanes)?;
         let layout = layout_of(region.shape());
-        Ok(self.handle(region, layout))
+        self.handle(region, layout)
     }
 
     /// Receive a channel sent with [`Channel::send_to`] over a Unix socket.
@@ -174,18 +178,15 @@ impl Options {
         let (fd, _) = crate::shm::recv_fd(sock)?;
         let region = Region::from_memfd(crate::shm::Memfd::from_fd(fd)?, Kind::Lanes, check_lanes)?;
         let layout = layout_of(region.shape());
-        Ok(self.handle(region, layout))
+        self.handle(region, layout)
     }
 
-    fn handle(&self, region: Region, layout: Layout) -> Channel {
-        Channel {
-            region: Arc::new(Guarded {
-                region,
-                owners: layout.owner_words(),
-            }),
+    fn handle(&self, region: Region, layout: Layout) -> Result<Channel> {
+        Ok(Channel {
+            region: Arc::new(Guarded::new(region)?),
             layout,
             spin: self.spin,
-        }
+        })
     }
 }
 
@@ -210,11 +211,20 @@ fn check_lanes(params: [u64; 3]) -> Result<Shape> {
     Ok(shape_of(layout))
 }
 
-/// A region and its owner words: the name is unlinked when the last handle in the last
-/// process with an endpoint goes.
+/// A region and this handle's share of it (`flock(LOCK_SH)` on a description of its own):
+/// the name is unlinked by the last handle anywhere, the one whose `LOCK_EX | LOCK_NB`
+/// succeeds. Endpoints keep their handle alive. Locks the kernel drops with a dead process,
+/// so a crash leaves a name that the next `remove_stale` takes.
 struct Guarded {
     region: Region,
-    owners: Vec<usize>,
+    share: crate::sys::liveness::Held,
+}
+
+impl Guarded {
+    fn new(region: Region) -> Result<Guarded> {
+        let share = region.share()?;
+        Ok(Guarded { region, share })
+    }
 }
 
 impl std::ops::Deref for Guarded {
@@ -226,17 +236,10 @@ impl std::ops::Deref for Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        if self.region.name().is_some() && !any_owner_alive(&self.region, &self.owners) {
+        if self.region.name().is_some() && crate::sys::liveness::try_exclusive(self.share.fd()) {
             self.region.unlink_if_ours();
         }
     }
-}
-
-fn any_owner_alive(region: &Region, owners: &[usize]) -> bool {
-    owners.iter().any(|&w| {
-        let o = region.word(w).load(std::sync::atomic::Ordering::SeqCst);
-        o != 0 && wait::alive(o)
-    })
 }
 
 /// A channel's shared region, from which endpoints are attached. Cheap to clone (a
@@ -352,27 +355,25 @@ impl Channel {
     }
 }
 
-/// Remove the named channel or broadcast `/mman.NAME` if no live process is attached to it
-/// (left behind by processes that crashed). Returns whether it was removed; an object that
-/// is not a channel is an error and is left alone.
+/// Remove the named channel or broadcast `/mman.NAME` if no live process holds a handle
+/// to it (left behind by processes that crashed). Returns whether it was removed; an
+/// object that is not a channel is an error and is left alone.
 ///
 /// # Errors
 /// [`ErrorKind::NotFound`]; [`ErrorKind::Corrupted`] for an object that is not a channel;
 /// [`ErrorKind::PermissionDenied`] for another user's object.
 pub fn remove_stale(name: &str) -> Result<bool> {
-    let (region, owners) = match Region::open(name, Kind::Lanes, check_lanes) {
-        Ok(r) => {
-            let owners = layout_of(r.shape()).owner_words();
-            (r, owners)
-        }
+    let region = match Region::open(name, Kind::Lanes, check_lanes) {
+        Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Corrupted => {
-            let r = Region::open(name, Kind::Broadcast, broadcast::check_shape).map_err(|_| e)?;
-            let owners = broadcast::owner_words(r.shape());
-            (r, owners)
+            Region::open(name, Kind::Broadcast, broadcast::check_shape).map_err(|_| e)?
         }
         Err(e) => return Err(e),
     };
-    if any_owner_alive(&region, &owners) {
+    // Nobody holds a handle (their shares are locks the kernel dropped with them): ours is
+    // the only description with a lock.
+    let mine = region.share()?;
+    if !crate::sys::liveness::try_exclusive(mine.fd()) {
         return Ok(false);
     }
     region.unlink_if_ours();

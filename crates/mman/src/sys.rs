@@ -16,6 +16,8 @@ pub mod cache;
 #[cfg(linux_like)]
 pub mod fault;
 mod file;
+#[cfg(all(linux_like, feature = "channel"))]
+pub mod liveness;
 #[cfg(all(linux_like, feature = "fault"))]
 pub mod guard;
 mod mm;

@@ -404,10 +404,61 @@ fn named_channels_are_exclusive_private_and_checked() {
     );
     assert!(object_exists(&other), "a foreign object is never removed");
     drop(obj);
-    // Not stale while a handle with... no endpoint: nobody is attached, so it is stale.
+    // Not stale while a handle lives (another open handle going does not remove it)...
     let rx = chan.receiver().unwrap();
     assert!(!channel::remove_stale(&name).unwrap());
+    drop(Channel::open(&name).unwrap());
+    assert!(
+        object_exists(&name),
+        "a second handle going took the name with it"
+    );
     drop(rx);
+    assert!(!channel::remove_stale(&name).unwrap());
+    // ...and the last handle going removes it.
+    drop(chan);
+    assert!(!object_exists(&name));
+}
+
+const STALE: &str = "a_channel_left_by_a_killed_process_is_stale";
+
+/// A process killed while it holds a named channel leaves the object behind; with no
+/// process holding it, `remove_stale` removes it (however its owner words were left).
+#[test]
+fn a_channel_left_by_a_killed_process_is_stale() {
+    if common::is("creator") {
+        let chan = Channel::create(&env_name(), 4096).unwrap();
+        let _tx = chan.sender().unwrap();
+        let _rx = chan.receiver().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    if common::role().is_some() {
+        return;
+    }
+    let name = unique("stale");
+    let mut child = spawn(STALE, "creator", &name, &[]);
+    let t = Instant::now();
+    while !object_exists(&name) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the creator never made it");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Attached (the lock of its receiver is taken before anything can be sent to it).
+    let chan = Channel::open(&name).unwrap();
+    let t = Instant::now();
+    while chan.receiver().is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the creator never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(chan);
+    assert!(
+        !channel::remove_stale(&name).unwrap(),
+        "removed while its creator lives"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert!(channel::remove_stale(&name).unwrap());
     assert!(!object_exists(&name));
 }

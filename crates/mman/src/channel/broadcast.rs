@@ -39,8 +39,9 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::region::Slot;
 use super::region::{Kind, Region, Shape, LINE};
-use super::wait::{self, Me, Waited};
+use super::wait::{self, wake_all, Me, Waited};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -132,13 +133,6 @@ pub(super) fn check_shape(params: [u64; 3]) -> Result<Shape> {
         .map_err(|why| Error::new(ErrorKind::Corrupted, "open broadcast", why))
 }
 
-pub(super) fn owner_words(shape: Shape) -> Vec<usize> {
-    let g = geometry(shape);
-    std::iter::once(PUB_OWNER)
-        .chain((0..g.subs).map(|i| g.sub(i)))
-        .collect()
-}
-
 /// How to make a [`Broadcast`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -201,7 +195,7 @@ impl Options {
     /// Invalid options; the memory cannot be mapped.
     pub fn anonymous(&self) -> Result<Broadcast> {
         let g = self.geometry()?;
-        Ok(self.handle(Region::anonymous(g.shape())?))
+        self.handle(Region::anonymous(g.shape())?)
     }
 
     /// A broadcast in a new named object `/mman.NAME` (mode 0600; fails if it exists).
@@ -210,7 +204,7 @@ impl Options {
     /// Invalid options or name; [`ErrorKind::AddressInUse`] when the name is taken.
     pub fn create(&self, name: &str) -> Result<Broadcast> {
         let g = self.geometry()?;
-        Ok(self.handle(Region::create(name, g.shape())?))
+        self.handle(Region::create(name, g.shape())?)
     }
 
     /// Open the broadcast `/mman.NAME` another process created.
@@ -218,19 +212,16 @@ impl Options {
     /// # Errors
     /// As [`Channel::open`](super::Channel::open).
     pub fn open(&self, name: &str) -> Result<Broadcast> {
-        Ok(self.handle(Region::open(name, Kind::Broadcast, check_shape)?))
+        self.handle(Region::open(name, Kind::Broadcast, check_shape)?)
     }
 
-    fn handle(&self, region: Region) -> Broadcast {
+    fn handle(&self, region: Region) -> Result<Broadcast> {
         let shape = region.shape();
-        Broadcast {
-            region: Arc::new(Guarded {
-                region,
-                owners: owner_words(shape),
-            }),
+        Ok(Broadcast {
+            region: Arc::new(Guarded::new(region)?),
             g: geometry(shape),
             spin: self.spin,
-        }
+        })
     }
 }
 
@@ -278,20 +269,21 @@ impl Broadcast {
     /// [`ErrorKind::AddressInUse`] while a live publisher is attached.
     pub fn publisher(&self) -> Result<Publisher> {
         let me = Me::now();
-        if !wait::claim(self.region.word(PUB_OWNER), me.word) {
+        let Some(slot) = self.region.claim(PUB_OWNER, me.word, "attach publisher")? else {
             let owner = self.region.word(PUB_OWNER).load(Ordering::Relaxed);
             return Err(Error::new(
                 ErrorKind::AddressInUse,
                 "attach publisher",
                 format!("the publisher is process {} (alive)", wait::pid_of(owner)),
             ));
-        }
+        };
         let head = self.region.word(HEAD).load(Ordering::Acquire);
         self.region.word(EVER_PUB).store(1, Ordering::Release);
         let mut p = Publisher {
             region: Arc::clone(&self.region),
             g: self.g,
             me,
+            slot,
             head,
             floor: head,
             joins: self.region.word(JOINS).load(Ordering::Relaxed),
@@ -323,8 +315,14 @@ impl Broadcast {
 
     fn subscribe(&self, waited: bool) -> Result<Subscriber> {
         let me = Me::now();
-        let Some(i) = (0..self.g.subs).find(|&i| wait::claim(self.region.word(self.g.sub(i)), me.word))
-        else {
+        let mut taken = None;
+        for i in 0..self.g.subs {
+            if let Some(slot) = self.region.claim(self.g.sub(i), me.word, "subscribe")? {
+                taken = Some((i, slot));
+                break;
+            }
+        }
+        let Some((i, slot)) = taken else {
             return Err(Error::new(
                 ErrorKind::ResourceLimit,
                 "subscribe",
@@ -359,6 +357,7 @@ impl Broadcast {
             region: Arc::clone(&self.region),
             g: self.g,
             me,
+            slot,
             base,
             cursor,
             waited,
@@ -384,6 +383,8 @@ pub struct Publisher {
     region: Arc<Guarded>,
     g: Geometry,
     me: Me,
+    /// The claim on the publisher's slot (its lock goes when the publisher drops).
+    slot: Slot,
     /// The sequence number of the next message.
     head: u64,
     /// The lowest cursor of the waited-for subscribers, as last computed.
@@ -484,8 +485,12 @@ impl Publisher {
             if owner == 0 || self.region.word(base + 2).load(Ordering::Acquire) & WAIT_FOR_ME == 0 {
                 continue;
             }
-            if look && !wait::alive(owner) {
-                wait::release(self.region.word(base), owner);
+            if look && !self.region.occupied(base) {
+                // Its process died: it holds nobody back any more.
+                let _ =
+                    self.region
+                        .word(base)
+                        .compare_exchange(owner, 0, Ordering::SeqCst, Ordering::Relaxed);
                 continue;
             }
             let c = self.region.word(base + 1).load(Ordering::Acquire);
@@ -531,18 +536,11 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         if self.me.check("drop").is_ok() {
-            wait::release(self.region.word(PUB_OWNER), self.me.word);
+            self.slot.release(&self.region);
             // Sleeping subscribers learn that nothing more will come.
             wake_all(self.region.word(PUB_EVENT));
         }
     }
-}
-
-/// Wake every sleeper of an event whether or not its flag is set (a departure, which no
-/// sleeper's condition watches).
-fn wake_all(event: &std::sync::atomic::AtomicU64) {
-    event.fetch_add(1, Ordering::SeqCst);
-    crate::sys::futex_wake(event, u32::MAX);
 }
 
 /// A message received by a [`Subscriber`].
@@ -561,6 +559,8 @@ pub struct Subscriber {
     region: Arc<Guarded>,
     g: Geometry,
     me: Me,
+    /// The claim on the subscriber's place (its lock goes when the subscriber drops).
+    slot: Slot,
     base: usize,
     cursor: u64,
     waited: bool,
@@ -767,7 +767,7 @@ fn publisher_present(region: &Region, cursor: u64, look: bool) -> Result<()> {
         return Ok(());
     }
     let owner = region.word(PUB_OWNER).load(Ordering::Acquire);
-    let gone = owner == 0 || (look && !wait::alive(owner));
+    let gone = owner == 0 || (look && !region.occupied(PUB_OWNER));
     if gone && region.word(HEAD).load(Ordering::Acquire) == cursor {
         return Err(Error::new(
             ErrorKind::Disconnected,
@@ -782,7 +782,7 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         if self.me.check("drop").is_ok() {
             self.region.word(self.base + 2).store(0, Ordering::Release);
-            wait::release(self.region.word(self.base), self.me.word);
+            self.slot.release(&self.region);
             if self.waited {
                 wake_all(self.region.word(SPACE_EVENT));
             }

@@ -34,7 +34,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::region::{Region, LINE};
-use super::wait;
 use crate::error::{Error, ErrorKind, Result};
 
 // Word indices of the lane layout.
@@ -113,13 +112,6 @@ impl Layout {
             return Err(format!("{lanes} lanes of {cap} bytes do not fit in memory"));
         }
         Ok(layout)
-    }
-
-    /// Every owner word: the receiver's, then each lane's sender.
-    pub fn owner_words(&self) -> Vec<usize> {
-        std::iter::once(RX_OWNER)
-            .chain((0..self.lanes).map(|i| self.lane(i).owner))
-            .collect()
     }
 
     /// The word index of the header at position `pos` of `lane`.
@@ -222,7 +214,10 @@ pub(super) fn receiver_present(region: &Region, op: &'static str, look: bool) ->
     }
     let owner = region.word(RX_OWNER).load(Ordering::Acquire);
     let ever = region.word(EVER_RECEIVER).load(Ordering::Relaxed) != 0;
-    if (owner == 0 && ever) || (look && owner != 0 && !wait::alive(owner)) {
+    // Gone: left cleanly (its word cleared), or (looking) its lock is gone with it.
+    let left = owner == 0 && ever;
+    let died = owner != 0 && look && !region.occupied(RX_OWNER);
+    if left || died {
         return Err(disconnected(op, "receiver"));
     }
     Ok(())
@@ -240,16 +235,21 @@ pub(super) fn senders_present(region: &Region, layout: Layout, look: bool) -> Re
     }
     let mut any = false;
     for i in 0..layout.lanes {
-        let w = region.word(layout.lane(i).owner);
-        let owner = w.load(Ordering::Acquire);
-        if owner == 0 {
+        let word = layout.lane(i).owner;
+        let owner = region.word(word).load(Ordering::Acquire);
+        if look {
+            // The kernel's word on it: a lock held is a sender (whatever the word says).
+            if region.occupied(word) {
+                any = true;
+            } else if owner != 0 {
+                // Its process died: clear the word, so quick checks need not look again.
+                let _ = region
+                    .word(word)
+                    .compare_exchange(owner, 0, Ordering::SeqCst, Ordering::Relaxed);
+            }
             continue;
         }
-        if look && !wait::alive(owner) {
-            wait::release(w, owner);
-            continue;
-        }
-        any = true;
+        any |= owner != 0;
     }
     if any {
         Ok(())

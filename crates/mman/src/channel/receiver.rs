@@ -8,7 +8,7 @@ use super::lanes::{
     corrupted, disconnected, record_len, senders_present, until, How, Lane, Layout, Message, EVER_RECEIVER,
     KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
 };
-use super::wait::{self, Me, Waited};
+use super::wait::{self, wake_all, Me, Waited};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -33,6 +33,8 @@ pub struct Receiver {
     region: Arc<Guarded>,
     layout: Layout,
     me: Me,
+    /// The claim on the receiver's slot (its lock goes when the receiver drops).
+    _slot: super::region::Slot,
     lanes: Vec<RxLane>,
     /// The lane to look at first (round robin).
     next: usize,
@@ -57,7 +59,7 @@ enum Got {
 impl Receiver {
     pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Receiver> {
         let me = Me::now();
-        if !wait::claim(region.word(RX_OWNER), me.word) {
+        let Some(slot) = region.claim(RX_OWNER, me.word, "attach receiver")? else {
             let owner = region.word(RX_OWNER).load(Ordering::Relaxed);
             return Err(Error::new(
                 ErrorKind::AddressInUse,
@@ -68,7 +70,7 @@ impl Receiver {
                 ),
             )
             .with_hint("a channel has one receiver; use a broadcast channel for many"));
-        }
+        };
         let lanes = (0..layout.lanes)
             .map(|i| {
                 let lane = layout.lane(i);
@@ -85,6 +87,7 @@ impl Receiver {
             region,
             layout,
             me,
+            _slot: slot,
             lanes,
             next: 0,
             spin,
@@ -421,12 +424,23 @@ impl Receiver {
         }
         let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
         let (pid, fd, dev, ino, len) = (w(0) as u32, (w(0) >> 32) as u32, w(1), w(2), w(3));
-        // The sender must be the lane's owner: a record cannot make us open another
-        // process's files.
-        let owner = self.region.word(self.lanes[i].lane.owner).load(Ordering::Acquire);
-        if owner == 0 || wait::pid_of(owner) != pid {
+        // The record names the lane's owner, whose lock says it lives (a record alone
+        // cannot make us open some other process's files)...
+        let lane = self.lanes[i].lane;
+        let owner = self.region.word(lane.owner).load(Ordering::Acquire);
+        if owner == 0 || wait::pid_of(owner) != pid || !self.region.occupied(lane.owner) {
             return Err(disconnected("recv", "sender of a sealed hand-off")
                 .with_hint("the sender left before the receiver took its memfd; the message is lost"));
+        }
+        // ...and since the owner word is memory a peer can write, the process must also
+        // belong to the user who owns the channel's memory: whoever can write the region
+        // could read that user's processes anyway, and no one else's are ever opened.
+        let theirs = crate::sys::shm::process_uid(pid);
+        if theirs.is_none() || theirs != self.region.owner_uid() {
+            return Err(corrupted(
+                "recv",
+                format!("lane {i}: a sealed hand-off from process {pid}, which does not belong to the channel's owner"),
+            ));
         }
         let file = crate::sys::shm::open_peer_fd(pid, fd).map_err(|e| {
             let kind = e.kind();
@@ -456,9 +470,10 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         if self.me.check("drop").is_ok() {
             self.publish_all();
-            wait::release(self.region.word(RX_OWNER), self.me.word);
+            self._slot.release(&self.region);
+            // Senders waiting for room learn at once that nobody will free it.
             for l in &self.lanes {
-                wait::notify(self.region.word(l.lane.event));
+                wake_all(self.region.word(l.lane.event));
             }
         }
     }

@@ -50,13 +50,32 @@ pub(super) struct Shape {
 }
 
 enum Backing {
-    /// `MAP_SHARED | MAP_ANONYMOUS`, inherited by children created with `fork`.
-    Anonymous,
+    /// A memfd mapped `MAP_SHARED`, inherited (with its descriptor) by children created
+    /// with `fork`: anonymous memory with a descriptor, for the endpoints' locks.
+    Anonymous(shm::Memfd),
     /// A named object; `unlink` is done by hand when the last endpoint goes.
     Named(SharedMemory),
     /// A memfd sealed against shrinking and growing, passable over a Unix socket.
     #[cfg(linux_like)]
     Memfd(shm::Memfd),
+}
+
+/// An endpoint's claim on its slot: the owner word it wrote, and the description whose
+/// lock on the word's bytes says it lives. Dropping it releases the lock.
+pub(super) struct Slot {
+    word: usize,
+    me: u64,
+    _held: sys::liveness::Held,
+}
+
+impl Slot {
+    /// Clear the owner word if it still holds ours (the lock goes when `self` drops).
+    pub fn release(&self, region: &Region) {
+        // SeqCst: two parties leaving at once cannot both miss the other's departure.
+        let _ = region
+            .word(self.word)
+            .compare_exchange(self.me, 0, Ordering::SeqCst, Ordering::Relaxed);
+    }
 }
 
 /// A mapped channel region and what backs it.
@@ -74,10 +93,12 @@ unsafe impl Sync for Region {}
 unsafe impl Send for Region {}
 
 impl Region {
-    /// A fresh region of `shape` in anonymous shared memory.
+    /// A fresh region of `shape` in anonymous shared memory (a memfd nobody else can open).
     pub fn anonymous(shape: Shape) -> Result<Region> {
-        let map = shm::anonymous(shape.len)?;
-        Ok(Region::init(map, shape, Backing::Anonymous))
+        let fd = shm::Memfd::create("mman-channel", shape.len as u64)?;
+        fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW)?;
+        let map = fd.map()?;
+        Ok(Region::init(map, shape, Backing::Anonymous(fd)))
     }
 
     /// A fresh region of `shape` in a new object `/mman.NAME` (mode 0600, O_EXCL).
@@ -264,6 +285,58 @@ impl Region {
             "the channel's shared object was truncated by another process",
         )
         .with_hint("the channel cannot be used any more: make a new one")
+    }
+
+    /// The descriptor of the memory behind the region.
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &self.backing {
+            Backing::Anonymous(fd) | Backing::Memfd(fd) => fd.as_fd(),
+            Backing::Named(obj) => obj.as_fd(),
+        }
+    }
+
+    /// A fresh description of the region's file, for a lock of its own.
+    fn description(&self, op: &'static str) -> Result<sys::liveness::Held> {
+        let fd = sys::liveness::reopen(self.fd())
+            .map_err(|e| Error::os(op, e).with_path(Some("/proc/self/fd".as_ref())))?;
+        Ok(sys::liveness::Held::new(fd))
+    }
+
+    /// Claim the endpoint slot whose owner word is `word`: take the kernel lock on its
+    /// bytes (see `sys::liveness`), then write `me` into it. `None` while a live endpoint
+    /// holds it.
+    pub fn claim(&self, word: usize, me: u64, op: &'static str) -> Result<Option<Slot>> {
+        let held = self.description(op)?;
+        let taken = sys::liveness::try_lock_range(held.fd(), word as u64 * 8, 8)
+            .map_err(|e| Error::os(op, e).with_hint("the file system does not support OFD locks"))?;
+        if !taken {
+            return Ok(None);
+        }
+        self.word(word).store(me, Ordering::SeqCst);
+        Ok(Some(Slot {
+            word,
+            me,
+            _held: held,
+        }))
+    }
+
+    /// Whether a live endpoint holds the slot of owner word `word` (a lock the kernel
+    /// drops when the holder dies: nothing written into the memory fakes it). When the
+    /// kernel cannot tell, it is taken as held.
+    pub fn occupied(&self, word: usize) -> bool {
+        sys::liveness::range_locked(self.fd(), word as u64 * 8, 8).unwrap_or(true)
+    }
+
+    /// A handle's share of the region (`flock(LOCK_SH)` on a description of its own).
+    pub fn share(&self) -> Result<sys::liveness::Held> {
+        let held = self.description("flock")?;
+        sys::liveness::share(held.fd()).map_err(|e| Error::os("flock", e))?;
+        Ok(held)
+    }
+
+    /// The uid owning the memory (the creator's, for a named object or a memfd).
+    pub fn owner_uid(&self) -> Option<u32> {
+        sys::shm::owner(self.fd()).ok().map(|o| o.uid)
     }
 
     /// The object's name, for a named region.

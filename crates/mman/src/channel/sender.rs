@@ -9,7 +9,8 @@ use super::lanes::{
     corrupted, receiver_present, record_len, until, How, Lane, Layout, EVER_RECEIVER, EVER_SENDER,
     KIND_BYTES, KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
 };
-use super::wait::{self, Me, Waited};
+use super::region::Slot;
+use super::wait::{self, wake_all, Me, Waited};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -23,6 +24,8 @@ pub struct Sender {
     layout: Layout,
     lane: Lane,
     me: Me,
+    /// The claim on the lane (its lock goes when the sender drops).
+    slot: Slot,
     /// Our position: where the next record goes.
     head: u64,
     /// The position last stored in the lane's `head` word (where a later sender resumes).
@@ -52,8 +55,14 @@ impl std::fmt::Debug for Sender {
 impl Sender {
     pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Sender> {
         let me = Me::now();
-        let taken = (0..layout.lanes).find(|&i| wait::claim(region.word(layout.lane(i).owner), me.word));
-        let Some(i) = taken else {
+        let mut taken = None;
+        for i in 0..layout.lanes {
+            if let Some(slot) = region.claim(layout.lane(i).owner, me.word, "attach sender")? {
+                taken = Some((i, slot));
+                break;
+            }
+        }
+        let Some((i, slot)) = taken else {
             return Err(Error::new(
                 ErrorKind::ResourceLimit,
                 "attach sender",
@@ -68,7 +77,7 @@ impl Sender {
         let tail = region.word(lane.tail).load(Ordering::Acquire);
         let mut head = region.word(lane.head).load(Ordering::Acquire);
         if head.wrapping_sub(tail) > layout.cap as u64 {
-            wait::release(region.word(lane.owner), me.word);
+            slot.release(&region);
             return Err(corrupted(
                 "attach sender",
                 format!("lane {i} has head {head} more than a ring ahead of tail {tail}"),
@@ -93,6 +102,7 @@ impl Sender {
             layout,
             lane,
             me,
+            slot,
             head,
             published: head,
             tail,
@@ -430,8 +440,9 @@ impl Drop for Sender {
             if !self.inflight.is_empty() {
                 let _ = self.drain(Instant::now().checked_add(Duration::from_millis(200)));
             }
-            wait::release(self.region.word(self.lane.owner), self.me.word);
-            wait::notify(self.region.word(RX_EVENT));
+            self.slot.release(&self.region);
+            // A sleeping receiver may have to learn that this was the last sender.
+            wake_all(self.region.word(RX_EVENT));
         }
     }
 }

@@ -2,11 +2,11 @@
 //! bounded spin, then a futex sleep in slices, checking between slices that the party it
 //! waits for is still there.
 //!
-//! **Owner words.** Each endpoint slot of a region is one `AtomicU64`: 0 when vacant, else
-//! the owner's PID in the low 32 bits and the low 31 bits of its start time above, with bit
-//! 63 set (so no owner is 0). A PID reused by a later process has another start time, so a
-//! dead owner is never mistaken for a live one. A slot whose owner died is taken over by
-//! compare-and-swap from exactly the dead value: two parties reclaiming it cannot both win.
+//! **Owner words.** Each endpoint slot of a region has an owner word: 0 when vacant, else
+//! the owner's PID with bit 63 set. The word is for messages and for the quick check of a
+//! clean departure (0); whether the owner *lives* is the kernel's answer about a lock on
+//! the word's bytes (see `sys::liveness` and `Region::claim`), which nothing written into
+//! the memory can fake.
 //!
 //! **Events.** A party that sleeps does so on an event word: a sequence number in the low
 //! 32 bits (the futex word) and `SLEEPING` at bit 32. The sleeper sets `SLEEPING` and then
@@ -39,9 +39,8 @@ pub(super) struct Me {
 impl Me {
     pub fn now() -> Me {
         let generation = sys::sync::fork_generation();
-        let (pid, token) = sys::sync::process_identity();
         Me {
-            word: OCCUPIED | ((token as u64) & 0x7fff_ffff) << 32 | pid as u64,
+            word: OCCUPIED | sys::shm::pid() as u64,
             generation,
         }
     }
@@ -77,36 +76,11 @@ pub(super) fn pid_of(owner: u64) -> u32 {
     owner as u32
 }
 
-/// Whether the owner recorded in `owner` still runs. Vacant (0) is not alive; a word
-/// without the occupied bit is garbage and not alive.
-pub(super) fn alive(owner: u64) -> bool {
-    if owner & OCCUPIED == 0 {
-        return false;
-    }
-    let token = ((owner >> 32) & 0x7fff_ffff) as u32;
-    // owner_alive compares the full low 32 bits of the start time; we kept 31.
-    sys::sync::owner_alive_masked(owner as u32, token, 0x7fff_ffff)
-}
-
-/// Take the slot `slot` for `me`: from vacant, or from an owner that is dead. Returns
-/// whether it was taken.
-pub(super) fn claim(slot: &AtomicU64, me: u64) -> bool {
-    let now = slot.load(Ordering::Acquire);
-    if now == me {
-        return false;
-    }
-    if now != 0 && alive(now) {
-        return false;
-    }
-    slot.compare_exchange(now, me, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-}
-
-/// Release `slot` if it still holds `me`.
-pub(super) fn release(slot: &AtomicU64, me: u64) {
-    // SeqCst: two parties leaving at once, each then reading the other's slot (to decide
-    // who unlinks the name), cannot both see the other still there.
-    let _ = slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed);
+/// Wake every sleeper of `event` whether or not its flag is set: for a departure, which
+/// a sleeper may not be watching for (it looks for its peers between slices).
+pub(super) fn wake_all(event: &AtomicU64) {
+    event.fetch_add(1, Ordering::SeqCst);
+    sys::futex_wake(event, u32::MAX);
 }
 
 /// Wake every sleeper of `event`, if one sleeps. Call after publishing a change.

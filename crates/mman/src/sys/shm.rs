@@ -248,3 +248,10 @@ pub fn open_peer_fd(pid: u32, fd: u32) -> io::Result<OwnedFd> {
         rustix::fs::Mode::empty(),
     )?)
 }
+
+/// The real uid of process `pid` (the owner of `/proc/PID`), if it exists.
+#[cfg(linux_like)]
+pub fn process_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}

@@ -40,6 +40,9 @@ extern "C" fn after_fork_in_child() {
     // Async-signal-safe: one atomic add. Every thread identity cached before the fork is
     // now stale (the child's one thread has a new TID).
     FORKS.fetch_add(1, Ordering::Relaxed);
+    // Async-signal-safe too: atomic swaps and close(2).
+    #[cfg(feature = "channel")]
+    super::liveness::close_all_in_child();
 }
 
 fn watch_forks() {
@@ -57,17 +60,6 @@ fn watch_forks() {
 pub fn fork_generation() -> u64 {
     watch_forks();
     FORKS.load(Ordering::Relaxed)
-}
-
-/// This process's identity: its PID and the low 32 bits of its start time, which tell it
-/// from a later process that reuses the PID (see [`owner_alive`]).
-pub fn process_identity() -> (u32, u32) {
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    let token = match task_state(pid) {
-        Ok(Some((_, start))) => start as u32,
-        _ => 0,
-    };
-    (pid, token)
 }
 
 /// The calling thread's identity: its TID and a token, the low 32 bits of its start time
@@ -118,11 +110,6 @@ fn task_state(tid: u32) -> io::Result<Option<(u8, u64)>> {
 /// `/proc` cannot tell (not mounted, hidden), the owner is taken to be alive: a lock is never
 /// stolen from a thread that may still hold it.
 pub fn owner_alive(tid: u32, token: u32) -> bool {
-    owner_alive_masked(tid, token, u32::MAX)
-}
-
-/// [`owner_alive`] for a token that kept only the bits of `mask` of the start time.
-pub fn owner_alive_masked(tid: u32, token: u32, mask: u32) -> bool {
     if tid == 0 || tid > (1 << 22) {
         // Not a TID Linux hands out (pid_max is at most 2^22): garbage.
         return false;
@@ -131,7 +118,7 @@ pub fn owner_alive_masked(tid: u32, token: u32, mask: u32) -> bool {
         Ok(None) => false,
         // Token 0: the owner could not read its own start time; its TID alone must do.
         Ok(Some((state, start))) => {
-            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 & mask == token & mask)
+            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 == token)
         }
         Err(_) => true,
     }
