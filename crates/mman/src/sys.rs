@@ -16,10 +16,10 @@ pub mod cache;
 #[cfg(linux_like)]
 pub mod fault;
 mod file;
-#[cfg(all(linux_like, feature = "channel"))]
-pub mod liveness;
 #[cfg(all(linux_like, feature = "fault"))]
 pub mod guard;
+#[cfg(all(linux_like, feature = "channel"))]
+pub mod liveness;
 mod mm;
 #[cfg(feature = "persist")]
 pub mod persist;
