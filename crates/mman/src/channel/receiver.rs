@@ -304,11 +304,12 @@ impl Receiver {
                 Err(e) => self.last_look_at_lanes(e),
             };
         }
-        let headers: Vec<usize> = self
-            .lanes
-            .iter()
-            .map(|l| self.layout.header_at(&l.lane, l.tail))
-            .collect();
+        // The header words to watch, on the stack (at most MAX_SENDERS lanes).
+        let mut watch = [0usize; super::MAX_SENDERS];
+        for (w, l) in watch.iter_mut().zip(&self.lanes) {
+            *w = self.layout.header_at(&l.lane, l.tail);
+        }
+        let headers = &watch[..self.lanes.len()];
         loop {
             let (region, layout) = (&self.region, self.layout);
             let waited = match wait::wait_for(

@@ -312,6 +312,12 @@ impl Region {
         if !taken {
             return Ok(None);
         }
+        // Each claim writes a word of its own (a per-process count above the PID): a
+        // party clearing the word of an owner it found dead can never clear, by
+        // compare-and-swap from the same value, the word of a later claim of this process.
+        static CLAIMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let count = CLAIMS.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let me = me | (count as u64) << 32;
         self.word(word).store(me, Ordering::SeqCst);
         Ok(Some(Slot {
             word,
