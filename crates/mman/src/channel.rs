@@ -44,7 +44,7 @@
 //! well within that), then sleeps on a futex: an idle receiver costs nothing. Wake-ups are
 //! made only when someone sleeps. A sleeper wakes every 50 ms to check that the party it
 //! waits for still exists, so a peer killed at any instant is noticed within 100 ms:
-//! [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected). Whether a peer exists is
+//! [`ErrorKind::Disconnected`]. Whether a peer exists is
 //! the kernel's answer, not the shared memory's: each endpoint holds an OFD lock on the
 //! bytes of its slot through a descriptor of its own, which the kernel drops when the
 //! process dies or execs; a peer writing into the region cannot fake one.
@@ -56,7 +56,7 @@
 //! seals (checked by the receiver) forbid any change. Offsets are computed from a
 //! configuration validated when the region is opened and kept privately; everything a
 //! peer can write (positions, lengths, owners) is checked before use, so a peer writing
-//! garbage makes operations fail with [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted),
+//! garbage makes operations fail with [`ErrorKind::Corrupted`],
 //! never read or write outside the region, and every wait ends (a dead or vanished peer is
 //! noticed, and every `*_timeout` form bounds it).
 
