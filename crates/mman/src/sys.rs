@@ -111,13 +111,11 @@ pub fn futex_waitv(
             x
         })
         .collect();
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let nanos = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+    // libc's clock (not rustix's vDSO lookup, which valgrind's synthetic auxv defeats).
+    let d = sync::monotonic_deadline(timeout);
     let deadline = futex::Timespec {
-        tv_sec: now.tv_sec.saturating_add(
-            timeout.as_secs().min(i64::MAX as u64 / 2) as i64 + (nanos / 1_000_000_000) as i64,
-        ),
-        tv_nsec: (nanos % 1_000_000_000) as _,
+        tv_sec: d.tv_sec as _,
+        tv_nsec: d.tv_nsec as _,
     };
     match futex::waitv(
         &waiters,

@@ -133,9 +133,10 @@ pub(super) const SPIN: Duration = Duration::from_micros(30);
 
 /// Wait until `ready()` holds: spin for `spin`, then sleep on `event` in slices, calling
 /// `check(look)` before each sleep to learn that waiting is pointless (a peer gone: an
-/// error). `look` is true after a slice passed with no news: the time to look at the
-/// processes behind the owner words (a read of `/proc`, too dear for every wake-up).
-/// `deadline` bounds the whole wait.
+/// error). `look` is true once per slice of waiting, whatever woke the sleeper (a peer
+/// bumping the word, a signal): the time to ask the kernel whether the peers' locks are
+/// still held (a system call each, too dear for every wake-up). `deadline` bounds the
+/// whole wait.
 pub(super) fn wait_for(
     event: &AtomicU64,
     spin: Duration,
@@ -152,8 +153,12 @@ pub(super) fn wait_for(
     if spin_until(spin, &mut ready) {
         return Ok(Waited::Ready);
     }
-    let mut look = false;
+    let mut last_look = Instant::now();
     loop {
+        let look = last_look.elapsed() >= SLICE;
+        if look {
+            last_look = Instant::now();
+        }
         check(look)?;
         let seq = event.fetch_or(SLEEPING, Ordering::SeqCst) as u32;
         fence(Ordering::SeqCst);
@@ -168,9 +173,8 @@ pub(super) fn wait_for(
             }
         }
         // A notifier that bumped the sequence since our fetch_or makes this return at once.
-        match sys::futex_wait(event, seq, Some(slice)) {
-            Ok(woken) => look = !woken,
-            Err(_) => std::thread::yield_now(),
+        if sys::futex_wait(event, seq, Some(slice)).is_err() {
+            std::thread::yield_now();
         }
         if ready() {
             return Ok(Waited::Ready);
