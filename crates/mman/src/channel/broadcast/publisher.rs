@@ -11,7 +11,7 @@ use crate::channel::wait::{self, wake_all, Me, Waited};
 use crate::channel::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The publishing end of a [`Broadcast`].
+/// The publishing end of a [`Broadcast`](super::Broadcast).
 pub struct Publisher {
     pub(super) region: Arc<Guarded>,
     pub(super) g: Geometry,
@@ -35,7 +35,7 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Publish `msg` to every subscriber; returns its sequence number. Waits only for
-    /// subscribers joined with [`Broadcast::subscriber_waited_for`] that are a full ring
+    /// subscribers joined with [`Broadcast::subscriber_waited_for`](super::Broadcast::subscriber_waited_for) that are a full ring
     /// behind.
     ///
     /// # Errors

@@ -21,7 +21,7 @@ pub struct Delivery {
     pub data: Vec<u8>,
 }
 
-/// A subscribing end of a [`Broadcast`].
+/// A subscribing end of a [`Broadcast`](super::Broadcast).
 pub struct Subscriber {
     pub(super) region: Arc<Guarded>,
     pub(super) g: Geometry,
@@ -81,7 +81,7 @@ impl Subscriber {
     }
 
     /// The next message, waiting without blocking the thread: for async code (any
-    /// runtime; see [`Receiver::recv_async`](super::Receiver::recv_async)).
+    /// runtime; see [`Receiver::recv_async`](crate::channel::Receiver::recv_async)).
     ///
     /// # Errors
     /// As [`recv`](Self::recv).
