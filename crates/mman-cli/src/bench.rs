@@ -79,7 +79,8 @@ fn finish(child: Child, kind: &str) -> Result<()> {
     Ok(())
 }
 
-fn measure(rounds: u32, mut one: impl FnMut() -> Result<()>) -> Result<Latency> {
+/// Time `rounds` calls of `one`, each on its own, after `WARMUP` untimed ones.
+pub(crate) fn measure(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Result<Latency> {
     for _ in 0..WARMUP {
         one()?;
     }
@@ -96,7 +97,7 @@ fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
     let (path, map) = table_file(dir)?;
     let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
     let child = peer("semaphore", &path, rounds + WARMUP)?;
-    let r = measure(rounds, || {
+    let r = measure(rounds as u64, || {
         ping.post()?;
         if !pong.wait_timeout(Duration::from_secs(10)) {
             bail!("bench ipc: the semaphore peer stopped answering");
@@ -117,7 +118,7 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
         )
     };
     let child = peer("sem_t", &path, rounds + WARMUP)?;
-    let r = measure(rounds, || {
+    let r = measure(rounds as u64, || {
         ping.post()?;
         if !pong.wait_timeout(Duration::from_secs(10))? {
             bail!("bench ipc: the sem_t peer stopped answering");
@@ -133,7 +134,7 @@ fn spin(dir: &Path, rounds: u32) -> Result<Latency> {
     let word = map.atomic_u64(0)?;
     let child = peer("spin", &path, rounds + WARMUP)?;
     let mut k = 0u64;
-    let r = measure(rounds, || {
+    let r = measure(rounds as u64, || {
         word.store(2 * k + 1, Ordering::Release);
         let t0 = Instant::now();
         while word.load(Ordering::Acquire) != 2 * k + 2 {
@@ -155,7 +156,7 @@ fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
     let mut to = child.stdin.take().context("bench ipc: peer stdin")?;
     let mut from = child.stdout.take().context("bench ipc: peer stdout")?;
     let mut b = [0u8; 1];
-    let r = measure(rounds, || {
+    let r = measure(rounds as u64, || {
         to.write_all(b"x")?;
         from.read_exact(&mut b)?;
         Ok(())

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mman::channel::{Channel, Message, Options, Receiver, Sender};
 
-use super::{summarize, Latency};
+use super::{measure, summarize, Latency};
 
 /// Arguments of `mman bench channel`.
 #[derive(Args, Debug)]
@@ -34,7 +34,8 @@ pub struct ChannelArgs {
     json: bool,
 }
 
-const WARMUP: u64 = 1000;
+/// The untimed round trips before the timed ones (`measure` makes them; the peers answer them).
+const WARMUP: u64 = super::WARMUP as u64;
 const BIG: u64 = 1 << 20;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
@@ -104,19 +105,6 @@ fn finish(mut child: Child, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn time_rounds(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Result<Latency> {
-    for _ in 0..WARMUP {
-        one()?;
-    }
-    let mut v = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let t0 = Instant::now();
-        one()?;
-        v.push(t0.elapsed().as_nanos() as u64);
-    }
-    Ok(summarize(v))
-}
-
 /// A pair of named channels, ping (to the peer) and pong (back), big enough for `size`.
 fn channels(tag: &str, size: u64) -> Result<(Channel, Channel)> {
     let cap = (4 * (size + 8)).max(1 << 20).next_power_of_two() as usize;
@@ -136,7 +124,7 @@ fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
-    let rtt = time_rounds(rounds, || {
+    let rtt = measure(rounds, || {
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
         Ok(())
@@ -185,7 +173,7 @@ fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
     };
     let msg = vec![0x5au8; size as usize];
     let mut back = vec![0u8; size as usize];
-    let rtt = time_rounds(rounds, || {
+    let rtt = measure(rounds, || {
         to.write_all(&msg)?;
         from.read_exact(&mut back)?;
         Ok(())
@@ -257,7 +245,7 @@ fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
     let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
     let msg = vec![1u8; size as usize];
     let mut back = Vec::new();
-    let rtt = time_rounds(rounds, || {
+    let rtt = measure(rounds, || {
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
         Ok(())

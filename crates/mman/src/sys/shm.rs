@@ -236,7 +236,7 @@ pub fn capacity() -> Option<(u64, u64)> {
 /// Open, read-only, the file that process `pid` has open as descriptor `fd`
 /// (`/proc/PID/fd/FD`): how a receiver takes a sealed memfd a sender keeps open for it. The
 /// kernel allows it only to a process that may inspect `pid` (the same user, in practice).
-#[cfg(linux_like)]
+#[cfg(all(linux_like, feature = "channel"))]
 pub fn open_peer_fd(pid: u32, fd: u32) -> io::Result<OwnedFd> {
     let path = format!("/proc/{pid}/fd/{fd}");
     Ok(rustix::fs::open(
@@ -250,7 +250,7 @@ pub fn open_peer_fd(pid: u32, fd: u32) -> io::Result<OwnedFd> {
 }
 
 /// The real uid of process `pid` (the owner of `/proc/PID`), if it exists.
-#[cfg(linux_like)]
+#[cfg(all(linux_like, feature = "channel"))]
 pub fn process_uid(pid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())

@@ -57,6 +57,7 @@ fn watch_forks() {
 /// changes in a child created by `fork`. An object that records it can tell that it was
 /// inherited by a fork (and no longer belongs to the process it was made for) with one
 /// relaxed load.
+#[cfg(feature = "channel")]
 pub fn fork_generation() -> u64 {
     watch_forks();
     FORKS.load(Ordering::Relaxed)
