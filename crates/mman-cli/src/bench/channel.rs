@@ -105,30 +105,39 @@ fn finish(mut child: Child, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A pair of named channels, ping (to the peer) and pong (back), big enough for `size`.
-fn channels(tag: &str, size: u64) -> Result<(Channel, Channel)> {
+/// A pair of named channels, ping (to the peer) and pong (back), big enough for `size`,
+/// and this side's ends of them: the sender of ping, the receiver of pong. `spin`: the
+/// spin budget, when not the default.
+fn channels(tag: &str, size: u64, spin: Option<Duration>) -> Result<(Sender, Receiver)> {
     let cap = (4 * (size + 8)).max(1 << 20).next_power_of_two() as usize;
-    let ping = Options::new()
-        .capacity(cap)
-        .create(&unique(&format!("{tag}-ping")))?;
-    let pong = Options::new()
-        .capacity(cap)
-        .create(&unique(&format!("{tag}-pong")))?;
-    Ok((ping, pong))
+    let mut o = Options::new();
+    o.capacity(cap);
+    if let Some(spin) = spin {
+        o.spin(spin);
+    }
+    let ping = o.create(&unique(&format!("{tag}-ping")))?;
+    let pong = o.create(&unique(&format!("{tag}-pong")))?;
+    Ok((ping.sender()?, pong.receiver()?))
+}
+
+/// `rounds` timed round trips of `size` bytes through the peer.
+fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
+    let msg = vec![0x5au8; size as usize];
+    let mut back = Vec::new();
+    measure(rounds, || {
+        tx.send(&msg)?;
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })
 }
 
 fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     let tag = format!("mman{size}");
-    let (ping, pong) = channels(&tag, size)?;
-    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let (mut tx, mut rx) = channels(&tag, size, None)?;
     let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
+    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
-    let rtt = measure(rounds, || {
-        tx.send(&msg)?;
-        rx.recv_into(&mut back)?;
-        Ok(())
-    })?;
     // One way: batches of up to 256 messages, the peer counts and answers once.
     let t0 = Instant::now();
     let mut left = count;
@@ -236,20 +245,9 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
 /// blocked for one second.
 fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
     let tag = "futex";
-    let cap = (4 * (size + 8)).max(1 << 16).next_power_of_two() as usize;
-    let mut o = Options::new();
-    o.capacity(cap).spin(Duration::ZERO);
-    let ping = o.create(&unique(&format!("{tag}-ping")))?;
-    let pong = o.create(&unique(&format!("{tag}-pong")))?;
-    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let (mut tx, mut rx) = channels(tag, size, Some(Duration::ZERO))?;
     let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
-    let msg = vec![1u8; size as usize];
-    let mut back = Vec::new();
-    let rtt = measure(rounds, || {
-        tx.send(&msg)?;
-        rx.recv_into(&mut back)?;
-        Ok(())
-    })?;
+    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
     drop(tx);
     finish(child, "mman-futex")?;
     Ok(rtt)
@@ -290,8 +288,7 @@ struct Handoff {
 /// to the acknowledgement (filling the memfd is the sender's work and not counted).
 fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
     let tag = "sealed";
-    let (ping, pong) = channels(tag, 64)?;
-    let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
+    let (mut tx, mut rx) = channels(tag, 64, None)?;
     let child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
     let mut out = Vec::new();
     let mut back = Vec::new();
