@@ -173,14 +173,25 @@ fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
     let child = peer("idle", &path, 1)?;
     std::thread::sleep(idle);
     sem.post()?;
+    child_cpu_percent(child, idle, "bench ipc")
+}
+
+/// Reap `child` and return the CPU it used (user + system) in percent of `idle`: what a
+/// waiter idle for that long cost, its start-up included (an upper bound).
+pub(crate) fn child_cpu_percent(child: Child, idle: Duration, op: &str) -> Result<f64> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waits for our child; the pointers are to our locals.
     if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } != pid {
-        bail!("bench ipc: wait4: {}", std::io::Error::last_os_error());
+        bail!(
+            "{op}: wait4 of the idle peer (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
     }
+    // Reaped here: the handle must not wait for it again.
+    std::mem::forget(child);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
 }

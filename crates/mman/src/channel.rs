@@ -106,7 +106,8 @@ impl Options {
     }
 
     /// The ring size of each sender's lane, in bytes: a power of two from 64 bytes to
-    /// 1 TiB. A message may take up to the capacity less 8 bytes.
+    /// 1 TiB. A message may take up to the capacity less 16 bytes (its header, and the zero
+    /// word written ahead of it).
     pub fn capacity(&mut self, bytes: usize) -> &mut Self {
         self.capacity = bytes;
         self

@@ -260,18 +260,7 @@ fn idle_receiver(idle: Duration) -> Result<f64> {
     let child = peer("idle", &name, 0, 0, 0, None)?;
     std::thread::sleep(idle);
     tx.send(b"wake")?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our child; the pointers are to our locals.
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } != pid {
-        bail!("bench channel: wait4: {}", std::io::Error::last_os_error());
-    }
-    std::mem::forget(child);
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    // The child's start-up (exec, attach) is counted too: an upper bound.
-    Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
+    super::child_cpu_percent(child, idle, "bench channel")
 }
 
 #[derive(serde::Serialize)]

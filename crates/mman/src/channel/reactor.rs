@@ -17,6 +17,7 @@ use std::task::Waker;
 
 use super::wait::SLICE;
 use super::Guarded;
+use crate::error::{Error, Result};
 use crate::sys;
 
 /// How many words one `futex_waitv` takes (the kernel's limit is 128; one is ours).
@@ -48,14 +49,14 @@ struct Reactor {
 /// The reactor of this process. A child created by `fork` inherits the parent's reactor
 /// but not its thread (and perhaps a lock held at the instant of the fork): it gets a
 /// reactor of its own, told apart by the fork generation.
-fn reactor() -> &'static Reactor {
+fn reactor() -> Result<&'static Reactor> {
     static REACTOR: AtomicPtr<Reactor> = AtomicPtr::new(std::ptr::null_mut());
     let generation = sys::sync::fork_generation();
     let now = REACTOR.load(Ordering::Acquire);
     // SAFETY: a non-null pointer in REACTOR comes from Box::leak below and is never freed.
     if let Some(r) = unsafe { now.as_ref() } {
         if r.generation == generation {
-            return r;
+            return Ok(r);
         }
     }
     let fresh: &'static mut Reactor = Box::leak(Box::new(Reactor {
@@ -63,25 +64,35 @@ fn reactor() -> &'static Reactor {
         control: AtomicU64::new(0),
         generation,
     }));
-    match REACTOR.compare_exchange(now, fresh, Ordering::AcqRel, Ordering::Acquire) {
+    let fresh_ptr: *mut Reactor = fresh;
+    match REACTOR.compare_exchange(now, fresh_ptr, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            let r: &'static Reactor = fresh;
-            std::thread::Builder::new()
+            // SAFETY: leaked above, never freed.
+            let r: &'static Reactor = unsafe { &*fresh_ptr };
+            if let Err(e) = std::thread::Builder::new()
                 .name("mman-channel-reactor".into())
                 .spawn(move || run(r))
-                .expect("mman: cannot start the channel reactor thread");
-            r
+            {
+                // Let a later call try again (a few bytes leaked).
+                REACTOR.store(std::ptr::null_mut(), Ordering::Release);
+                return Err(Error::os("start the channel reactor thread", e)
+                    .with_hint("the process or user is at its thread limit (RLIMIT_NPROC)"));
+            }
+            Ok(r)
         }
         // Another thread installed one first (a few bytes leaked, once).
         // SAFETY: as above.
-        Err(other) => unsafe { &*other },
+        Err(other) => Ok(unsafe { &*other }),
     }
 }
 
 /// Wake `waker` once the low half of the word `word` of `region` differs from `expected`
 /// (or within 50 ms in any case).
-pub(super) fn register(region: &Arc<Guarded>, word: usize, expected: u32, waker: &Waker) {
-    let r = reactor();
+///
+/// # Errors
+/// The reactor thread cannot be started.
+pub(super) fn register(region: &Arc<Guarded>, word: usize, expected: u32, waker: &Waker) -> Result<()> {
+    let r = reactor()?;
     {
         let mut pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending
@@ -99,6 +110,7 @@ pub(super) fn register(region: &Arc<Guarded>, word: usize, expected: u32, waker:
     }
     r.control.fetch_add(1, Ordering::SeqCst);
     sys::futex_wake(&r.control, 1);
+    Ok(())
 }
 
 fn run(r: &'static Reactor) {

@@ -242,7 +242,9 @@ impl Receiver {
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            super::reactor::register(&self.region, RX_EVENT, seq, cx.waker());
+            if let Err(e) = super::reactor::register(&self.region, RX_EVENT, seq, cx.waker()) {
+                return Poll::Ready(Err(e));
+            }
             return Poll::Pending;
         }
     }

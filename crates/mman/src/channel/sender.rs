@@ -220,7 +220,9 @@ impl Sender {
                 Ok(false) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            super::reactor::register(&self.region, self.lane.event, seq, cx.waker());
+            if let Err(e) = super::reactor::register(&self.region, self.lane.event, seq, cx.waker()) {
+                return Poll::Ready(Err(e));
+            }
             return Poll::Pending;
         }
     }

@@ -116,7 +116,9 @@ impl Subscriber {
             Ok(Look::NotYet(_)) => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
-        crate::channel::reactor::register(&self.region, PUB_EVENT, seq, cx.waker());
+        if let Err(e) = crate::channel::reactor::register(&self.region, PUB_EVENT, seq, cx.waker()) {
+            return Poll::Ready(Err(e));
+        }
         Poll::Pending
     }
 
