@@ -102,25 +102,61 @@ fn slot<T>(map: &Mapping, offset: usize, op: &'static str) -> Result<*mut T> {
 ///
 /// Adaptive: a waiter first spins briefly, so a hand-off from a peer running on another core
 /// costs about one cache-line transfer; then it sleeps in the kernel (a futex), burning no
-/// CPU while its peer is idle. Eight bytes, one atomic word; all-zero is a semaphore with
-/// count 0.
+/// CPU while its peer is idle. A post makes a system call only when a waiter may be asleep
+/// and none has been woken since (see [`Semaphore::post`]). Eight bytes, one atomic word;
+/// all-zero is a semaphore with count 0.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Semaphore {
-    /// The count in the low 32 bits (the futex word waiters sleep on), the number of
-    /// sleeping waiters in the high 32. One word: a post learns from its one atomic add
-    /// whether anyone sleeps, and a waiter's registration and a post are ordered on it.
+    /// The low 32 bits are the futex word waiters sleep on: the count in bits 0 to 30,
+    /// and bit 31, [`CONTENDED`]: a waiter may be asleep. Bits 32 to 62 count the waiters
+    /// that starve ([`STARVER`]); bit 63 is unused. One word: a post
+    /// learns from its one atomic add whether to wake anyone, and a waiter's announcement
+    /// and a post are ordered on it. The flag is in the futex word so that clearing it makes a waiter
+    /// about to sleep on the old value return and look again.
     state: AtomicU64,
 }
 
 // SAFETY: repr(C), one AtomicU64, no pointers; zero is count 0 with no sleepers. Garbage is
-// some count and some number of sleepers: at worst a spurious wake-up.
+// some count, maybe the contended flag, some number of starving waiters: at worst a
+// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY.
 unsafe impl ProcessShared for Semaphore {}
 
-/// One sleeper, in the high half of a semaphore's word.
-const SLEEPER: u64 = 1 << 32;
+/// "A waiter may be asleep": set by every waiter before it sleeps and by every waiter that
+/// takes a permit after sleeping (others may still sleep, as in std's futex mutex); cleared
+/// by the post that wakes one. While a woken waiter has not run yet, posts find the flag
+/// clear and make no system call: a running peer that takes and posts the same permit again
+/// and again (a philosopher's fork) pays for one wake-up per sleeper, not one per post.
+const CONTENDED: u64 = 1 << 31;
+
+/// One starving waiter, in bits 32 to 62: a waiter that has waited longer than
+/// [`PATIENCE`] counts itself here until it takes a permit or gives up. While any waiter
+/// starves, newcomers give way to sleepers (for at most [`GIVE_WAY`]). Without it, a peer
+/// that keeps posting and taking again can starve a sleeper for as long as it runs (the
+/// starvation mode of Go's `sync.Mutex`, for the same reason). Outside the futex word:
+/// changing it never needs to wake anyone.
+const STARVER: u64 = 1 << 32;
+
+fn starvers(state: u64) -> u32 {
+    (state >> 32) as u32 & 0x7FFF_FFFF
+}
+
+/// How long a waiter lets newcomers take permits before it counts as starving.
+const PATIENCE: Duration = Duration::from_millis(1);
+
+/// The longest a newcomer gives way to a starving waiter before it takes a permit that is
+/// there anyway.
+const GIVE_WAY: Duration = Duration::from_millis(1);
+
+/// The largest count, `SEM_VALUE_MAX` on Linux (`i32::MAX`).
+pub const SEMAPHORE_MAX: u32 = i32::MAX as u32;
 
 fn count(state: u64) -> u32 {
+    state as u32 & SEMAPHORE_MAX
+}
+
+/// The low 32 bits, as the kernel compares them in `futex_wait`.
+fn futex_value(state: u64) -> u32 {
     state as u32
 }
 
@@ -130,7 +166,11 @@ const SPIN: u32 = 200;
 
 impl Semaphore {
     /// A semaphore with `count` permits, to be written into shared memory before peers use it.
+    ///
+    /// # Panics
+    /// If `count` is above [`SEMAPHORE_MAX`] (as `sem_init` fails with `EINVAL`).
     pub const fn new(count: u32) -> Self {
+        assert!(count <= SEMAPHORE_MAX, "a semaphore counts to SEMAPHORE_MAX");
         Semaphore {
             state: AtomicU64::new(count as u64),
         }
@@ -141,37 +181,54 @@ impl Semaphore {
         count(self.state.load(Ordering::Relaxed))
     }
 
-    /// Release a permit, waking a sleeping waiter if there is one (`sem_post`).
+    /// Release a permit, waking a sleeping waiter if there may be one (`sem_post`).
     ///
     /// # Errors
-    /// Only on overflow (`u32::MAX` permits), like `sem_post`'s `EOVERFLOW`; the count is
-    /// then unchanged.
+    /// Only on overflow ([`SEMAPHORE_MAX`] permits), like `sem_post`'s `EOVERFLOW`; the
+    /// count is then unchanged.
+    #[inline]
     pub fn post(&self) -> Result<()> {
         // One atomic add, like glibc's sem_post (a compare-and-swap loop measured 20% fewer
         // meals in the contended dining philosophers). Release: what the poster wrote before
-        // is visible to the waiter that takes the permit (Acquire in try_wait). The sleeper
-        // count comes back from the same add: a waiter's registration and this add are
-        // ordered on the one word, so either we see the sleeper, or its futex_wait sees the
-        // new count and does not sleep.
+        // is visible to the waiter that takes the permit (Acquire where permits are taken).
+        // The flag comes back from the same add: a waiter's announcement and this add are
+        // ordered on the one word, so either we see the flag, or the waiter's futex_wait
+        // sees the new count and does not sleep.
         let before = self.state.fetch_add(1, Ordering::Release);
-        if count(before) == u32::MAX {
-            // The add carried into the sleeper half: undo it, and fail as sem_post does.
-            self.state.fetch_sub(1, Ordering::Relaxed);
-            return Err(
-                Error::os("sem_post", std::io::Error::from_raw_os_error(libc::EOVERFLOW))
-                    .with_addr(self as *const Self as usize, 8),
-            );
+        if count(before) == SEMAPHORE_MAX {
+            return self.overflowed();
         }
-        if before >= SLEEPER {
-            sys::futex_wake(&self.state, 1);
+        if before & CONTENDED != 0 {
+            self.wake_one();
         }
         Ok(())
     }
 
-    /// Take a permit if one is available now (`sem_trywait`).
+    #[cold]
+    fn overflowed(&self) -> Result<()> {
+        // The add carried into the flag (or past it): undo it, and fail as sem_post does.
+        self.state.fetch_sub(1, Ordering::Relaxed);
+        Err(
+            Error::os("sem_post", std::io::Error::from_raw_os_error(libc::EOVERFLOW))
+                .with_addr(self as *const Self as usize, 8),
+        )
+    }
+
+    /// Clear the flag and wake one sleeper. The woken waiter sets the flag again when it
+    /// takes a permit or goes back to sleep, so the sleepers left behind are woken by a
+    /// later post; posts made before it runs skip the system call.
+    #[cold]
+    fn wake_one(&self) {
+        self.state.fetch_and(!CONTENDED, Ordering::Relaxed);
+        sys::futex_wake(&self.state, 1);
+    }
+
+    /// Take a permit if one is available now (`sem_trywait`). While a waiter that has
+    /// waited long is being served first, a permit is left to it and this returns `false`.
+    #[inline]
     pub fn try_wait(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
-        while count(s) > 0 {
+        while count(s) > 0 && starvers(s) == 0 {
             // The low half is the count, and only it is decremented (it is > 0 here).
             match self
                 .state
@@ -185,6 +242,7 @@ impl Semaphore {
     }
 
     /// Take a permit, waiting as long as it takes (`sem_wait`).
+    #[inline]
     pub fn wait(&self) {
         if !self.try_wait() {
             self.wait_until(None);
@@ -193,6 +251,7 @@ impl Semaphore {
 
     /// Take a permit, waiting at most `timeout` (on the monotonic clock). Returns whether a
     /// permit was taken.
+    #[inline]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         // The uncontended path reads no clock.
         self.try_wait() || self.wait_until(Instant::now().checked_add(timeout))
@@ -202,29 +261,84 @@ impl Semaphore {
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         for _ in 0..SPIN {
             std::hint::spin_loop();
-            if count(self.state.load(Ordering::Relaxed)) > 0 && self.try_wait() {
+            let s = self.state.load(Ordering::Relaxed);
+            if starvers(s) != 0 {
+                break; // sleepers are served first: spinning would not get a permit
+            }
+            if count(s) > 0 && self.try_wait() {
                 return true;
             }
         }
-        // Register as a sleeper (wrapping: a peer's garbage cannot make this panic).
-        self.state.fetch_add(SLEEPER, Ordering::Relaxed);
+        let since = Instant::now();
+        let (mut slept, mut starving) = (false, false);
+        let mut s = self.state.load(Ordering::Relaxed);
         let got = loop {
-            if self.try_wait() {
-                break true;
+            // A waiter that has not slept yet gives way to starving ones (other than itself).
+            let give_way = !slept && starvers(s) > u32::from(starving);
+            if count(s) > 0 && !give_way {
+                // Take a permit and leave the flag set: other waiters may be asleep, and
+                // this waiter cannot tell (as std's futex mutex locks "contended" after a
+                // wait). The count is > 0, so only it is decremented; the starver count
+                // (wrapping: garbage cannot make it panic) loses this waiter.
+                let mut next = (s - 1) | CONTENDED;
+                if starving {
+                    next = next.wrapping_sub(STARVER);
+                }
+                match self
+                    .state
+                    .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        if count(s) > 1 {
+                            // Posts made while the flag was clear woke nobody; pass the
+                            // permits left on to a sleeper.
+                            sys::futex_wake(&self.state, 1);
+                        }
+                        return true;
+                    }
+                    Err(now) => {
+                        s = now;
+                        continue;
+                    }
+                }
             }
-            let left = match deadline {
+            if s & CONTENDED == 0 {
+                // Announce the sleep before checking the count the last time (in futex_wait).
+                s = self.state.fetch_or(CONTENDED, Ordering::Relaxed) | CONTENDED;
+                continue;
+            }
+            if !starving && since.elapsed() >= PATIENCE {
+                // Waited long enough: from now on newcomers give way to sleepers.
+                s = self
+                    .state
+                    .fetch_add(STARVER, Ordering::Relaxed)
+                    .wrapping_add(STARVER);
+                starving = true;
+                continue;
+            }
+            let mut left = match deadline {
                 None => None,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => break false,
                 },
             };
-            // Sleeps only while the count is still 0; a post in between makes it return.
-            if sys::futex_wait(&self.state, 0, left).is_err() {
+            if give_way {
+                // At most GIVE_WAY: a starver count a peer left behind (or wrote) cannot
+                // keep this waiter from a permit that is there.
+                left = Some(left.map_or(GIVE_WAY, |l| l.min(GIVE_WAY)));
+            }
+            // Sleeps only while the word is unchanged: a post in between, or a wake-up that
+            // cleared the flag, makes it return.
+            if sys::futex_wait(&self.state, futex_value(s), left).is_err() {
                 std::thread::yield_now();
             }
+            slept = true;
+            s = self.state.load(Ordering::Relaxed);
         };
-        self.state.fetch_sub(SLEEPER, Ordering::Relaxed);
+        if starving {
+            self.state.fetch_sub(STARVER, Ordering::Relaxed);
+        }
         got
     }
 }
@@ -264,9 +378,42 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(30));
         s.post().unwrap();
         assert!(s.wait_timeout(Duration::from_secs(5)));
-        let full = Semaphore::new(u32::MAX);
+        let full = Semaphore::new(SEMAPHORE_MAX);
         assert!(full.post().is_err());
-        assert_eq!(full.value(), u32::MAX);
+        assert_eq!(full.value(), SEMAPHORE_MAX);
+    }
+
+    /// Threads that take and post one permit as fast as they can (a philosopher's fork):
+    /// the post that finds the contended flag clears it and wakes one sleeper; a sleeper
+    /// about to sleep on the flagged value must see the clearing and look again. A lost
+    /// wake-up shows as a wait that times out while the permit sits there.
+    #[test]
+    fn barging_threads_never_lose_a_wakeup() {
+        let fork = Semaphore::new(1);
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let fork = &fork;
+                s.spawn(move || {
+                    for i in 0..30_000u32 {
+                        // A lost wake-up is noticed when the timeout ends the sleep: the
+                        // permit is then found, after far longer than anyone held it.
+                        let asked = Instant::now();
+                        assert!(fork.wait_timeout(Duration::from_secs(30)));
+                        assert!(asked.elapsed() < Duration::from_secs(2), "lost wake-up");
+                        // Hold the permit now and then past a waiter's spin, so waiters
+                        // sleep and posts find them.
+                        if (i + t) % 64 == 0 {
+                            let held = Instant::now();
+                            while held.elapsed() < Duration::from_micros(20) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        fork.post().unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(fork.value(), 1);
     }
 
     #[test]
