@@ -16,10 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A fork or a meal counter takes a cache line of its own, as in mman's table. */
+struct fork {
+    sem_t sem;
+    char pad[64 - sizeof(sem_t)];
+};
+
 struct table {
     atomic_int stop;
     char pad[60];
-    sem_t forks[];
+    struct fork forks[];
 };
 
 static double now(void) {
@@ -35,7 +41,7 @@ int main(int argc, char **argv) {
     }
     int n = atoi(argv[1]);
     double secs = atof(argv[2]);
-    size_t size = sizeof(struct table) + n * sizeof(sem_t) + n * sizeof(unsigned long);
+    size_t size = sizeof(struct table) + n * sizeof(struct fork) + n * 64;
     int fd = open(argv[3], O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || ftruncate(fd, size) != 0) {
         perror(argv[3]);
@@ -47,21 +53,21 @@ int main(int argc, char **argv) {
         return 1;
     }
     close(fd);
-    volatile unsigned long *meals = (unsigned long *)((char *)t + sizeof(struct table) + n * sizeof(sem_t));
+    volatile unsigned long *meals = (unsigned long *)((char *)t + sizeof(struct table) + n * sizeof(struct fork));
     for (int i = 0; i < n; i++)
-        sem_init(&t->forks[i], 1, 1);
+        sem_init(&t->forks[i].sem, 1, 1);
     pid_t *pids = calloc(n, sizeof(pid_t));
     double start = now();
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
         if (pid == 0) {
             int a = i, b = (i + 1) % n;
-            sem_t *first = &t->forks[a < b ? a : b], *second = &t->forks[a < b ? b : a];
+            sem_t *first = &t->forks[a < b ? a : b].sem, *second = &t->forks[a < b ? b : a].sem;
             unsigned long mine = 0;
             while (!atomic_load_explicit(&t->stop, memory_order_relaxed)) {
                 sem_wait(first);
                 sem_wait(second);
-                meals[i] = ++mine;
+                meals[8 * i] = ++mine;
                 sem_post(second);
                 sem_post(first);
             }
@@ -74,7 +80,7 @@ int main(int argc, char **argv) {
     double elapsed = now() - start;
     unsigned long total = 0, min = (unsigned long)-1, max = 0;
     for (int i = 0; i < n; i++) {
-        unsigned long m = meals[i];
+        unsigned long m = meals[8 * i];
         total += m;
         if (m < min) min = m;
         if (m > max) max = m;

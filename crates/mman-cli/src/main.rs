@@ -79,6 +79,8 @@ enum Command {
         n: usize,
         i: usize,
         meals: u64,
+        /// `fair` or `barging`.
+        mode: String,
     },
     /// Internal: the child processes the tour spawns.
     #[command(hide = true, name = "__tour-child")]
@@ -126,7 +128,13 @@ fn main() -> ExitCode {
         Command::Semaphore => report(share::semaphore()),
         Command::Philosophers(args) => report(philosophers::philosophers(args)),
         Command::Shm(cmd) => report(shm::shm(cmd)),
-        Command::Philosopher { file, n, i, meals } => report(philosophers::philosopher(file, n, i, meals)),
+        Command::Philosopher {
+            file,
+            n,
+            i,
+            meals,
+            mode,
+        } => report(philosophers::philosopher(file, n, i, meals, mode == "fair")),
     }
 }
 

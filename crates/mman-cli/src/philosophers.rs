@@ -25,13 +25,19 @@ pub struct PhilosophersArgs {
     /// when --meals is not given).
     #[arg(long, value_parser = crate::args::seconds)]
     seconds: Option<f64>,
+    /// A fair dinner: no philosopher starts a meal while it is more than 64 meals ahead
+    /// of a neighbour (it yields the processor instead), so every philosopher eats about
+    /// as often as every other, at the price of the meals the ones ahead forgo.
+    #[arg(long)]
+    fair: bool,
     /// The file holding the forks (semaphores), mapped MAP_SHARED by every philosopher.
     /// Default: a temporary file, removed at the end.
     #[arg(long)]
     file: Option<PathBuf>,
 }
 
-/// The table in the shared file: a stop flag, then N forks, then N meal counters.
+/// The table in the shared file: a stop flag and the table's mark, then N forks, then N meal
+/// counters, each on a cache line of its own.
 struct Table {
     map: Mapping,
     n: usize,
@@ -42,12 +48,16 @@ const STOP_AT: usize = 0;
 const MAGIC_AT: usize = 8;
 const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
 const FORKS_AT: usize = 64;
-/// The bytes of one fork (a `Semaphore`).
-const FORK: usize = std::mem::size_of::<Semaphore>();
+/// The bytes of one fork (a `Semaphore`) and of one meal counter: a cache line each, so a
+/// philosopher's fork or counter never shares a line with another's (false sharing would
+/// make two philosophers on two cores slow each other down when they touch nothing in
+/// common).
+const LINE: usize = 64;
+const FORK: usize = LINE;
 
 impl Table {
     fn size(n: usize) -> usize {
-        FORKS_AT + n * FORK + n * 8
+        FORKS_AT + n * FORK + n * LINE
     }
     fn open(path: &std::path::Path, n: usize) -> Result<Table> {
         let map = MapOptions::new()
@@ -64,7 +74,7 @@ impl Table {
         Ok(place(&self.map, FORKS_AT + FORK * (i % self.n))?)
     }
     fn meals(&self, i: usize) -> Result<&AtomicU64> {
-        Ok(self.map.atomic_u64(FORKS_AT + FORK * self.n + 8 * i)?)
+        Ok(self.map.atomic_u64(FORKS_AT + FORK * self.n + LINE * i)?)
     }
 }
 
@@ -153,7 +163,8 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             .arg(&path)
             .arg(n.to_string())
             .arg(i.to_string())
-            .arg(args.meals.unwrap_or(0).to_string());
+            .arg(args.meals.unwrap_or(0).to_string())
+            .arg(if args.fair { "fair" } else { "barging" });
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
         // when the parent dies, so no philosopher outlives the dinner.
         unsafe {
@@ -178,11 +189,21 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         (Some(_), _) => None,
         (None, s) => Some(start + Duration::from_secs_f64(s.unwrap_or(2.0).max(0.0))),
     };
+    let read_meals = || -> Result<Vec<u64>> {
+        (0..n)
+            .map(|i| table.meals(i).map(|m| m.load(Ordering::SeqCst)))
+            .collect()
+    };
+    // A timed dinner is measured when the stop flag goes up (as the C baseline does): the
+    // time to start the processes counts, the time they take to notice the flag and exit
+    // does not.
+    let mut at_stop: Option<(f64, Vec<u64>)> = None;
     let mut died = None;
     let mut left = n;
     while left > 0 {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if at_stop.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
             table.stop()?.store(1, Ordering::SeqCst);
+            at_stop = Some((start.elapsed().as_secs_f64(), read_meals()?));
         }
         for (i, slot) in children.iter_mut().enumerate() {
             let Some(child) = slot else { continue };
@@ -202,9 +223,12 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             reap_all(&mut children);
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let tick = Duration::from_millis(20);
+        let until_stop = deadline
+            .filter(|_| at_stop.is_none())
+            .map_or(tick, |d| d.saturating_duration_since(Instant::now()));
+        std::thread::sleep(tick.min(until_stop));
     }
-    let secs = start.elapsed().as_secs_f64();
     if let Some((i, pid, status)) = died {
         let how = match status.signal() {
             Some(sig) => format!("was killed by signal {sig}"),
@@ -212,9 +236,10 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         };
         bail!("philosophers: philosopher {i} (pid {pid}) {how}; the dinner was stopped and every other philosopher ended");
     }
-    let meals: Vec<u64> = (0..n)
-        .map(|i| table.meals(i).map(|m| m.load(Ordering::SeqCst)))
-        .collect::<Result<_>>()?;
+    let (secs, meals) = match at_stop {
+        Some(measured) => measured,
+        None => (start.elapsed().as_secs_f64(), read_meals()?),
+    };
     let total: u64 = meals.iter().sum();
     let (min, max) = (
         meals.iter().copied().min().unwrap_or(0),
@@ -242,25 +267,33 @@ fn reap_all(children: &mut [Option<Child>]) {
     }
 }
 
+/// How many meals a philosopher of a fair dinner may be ahead of a neighbour.
+const FAIR_LEAD: u64 = 64;
+
 /// One philosopher (a hidden subcommand run by `mman philosophers`): think, take the lower-
 /// numbered fork then the higher one (a global order: no cycle, so no deadlock), eat,
 /// put both back; until the meals are eaten or the stop flag is up.
-pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64) -> Result<()> {
+pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, fair: bool) -> Result<()> {
     let table = Table::open(&path, n)?;
     let (a, b) = (i, (i + 1) % n);
     let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
     let stop = table.stop()?;
     let eaten = table.meals(i)?;
-    let tick = Duration::from_millis(50);
+    let (left, right) = (table.meals((i + n - 1) % n)?, table.meals((i + 1) % n)?);
     let mut mine = 0u64;
-    while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
-        if !first.wait_timeout(tick) {
-            continue;
+    'dinner: while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
+        // A fair dinner: the philosopher with the fewest meals is never held back, so
+        // someone always eats.
+        while fair && mine >= FAIR_LEAD + left.load(Ordering::Relaxed).min(right.load(Ordering::Relaxed)) {
+            if stop.load(Ordering::Relaxed) != 0 {
+                break 'dinner;
+            }
+            std::thread::yield_now();
         }
-        if !second.wait_timeout(tick) {
-            first.post()?;
-            continue;
-        }
+        // No timeout: the holder of a fork always puts it back (a philosopher that dies
+        // holding one is noticed by the parent, which ends every philosopher).
+        first.wait();
+        second.wait();
         mine += 1;
         eaten.store(mine, Ordering::Relaxed);
         second.post()?;

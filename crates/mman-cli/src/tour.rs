@@ -494,7 +494,13 @@ fn philosophers(t: &Tour) -> Result<()> {
         outln!(
             "that rules out deadlock, not starvation: the hungriest ate {f:.2} of what the best-fed did. Semaphores"
         )?;
-        outln!("promise no order, and a philosopher still running takes its forks back before a sleeping neighbour wakes.")?;
+        outln!("promise no order: a philosopher still running takes its forks back before a sleeping neighbour wakes (for up to a millisecond).")?;
+    }
+    let fair = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5", "--fair"])?;
+    let fair = String::from_utf8_lossy(&fair.stdout);
+    outln!("the same dinner with --fair (nobody starts a meal more than 64 ahead of a neighbour):")?;
+    if let Some(summary) = fair.lines().last() {
+        outln!("  {summary}")?;
     }
     Ok(())
 }

@@ -55,6 +55,36 @@ fn every_philosopher_eats_exactly_the_meals() {
     }
 }
 
+/// A timed fair dinner: every philosopher within 10% of the mean (the promise),
+/// however the scheduler treats the processes; a meal count of 0 would fail too.
+#[test]
+fn a_fair_dinner_feeds_every_philosopher_alike() {
+    for n in [2usize, 5, 16] {
+        let o = mman(&["philosophers", "-n", &n.to_string(), "--seconds", "0.5", "--fair"]);
+        assert!(o.status.success(), "n={n}: {o:?}");
+        let out = stdout(&o);
+        let meals: Vec<u64> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("philosopher "))
+            .map(|l| {
+                let count = l.rsplit(": ").next().unwrap();
+                count.trim_end_matches(" meals").parse().unwrap()
+            })
+            .collect();
+        assert_eq!(meals.len(), n, "{out}");
+        let mean = meals.iter().sum::<u64>() as f64 / n as f64;
+        assert!(mean >= 1000.0, "n={n}: too few meals to judge: {out}");
+        for m in &meals {
+            let off = (*m as f64 - mean).abs() / mean;
+            assert!(
+                off <= 0.10,
+                "n={n}: {m} meals is {:.0}% off the mean {mean:.0}: {out}",
+                off * 100.0
+            );
+        }
+    }
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     let mut kids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
