@@ -1,0 +1,383 @@
+//! `Durable<T>`: a value changed only by transactions that are never torn (see the module
+//! docs of `persist`), its `Writer`, and the write+fdatasync baseline.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::format::{commit_slot, header_crc, newest_valid, Header, Layout, Storage, MAGIC, VERSION};
+use super::{create_atomically, page};
+use crate::error::{Error, ErrorKind, Result};
+use crate::map::{FlushMode, MapOptions, Mapping};
+use crate::sys;
+
+/// How a [`Durable`] commit is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// `msync(MS_SYNC)` of the new copy's pages before returning: survives a power loss.
+    Durable,
+    /// No sync: survives the process being killed at any instant (the page cache keeps what
+    /// was written), not a power loss. Much faster.
+    ProcessCrashSafe,
+}
+
+/// The real file. Process-crash-safe commits of small values write through the mapping (no
+/// system call: an 8-byte commit costs nanoseconds). Large values, and every write of a durable
+/// commit (the third field), go through `pwrite`: the kernel's copy is vectorised where the
+/// mapping's atomic 8-byte stores are not, and no page is dirtied through a write fault (with
+/// writes through the mapping, a 1 MiB durable commit measured 1.35 ms against 0.82 ms when
+/// other files were being written between commits; a write fault on ext4 probably ties the
+/// sync to the running journal transaction). Both land in the same page cache the mapping
+/// shows.
+struct MapStorage<'a>(&'a Mapping, &'a File, bool);
+
+/// From this size on, `pwrite`/`pread` beat the atomic copies to and from the mapping.
+const PWRITE_FROM: usize = 64 << 10;
+
+impl Storage for MapStorage<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if self.2 || data.len() >= PWRITE_FROM {
+            return std::os::unix::fs::FileExt::write_all_at(self.1, data, offset)
+                .map_err(|e| Error::os("pwrite", e).with_range(offset, Some(data.len())));
+        }
+        self.0.write_at(offset as usize, data)
+    }
+    fn sync(&mut self, offset: u64, len: u64) -> Result<()> {
+        let a = offset as usize;
+        self.0
+            .flush(a..(a + len as usize).min(self.0.len()), FlushMode::Sync)
+    }
+}
+
+/// A `T` changed only by transactions that are never torn (see the [module docs](super)).
+pub struct Durable<T: bytemuck::Pod> {
+    map: Mapping,
+    file: File,
+    layout: Layout,
+    path: PathBuf,
+    _t: PhantomData<T>,
+}
+
+impl<T: bytemuck::Pod> std::fmt::Debug for Durable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("path", &self.path)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+impl<T: bytemuck::Pod> Durable<T> {
+    /// The layout of a durable file for `T`.
+    pub(crate) fn layout() -> Layout {
+        Layout::new(
+            std::mem::size_of::<T>() as u64,
+            std::mem::align_of::<T>() as u64,
+            page(),
+        )
+    }
+
+    /// Open the durable `T` at `path`, checking it is one (magic, version, size and
+    /// alignment of `T`, the caller's 8-byte type `tag`); create it (mode 0600, atomically)
+    /// holding `initial` if it does not exist.
+    pub fn open(path: impl AsRef<Path>, tag: [u8; 8], initial: T) -> Result<Self> {
+        Self::open_with(path.as_ref(), tag, initial, 0o600)
+    }
+
+    /// [`open`](Self::open) with the mode for a new file.
+    pub fn open_with(path: &Path, tag: [u8; 8], initial: T, mode: u32) -> Result<Self> {
+        let layout = Self::layout();
+        if !path.exists() {
+            create_atomically(path, &Self::image(&layout, tag, &initial), mode)?;
+        }
+        Self::open_existing(path, tag)
+    }
+
+    fn image(layout: &Layout, tag: [u8; 8], initial: &T) -> Vec<u8> {
+        let mut img = vec![0u8; layout.file_len() as usize];
+        let mut h = Header {
+            magic: MAGIC,
+            version: VERSION,
+            align: std::mem::align_of::<T>() as u32,
+            size: layout.size,
+            tag,
+            stride: layout.stride,
+            created_seq: 1,
+            crc: 0,
+            _pad: [0; 12],
+        };
+        h.crc = header_crc(&h);
+        img[..64].copy_from_slice(bytemuck::bytes_of(&h));
+        struct Img<'a>(&'a mut Vec<u8>);
+        impl Storage for Img<'_> {
+            fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
+                self.0[off as usize..off as usize + data.len()].copy_from_slice(data);
+                Ok(())
+            }
+            fn sync(&mut self, _: u64, _: u64) -> Result<()> {
+                Ok(())
+            }
+        }
+        // Slot 0 holds the initial value with sequence 1; slot 1 stays invalid (seq 0).
+        let _ = commit_slot(
+            &mut Img(&mut img),
+            layout,
+            0,
+            1,
+            bytemuck::bytes_of(initial),
+            Commit::ProcessCrashSafe,
+        );
+        img
+    }
+
+    /// Open an existing durable file, with every check and no creation.
+    ///
+    /// # Errors
+    /// The file cannot be opened for reading and writing, or is not a durable variable of
+    /// this type (magic, version, tag, size, checksums).
+    pub fn open_existing(path: &Path, tag: [u8; 8]) -> Result<Self> {
+        Self::open_checked(path, tag, true)
+    }
+
+    /// Open an existing durable file for reading only: it is opened and mapped read-only,
+    /// so a read-only file can be read and nothing is ever written. [`read`](Self::read)
+    /// works; [`writer`](Self::writer) and [`update`](Self::update) fail.
+    ///
+    /// # Errors
+    /// As [`open_existing`](Self::open_existing), with read access only.
+    pub fn open_read_only(path: &Path, tag: [u8; 8]) -> Result<Self> {
+        Self::open_checked(path, tag, false)
+    }
+
+    fn open_checked(path: &Path, tag: [u8; 8], write: bool) -> Result<Self> {
+        let layout = Self::layout();
+        let bad = |why: String| {
+            Error::new(ErrorKind::InvalidInput, "open durable", why)
+                .with_path(Some(path))
+                .with_hint("not a durable variable of this type; remove it to start afresh")
+        };
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; it is
+        // refused below as not a regular file. (No effect on regular files.)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::new(
+                ErrorKind::NotMappable,
+                "open durable",
+                "not a regular file: a durable variable is a regular file",
+            )
+            .with_path(Some(path)));
+        }
+        let len = meta.len();
+        if len < 64 {
+            return Err(bad(format!("{len} bytes: too short for a header")));
+        }
+        let mut raw = [0u8; 64];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, 0)
+            .map_err(|e| Error::os("read", e).with_path(Some(path)))?;
+        let h: Header = bytemuck::pod_read_unaligned(&raw);
+        if h.magic != MAGIC {
+            return Err(bad("no mman durable header (wrong magic)".into()));
+        }
+        if h.crc != header_crc(&h) {
+            return Err(bad("the header is corrupted (checksum mismatch)".into()));
+        }
+        if h.version != VERSION {
+            return Err(bad(format!(
+                "format version {}, this mman reads {VERSION}",
+                h.version
+            )));
+        }
+        if h.tag != tag {
+            return Err(bad(format!(
+                "type tag {:?}, expected {:?}",
+                String::from_utf8_lossy(&h.tag),
+                String::from_utf8_lossy(&tag)
+            )));
+        }
+        if h.size != layout.size
+            || h.align as u64 != std::mem::align_of::<T>() as u64
+            || h.stride != layout.stride
+        {
+            return Err(bad(format!(
+                "holds a {}-byte value aligned to {}, this type is {} bytes aligned to {}",
+                h.size,
+                h.align,
+                layout.size,
+                std::mem::align_of::<T>()
+            )));
+        }
+        if len < layout.file_len() {
+            return Err(bad(format!(
+                "{len} bytes, truncated: the layout needs {}",
+                layout.file_len()
+            )));
+        }
+        let mut options = MapOptions::new();
+        if write {
+            options.read_write();
+        }
+        let map = options
+            .shared()
+            .len(layout.file_len() as usize)
+            .map(&file)
+            .map_err(|e| e.with_path(Some(path)))?;
+        let d = Durable {
+            map,
+            file,
+            layout,
+            path: path.to_path_buf(),
+            _t: PhantomData,
+        };
+        d.current().map_err(|e| e.with_path(Some(path)))?;
+        Ok(d)
+    }
+
+    fn current(&self) -> Result<(T, u64, u64)> {
+        let mut v = T::zeroed();
+        // A writer may overwrite the copy being read: its checksum then fails and the other
+        // (newer) copy is taken. Retry a few times for a reader racing many commits.
+        for _ in 0..64 {
+            let r = newest_valid(
+                &self.layout,
+                |off, buf| {
+                    if buf.len() >= PWRITE_FROM {
+                        // Large copies by the kernel: vectorised, unlike atomic loads.
+                        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
+                            .map_err(|e| Error::os("pread", e).with_path(Some(&self.path)))
+                    } else {
+                        self.map.read_at(off as usize, buf)
+                    }
+                },
+                bytemuck::bytes_of_mut(&mut v),
+            )?;
+            if let Some((slot, seq)) = r {
+                return Ok((v, slot, seq));
+            }
+            std::thread::yield_now();
+        }
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            "read durable",
+            "both copies are corrupted (checksums fail)",
+        )
+        .with_path(Some(&self.path))
+        .with_hint("the file was damaged outside mman's protocol"))
+    }
+
+    /// The current value: the newest copy whose checksum holds. Never blocks a writer.
+    pub fn read(&self) -> Result<T> {
+        Ok(self.current()?.0)
+    }
+
+    /// Change the value in one transaction: lock out other writers (`flock`), read the
+    /// newest value, apply `f`, commit it to the inactive copy, unlock. A writer that dies
+    /// mid-way leaves the previous value, and its lock dies with it.
+    pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<T> {
+        let mut w = self.writer()?;
+        w.update(mode, f).copied()
+    }
+
+    /// Hold the writer lock for many transactions (no lock system calls per commit).
+    pub fn writer(&mut self) -> Result<Writer<'_, T>> {
+        sys::persist::lock_exclusive(self.file.as_fd(), true)
+            .map_err(|e| Error::os("flock", e).with_path(Some(&self.path)))?;
+        match self.current() {
+            Ok((value, slot, seq)) => Ok(Writer {
+                d: self,
+                value,
+                slot,
+                seq,
+                stale: false,
+            }),
+            Err(e) => {
+                let _ = sys::persist::unlock(self.file.as_fd());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Holds a [`Durable`]'s writer lock; commits without further lock calls. Unlocks on drop.
+pub struct Writer<'a, T: bytemuck::Pod> {
+    d: &'a mut Durable<T>,
+    value: T,
+    slot: u64,
+    seq: u64,
+    /// The in-memory value may be ahead of the file (a failed commit, a panic in `f`).
+    stale: bool,
+}
+
+impl<T: bytemuck::Pod> Writer<'_, T> {
+    /// The value as of the last commit.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+    /// One transaction: apply `f` to the value and commit it; returns the new value.
+    ///
+    /// `f` works on the writer's own copy, in place (no copy of `T` per commit, which
+    /// matters for large `T`). If the commit fails, or `f` panicked in an earlier call, the
+    /// copy is reloaded from the file before anything else is committed.
+    pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<&T> {
+        if self.stale {
+            self.reload()?;
+        }
+        self.stale = true;
+        f(&mut self.value);
+        let slot = 1 - self.slot;
+        let seq = self.seq + 1;
+        let r = commit_slot(
+            &mut MapStorage(&self.d.map, &self.d.file, mode == Commit::Durable),
+            &self.d.layout,
+            slot,
+            seq,
+            bytemuck::bytes_of(&self.value),
+            mode,
+        );
+        if let Err(e) = r {
+            // Best effort now; `stale` makes the next call retry.
+            let _ = self.reload();
+            return Err(match e.path() {
+                Some(_) => e,
+                None => e.with_path(Some(&self.d.path)),
+            });
+        }
+        self.slot = slot;
+        self.seq = seq;
+        self.stale = false;
+        Ok(&self.value)
+    }
+
+    /// Replace the in-memory copy with the newest valid one in the file.
+    fn reload(&mut self) -> Result<()> {
+        let (value, slot, seq) = self.d.current()?;
+        self.value = value;
+        self.slot = slot;
+        self.seq = seq;
+        self.stale = false;
+        Ok(())
+    }
+}
+
+impl<T: bytemuck::Pod> Drop for Writer<'_, T> {
+    fn drop(&mut self) {
+        let _ = sys::persist::unlock(self.d.file.as_fd());
+    }
+}
+
+/// `write()` then `fdatasync()` of `data` at offset 0 of `file`: the baseline durable
+/// commits are compared with.
+pub fn write_and_fdatasync(file: &File, data: &[u8]) -> Result<()> {
+    let named = |e: Error| e.with_path(sys::fd_path(file.as_fd()).as_deref());
+    std::os::unix::fs::FileExt::write_all_at(file, data, 0).map_err(|e| named(Error::os("pwrite", e)))?;
+    sys::persist::fdatasync(file.as_fd()).map_err(|e| named(Error::os("fdatasync", e)))
+}

@@ -1,0 +1,203 @@
+//! `Persistent<T>`: a value whose bytes are a file, read and written by copy; and the
+//! notes' MAP_FIXED form, `persist_fixed`.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::{create_atomically, open_locked, page};
+use crate::error::{Error, ErrorKind, Result};
+use crate::map::{FlushMode, MapOptions, Mapping};
+
+/// A `T` whose bytes are a file (see the [module docs](super)).
+pub struct Persistent<T: bytemuck::Pod> {
+    map: Mapping,
+    _lock: File,
+    _t: PhantomData<T>,
+}
+
+impl<T: bytemuck::Pod> std::fmt::Debug for Persistent<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistent")
+            .field("path", &self.map.path())
+            .finish()
+    }
+}
+
+impl<T: bytemuck::Pod> Persistent<T> {
+    /// Open `path`, creating it zero-filled (mode 0600) if missing; fail at once if another
+    /// handle holds it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), 0o600, false)
+    }
+
+    /// [`open`](Self::open), waiting for another holder to let go.
+    pub fn open_wait(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), 0o600, true)
+    }
+
+    /// [`open`](Self::open) with the mode for a new file, and whether to wait for the lock.
+    pub fn open_with(path: &Path, mode: u32, wait: bool) -> Result<Self> {
+        let size = std::mem::size_of::<T>().max(1) as u64;
+        if std::mem::align_of::<T>() as u64 > page() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "persist",
+                "the type is aligned beyond a page",
+            )
+            .with_path(Some(path)));
+        }
+        let file_len = size.next_multiple_of(page());
+        if !path.exists() {
+            create_atomically(path, &vec![0u8; file_len as usize], mode)?;
+        }
+        let f = open_locked(path, wait)?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?
+            .len();
+        if len < size {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "persist",
+                format!("the file has {len} bytes; the value needs {size}"),
+            )
+            .with_path(Some(path))
+            .with_hint("it was made for another type, or truncated; remove it to start afresh"));
+        }
+        let map = MapOptions::new()
+            .read_write()
+            .shared()
+            .len(size as usize)
+            .map(&f)
+            .map_err(|e| e.with_path(Some(path)))?;
+        Ok(Persistent {
+            map,
+            _lock: f,
+            _t: PhantomData,
+        })
+    }
+
+    /// Make the value durable: `msync(MS_SYNC)` of its pages.
+    ///
+    /// # Errors
+    /// `msync` fails, or the file is now shorter than the value
+    /// ([`ErrorKind::Truncated`]): writes past its end were lost.
+    pub fn flush(&self) -> Result<()> {
+        self.map.flush(.., FlushMode::Sync)?;
+        // The file measured too (one fstat): a truncation inside the value's page raises no
+        // fault, and what was written past the new end is lost.
+        self.verify()
+    }
+
+    /// The value, by copy (aligned 8-byte atomic loads: a concurrent writer elsewhere yields
+    /// some mix of old and new words, never undefined behaviour).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] when the file shrank and a vanished page was touched. A
+    /// truncation that ends inside the value's last page reads as zeros there without a
+    /// fault; [`flush`](Self::flush) and [`verify`](Self::verify) measure the file and
+    /// report it.
+    pub fn get(&self) -> Result<T> {
+        self.map.load(0)
+    }
+
+    /// Replace the value, by copy.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn set(&self, value: &T) -> Result<()> {
+        self.map.store(0, value)
+    }
+
+    /// Copy the value out, let `f` change the copy, write it back; returns what `f`
+    /// returns. Another process writing the file at the same time can interleave with
+    /// this; cooperating mman handles are kept apart by the handle's `flock`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); `f` is not called if the value cannot be read.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let mut v = self.get()?;
+        let r = f(&mut v);
+        self.set(&v)?;
+        Ok(r)
+    }
+
+    /// Check that the file still holds the whole value (one `fstat`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] with the sizes.
+    pub fn verify(&self) -> Result<()> {
+        self.map.verify_file_size()
+    }
+
+    /// The value in place, as a reference: no copy.
+    ///
+    /// # Safety
+    /// While the reference lives, nobody may write or truncate the file: no other process,
+    /// no `std::fs` call or other mapping in this one, no other handle. (The handle's
+    /// `flock` keeps out only those who ask for it.)
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub unsafe fn as_ref(&self) -> Result<&T> {
+        // SAFETY: the caller vouches nobody changes the bytes while the reference lives.
+        let bytes = unsafe { self.map.as_slice() }?;
+        // SAFETY: the mapping is page-aligned (T's alignment is at most a page, checked at
+        // open) and at least size_of::<T>() bytes long; T is Pod, so any bytes are a T.
+        Ok(unsafe { &*bytes.as_ptr().cast::<T>() })
+    }
+
+    /// The value in place, as a mutable reference: no copy.
+    ///
+    /// # Safety
+    /// As [`as_ref`](Self::as_ref), and nobody else may read the file either while the
+    /// reference lives.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub unsafe fn as_mut(&mut self) -> Result<&mut T> {
+        // SAFETY: forwarded from the caller's contract.
+        let bytes = unsafe { self.map.as_mut_slice() }?;
+        // SAFETY: as in as_ref; the slice is unique for the borrow of `self`.
+        Ok(unsafe { &mut *bytes.as_mut_ptr().cast::<T>() })
+    }
+}
+
+/// The course notes' `persist()`: map `path` MAP_SHARED | MAP_FIXED over `len` bytes at
+/// `addr`, so the variable there *becomes* the file's contents (created zero-filled if
+/// missing, grown to `len`). Returns the mapping; keep it (or `forget` it) for as long as the
+/// variable is used.
+///
+/// # Safety
+/// `addr` must be page-aligned, `len` a multiple of the page size, and `addr..addr + len`
+/// memory the caller owns that nothing else uses: whatever was there is replaced without
+/// asking (a page-aligned `static mut` array, as in the notes, qualifies when no reference
+/// to it lives across this call). Another process writing the file changes the variable
+/// under any reference to it.
+pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -> Result<Mapping> {
+    let path = path.as_ref();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
+    if f.metadata().map(|m| m.len()).unwrap_or(0) < len as u64 {
+        f.set_len(len as u64)
+            .map_err(|e| Error::os("ftruncate", e).with_path(Some(path)))?;
+    }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        MapOptions::new()
+            .read_write()
+            .shared()
+            .len(len)
+            .map_fixed_replace(addr as usize, Some(f.as_fd()))
+    }
+    .map_err(|e| e.with_path(Some(path)))
+}
