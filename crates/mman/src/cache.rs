@@ -58,21 +58,3 @@ pub use walk::{walk, Visit, WalkFilter, WalkOptions, WalkTotals};
 use file::UNKNOWN_REASON;
 use view::{count, missing_runs, View};
 use walk::{file_id, open_at, open_error};
-
-/// A size for people: `10M`, `4.0K`, `1.5G`, as vmtouch prints them.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}")
-    } else if v < 10.0 && v.fract() != 0.0 {
-        format!("{v:.1}{}", UNITS[i])
-    } else {
-        format!("{v:.0}{}", UNITS[i])
-    }
-}

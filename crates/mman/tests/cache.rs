@@ -198,13 +198,19 @@ fn lock_limits_name_the_need_and_the_fix() {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
         .unwrap();
-    if cap_eff & (1 << 14) == 0 && soft.is_some() {
+    if let (0, Some(soft)) = (cap_eff & (1 << 14), soft) {
         let e = e.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ResourceLimit);
         assert!(
             e.to_string().contains("RLIMIT_MEMLOCK") && e.to_string().contains("ulimit -l"),
             "{e}"
         );
+        let exact = format!(
+            "locking needs {} bytes but RLIMIT_MEMLOCK allows {} bytes",
+            u64::MAX / 2,
+            soft
+        );
+        assert!(e.to_string().contains(&exact), "{e}");
     } else {
         e.unwrap();
     }

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use mman::cache::{self, CachedFile, Visit};
 
 use super::holder::{block_stop_signals, daemonize, detach_stdio, PidFile};
-use super::output::report_skip;
+use super::output::{human, report_skip};
 use super::{prepare, WalkArgs};
 
 /// `mman cache lock`: lock every file, then wait for SIGTERM or SIGINT.
@@ -75,7 +75,7 @@ fn lock_and_hold(
         totals.files,
         totals.directories,
         locked,
-        cache::human(locked * ps),
+        human(locked * ps),
     );
     if skipped > 0 {
         summary += &format!("         Skipped: {skipped} (reported above)\n");

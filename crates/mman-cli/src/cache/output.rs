@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use mman::cache::{self, CachedFile, PageRange, WalkTotals};
+use mman::cache::{CachedFile, PageRange, WalkTotals};
 use serde::Serialize;
 
 use super::jobs::{Job, Sums};
@@ -64,6 +64,25 @@ pub(super) fn report_skip(e: &mman::Error, pb: Option<&indicatif::ProgressBar>) 
 }
 
 const BAR: usize = 60;
+
+/// A size for people, as vmtouch prints them: `512`, `4K`, `1.5M`, `10G` (one decimal
+/// below 10 units when it is not whole).
+pub(super) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}")
+    } else if v < 10.0 && v.fract() != 0.0 {
+        format!("{v:.1}{}", UNITS[i])
+    } else {
+        format!("{v:.0}{}", UNITS[i])
+    }
+}
 
 /// The residency of `range` as a bar of [`BAR`] cells: ' ' none, 'o' some, 'O' all.
 pub(super) fn bar(f: &CachedFile, range: PageRange) -> Option<String> {
@@ -139,26 +158,16 @@ pub(super) fn summary(
                 "  Resident Pages: {}/{}  {}/{}  {:.3}%",
                 s.resident,
                 known,
-                cache::human(s.resident * ps),
-                cache::human(known * ps),
+                human(s.resident * ps),
+                human(known * ps),
                 pct
             )?,
             Job::Touch => {
-                writeln!(
-                    out,
-                    "   Touched Pages: {} ({})",
-                    s.touched,
-                    cache::human(s.touched * ps)
-                )?;
+                writeln!(out, "   Touched Pages: {} ({})", s.touched, human(s.touched * ps))?;
                 writeln!(out, "  Resident Pages: {}/{}  {:.3}%", s.resident, known, pct)?;
             }
             Job::Evict { .. } => {
-                writeln!(
-                    out,
-                    "   Evicted Pages: {} ({})",
-                    s.evicted,
-                    cache::human(s.evicted * ps)
-                )?;
+                writeln!(out, "   Evicted Pages: {} ({})", s.evicted, human(s.evicted * ps))?;
                 writeln!(
                     out,
                     "    Stayed Pages: {} (dirty {}, under writeback {}{})",
@@ -225,4 +234,20 @@ pub(super) fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBa
         None => outln!("{line}")?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn human_sizes_read_as_vmtouch_prints_them() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(4096), "4K");
+        assert_eq!(human(1536), "1.5K");
+        assert_eq!(human(10 << 20), "10M");
+        assert_eq!(human(15 << 29), "7.5G");
+        assert_eq!(human(3 << 50), "3072T");
+    }
 }
