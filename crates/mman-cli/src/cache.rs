@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use mman::cache::{self, PageRange, WalkOptions};
+use mman::cache::{self, DirtyPages, PageRange, WalkOptions};
 
 mod holder;
 mod jobs;
@@ -96,7 +96,14 @@ pub fn run(cmd: CacheCommand) -> Result<std::process::ExitCode> {
     match cmd {
         CacheCommand::Status(w) => walk_job(w, Job::Status),
         CacheCommand::Touch(w) => walk_job(w, Job::Touch),
-        CacheCommand::Evict { walk, flush } => walk_job(walk, Job::Evict { flush }),
+        CacheCommand::Evict { walk, flush } => {
+            let dirty = if flush {
+                DirtyPages::WriteBackFirst
+            } else {
+                DirtyPages::Stay
+            };
+            walk_job(walk, Job::Evict { dirty })
+        }
         CacheCommand::Lock {
             walk,
             daemon,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
-use mman::cache::{self, Visit};
+use mman::cache::{self, DirtyPages, Visit};
 
 use super::output::{bar, print_entry, progress, report_skip, summary, Entry};
 use super::{prepare, WalkArgs};
@@ -31,7 +31,7 @@ pub(super) struct Sums {
 pub(super) enum Job {
     Status,
     Touch,
-    Evict { flush: bool },
+    Evict { dirty: DirtyPages },
 }
 
 /// `mman cache status|touch|evict`: do `job` on every file of the walk and print the summary;
@@ -68,7 +68,7 @@ pub(super) fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> 
                 entry.touched_pages = Some(t.touched);
                 t.after
             }),
-            Job::Evict { flush } => f.evict(range, flush).map(|e| {
+            Job::Evict { dirty } => f.evict(range, dirty).map(|e| {
                 entry.evicted_pages = e.evicted();
                 entry.stayed_pages = e.after.resident;
                 e.after

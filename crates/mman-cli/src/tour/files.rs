@@ -43,7 +43,7 @@ pub(super) fn persistence(t: &Tour) -> Result<()> {
 }
 
 pub(super) fn page_cache(t: &Tour) -> Result<()> {
-    use mman::cache::{CachedFile, PageRange};
+    use mman::cache::{CachedFile, DirtyPages, PageRange};
     let path = t.path("cached");
     std::fs::write(&path, vec![42u8; 8 << 20])?;
     let f = CachedFile::open(&path)?;
@@ -72,7 +72,7 @@ pub(super) fn page_cache(t: &Tour) -> Result<()> {
     };
     outln!("an 8 MiB file, just written: its pages sit in the page cache (cachestat(2) counts them)")?;
     show("after writing")?;
-    f.evict(PageRange::ALL, true)?;
+    f.evict(PageRange::ALL, DirtyPages::WriteBackFirst)?;
     show("after fdatasync + POSIX_FADV_DONTNEED")?;
     f.touch(PageRange::bytes(0, Some(2 << 20)))?;
     show("after touching the first 2 MiB")?;
