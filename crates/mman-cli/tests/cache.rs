@@ -262,7 +262,9 @@ fn lock_beyond_rlimit_memlock_says_how_much_and_how_to_raise_it() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("RLIMIT_MEMLOCK") && err.contains("16M") && err.contains("ulimit -l"),
+        err.contains("RLIMIT_MEMLOCK")
+            && err.contains("locking needs 16777216 bytes (16384 KiB)")
+            && err.contains("ulimit -l"),
         "{err}"
     );
 }

@@ -11,8 +11,9 @@
 //! * [`CachedFile::touch`] reads in only the pages not resident, exactly the range asked
 //!   (no read-ahead past it), and turns a file truncated meanwhile into an error rather than
 //!   a SIGBUS (`MADV_POPULATE_READ` reports `EFAULT` where a touch would fault).
-//! * [`CachedFile::evict`] drops the pages (`POSIX_FADV_DONTNEED`), then measures again and
-//!   reports what stayed: dirty pages, pages under writeback, pages someone maps or locks.
+//! * [`CachedFile::evict`] drops the pages (`POSIX_FADV_DONTNEED`), after writing dirty ones
+//!   back if asked ([`DirtyPages`]), then measures again and reports what stayed: dirty
+//!   pages, pages under writeback, pages someone maps or locks.
 //! * [`CachedFile::lock`] locks the pages as they are faulted in (`MLOCK_ONFAULT`, then
 //!   populate): no window in which a touched page can be evicted before it is locked.
 //! * [`walk`] visits directory trees on several threads, counting hard-linked files once and
@@ -20,12 +21,12 @@
 //!
 //! ```no_run
 //! # fn main() -> mman::Result<()> {
-//! use mman::cache::{CachedFile, PageRange};
+//! use mman::cache::{CachedFile, DirtyPages, PageRange};
 //! let f = CachedFile::open("/var/lib/db/index")?;
 //! let before = f.status(PageRange::ALL)?;
 //! let touched = f.touch(PageRange::ALL)?; // reads in what was missing
 //! println!("{:?} of {} pages were resident; read {}", before.resident, before.pages, touched.touched);
-//! let evicted = f.evict(PageRange::ALL, false)?;
+//! let evicted = f.evict(PageRange::ALL, DirtyPages::Stay)?;
 //! println!("{} pages stayed", evicted.after.resident.unwrap_or(0));
 //! # Ok(()) }
 //! ```
@@ -50,6 +51,7 @@ mod types;
 mod view;
 mod walk;
 
+pub use evict::DirtyPages;
 pub use file::CachedFile;
 pub use lock::{check_lock_limits, LockedFile};
 pub use types::{Evicted, PageRange, Source, Status, Touched};
@@ -58,21 +60,3 @@ pub use walk::{walk, Visit, WalkFilter, WalkOptions, WalkTotals};
 use file::UNKNOWN_REASON;
 use view::{count, missing_runs, View};
 use walk::{file_id, open_at, open_error};
-
-/// A size for people: `10M`, `4.0K`, `1.5G`, as vmtouch prints them.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}")
-    } else if v < 10.0 && v.fract() != 0.0 {
-        format!("{v:.1}{}", UNITS[i])
-    } else {
-        format!("{v:.0}{}", UNITS[i])
-    }
-}

@@ -166,8 +166,8 @@ pub mod transfer;
 
 pub use error::{Error, ErrorKind, Result};
 pub use map::{
-    lock_all, memlock_limit, page_size, unlock_all, Advice, DestructiveAdvice, ExclusiveMap, FlushMode,
-    LockAll, MapOptions, Mapping, Protection, Residency,
+    lock_all, memlock_limit, page_size, unlock_all, Advice, DestructiveAdvice, ExclusiveMap, FileEnd,
+    FlushMode, LockAll, MapOptions, Mapping, Protection, Residency,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

@@ -31,6 +31,7 @@ mod protection;
 mod residency;
 
 pub use advice::{Advice, DestructiveAdvice};
+pub use control::FileEnd;
 pub use cursor::Cursor;
 pub use exclusive::ExclusiveMap;
 pub use mapping::Mapping;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use mman::cache::{self, CachedFile, PageRange, Source, Visit, WalkOptions};
+use mman::cache::{self, CachedFile, DirtyPages, PageRange, Source, Visit, WalkOptions};
 use mman::{ErrorKind, MapOptions};
 
 const PS: u64 = 4096;
@@ -29,7 +29,7 @@ fn cold_file(name: &str, len: usize) -> (tempfile::TempDir, PathBuf, CachedFile)
     let p = dir.path().join(name);
     write_file(&p, len);
     let f = CachedFile::open(&p).unwrap();
-    f.evict(PageRange::ALL, true).unwrap();
+    f.evict(PageRange::ALL, DirtyPages::WriteBackFirst).unwrap();
     (dir, p, f)
 }
 
@@ -50,7 +50,7 @@ fn evict_then_touch_every_size() {
         let f = CachedFile::open(&p).unwrap();
         let pages = (len as u64).div_ceil(PS);
         assert_eq!(f.pages(), pages);
-        let ev = f.evict(PageRange::ALL, true).unwrap();
+        let ev = f.evict(PageRange::ALL, DirtyPages::WriteBackFirst).unwrap();
         assert_eq!(ev.after.resident, Some(0), "len {len}: {ev:?}");
         assert_eq!(ev.after.pages, pages);
         let t = f.touch(PageRange::ALL).unwrap();
@@ -59,7 +59,10 @@ fn evict_then_touch_every_size() {
         assert_eq!(resident(&f), pages, "len {len}");
         // Touching again reads nothing: everything is there.
         assert_eq!(f.touch(PageRange::ALL).unwrap().touched, 0);
-        assert_eq!(f.evict(PageRange::ALL, false).unwrap().evicted(), Some(pages));
+        assert_eq!(
+            f.evict(PageRange::ALL, DirtyPages::Stay).unwrap().evicted(),
+            Some(pages)
+        );
     }
 }
 
@@ -124,7 +127,10 @@ fn sparse_files_touch_and_report() {
     assert_eq!(f.pages(), 1536);
     let t = f.touch(PageRange::ALL).unwrap();
     assert_eq!(t.resident_after(), Some(1536));
-    assert_eq!(f.evict(PageRange::ALL, false).unwrap().after.resident, Some(0));
+    assert_eq!(
+        f.evict(PageRange::ALL, DirtyPages::Stay).unwrap().after.resident,
+        Some(0)
+    );
 }
 
 #[test]
@@ -136,7 +142,7 @@ fn evict_reports_pages_that_stay_mapped_and_locked() {
     let map = MapOptions::new().map_path(&p).unwrap();
     map.lock(..).unwrap();
     let f = CachedFile::open(&p).unwrap();
-    let ev = f.evict(PageRange::ALL, false).unwrap();
+    let ev = f.evict(PageRange::ALL, DirtyPages::Stay).unwrap();
     assert_eq!(
         ev.after.resident,
         Some(64),
@@ -144,7 +150,10 @@ fn evict_reports_pages_that_stay_mapped_and_locked() {
     );
     assert_eq!(ev.evicted(), Some(0));
     drop(map);
-    assert_eq!(f.evict(PageRange::ALL, false).unwrap().after.resident, Some(0));
+    assert_eq!(
+        f.evict(PageRange::ALL, DirtyPages::Stay).unwrap().after.resident,
+        Some(0)
+    );
 }
 
 #[test]
@@ -183,7 +192,10 @@ fn lock_holds_every_page_until_dropped() {
     assert_eq!(l.pages(), 512);
     assert_eq!(vm_locked_kib() - before, 2048);
     assert_eq!(resident(&f), 512, "locked pages were faulted in");
-    assert_eq!(f.evict(PageRange::ALL, false).unwrap().after.resident, Some(512));
+    assert_eq!(
+        f.evict(PageRange::ALL, DirtyPages::Stay).unwrap().after.resident,
+        Some(512)
+    );
     drop(l);
     assert_eq!(vm_locked_kib(), before);
 }
@@ -198,13 +210,19 @@ fn lock_limits_name_the_need_and_the_fix() {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
         .unwrap();
-    if cap_eff & (1 << 14) == 0 && soft.is_some() {
+    if let (0, Some(soft)) = (cap_eff & (1 << 14), soft) {
         let e = e.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ResourceLimit);
         assert!(
             e.to_string().contains("RLIMIT_MEMLOCK") && e.to_string().contains("ulimit -l"),
             "{e}"
         );
+        let exact = format!(
+            "locking needs {} bytes but RLIMIT_MEMLOCK allows {} bytes",
+            u64::MAX / 2,
+            soft
+        );
+        assert!(e.to_string().contains(&exact), "{e}");
     } else {
         e.unwrap();
     }

@@ -4,7 +4,7 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 
-use mman::{Advice, DestructiveAdvice, ErrorKind, ExclusiveMap, FlushMode, MapOptions, Protection};
+use mman::{Advice, DestructiveAdvice, ErrorKind, ExclusiveMap, FileEnd, FlushMode, MapOptions, Protection};
 use proptest::prelude::*;
 
 mod common;
@@ -319,10 +319,10 @@ fn resize_keeps_contents() {
     let mut m = MapOptions::new().read_write().shared().map(&file).unwrap();
     assert!(m.resize(100).is_err(), "a file mapping needs its file");
     assert!(
-        m.resize_file(&file, 8192, false).is_err(),
-        "past EOF without grow"
+        m.resize_file(&file, 8192, FileEnd::Keep).is_err(),
+        "past EOF, keeping the file's end"
     );
-    m.resize_file(&file, 8192, true).unwrap();
+    m.resize_file(&file, 8192, FileEnd::Extend).unwrap();
     assert_eq!(std::fs::metadata(&p).unwrap().len(), 8192);
     assert_eq!(m.load::<[u8; 13]>(0).unwrap(), *b"file contents");
     m.write_at(8000, b"grown").unwrap();
@@ -330,7 +330,10 @@ fn resize_keeps_contents() {
     assert_eq!(&std::fs::read(&p).unwrap()[8000..8005], b"grown");
     let (_d2, other) = temp_file(&[0u8; 9000]);
     let other = std::fs::File::open(other).unwrap();
-    assert!(m.resize_file(&other, 4096, false).is_err(), "another file");
+    assert!(
+        m.resize_file(&other, 4096, FileEnd::Keep).is_err(),
+        "another file"
+    );
 }
 
 #[test]

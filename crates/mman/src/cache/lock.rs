@@ -65,8 +65,8 @@ pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
                     "lock",
                     format!(
                         "locking needs {} but RLIMIT_MEMLOCK allows {} (all locks of this process count)",
-                        human(bytes),
-                        human(soft)
+                        exact_size(bytes),
+                        exact_size(soft)
                     ),
                 )
                 .with_hint(crate::error::memlock_hint(Some(bytes))));
@@ -84,4 +84,14 @@ pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A size in an error message, exactly: `1048576 bytes (1024 KiB)`; the KiB, the unit of
+/// `ulimit -l`, only when they are whole.
+fn exact_size(bytes: u64) -> String {
+    if bytes.is_multiple_of(1024) {
+        format!("{bytes} bytes ({} KiB)", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
 }

@@ -27,7 +27,10 @@ pub(super) fn open_error(e: std::io::Error, path: &Path) -> Error {
     match err.raw_os_error() {
         Some(libc::ENOENT) => err.with_hint("it vanished, or never existed"),
         Some(libc::EACCES) => err.with_hint("no read permission; it was skipped"),
-        Some(libc::ELOOP) => err.with_hint("a symbolic link (follow links with -f)"),
+        Some(libc::ELOOP) => err.with_hint(
+            "a symbolic link where none was to be followed (see WalkOptions::follow_symlinks), \
+             or a loop of links",
+        ),
         _ => err,
     }
 }

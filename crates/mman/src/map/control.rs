@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// What [`Mapping::resize_file`] does when the mapping's new end lies past the end of its
+/// file.
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::{FileEnd, MapOptions};
+/// let file = tempfile::tempfile().expect("a temporary file");
+/// file.set_len(4096).expect("set_len");
+/// let mut map = MapOptions::new().read_write().shared().map(&file)?;
+/// assert!(map.resize_file(&file, 8192, FileEnd::Keep).is_err());
+/// map.resize_file(&file, 8192, FileEnd::Extend)?;
+/// assert_eq!(file.metadata().expect("metadata").len(), 8192);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileEnd {
+    /// Leave the file as it is: a new end past it is an error, since touching a page past
+    /// the end of a file raises SIGBUS.
+    Keep,
+    /// Extend the file to the new end first (`ftruncate`: the new bytes read as zeros).
+    Extend,
+}
+
 impl Mapping {
     /// Change the protection of the whole mapping (`mprotect(2)`). Write and execute
     /// together are refused unless the mapping was made with
@@ -153,6 +176,11 @@ impl Mapping {
 
     /// Grow or shrink anonymous memory to `new_len` bytes, keeping the contents (`mremap(2)`,
     /// Linux; the mapping may move). File mappings use [`resize_file`](Self::resize_file).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`]: a file mapping, an empty mapping or a `new_len` of 0, or
+    /// shared anonymous memory asked to grow (the object behind it keeps its size). Else
+    /// the error of `mremap`.
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         if self.backing != Backing::Anonymous {
             return Err(self.err(
@@ -162,17 +190,22 @@ impl Mapping {
                     "a file mapping needs its file to resize",
                 )
                 .with_addr(self.addr(), self.len)
-                .with_hint("use resize_file(file, new_len, grow)"),
+                .with_hint("use resize_file(file, new_len, FileEnd::Keep or FileEnd::Extend)"),
             ));
         }
         self.remap(new_len)
     }
 
-    /// Resize a file mapping to `new_len` bytes (`mremap(2)`, Linux). If the new end lies
-    /// past the end of `file` and `grow` is true, the file is extended first
-    /// (`ftruncate`); otherwise that is an error, since pages past the end raise SIGBUS.
-    /// `file` must be the file that is mapped.
-    pub fn resize_file(&mut self, file: &File, new_len: usize, grow: bool) -> Result<()> {
+    /// Resize a file mapping to `new_len` bytes, keeping the contents (`mremap(2)`, Linux;
+    /// the mapping may move). `file` must be the file that is mapped. When the new end lies
+    /// past the end of `file`, `file_end` decides: [`FileEnd::Extend`] extends the file to
+    /// it first, [`FileEnd::Keep`] refuses. The file is never shrunk.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`]: not a file mapping, `file` is another file, the new end
+    /// overflows, or lies past the end of the file with [`FileEnd::Keep`], or the mapping or
+    /// `new_len` is empty. Else the error of `fstat`, `ftruncate` or `mremap`.
+    pub fn resize_file(&mut self, file: &File, new_len: usize, file_end: FileEnd) -> Result<()> {
         let Backing::File { dev, ino } = self.backing else {
             return Err(self.err(Error::new(
                 ErrorKind::InvalidInput,
@@ -193,7 +226,7 @@ impl Mapping {
             .checked_add(new_len as u64)
             .ok_or_else(|| self.err(Error::new(ErrorKind::InvalidInput, "mremap", "length overflows")))?;
         if end > info.size {
-            if !grow {
+            if file_end == FileEnd::Keep {
                 return Err(self.err(
                     Error::new(
                         ErrorKind::InvalidInput,
@@ -203,7 +236,7 @@ impl Mapping {
                             info.size
                         ),
                     )
-                    .with_hint("pass grow = true to extend the file"),
+                    .with_hint("pass FileEnd::Extend to extend the file first"),
                 ));
             }
             file.set_len(end)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::slot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::Mapping;
-use crate::sys::sync as raw;
+use crate::sys::sync::{self as raw, SemWait};
 
 /// A glibc `sem_t` living in shared memory, byte-compatible with C's.
 ///
@@ -52,7 +52,7 @@ macro_rules! semaphore_ops {
             pub fn wait(&self) -> Result<()> {
                 self.intact("sem_wait")?;
                 // SAFETY: as in post.
-                unsafe { raw::sem_wait(self.raw(), None) }
+                unsafe { raw::sem_wait(self.raw(), SemWait::Forever) }
                     .map_err(|e| self.context(Error::os("sem_wait", e)))?;
                 self.intact("sem_wait")
             }
@@ -63,7 +63,7 @@ macro_rules! semaphore_ops {
             pub fn try_wait(&self) -> Result<bool> {
                 self.intact("sem_trywait")?;
                 // SAFETY: as in post.
-                let got = unsafe { raw::sem_wait(self.raw(), Some(None)) }
+                let got = unsafe { raw::sem_wait(self.raw(), SemWait::Try) }
                     .map_err(|e| self.context(Error::os("sem_trywait", e)))?;
                 self.intact("sem_trywait").map(|_| got)
             }
@@ -75,7 +75,7 @@ macro_rules! semaphore_ops {
                 self.intact("sem_clockwait")?;
                 let d = raw::monotonic_deadline(timeout);
                 // SAFETY: as in post.
-                let got = unsafe { raw::sem_wait(self.raw(), Some(Some(&d))) }
+                let got = unsafe { raw::sem_wait(self.raw(), SemWait::Until(&d)) }
                     .map_err(|e| self.context(Error::os("sem_clockwait", e)))?;
                 self.intact("sem_clockwait").map(|_| got)
             }

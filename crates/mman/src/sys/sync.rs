@@ -160,19 +160,31 @@ pub unsafe fn sem_post(s: *mut libc::sem_t) -> io::Result<()> {
     errno_result(unsafe { libc::sem_post(s) })
 }
 
-/// `sem_wait` (retried on EINTR), `sem_trywait` (`deadline` = now), or `sem_clockwait` on
-/// CLOCK_MONOTONIC. Returns whether a permit was taken.
+/// How long [`sem_wait`] waits for a permit.
+#[derive(Clone, Copy)]
+pub enum SemWait<'a> {
+    /// Not at all: `sem_trywait`.
+    Try,
+    /// As long as it takes: `sem_wait`.
+    Forever,
+    /// Until this absolute CLOCK_MONOTONIC deadline (see [`monotonic_deadline`]):
+    /// `sem_clockwait`.
+    Until(&'a libc::timespec),
+}
+
+/// Take a permit, waiting as `how` says (an interrupted wait is resumed: EINTR is retried).
+/// Returns whether a permit was taken: always true for [`SemWait::Forever`].
 ///
 /// # Safety
 /// As [`sem_post`].
-pub unsafe fn sem_wait(s: *mut libc::sem_t, how: Option<Option<&libc::timespec>>) -> io::Result<bool> {
+pub unsafe fn sem_wait(s: *mut libc::sem_t, how: SemWait<'_>) -> io::Result<bool> {
     loop {
         // SAFETY: per the contract.
         let r = unsafe {
             match how {
-                None => libc::sem_wait(s),
-                Some(None) => libc::sem_trywait(s),
-                Some(Some(d)) => sem_clockwait(s, libc::CLOCK_MONOTONIC, d),
+                SemWait::Try => libc::sem_trywait(s),
+                SemWait::Forever => libc::sem_wait(s),
+                SemWait::Until(deadline) => sem_clockwait(s, libc::CLOCK_MONOTONIC, deadline),
             }
         };
         if r == 0 {

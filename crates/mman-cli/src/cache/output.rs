@@ -1,0 +1,253 @@
+//! What `mman cache` prints: a line (or two) a file, the summary of a walk as text or JSON,
+//! and the progress spinner.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Result;
+use mman::cache::{CachedFile, PageRange, WalkTotals};
+use serde::Serialize;
+
+use super::jobs::{Job, Sums};
+
+/// One file as printed: a line (or two) of text, or an entry of the JSON output.
+#[derive(Serialize, Default)]
+pub(super) struct Entry {
+    /// The path as text; a name that is not UTF-8 shows U+FFFD here, and its exact bytes in
+    /// `path_bytes`.
+    pub(super) path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) path_bytes: Option<Vec<u8>>,
+    pub(super) size: u64,
+    pub(super) pages: u64,
+    pub(super) resident_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) unknown_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) dirty_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) writeback_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) evicted_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) recently_evicted_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) touched_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) stayed_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) locked_pages: Option<u64>,
+    #[serde(skip)]
+    pub(super) bar: Option<String>,
+}
+
+/// A spinner on standard error, when it is a terminal and `enabled`.
+pub(super) fn progress(enabled: bool) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} files {msg} [{elapsed}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(pb)
+}
+
+/// `mman: <error>` for a file skipped or failed, above the spinner if there is one.
+pub(super) fn report_skip(e: &mman::Error, pb: Option<&indicatif::ProgressBar>) {
+    let line = format!("mman: {e}");
+    match pb {
+        Some(pb) => pb.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+const BAR: usize = 60;
+
+/// A size for people, as vmtouch prints them: `512`, `4K`, `1.5M`, `10G` (one decimal
+/// below 10 units when it is not whole).
+pub(super) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}")
+    } else if v < 10.0 && v.fract() != 0.0 {
+        format!("{v:.1}{}", UNITS[i])
+    } else {
+        format!("{v:.0}{}", UNITS[i])
+    }
+}
+
+/// The residency of `range` as a bar of [`BAR`] cells: ' ' none, 'o' some, 'O' all.
+pub(super) fn bar(f: &CachedFile, range: PageRange) -> Option<String> {
+    let buckets = f.buckets(range, BAR).ok()??;
+    let mut s = String::with_capacity(BAR + 2);
+    s.push('[');
+    for (r, n) in buckets {
+        s.push(if n == 0 || r == 0 {
+            ' '
+        } else if r == n {
+            'O'
+        } else {
+            'o'
+        });
+    }
+    s.push(']');
+    Some(s)
+}
+
+/// The summary of a status, touch or evict walk, on standard output: totals, and with
+/// `verbose` and `json` the entries too (as text, [`print_entry`] printed them as it went).
+pub(super) fn summary(
+    job: Job,
+    totals: &WalkTotals,
+    s: &Sums,
+    elapsed: f64,
+    json: bool,
+    verbose: bool,
+) -> Result<()> {
+    let ps = mman::page_size() as u64;
+    let mut out = crate::out::stdout();
+    if json {
+        let mut v = serde_json::json!({
+            "files": totals.files,
+            "directories": totals.directories,
+            "resident_pages": s.resident,
+            "total_pages": s.pages,
+            "page_size": ps,
+            "elapsed_s": elapsed,
+            "unknown_files": s.unknown_files,
+            "unknown_pages": s.unknown_pages,
+            "skipped": totals.skipped,
+        });
+        match job {
+            Job::Touch => v["touched_pages"] = s.touched.into(),
+            Job::Evict { .. } => {
+                v["evicted_pages"] = s.evicted.into();
+                v["stayed_pages"] = s.stayed.into();
+                v["stayed_dirty_pages"] = s.stayed_dirty.into();
+                v["stayed_writeback_pages"] = s.stayed_writeback.into();
+            }
+            Job::Status => {}
+        }
+        if verbose {
+            v["entries"] = serde_json::to_value(&s.entries)?;
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let known = s.pages - s.unknown_pages;
+        let pct = if known == 0 {
+            100.0
+        } else {
+            s.resident as f64 * 100.0 / known as f64
+        };
+        writeln!(out, "           Files: {}", totals.files)?;
+        writeln!(out, "     Directories: {}", totals.directories)?;
+        match job {
+            Job::Status if known == 0 && s.unknown_files > 0 => {
+                writeln!(out, "  Resident Pages: unknown (see below)")?
+            }
+            Job::Status => writeln!(
+                out,
+                "  Resident Pages: {}/{}  {}/{}  {:.3}%",
+                s.resident,
+                known,
+                human(s.resident * ps),
+                human(known * ps),
+                pct
+            )?,
+            Job::Touch => {
+                writeln!(out, "   Touched Pages: {} ({})", s.touched, human(s.touched * ps))?;
+                writeln!(out, "  Resident Pages: {}/{}  {:.3}%", s.resident, known, pct)?;
+            }
+            Job::Evict { .. } => {
+                writeln!(out, "   Evicted Pages: {} ({})", s.evicted, human(s.evicted * ps))?;
+                writeln!(
+                    out,
+                    "    Stayed Pages: {} (dirty {}, under writeback {}{})",
+                    s.stayed,
+                    s.stayed_dirty,
+                    s.stayed_writeback,
+                    if s.stayed > s.stayed_dirty + s.stayed_writeback {
+                        "; the rest mapped or locked by a process"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+        }
+        if s.unknown_files > 0 {
+            writeln!(
+                out,
+                "         Unknown: {} files, {} pages: the kernel does not report their residency to this user (not the owner, no write permission); run as the owner or root",
+                s.unknown_files, s.unknown_pages
+            )?;
+        }
+        if totals.skipped > 0 {
+            writeln!(out, "         Skipped: {} (reported above)", totals.skipped)?;
+        }
+        writeln!(out, "         Elapsed: {elapsed:.6} seconds")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub(super) fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) -> std::io::Result<()> {
+    let line = match (job, e.resident_pages) {
+        (Job::Status, Some(r)) => format!(
+            "{}\n{} {}/{}",
+            e.path,
+            e.bar.clone().unwrap_or_default(),
+            r,
+            e.pages
+        ),
+        (Job::Status, None) => format!(
+            "{}\n[{}] unknown/{} ({})",
+            e.path,
+            "?".repeat(BAR),
+            e.pages,
+            e.unknown_reason.as_deref().unwrap_or("")
+        ),
+        (Job::Touch, r) => format!(
+            "{}: touched {} of {} pages, resident {}",
+            e.path,
+            e.touched_pages.unwrap_or(0),
+            e.pages,
+            r.map_or("unknown".to_string(), |r| r.to_string())
+        ),
+        (Job::Evict { .. }, r) => format!(
+            "{}: evicted {}, stayed {} of {} pages",
+            e.path,
+            e.evicted_pages.map_or("unknown".to_string(), |r| r.to_string()),
+            r.map_or("unknown".to_string(), |r| r.to_string()),
+            e.pages
+        ),
+    };
+    match pb {
+        Some(pb) => pb.println(line),
+        None => outln!("{line}")?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn human_sizes_read_as_vmtouch_prints_them() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(4096), "4K");
+        assert_eq!(human(1536), "1.5K");
+        assert_eq!(human(10 << 20), "10M");
+        assert_eq!(human(15 << 29), "7.5G");
+        assert_eq!(human(3 << 50), "3072T");
+    }
+}
