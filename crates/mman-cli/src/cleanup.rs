@@ -51,7 +51,15 @@ pub fn run() {
     }
     for p in r.paths {
         if p.is_dir() {
-            let _ = std::fs::remove_dir_all(&p);
+            // The interrupted work may still be creating files in it (the main thread runs
+            // on while this one cleans up): remove_dir_all then fails with ENOTEMPTY. Try
+            // again; once the directory is gone, nothing can be created in it.
+            for _ in 0..100 {
+                match std::fs::remove_dir_all(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => std::thread::yield_now(),
+                    _ => break,
+                }
+            }
         } else {
             let _ = std::fs::remove_file(&p);
         }
