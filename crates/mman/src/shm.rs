@@ -403,11 +403,9 @@ pub fn remove_stale() -> Result<Vec<String>> {
 }
 
 /// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
-#[cfg(linux_like)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Seals(u32);
 
-#[cfg(linux_like)]
 impl Seals {
     /// No seal.
     pub const NONE: Seals = Seals(0);
@@ -436,7 +434,6 @@ impl Seals {
     }
 }
 
-#[cfg(linux_like)]
 impl std::ops::BitOr for Seals {
     type Output = Seals;
     fn bitor(self, rhs: Seals) -> Seals {
@@ -444,7 +441,6 @@ impl std::ops::BitOr for Seals {
     }
 }
 
-#[cfg(linux_like)]
 impl std::fmt::Display for Seals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names = [
@@ -468,14 +464,12 @@ impl std::fmt::Display for Seals {
 }
 
 /// An anonymous file in memory (`memfd_create`), which can be sealed and passed to another
-/// process.
-#[cfg(linux_like)]
+/// process. Linux: elsewhere making or adopting one is [`ErrorKind::Unsupported`].
 #[derive(Debug)]
 pub struct Memfd {
     fd: OwnedFd,
 }
 
-#[cfg(linux_like)]
 impl Memfd {
     /// A new memfd of `size` bytes (allocated now), sealing allowed.
     pub fn create(name: &str, size: u64) -> Result<Self> {
@@ -553,14 +547,12 @@ impl Memfd {
     }
 }
 
-#[cfg(linux_like)]
 impl AsFd for Memfd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
-#[cfg(linux_like)]
 impl From<Memfd> for OwnedFd {
     fn from(m: Memfd) -> OwnedFd {
         m.fd
@@ -569,13 +561,11 @@ impl From<Memfd> for OwnedFd {
 
 /// A read-only mapping of a memfd sealed against writes and shrinking: immutable for
 /// everyone, so it is a plain `&[u8]`.
-#[cfg(linux_like)]
 #[derive(Debug)]
 pub struct SealedMap {
     inner: Mapping,
 }
 
-#[cfg(linux_like)]
 impl std::ops::Deref for SealedMap {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -587,7 +577,6 @@ impl std::ops::Deref for SealedMap {
 }
 
 /// Who is at the other end of a Unix socket (`SO_PEERCRED`).
-#[cfg(linux_like)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerCredentials {
     /// The peer's PID.
@@ -598,8 +587,8 @@ pub struct PeerCredentials {
     pub gid: u32,
 }
 
-/// The credentials of the peer of a connected Unix socket.
-#[cfg(linux_like)]
+/// The credentials of the peer of a connected Unix socket (Linux: elsewhere
+/// [`ErrorKind::Unsupported`]).
 pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCredentials> {
     let (pid, uid, gid) =
         sys::peer_credentials(sock.as_fd()).map_err(|e| Error::os("getsockopt(SO_PEERCRED)", e))?;
