@@ -32,6 +32,8 @@ mod os;
 #[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
+#[cfg(linux_like)]
+mod signal;
 #[cfg(all(linux_like, feature = "sync"))]
 pub mod sync;
 pub mod words;
