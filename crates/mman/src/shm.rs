@@ -402,42 +402,34 @@ pub fn remove_stale() -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Seals(u32);
-
-impl Seals {
-    /// No seal.
-    pub const NONE: Seals = Seals(0);
-    /// `F_SEAL_SEAL`: no more seals may be added.
-    pub const SEAL: Seals = Seals(sys::seals::SEAL);
-    /// `F_SEAL_SHRINK`: the size may not decrease.
-    pub const SHRINK: Seals = Seals(sys::seals::SHRINK);
-    /// `F_SEAL_GROW`: the size may not increase.
-    pub const GROW: Seals = Seals(sys::seals::GROW);
-    /// `F_SEAL_WRITE`: the contents may not change (no write(), no writable shared
-    /// mapping).
-    pub const WRITE: Seals = Seals(sys::seals::WRITE);
-    /// `F_SEAL_FUTURE_WRITE`: no new writes, but mappings writable before the seal still are.
-    pub const FUTURE_WRITE: Seals = Seals(sys::seals::FUTURE_WRITE);
-    /// What makes the contents immutable and un-shrinkable: WRITE, SHRINK, GROW, SEAL.
-    pub const FROZEN: Seals =
-        Seals(sys::seals::WRITE | sys::seals::SHRINK | sys::seals::GROW | sys::seals::SEAL);
-
-    /// Whether every seal of `other` is in `self`.
-    pub const fn contains(self, other: Seals) -> bool {
-        self.0 & other.0 == other.0
-    }
-    /// The seals of `other` missing from `self`.
-    pub const fn missing(self, other: Seals) -> Seals {
-        Seals(other.0 & !self.0)
+bitflags::bitflags! {
+    /// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Seals: u32 {
+        /// `F_SEAL_SEAL`: no more seals may be added.
+        const SEAL = sys::seals::SEAL;
+        /// `F_SEAL_SHRINK`: the size may not decrease.
+        const SHRINK = sys::seals::SHRINK;
+        /// `F_SEAL_GROW`: the size may not increase.
+        const GROW = sys::seals::GROW;
+        /// `F_SEAL_WRITE`: the contents may not change (no write(), no writable shared
+        /// mapping).
+        const WRITE = sys::seals::WRITE;
+        /// `F_SEAL_FUTURE_WRITE`: no new writes, but mappings writable before the seal still
+        /// are.
+        const FUTURE_WRITE = sys::seals::FUTURE_WRITE;
+        /// What makes the contents immutable and un-shrinkable: WRITE, SHRINK, GROW, SEAL.
+        const FROZEN = Self::WRITE.bits() | Self::SHRINK.bits() | Self::GROW.bits() | Self::SEAL.bits();
     }
 }
 
-impl std::ops::BitOr for Seals {
-    type Output = Seals;
-    fn bitor(self, rhs: Seals) -> Seals {
-        Seals(self.0 | rhs.0)
+impl Seals {
+    /// No seal.
+    pub const NONE: Seals = Seals::empty();
+
+    /// The seals of `other` missing from `self`.
+    pub const fn missing(self, other: Seals) -> Seals {
+        other.difference(self)
     }
 }
 
@@ -501,14 +493,14 @@ impl Memfd {
 
     /// The seals in force.
     pub fn seals(&self) -> Result<Seals> {
-        Ok(Seals(
-            sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?,
-        ))
+        let bits = sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?;
+        // Seals this version does not name are kept: `contains` and `missing` stay exact.
+        Ok(Seals::from_bits_retain(bits))
     }
 
     /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists.
     pub fn add_seals(&self, seals: Seals) -> Result<()> {
-        sys::seals::add(self.fd.as_fd(), seals.0).map_err(|e| {
+        sys::seals::add(self.fd.as_fd(), seals.bits()).map_err(|e| {
             let err = Error::os("fcntl(F_ADD_SEALS)", e).with_hint(format!("adding {seals}"));
             match err.raw_os_error() {
                 Some(libc::EBUSY) => err.with_hint("a writable shared mapping still exists: drop it first"),

@@ -3,54 +3,17 @@
 
 use super::*;
 
-/// Protection bits as the kernel takes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prot {
-    pub read: bool,
-    pub write: bool,
-    pub exec: bool,
-}
+use crate::map::{FlushMode, Protection};
 
-impl Prot {
-    /// No access.
-    // Used by the `fault` feature (Linux) only.
-    #[allow(dead_code)]
-    pub const NONE: Prot = Prot {
-        read: false,
-        write: false,
-        exec: false,
-    };
-    /// Read only.
-    pub const READ: Prot = Prot {
-        read: true,
-        write: false,
-        exec: false,
-    };
-    /// Read and write.
-    // Used by the `fault` and `sync` features (Linux) only.
-    #[allow(dead_code)]
-    pub const READ_WRITE: Prot = Prot {
-        read: true,
-        write: true,
-        exec: false,
-    };
+/// The name `sys` gave its own protection type, a twin of [`Protection`] (whose bits are the
+/// kernel's `PROT_*`), kept for the callers that still use it (the `cache` module).
+pub use crate::map::Protection as Prot;
 
-    pub(super) fn flags(self) -> ProtFlags {
-        let mut f = ProtFlags::empty();
-        if self.read {
-            f |= ProtFlags::READ;
-        }
-        if self.write {
-            f |= ProtFlags::WRITE;
-        }
-        if self.exec {
-            f |= ProtFlags::EXEC;
-        }
-        f
-    }
-    fn mprotect_flags(self) -> MprotectFlags {
-        MprotectFlags::from_bits_retain(self.flags().bits())
-    }
+/// The `PROT_*` bits of `prot`, less any bit that is none of read, write and execute (which
+/// `Protection::from_bits_retain` could let in): mman tracks those three only, so the
+/// kernel is given no other.
+pub(super) fn prot_bits(prot: Protection) -> u32 {
+    prot.intersection(Protection::all()).bits()
 }
 
 /// How a mapping is placed in the address space.
@@ -125,18 +88,19 @@ fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
 pub unsafe fn mmap(
     addr: *mut c_void,
     len: usize,
-    prot: Prot,
+    prot: Protection,
     req: &MapRequest,
     fd: Option<BorrowedFd<'_>>,
     offset: u64,
 ) -> io::Result<*mut c_void> {
     let flags = map_flags(req)?;
+    let prot = ProtFlags::from_bits_retain(prot_bits(prot));
     // SAFETY: forwarded from the caller for fixed placements; otherwise the kernel picks a
     // free range and replaces nothing.
     let r = unsafe {
         match fd {
-            Some(fd) => rustix::mm::mmap(addr, len, prot.flags(), flags, fd, offset),
-            None => rustix::mm::mmap_anonymous(addr, len, prot.flags(), flags),
+            Some(fd) => rustix::mm::mmap(addr, len, prot, flags, fd, offset),
+            None => rustix::mm::mmap_anonymous(addr, len, prot, flags),
         }
     };
     Ok(r?)
@@ -156,9 +120,10 @@ pub unsafe fn munmap(addr: *mut c_void, len: usize) -> io::Result<()> {
 /// # Safety
 /// The range must be a mapping the caller owns; no reference into it may outlive the
 /// protection it assumes.
-pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Prot) -> io::Result<()> {
+pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Protection) -> io::Result<()> {
+    let prot = MprotectFlags::from_bits_retain(prot_bits(prot));
     // SAFETY: forwarded from the caller.
-    Ok(unsafe { rustix::mm::mprotect(addr, len, prot.mprotect_flags()) }?)
+    Ok(unsafe { rustix::mm::mprotect(addr, len, prot) }?)
 }
 
 /// `mlock(2)`, or `mlock2(MLOCK_ONFAULT)` where asked (Linux).
@@ -184,34 +149,22 @@ pub unsafe fn munlock(addr: *mut c_void, len: usize) -> io::Result<()> {
     Ok(unsafe { rustix::mm::munlock(addr, len) }?)
 }
 
-/// Which pages `mlockall(2)` applies to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LockAll {
-    pub current: bool,
-    pub future: bool,
-    pub on_fault: bool,
-}
-
 pub use super::os::{mlockall, mremap, munlockall};
 
-/// The `msync(2)` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsyncMode {
-    Sync,
-    Async,
-    Invalidate,
-}
+/// The name `sys` gave its own twin of [`FlushMode`], kept for the callers that still use it
+/// (`map/control.rs`).
+pub use crate::map::FlushMode as MsyncMode;
 
 /// `msync(2)`.
 ///
 /// # Safety
 /// `MS_INVALIDATE` may replace the contents of a private mapping's pages with the file's:
 /// no reference may assume the old contents.
-pub unsafe fn msync(addr: *mut c_void, len: usize, how: MsyncMode) -> io::Result<()> {
+pub unsafe fn msync(addr: *mut c_void, len: usize, how: FlushMode) -> io::Result<()> {
     let f = match how {
-        MsyncMode::Sync => MsyncFlags::SYNC,
-        MsyncMode::Async => MsyncFlags::ASYNC,
-        MsyncMode::Invalidate => MsyncFlags::INVALIDATE,
+        FlushMode::Sync => MsyncFlags::SYNC,
+        FlushMode::Async => MsyncFlags::ASYNC,
+        FlushMode::Invalidate => MsyncFlags::INVALIDATE,
     };
     // SAFETY: forwarded from the caller.
     Ok(unsafe { rustix::mm::msync(addr, len, f) }?)

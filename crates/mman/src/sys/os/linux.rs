@@ -11,7 +11,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::mm::MapFlags;
 
-use super::{LockAll, Prot};
+use crate::map::{LockAll, Protection};
 
 // ---------------------------------------------------------------------------------------
 // Memory: mmap flags, locking, residency, remapping.
@@ -122,8 +122,8 @@ pub mod madv {
 // Truncation protection of file mappings: the SIGBUS handler of `sys/fault.rs`.
 
 /// Register a mapping with the SIGBUS handler; an error when it cannot be registered.
-pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<usize>> {
-    super::fault::register(start, end, prot.flags().bits() as i32).map(Some)
+pub fn guard_mapping(start: usize, end: usize, prot: Protection) -> io::Result<Option<usize>> {
+    super::fault::register(start, end, super::prot_bits(prot) as i32).map(Some)
 }
 
 /// Hide a registered mapping from the handler while it moves (before mremap).
@@ -132,8 +132,8 @@ pub fn suspend_guard(slot: usize) {
 }
 
 /// Follow a registered mapping that moved or changed protection.
-pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Prot) {
-    super::fault::update(slot, start, end, prot.flags().bits() as i32);
+pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Protection) {
+    super::fault::update(slot, start, end, super::prot_bits(prot) as i32);
 }
 
 /// Forget a registered mapping; call before unmapping it.

@@ -11,7 +11,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::mm::MapFlags;
 
-use super::{LockAll, Prot};
+use crate::map::{LockAll, Protection};
 
 fn unsupported<T>() -> io::Result<T> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
@@ -128,7 +128,7 @@ pub mod madv {
 // Truncation protection of file mappings: there is no SIGBUS handler here.
 
 /// No handler to register with: `Ok(None)`.
-pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<usize>> {
+pub fn guard_mapping(start: usize, end: usize, prot: Protection) -> io::Result<Option<usize>> {
     let _ = (start, end, prot);
     Ok(None)
 }
@@ -139,7 +139,7 @@ pub fn suspend_guard(slot: usize) {
 }
 
 /// Nothing registered, nothing to follow.
-pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Prot) {
+pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Protection) {
     let _ = (slot, start, end, prot);
 }
 
