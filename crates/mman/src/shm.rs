@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{MapOptions, Mapping};
 use crate::sys::shm as sys;
 
-/// The prefix of every object mman creates, so `mman shm list` can tell them apart.
+/// The prefix of every object mman creates, so [`list`] can tell them apart.
 pub const PREFIX: &str = "mman.";
 
 const CREATOR_TAG: &str = "user.mman.creator";
@@ -107,9 +107,9 @@ impl SharedMemory {
         let fd = sys::shm_create(&full, mode).map_err(|e| {
             let err = Error::os("shm_open", e).with_path(Some(full.as_ref()));
             match err.raw_os_error() {
-                Some(libc::EEXIST) => err
-                    .with_kind(ErrorKind::AddressInUse)
-                    .with_hint("the name is taken: open it, or remove it with `mman shm rm`"),
+                Some(libc::EEXIST) => err.with_kind(ErrorKind::AddressInUse).with_hint(
+                    "the name is taken: open it (SharedMemory::open), or remove it (SharedMemory::unlink)",
+                ),
                 _ => err,
             }
         })?;
@@ -127,9 +127,9 @@ impl SharedMemory {
                         "{size} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
                     )),
                     Some((_, free)) => err.with_hint(format!(
-                        "/dev/shm has {free} bytes free: remove stale objects (`mman shm rm --stale`) or grow the tmpfs"
+                        "/dev/shm has {free} bytes free: remove the objects whose creator is gone (shm::remove_stale) or grow the tmpfs"
                     )),
-                    None => err.with_hint("/dev/shm is full: remove stale objects or grow the tmpfs"),
+                    None => err.with_hint("/dev/shm is full: remove objects no longer needed or grow the tmpfs"),
                 }
             } else {
                 err

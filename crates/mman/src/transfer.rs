@@ -1,4 +1,4 @@
-//! Moving a file's bytes to a descriptor: the engine of `mman cat`.
+//! Moving a file's bytes to a descriptor, as `cat(1)` does.
 //!
 //! Five methods, each correct on every input (falling back when the kernel refuses):
 //!
