@@ -40,7 +40,7 @@ pub mod words;
 
 pub use file::*;
 pub use mm::*;
-// Fault protection of file mappings (see sys/fault.rs); no-ops where it is not built.
+// Truncation protection of file mappings (sys/fault.rs on Linux; no-ops on other Unix).
 pub use os::{guard_mapping, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping};
 pub use os::{madv, zerocopy};
 

@@ -179,9 +179,10 @@ pub fn xattr(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
 #[cfg(feature = "persist")]
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
     #[cfg(target_os = "freebsd")]
-    return Ok(rustix::fs::fdatasync(fd)?);
+    let r = rustix::fs::fdatasync(fd);
     #[cfg(not(target_os = "freebsd"))]
-    return Ok(rustix::fs::fsync(fd)?);
+    let r = rustix::fs::fsync(fd);
+    Ok(r?)
 }
 
 /// The `recvmsg` flag that makes received descriptors close-on-exec atomically
