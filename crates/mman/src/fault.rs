@@ -27,6 +27,7 @@ use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::map::Protection;
 use crate::sys;
 use crate::sys::guard::{BUFFER_ABOVE, BUFFER_BELOW, STACK_ABOVE, STACK_BELOW};
 
@@ -60,7 +61,7 @@ impl Guarded {
             .checked_add(2 * ps)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, op, "length overflows"))?;
         let req = sys::MapRequest::PRIVATE;
-        let none = sys::Prot::NONE;
+        let none = Protection::NONE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), total, none, &req, None, 0) }
             .map_err(|e| Error::os("mmap", e).with_range(0, Some(total)))?;
@@ -72,7 +73,7 @@ impl Guarded {
             hi: base + ps + inner,
             guards: [None, None],
         };
-        let rw = sys::Prot::READ_WRITE;
+        let rw = Protection::READ_WRITE;
         // SAFETY: the middle pages of our own fresh mapping, referenced by nothing yet.
         unsafe { sys::mprotect(g.lo as *mut _, inner, rw) }
             .map_err(|e| Error::os("mprotect", e).with_addr(g.lo, inner))?;
@@ -308,7 +309,7 @@ impl<T: bytemuck::Pod> Secret<T> {
         sys::shm::set_len(fd.as_fd(), len as u64)
             .map_err(|e| secret_memlock_hint(Error::os("ftruncate", e), len))?;
         let req = sys::MapRequest::SHARED;
-        let rw = sys::Prot::READ_WRITE;
+        let rw = Protection::READ_WRITE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, Some(fd.as_fd()), 0) }
             .map_err(|e| secret_memlock_hint(Error::os("mmap(memfd_secret)", e), len))?;
@@ -335,7 +336,7 @@ impl<T: bytemuck::Pod> Secret<T> {
 
     fn in_private(len: usize, secret_memory: Status) -> Result<Self> {
         let req = sys::MapRequest::PRIVATE;
-        let rw = sys::Prot::READ_WRITE;
+        let rw = Protection::READ_WRITE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, None, 0) }
             .map_err(|e| Error::os("mmap", e).with_range(0, Some(len)))?;

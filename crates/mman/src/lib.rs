@@ -2,7 +2,7 @@
 //!
 //! `mman` wraps `mmap(2)` and its companions (`munmap`, `mprotect`, `mlock`, `mlockall`,
 //! `msync`, `madvise`, `mincore`, `mremap`) in safe Rust, and uses them to move file data
-//! as fast as the kernel allows ([`transfer`], the engine of `mman cat`).
+//! as fast as the kernel allows ([`transfer`], what `cat(1)` does).
 //!
 //! ## The model: who else can touch the memory?
 //!

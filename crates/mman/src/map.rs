@@ -57,12 +57,7 @@ pub struct LockAll {
 /// Fails with [`ErrorKind::ResourceLimit`] and a hint giving `RLIMIT_MEMLOCK` when the process
 /// maps more than it may lock.
 pub fn lock_all(how: LockAll) -> Result<()> {
-    sys::mlockall(sys::LockAll {
-        current: how.current,
-        future: how.future,
-        on_fault: how.on_fault,
-    })
-    .map_err(|e| Error::memlock("mlockall", e, None))
+    sys::mlockall(how).map_err(|e| Error::memlock("mlockall", e, None))
 }
 
 /// Unlock every page of the process and cancel `MCL_FUTURE` (`munlockall(2)`).

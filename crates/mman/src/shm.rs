@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{MapOptions, Mapping};
 use crate::sys::shm as sys;
 
-/// The prefix of every object mman creates, so `mman shm list` can tell them apart.
+/// The prefix of every object mman creates, so [`list`] can tell them apart.
 pub const PREFIX: &str = "mman.";
 
 const CREATOR_TAG: &str = "user.mman.creator";
@@ -107,9 +107,9 @@ impl SharedMemory {
         let fd = sys::shm_create(&full, mode).map_err(|e| {
             let err = Error::os("shm_open", e).with_path(Some(full.as_ref()));
             match err.raw_os_error() {
-                Some(libc::EEXIST) => err
-                    .with_kind(ErrorKind::AddressInUse)
-                    .with_hint("the name is taken: open it, or remove it with `mman shm rm`"),
+                Some(libc::EEXIST) => err.with_kind(ErrorKind::AddressInUse).with_hint(
+                    "the name is taken: open it (SharedMemory::open), or remove it (SharedMemory::unlink)",
+                ),
                 _ => err,
             }
         })?;
@@ -127,9 +127,9 @@ impl SharedMemory {
                         "{size} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
                     )),
                     Some((_, free)) => err.with_hint(format!(
-                        "/dev/shm has {free} bytes free: remove stale objects (`mman shm rm --stale`) or grow the tmpfs"
+                        "/dev/shm has {free} bytes free: remove the objects whose creator is gone (shm::remove_stale) or grow the tmpfs"
                     )),
-                    None => err.with_hint("/dev/shm is full: remove stale objects or grow the tmpfs"),
+                    None => err.with_hint("/dev/shm is full: remove objects no longer needed or grow the tmpfs"),
                 }
             } else {
                 err
@@ -402,49 +402,37 @@ pub fn remove_stale() -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
-#[cfg(linux_like)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Seals(u32);
+bitflags::bitflags! {
+    /// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Seals: u32 {
+        /// `F_SEAL_SEAL`: no more seals may be added.
+        const SEAL = sys::seals::SEAL;
+        /// `F_SEAL_SHRINK`: the size may not decrease.
+        const SHRINK = sys::seals::SHRINK;
+        /// `F_SEAL_GROW`: the size may not increase.
+        const GROW = sys::seals::GROW;
+        /// `F_SEAL_WRITE`: the contents may not change (no write(), no writable shared
+        /// mapping).
+        const WRITE = sys::seals::WRITE;
+        /// `F_SEAL_FUTURE_WRITE`: no new writes, but mappings writable before the seal still
+        /// are.
+        const FUTURE_WRITE = sys::seals::FUTURE_WRITE;
+        /// What makes the contents immutable and un-shrinkable: WRITE, SHRINK, GROW, SEAL.
+        const FROZEN = Self::WRITE.bits() | Self::SHRINK.bits() | Self::GROW.bits() | Self::SEAL.bits();
+    }
+}
 
-#[cfg(linux_like)]
 impl Seals {
     /// No seal.
-    pub const NONE: Seals = Seals(0);
-    /// `F_SEAL_SEAL`: no more seals may be added.
-    pub const SEAL: Seals = Seals(sys::seals::SEAL);
-    /// `F_SEAL_SHRINK`: the size may not decrease.
-    pub const SHRINK: Seals = Seals(sys::seals::SHRINK);
-    /// `F_SEAL_GROW`: the size may not increase.
-    pub const GROW: Seals = Seals(sys::seals::GROW);
-    /// `F_SEAL_WRITE`: the contents may not change (no write(), no writable shared
-    /// mapping).
-    pub const WRITE: Seals = Seals(sys::seals::WRITE);
-    /// `F_SEAL_FUTURE_WRITE`: no new writes, but mappings writable before the seal still are.
-    pub const FUTURE_WRITE: Seals = Seals(sys::seals::FUTURE_WRITE);
-    /// What makes the contents immutable and un-shrinkable: WRITE, SHRINK, GROW, SEAL.
-    pub const FROZEN: Seals =
-        Seals(sys::seals::WRITE | sys::seals::SHRINK | sys::seals::GROW | sys::seals::SEAL);
+    pub const NONE: Seals = Seals::empty();
 
-    /// Whether every seal of `other` is in `self`.
-    pub const fn contains(self, other: Seals) -> bool {
-        self.0 & other.0 == other.0
-    }
     /// The seals of `other` missing from `self`.
     pub const fn missing(self, other: Seals) -> Seals {
-        Seals(other.0 & !self.0)
+        other.difference(self)
     }
 }
 
-#[cfg(linux_like)]
-impl std::ops::BitOr for Seals {
-    type Output = Seals;
-    fn bitor(self, rhs: Seals) -> Seals {
-        Seals(self.0 | rhs.0)
-    }
-}
-
-#[cfg(linux_like)]
 impl std::fmt::Display for Seals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names = [
@@ -468,14 +456,12 @@ impl std::fmt::Display for Seals {
 }
 
 /// An anonymous file in memory (`memfd_create`), which can be sealed and passed to another
-/// process.
-#[cfg(linux_like)]
+/// process. Linux: elsewhere making or adopting one is [`ErrorKind::Unsupported`].
 #[derive(Debug)]
 pub struct Memfd {
     fd: OwnedFd,
 }
 
-#[cfg(linux_like)]
 impl Memfd {
     /// A new memfd of `size` bytes (allocated now), sealing allowed.
     pub fn create(name: &str, size: u64) -> Result<Self> {
@@ -507,14 +493,14 @@ impl Memfd {
 
     /// The seals in force.
     pub fn seals(&self) -> Result<Seals> {
-        Ok(Seals(
-            sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?,
-        ))
+        let bits = sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?;
+        // Seals this version does not name are kept: `contains` and `missing` stay exact.
+        Ok(Seals::from_bits_retain(bits))
     }
 
     /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists.
     pub fn add_seals(&self, seals: Seals) -> Result<()> {
-        sys::seals::add(self.fd.as_fd(), seals.0).map_err(|e| {
+        sys::seals::add(self.fd.as_fd(), seals.bits()).map_err(|e| {
             let err = Error::os("fcntl(F_ADD_SEALS)", e).with_hint(format!("adding {seals}"));
             match err.raw_os_error() {
                 Some(libc::EBUSY) => err.with_hint("a writable shared mapping still exists: drop it first"),
@@ -553,14 +539,12 @@ impl Memfd {
     }
 }
 
-#[cfg(linux_like)]
 impl AsFd for Memfd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
-#[cfg(linux_like)]
 impl From<Memfd> for OwnedFd {
     fn from(m: Memfd) -> OwnedFd {
         m.fd
@@ -569,13 +553,11 @@ impl From<Memfd> for OwnedFd {
 
 /// A read-only mapping of a memfd sealed against writes and shrinking: immutable for
 /// everyone, so it is a plain `&[u8]`.
-#[cfg(linux_like)]
 #[derive(Debug)]
 pub struct SealedMap {
     inner: Mapping,
 }
 
-#[cfg(linux_like)]
 impl std::ops::Deref for SealedMap {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -587,7 +569,6 @@ impl std::ops::Deref for SealedMap {
 }
 
 /// Who is at the other end of a Unix socket (`SO_PEERCRED`).
-#[cfg(linux_like)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerCredentials {
     /// The peer's PID.
@@ -598,8 +579,8 @@ pub struct PeerCredentials {
     pub gid: u32,
 }
 
-/// The credentials of the peer of a connected Unix socket.
-#[cfg(linux_like)]
+/// The credentials of the peer of a connected Unix socket (Linux: elsewhere
+/// [`ErrorKind::Unsupported`]).
 pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCredentials> {
     let (pid, uid, gid) =
         sys::peer_credentials(sock.as_fd()).map_err(|e| Error::os("getsockopt(SO_PEERCRED)", e))?;

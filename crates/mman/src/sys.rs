@@ -1,6 +1,11 @@
-//! The thin layer over rustix and libc: every system call mman makes goes through here, and
-//! every platform difference lives here. Linux is the full target; on other Unix systems the
-//! Linux-only calls answer `ENOSYS` (shown to users as [`ErrorKind::Unsupported`]).
+//! The thin layer over rustix and libc: every system call mman makes goes through here.
+//!
+//! Every platform difference is chosen once, below: the module `os` is `os/linux.rs` on
+//! Linux and Android, the full target, and `os/unix.rs` on the other Unix systems (macOS,
+//! FreeBSD), which exposes the same items. There the Linux-only calls answer `ENOSYS` (shown
+//! to users as [`ErrorKind::Unsupported`]) and missing flags are empty. Modules gated on
+//! `linux_like` here are the Linux-only features (futexes, signal handlers, page-cache
+//! tools), whose public modules do not exist elsewhere.
 //!
 //! [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
 
@@ -21,17 +26,23 @@ pub mod guard;
 #[cfg(all(linux_like, feature = "channel"))]
 pub mod liveness;
 mod mm;
+#[cfg_attr(linux_like, path = "sys/os/linux.rs")]
+#[cfg_attr(not(linux_like), path = "sys/os/unix.rs")]
+mod os;
 #[cfg(feature = "persist")]
 pub mod persist;
 pub mod shm;
+#[cfg(linux_like)]
+mod signal;
 #[cfg(all(linux_like, feature = "sync"))]
 pub mod sync;
 pub mod words;
-#[cfg(linux_like)]
-pub mod zerocopy;
 
 pub use file::*;
 pub use mm::*;
+// Truncation protection of file mappings (sys/fault.rs on Linux; no-ops on other Unix).
+pub use os::{guard_mapping, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping};
+pub use os::{madv, zerocopy};
 
 /// The base page size of this system.
 pub fn page_size() -> usize {
@@ -128,61 +139,6 @@ pub fn futex_waitv(
             Ok(None)
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Fault protection of file mappings (see sys/fault.rs); no-ops where it is not built.
-
-/// Register a mapping with the SIGBUS handler. `Ok(None)` where there is no handler (not
-/// Linux); an error when it cannot be registered.
-pub fn guard_mapping(start: usize, end: usize, prot: Prot) -> io::Result<Option<usize>> {
-    #[cfg(linux_like)]
-    {
-        fault::register(start, end, prot.flags().bits() as i32).map(Some)
-    }
-    #[cfg(not(linux_like))]
-    {
-        let _ = (start, end, prot);
-        Ok(None)
-    }
-}
-
-/// Hide a registered mapping from the handler while it moves (before mremap).
-pub fn suspend_guard(slot: usize) {
-    #[cfg(linux_like)]
-    fault::suspend(slot);
-    #[cfg(not(linux_like))]
-    let _ = slot;
-}
-
-/// Follow a registered mapping that moved or changed protection.
-pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Prot) {
-    #[cfg(linux_like)]
-    fault::update(slot, start, end, prot.flags().bits() as i32);
-    #[cfg(not(linux_like))]
-    let _ = (slot, start, end, prot);
-}
-
-/// Forget a registered mapping; call before unmapping it.
-pub fn unguard_mapping(slot: usize) {
-    #[cfg(linux_like)]
-    fault::unregister(slot);
-    #[cfg(not(linux_like))]
-    let _ = slot;
-}
-
-/// Whether the registered mapping took a fault past the end of its file.
-#[inline]
-pub fn mapping_poisoned(slot: usize) -> bool {
-    #[cfg(linux_like)]
-    {
-        fault::poisoned(slot)
-    }
-    #[cfg(not(linux_like))]
-    {
-        let _ = slot;
-        false
     }
 }
 

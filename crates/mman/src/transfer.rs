@@ -1,4 +1,4 @@
-//! Moving a file's bytes to a descriptor: the engine of `mman cat`.
+//! Moving a file's bytes to a descriptor, as `cat(1)` does.
 //!
 //! Five methods, each correct on every input (falling back when the kernel refuses):
 //!
@@ -32,12 +32,7 @@
 //! pages the truncation dropped reach the reader as zeros. That is the price of zero-copy,
 //! and why the error matters.
 
-// Elsewhere the zero-copy paths compile away and only read() and mapping remain.
-#![cfg_attr(not(linux_like), allow(dead_code))]
-
-#[cfg(linux_like)]
-use std::os::fd::AsFd;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::{Error, ErrorKind};
 use crate::map::{Advice, MapOptions};
@@ -189,7 +184,6 @@ impl<'fd> Sink<'fd> {
     /// context switches of every method).
     pub fn new(fd: BorrowedFd<'fd>) -> Self {
         let info = sys::file_info(fd).ok();
-        #[cfg(linux_like)]
         if info.is_some_and(|i| i.kind == sys::FileType::Fifo) {
             sys::zerocopy::grow_pipe(fd, CHUNK);
         }
@@ -210,7 +204,8 @@ impl<'fd> Sink<'fd> {
 
     /// The method [`Method::Auto`] picks for an input of this kind.
     pub fn auto_method(&self, mappable: bool) -> Method {
-        if !mappable || !cfg!(linux_like) {
+        // Without zero-copy calls (other Unix systems), read() is the fastest.
+        if !mappable || !sys::zerocopy::AVAILABLE {
             Method::Read
         } else if self.is_pipe() {
             Method::Splice
@@ -352,7 +347,6 @@ impl<'fd> Sink<'fd> {
         Ok(done)
     }
 
-    #[cfg(linux_like)]
     fn via_vmsplice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -361,8 +355,9 @@ impl<'fd> Sink<'fd> {
         end: u64,
         t: &mut Transfer,
     ) -> Result<u64, TransferError> {
-        if !self.is_pipe() {
-            // vmsplice needs a pipe; the mapping still serves through write().
+        if !self.is_pipe() || !sys::zerocopy::AVAILABLE {
+            // vmsplice needs a pipe (and a kernel that has it); the mapping still serves
+            // through write().
             return self.via_map(input, name, pos, end, t);
         }
         let mut done = 0u64;
@@ -402,13 +397,15 @@ impl<'fd> Sink<'fd> {
         Ok(done)
     }
 
-    #[cfg(linux_like)]
     fn via_splice(
         &mut self,
         input: BorrowedFd<'_>,
         pos: u64,
         t: &mut Transfer,
     ) -> Result<u64, TransferError> {
+        if !sys::zerocopy::AVAILABLE {
+            return Ok(0); // read() moves it all
+        }
         let mut off = pos;
         // Always through a relay pipe of our own, even when the destination is a pipe:
         // filling a private, empty 1 MiB pipe from the page cache in one call and then moving
@@ -429,7 +426,6 @@ impl<'fd> Sink<'fd> {
         Ok(off - pos)
     }
 
-    #[cfg(linux_like)]
     fn relay_splice(
         &mut self,
         input: BorrowedFd<'_>,
@@ -478,9 +474,8 @@ impl<'fd> Sink<'fd> {
         Ok(())
     }
 
-    #[cfg(linux_like)]
     fn via_copy_range(&mut self, input: BorrowedFd<'_>, t: &mut Transfer) -> Result<u64, TransferError> {
-        if !self.is_regular() {
+        if !self.is_regular() || !sys::zerocopy::AVAILABLE {
             return Ok(0);
         }
         let mut moved = 0u64;
@@ -501,28 +496,6 @@ impl<'fd> Sink<'fd> {
         }
         t.used(Method::CopyFileRange, moved);
         // copy_file_range moved the input offset itself.
-        Ok(0)
-    }
-
-    #[cfg(not(linux_like))]
-    fn via_vmsplice(
-        &mut self,
-        input: BorrowedFd<'_>,
-        name: &std::path::Path,
-        pos: u64,
-        end: u64,
-        t: &mut Transfer,
-    ) -> Result<u64, TransferError> {
-        self.via_map(input, name, pos, end, t)
-    }
-
-    #[cfg(not(linux_like))]
-    fn via_splice(&mut self, _: BorrowedFd<'_>, _: u64, _: &mut Transfer) -> Result<u64, TransferError> {
-        Ok(0)
-    }
-
-    #[cfg(not(linux_like))]
-    fn via_copy_range(&mut self, _: BorrowedFd<'_>, _: &mut Transfer) -> Result<u64, TransferError> {
         Ok(0)
     }
 }

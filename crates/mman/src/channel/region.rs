@@ -56,7 +56,6 @@ enum Backing {
     /// A named object; `unlink` is done by hand when the last endpoint goes.
     Named(SharedMemory),
     /// A memfd sealed against shrinking and growing, passable over a Unix socket.
-    #[cfg(linux_like)]
     Memfd(shm::Memfd),
 }
 
@@ -129,7 +128,6 @@ impl Region {
 
     /// A fresh region of `shape` in a memfd sealed against shrinking, growing and further
     /// seals, to hand to another process with [`shm::send_fd`].
-    #[cfg(linux_like)]
     pub fn memfd(shape: Shape) -> Result<Region> {
         let fd = shm::Memfd::create("mman-channel", shape.len as u64)?;
         fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL)?;
@@ -178,7 +176,6 @@ impl Region {
 
     /// Adopt a memfd received from another process: it must be sealed against shrinking
     /// (else a truncation could pull pages from under the channel) and hold a channel.
-    #[cfg(linux_like)]
     pub fn from_memfd(
         fd: shm::Memfd,
         kind: Kind,
@@ -365,7 +362,6 @@ impl Region {
     }
 
     /// Send the memfd behind this region over a Unix socket (see `shm::send_fd`).
-    #[cfg(linux_like)]
     pub fn send_fd(&self, sock: &std::os::unix::net::UnixStream) -> Result<()> {
         match &self.backing {
             Backing::Memfd(fd) => shm::send_fd(sock, fd.as_fd(), b"mman-channel"),

@@ -64,7 +64,7 @@ pub enum DestructiveAdvice {
     WipeOnFork,
 }
 
-#[cfg(not(linux_like))]
+/// The error for advice the platform cannot take (`sys::madv` has no number for it).
 fn linux_only(what: impl std::fmt::Debug) -> Error {
     Error::new(
         ErrorKind::Unsupported,
@@ -75,52 +75,39 @@ fn linux_only(what: impl std::fmt::Debug) -> Error {
 
 impl Advice {
     pub(super) fn raw(self) -> Result<i32> {
-        #[cfg(linux_like)]
+        use sys::madv;
         let v = match self {
-            Advice::Normal => libc::MADV_NORMAL,
-            Advice::Random => libc::MADV_RANDOM,
-            Advice::Sequential => libc::MADV_SEQUENTIAL,
-            Advice::WillNeed => libc::MADV_WILLNEED,
-            Advice::DoFork => libc::MADV_DOFORK,
-            Advice::Mergeable => libc::MADV_MERGEABLE,
-            Advice::Unmergeable => libc::MADV_UNMERGEABLE,
-            Advice::HugePage => libc::MADV_HUGEPAGE,
-            Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
-            Advice::DontDump => libc::MADV_DONTDUMP,
-            Advice::DoDump => libc::MADV_DODUMP,
-            Advice::KeepOnFork => libc::MADV_KEEPONFORK,
-            Advice::Cold => 20,          // MADV_COLD
-            Advice::PageOut => 21,       // MADV_PAGEOUT
-            Advice::PopulateRead => 22,  // MADV_POPULATE_READ
-            Advice::PopulateWrite => 23, // MADV_POPULATE_WRITE
+            Advice::Normal => madv::NORMAL,
+            Advice::Random => madv::RANDOM,
+            Advice::Sequential => madv::SEQUENTIAL,
+            Advice::WillNeed => madv::WILLNEED,
+            Advice::DoFork => madv::DOFORK,
+            Advice::Mergeable => madv::MERGEABLE,
+            Advice::Unmergeable => madv::UNMERGEABLE,
+            Advice::HugePage => madv::HUGEPAGE,
+            Advice::NoHugePage => madv::NOHUGEPAGE,
+            Advice::DontDump => madv::DONTDUMP,
+            Advice::DoDump => madv::DODUMP,
+            Advice::KeepOnFork => madv::KEEPONFORK,
+            Advice::Cold => madv::COLD,
+            Advice::PageOut => madv::PAGEOUT,
+            Advice::PopulateRead => madv::POPULATE_READ,
+            Advice::PopulateWrite => madv::POPULATE_WRITE,
         };
-        #[cfg(not(linux_like))]
-        let v = match self {
-            Advice::Normal => libc::MADV_NORMAL,
-            Advice::Random => libc::MADV_RANDOM,
-            Advice::Sequential => libc::MADV_SEQUENTIAL,
-            Advice::WillNeed => libc::MADV_WILLNEED,
-            _ => return Err(linux_only(self)),
-        };
-        Ok(v)
+        v.ok_or_else(|| linux_only(self))
     }
 }
 
 impl DestructiveAdvice {
     pub(super) fn raw(self) -> Result<i32> {
-        #[cfg(linux_like)]
+        use sys::madv;
         let v = match self {
-            DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
-            DestructiveAdvice::Free => libc::MADV_FREE,
-            DestructiveAdvice::Remove => libc::MADV_REMOVE,
-            DestructiveAdvice::DontFork => libc::MADV_DONTFORK,
-            DestructiveAdvice::WipeOnFork => libc::MADV_WIPEONFORK,
+            DestructiveAdvice::DontNeed => madv::DONTNEED,
+            DestructiveAdvice::Free => madv::FREE,
+            DestructiveAdvice::Remove => madv::REMOVE,
+            DestructiveAdvice::DontFork => madv::DONTFORK,
+            DestructiveAdvice::WipeOnFork => madv::WIPEONFORK,
         };
-        #[cfg(not(linux_like))]
-        let v = match self {
-            DestructiveAdvice::DontNeed => libc::MADV_DONTNEED,
-            _ => return Err(linux_only(self)),
-        };
-        Ok(v)
+        v.ok_or_else(|| linux_only(self))
     }
 }

@@ -385,7 +385,7 @@ impl MapOptions {
         };
         // SAFETY: with Anywhere/NoReplace the kernel replaces nothing; with FixedReplace the
         // caller of `map_fixed_replace` took on that contract.
-        let p = unsafe { sys::mmap(addr as *mut c_void, os_len, prot.sys(), &req, fd, aligned_offset) }
+        let p = unsafe { sys::mmap(addr as *mut c_void, os_len, prot, &req, fd, aligned_offset) }
             .map_err(|e| self.mmap_error(e, addr, offset, len))?;
         let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
             // Only a fixed placement at 0 (as root, with vm.mmap_min_addr 0) gets here: no
@@ -470,7 +470,7 @@ pub(super) fn probe_mappable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
         no_reserve: true,
         ..sys::MapRequest::PRIVATE
     };
-    let prot = sys::Prot::READ;
+    let prot = Protection::READ;
     // SAFETY: the kernel picks the address; nothing is replaced, and the probe mapping is
     // never touched before it is unmapped below.
     let p = unsafe { sys::mmap(std::ptr::null_mut(), ps, prot, &req, Some(fd), 0) }?;

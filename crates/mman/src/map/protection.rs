@@ -2,27 +2,35 @@
 
 use super::*;
 
-/// Access permitted to a mapping's pages: any union of [`READ`](Self::READ),
-/// [`WRITE`](Self::WRITE) and [`EXEC`](Self::EXEC), or [`NONE`](Self::NONE).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Protection(u8);
+bitflags::bitflags! {
+    /// Access permitted to a mapping's pages: any union of [`READ`](Self::READ),
+    /// [`WRITE`](Self::WRITE) and [`EXEC`](Self::EXEC), or [`NONE`](Self::NONE). The bits
+    /// are the kernel's `PROT_*`.
+    ///
+    /// ```
+    /// use mman::Protection;
+    /// let rw = Protection::READ | Protection::WRITE;
+    /// assert_eq!(rw, Protection::READ_WRITE);
+    /// assert!(rw.contains(Protection::READ) && !rw.executable());
+    /// assert_eq!(rw.to_string(), "rw-");
+    /// ```
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct Protection: u32 {
+        /// `PROT_READ`.
+        const READ = libc::PROT_READ as u32;
+        /// `PROT_WRITE`.
+        const WRITE = libc::PROT_WRITE as u32;
+        /// `PROT_EXEC`.
+        const EXEC = libc::PROT_EXEC as u32;
+        /// `PROT_READ | PROT_WRITE`.
+        const READ_WRITE = Self::READ.bits() | Self::WRITE.bits();
+    }
+}
 
 impl Protection {
     /// No access (`PROT_NONE`): any touch faults. Guard pages are made of this.
-    pub const NONE: Protection = Protection(0);
-    /// `PROT_READ`.
-    pub const READ: Protection = Protection(1);
-    /// `PROT_WRITE`.
-    pub const WRITE: Protection = Protection(2);
-    /// `PROT_EXEC`.
-    pub const EXEC: Protection = Protection(4);
-    /// `PROT_READ | PROT_WRITE`.
-    pub const READ_WRITE: Protection = Protection(3);
+    pub const NONE: Protection = Protection::empty();
 
-    /// Whether every permission in `other` is in `self`.
-    pub const fn contains(self, other: Protection) -> bool {
-        self.0 & other.0 == other.0
-    }
     /// Whether pages may be read.
     pub const fn readable(self) -> bool {
         self.contains(Self::READ)
@@ -35,19 +43,10 @@ impl Protection {
     pub const fn executable(self) -> bool {
         self.contains(Self::EXEC)
     }
+    /// The protection as `sys` takes it: itself, now that `sys` takes [`Protection`]. Kept
+    /// for `map/control.rs`, which still calls it.
     pub(super) fn sys(self) -> sys::Prot {
-        sys::Prot {
-            read: self.readable(),
-            write: self.writable(),
-            exec: self.executable(),
-        }
-    }
-}
-
-impl std::ops::BitOr for Protection {
-    type Output = Protection;
-    fn bitor(self, rhs: Protection) -> Protection {
-        Protection(self.0 | rhs.0)
+        self
     }
 }
 

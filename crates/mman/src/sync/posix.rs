@@ -227,7 +227,7 @@ impl NamedSemaphore {
         let sem = raw::sem_open(name, create, value).map_err(|e| named(Error::os("sem_open", e)))?;
         let page = crate::sys::page_size();
         let start = sem as usize & !(page - 1);
-        match crate::sys::guard_mapping(start, start + page, crate::sys::Prot::READ_WRITE) {
+        match crate::sys::guard_mapping(start, start + page, crate::map::Protection::READ_WRITE) {
             Ok(Some(guard)) => Ok(NamedSemaphore {
                 sem,
                 name: name.to_string(),

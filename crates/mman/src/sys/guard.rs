@@ -1,14 +1,18 @@
 //! The SIGSEGV side of `mman::fault`: a registry of guard pages and a handler that names the
 //! guard that was hit before the process dies of the signal as it would have anyway.
 //!
-//! Async-signal-safety audit of [`on_sigsegv`]: atomics, a `OnceLock` set before the
-//! handler was installed, `write(2)` of a message formatted into a stack buffer,
-//! `sigaction(2)`, `raise(3)`, and a call of the previous handler. No allocation, no lock.
+//! Installing, chaining and the test of a signal's origin are `sys/signal.rs`'s, shared
+//! with the SIGBUS handler.
+//!
+//! Async-signal-safety audit of [`on_sigsegv`]: `signal::kernel_fault` and `Ranges::find`
+//! (atomics only), `write(2)` of a message formatted into a stack buffer, and
+//! `signal::die` or `Hook::chain` (`sigaction(2)`, `raise(3)`, the previous handler). No
+//! allocation, no lock.
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+
+use super::signal::{self, Hook, Ranges};
 
 /// What a guard protects.
 pub const BUFFER_BELOW: u32 = 1;
@@ -16,76 +20,24 @@ pub const BUFFER_ABOVE: u32 = 2;
 pub const STACK_BELOW: u32 = 3;
 pub const STACK_ABOVE: u32 = 4;
 
-struct Guard {
-    /// Start of the guard pages; 0 = free slot, usize::MAX = being filled.
-    start: AtomicUsize,
-    end: AtomicUsize,
-    kind: AtomicU32,
-    /// The guarded object's first byte and length, for the message.
-    object: AtomicUsize,
-    object_len: AtomicUsize,
-}
-
-impl Guard {
-    const fn new() -> Guard {
-        Guard {
-            start: AtomicUsize::new(0),
-            end: AtomicUsize::new(0),
-            kind: AtomicU32::new(0),
-            object: AtomicUsize::new(0),
-            object_len: AtomicUsize::new(0),
-        }
-    }
-}
-
+/// How many guards the table holds (two a guarded buffer or stack).
 const SLOTS: usize = 8192;
-static TABLE: [Guard; SLOTS] = [const { Guard::new() }; SLOTS];
-static HIGH: AtomicUsize = AtomicUsize::new(0);
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-static INSTALL: std::sync::Once = std::sync::Once::new();
-
-fn install() {
-    INSTALL.call_once(|| {
-        // SAFETY: read the current action into a zeroed struct we own, remember it, then
-        // install ours; PREVIOUS is set before our handler can run.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut old) != 0 {
-                return;
-            }
-            let _ = PREVIOUS.set(old);
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = on_sigsegv as *const () as usize;
-            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut new.sa_mask);
-            libc::sigaction(libc::SIGSEGV, &new, std::ptr::null_mut());
-        }
-    });
-}
+/// Guard pages `[start, end)`, with what they guard: its kind, and the object's first byte
+/// and length, for the message.
+static GUARDS: Ranges<SLOTS, 3> = Ranges::new();
+static SIGSEGV: Hook = Hook::new(libc::SIGSEGV);
 
 /// Register guard pages `[start, end)` protecting the object `[object, object + len)`.
+/// `None` when the table is full, or when the handler cannot be installed: either way a hit
+/// still kills the process with SIGSEGV, only without naming the guard.
 pub fn register(start: usize, end: usize, kind: u32, object: usize, len: usize) -> Option<usize> {
-    install();
-    for (i, g) in TABLE.iter().enumerate() {
-        if g.start
-            .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            g.end.store(end, Ordering::Relaxed);
-            g.kind.store(kind, Ordering::Relaxed);
-            g.object.store(object, Ordering::Relaxed);
-            g.object_len.store(len, Ordering::Relaxed);
-            g.start.store(start, Ordering::Release);
-            HIGH.fetch_max(i + 1, Ordering::AcqRel);
-            return Some(i);
-        }
-    }
-    None
+    SIGSEGV.install(on_sigsegv, 0).ok()?;
+    GUARDS.insert(start, end, [kind as usize, object, len])
 }
 
 /// Forget a guard (before its pages are unmapped).
 pub fn unregister(i: usize) {
-    TABLE[i].start.store(0, Ordering::Release);
+    GUARDS.remove(i);
 }
 
 /// An alternate signal stack for the calling thread, so the handler can run after a stack
@@ -184,41 +136,39 @@ impl Msg {
 }
 
 extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    // Only a fault the kernel raised (si_code > 0) is reported as a guard hit: a SIGSEGV
-    // queued by another process carries an address of its choosing.
-    let high = if code > 0 { HIGH.load(Ordering::Acquire) } else { 0 };
-    let hit = TABLE[..high].iter().find(|g| {
-        let s = g.start.load(Ordering::Acquire);
-        s != 0 && s != usize::MAX && addr >= s && addr < g.end.load(Ordering::Relaxed)
-    });
-    if let Some(g) = hit {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let fault = unsafe { signal::kernel_fault(info) };
+    // Only a fault the kernel raised is reported as a guard hit: a SIGSEGV queued by
+    // another process carries an address of its choosing.
+    if let Some((addr, hit)) = fault.and_then(|f| Some((f.addr, GUARDS.find(f.addr)?))) {
+        let [kind, object, len] = hit.data;
+        let kind = kind as u32;
         let mut m = Msg {
             buf: [0; 256],
             len: 0,
         };
         m.push(b"mman: guard page hit at ");
         m.hex(addr);
-        m.push(match g.kind.load(Ordering::Relaxed) {
+        m.push(match kind {
             BUFFER_BELOW => b": underflow before the start of a guarded buffer of ",
             BUFFER_ABOVE => b": overflow past the end of a guarded buffer of ",
             STACK_BELOW => b": stack overflow of a guarded stack of ",
             _ => b": access above the top of a guarded stack of ",
         });
-        m.dec(g.object_len.load(Ordering::Relaxed));
+        m.dec(len);
         m.push(b" bytes at ");
-        m.hex(g.object.load(Ordering::Relaxed));
-        m.push(match g.kind.load(Ordering::Relaxed) {
+        m.hex(object);
+        m.push(match kind {
             BUFFER_BELOW | STACK_BELOW => b" (lower guard)\n",
             _ => b" (upper guard)\n",
         });
         // SAFETY: write(2) of our stack buffer to stderr.
         unsafe { libc::write(2, m.buf.as_ptr().cast(), m.len) };
-        super::fault::die(sig);
+        signal::die(sig);
         return;
     }
-    super::fault::chain(PREVIOUS.get(), sig, info, ctx);
+    // SAFETY: this hook's handler, with what the kernel passed it.
+    unsafe { SIGSEGV.chain(sig, info, ctx) };
 }
 
 /// Run `job` on a new thread whose stack is `[lo, lo + len)`, with an alternate signal

@@ -3,54 +3,17 @@
 
 use super::*;
 
-/// Protection bits as the kernel takes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prot {
-    pub read: bool,
-    pub write: bool,
-    pub exec: bool,
-}
+use crate::map::{FlushMode, Protection};
 
-impl Prot {
-    /// No access.
-    // Used by the `fault` feature (Linux) only.
-    #[allow(dead_code)]
-    pub const NONE: Prot = Prot {
-        read: false,
-        write: false,
-        exec: false,
-    };
-    /// Read only.
-    pub const READ: Prot = Prot {
-        read: true,
-        write: false,
-        exec: false,
-    };
-    /// Read and write.
-    // Used by the `fault` and `sync` features (Linux) only.
-    #[allow(dead_code)]
-    pub const READ_WRITE: Prot = Prot {
-        read: true,
-        write: true,
-        exec: false,
-    };
+/// The name `sys` gave its own protection type, a twin of [`Protection`] (whose bits are the
+/// kernel's `PROT_*`), kept for the callers that still use it (the `cache` module).
+pub use crate::map::Protection as Prot;
 
-    pub(super) fn flags(self) -> ProtFlags {
-        let mut f = ProtFlags::empty();
-        if self.read {
-            f |= ProtFlags::READ;
-        }
-        if self.write {
-            f |= ProtFlags::WRITE;
-        }
-        if self.exec {
-            f |= ProtFlags::EXEC;
-        }
-        f
-    }
-    fn mprotect_flags(self) -> MprotectFlags {
-        MprotectFlags::from_bits_retain(self.flags().bits())
-    }
+/// The `PROT_*` bits of `prot`, less any bit that is none of read, write and execute (which
+/// `Protection::from_bits_retain` could let in): mman tracks those three only, so the
+/// kernel is given no other.
+pub(super) fn prot_bits(prot: Protection) -> u32 {
+    prot.intersection(Protection::all()).bits()
 }
 
 /// How a mapping is placed in the address space.
@@ -91,7 +54,9 @@ impl MapRequest {
     };
 }
 
-#[cfg(linux_like)]
+/// The `mmap` flags of a request. The platform's flags (`super::os`) are empty where it lacks
+/// an advisory one (populate, no-reserve) and where it has no atomic no-replace placement,
+/// which the caller then emulates with a hint and a check of the address obtained.
 fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     let mut f = if r.shared {
         MapFlags::SHARED
@@ -100,47 +65,18 @@ fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
     };
     match r.placement {
         Placement::Anywhere => {}
-        Placement::FixedNoReplace => f |= MapFlags::FIXED_NOREPLACE,
+        Placement::FixedNoReplace => f |= os::MAP_FIXED_NOREPLACE,
         Placement::FixedReplace => f |= MapFlags::FIXED,
     }
     if r.populate {
-        f |= MapFlags::POPULATE;
+        f |= os::MAP_POPULATE;
     }
     if r.no_reserve {
-        f |= MapFlags::NORESERVE;
+        f |= os::MAP_NORESERVE;
     }
     if let Some(size) = r.huge_page_size {
-        f |= MapFlags::HUGETLB;
-        if size != 0 {
-            if !size.is_power_of_two() {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
-            // MAP_HUGE_SHIFT: the log2 of the page size goes in bits 26..32.
-            f |= MapFlags::from_bits_retain(size.trailing_zeros() << 26);
-        }
+        f |= os::map_huge(size)?;
     }
-    Ok(f)
-}
-
-#[cfg(not(linux_like))]
-fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
-    let mut f = if r.shared {
-        MapFlags::SHARED
-    } else {
-        MapFlags::PRIVATE
-    };
-    match r.placement {
-        Placement::Anywhere => {}
-        // Elsewhere there is no atomic no-replace placement: emulated by the caller with a
-        // hint and a check of the address obtained.
-        Placement::FixedNoReplace => {}
-        Placement::FixedReplace => f |= MapFlags::FIXED,
-    }
-    if r.huge_page_size.is_some() {
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-    }
-    // No MAP_POPULATE or portable MAP_NORESERVE here: both are advisory, so they are dropped.
-    let _ = (r.populate, r.no_reserve);
     Ok(f)
 }
 
@@ -152,18 +88,19 @@ fn map_flags(r: &MapRequest) -> io::Result<MapFlags> {
 pub unsafe fn mmap(
     addr: *mut c_void,
     len: usize,
-    prot: Prot,
+    prot: Protection,
     req: &MapRequest,
     fd: Option<BorrowedFd<'_>>,
     offset: u64,
 ) -> io::Result<*mut c_void> {
     let flags = map_flags(req)?;
+    let prot = ProtFlags::from_bits_retain(prot_bits(prot));
     // SAFETY: forwarded from the caller for fixed placements; otherwise the kernel picks a
     // free range and replaces nothing.
     let r = unsafe {
         match fd {
-            Some(fd) => rustix::mm::mmap(addr, len, prot.flags(), flags, fd, offset),
-            None => rustix::mm::mmap_anonymous(addr, len, prot.flags(), flags),
+            Some(fd) => rustix::mm::mmap(addr, len, prot, flags, fd, offset),
+            None => rustix::mm::mmap_anonymous(addr, len, prot, flags),
         }
     };
     Ok(r?)
@@ -183,9 +120,10 @@ pub unsafe fn munmap(addr: *mut c_void, len: usize) -> io::Result<()> {
 /// # Safety
 /// The range must be a mapping the caller owns; no reference into it may outlive the
 /// protection it assumes.
-pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Prot) -> io::Result<()> {
+pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Protection) -> io::Result<()> {
+    let prot = MprotectFlags::from_bits_retain(prot_bits(prot));
     // SAFETY: forwarded from the caller.
-    Ok(unsafe { rustix::mm::mprotect(addr, len, prot.mprotect_flags()) }?)
+    Ok(unsafe { rustix::mm::mprotect(addr, len, prot) }?)
 }
 
 /// `mlock(2)`, or `mlock2(MLOCK_ONFAULT)` where asked (Linux).
@@ -194,22 +132,12 @@ pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: Prot) -> io::Result<
 /// `addr..addr+len` is memory the caller owns (as rustix asks: the pages are faulted in and
 /// pinned, which the owner of the range must expect).
 pub unsafe fn mlock(addr: *mut c_void, len: usize, on_fault: bool) -> io::Result<()> {
-    // SAFETY: forwarded from the caller; locking changes residency, never contents.
-    unsafe {
-        #[cfg(linux_like)]
-        if on_fault {
-            return Ok(rustix::mm::mlock_with(
-                addr,
-                len,
-                rustix::mm::MlockFlags::ONFAULT,
-            )?);
-        }
-        #[cfg(not(linux_like))]
-        if on_fault {
-            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-        }
-        Ok(rustix::mm::mlock(addr, len)?)
+    if on_fault {
+        // SAFETY: forwarded from the caller.
+        return unsafe { os::mlock_on_fault(addr, len) };
     }
+    // SAFETY: forwarded from the caller; locking changes residency, never contents.
+    Ok(unsafe { rustix::mm::mlock(addr, len) }?)
 }
 
 /// `munlock(2)`.
@@ -221,87 +149,22 @@ pub unsafe fn munlock(addr: *mut c_void, len: usize) -> io::Result<()> {
     Ok(unsafe { rustix::mm::munlock(addr, len) }?)
 }
 
-/// Which pages `mlockall(2)` applies to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LockAll {
-    pub current: bool,
-    pub future: bool,
-    pub on_fault: bool,
-}
+pub use super::os::{mlockall, mremap, munlockall};
 
-/// `mlockall(2)`.
-#[cfg(linux_like)]
-pub fn mlockall(how: LockAll) -> io::Result<()> {
-    use rustix::mm::MlockAllFlags;
-    let mut f = MlockAllFlags::empty();
-    if how.current {
-        f |= MlockAllFlags::CURRENT;
-    }
-    if how.future {
-        f |= MlockAllFlags::FUTURE;
-    }
-    if how.on_fault {
-        f |= MlockAllFlags::ONFAULT;
-    }
-    Ok(rustix::mm::mlockall(f)?)
-}
-
-/// `mlockall(2)`.
-#[cfg(not(linux_like))]
-pub fn mlockall(how: LockAll) -> io::Result<()> {
-    if how.on_fault {
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-    }
-    let mut f = 0;
-    if how.current {
-        f |= libc::MCL_CURRENT;
-    }
-    if how.future {
-        f |= libc::MCL_FUTURE;
-    }
-    // SAFETY: mlockall changes residency only.
-    if unsafe { libc::mlockall(f) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `munlockall(2)`.
-#[cfg(linux_like)]
-pub fn munlockall() -> io::Result<()> {
-    Ok(rustix::mm::munlockall()?)
-}
-
-/// `munlockall(2)`.
-#[cfg(not(linux_like))]
-pub fn munlockall() -> io::Result<()> {
-    // SAFETY: munlockall changes residency only.
-    if unsafe { libc::munlockall() } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The `msync(2)` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsyncMode {
-    Sync,
-    Async,
-    Invalidate,
-}
+/// The name `sys` gave its own twin of [`FlushMode`], kept for the callers that still use it
+/// (`map/control.rs`).
+pub use crate::map::FlushMode as MsyncMode;
 
 /// `msync(2)`.
 ///
 /// # Safety
 /// `MS_INVALIDATE` may replace the contents of a private mapping's pages with the file's:
 /// no reference may assume the old contents.
-pub unsafe fn msync(addr: *mut c_void, len: usize, how: MsyncMode) -> io::Result<()> {
+pub unsafe fn msync(addr: *mut c_void, len: usize, how: FlushMode) -> io::Result<()> {
     let f = match how {
-        MsyncMode::Sync => MsyncFlags::SYNC,
-        MsyncMode::Async => MsyncFlags::ASYNC,
-        MsyncMode::Invalidate => MsyncFlags::INVALIDATE,
+        FlushMode::Sync => MsyncFlags::SYNC,
+        FlushMode::Async => MsyncFlags::ASYNC,
+        FlushMode::Invalidate => MsyncFlags::INVALIDATE,
     };
     // SAFETY: forwarded from the caller.
     Ok(unsafe { rustix::mm::msync(addr, len, f) }?)
@@ -332,35 +195,8 @@ pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: i32) -> io::Result<
 pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> {
     let ps = page_size();
     assert!(out.len() >= len.div_ceil(ps));
-    // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
-    // which is long enough (checked above); an unmapped range is an error, ENOMEM.
-    #[cfg(linux_like)]
-    let r = unsafe { libc::mincore(addr, len, out.as_mut_ptr()) };
-    #[cfg(not(linux_like))]
-    // SAFETY: as above.
-    let r = unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr() as _) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `mremap(2)` with `MREMAP_MAYMOVE` (Linux only).
-///
-/// # Safety
-/// The old range must be a mapping the caller owns with no live reference into it.
-pub unsafe fn mremap(old: *mut c_void, old_len: usize, new_len: usize) -> io::Result<*mut c_void> {
-    #[cfg(linux_like)]
-    {
-        // SAFETY: forwarded from the caller.
-        Ok(unsafe { rustix::mm::mremap(old, old_len, new_len, rustix::mm::MremapFlags::MAYMOVE) }?)
-    }
-    #[cfg(not(linux_like))]
-    {
-        let _ = (old, old_len, new_len);
-        Err(io::Error::from_raw_os_error(libc::ENOSYS))
-    }
+    // SAFETY: `out` has a byte for each page of the range (checked above).
+    unsafe { os::mincore(addr, len, out) }
 }
 
 /// `RLIMIT_MEMLOCK` as (soft, hard); `None` means unlimited.

@@ -33,12 +33,7 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// `fdatasync` (where the platform has it; `fsync` elsewhere).
-pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    return Ok(rustix::fs::fdatasync(fd)?);
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    return fsync(fd);
-}
+pub use super::os::fdatasync;
 
 /// Give `tmp` the name `to` unless `to` exists (`Ok(false)` then), atomically: a crash
 /// leaves either no `to` or the complete file. `link` + `unlink`, which every Unix has.

@@ -33,14 +33,7 @@ pub fn shm_unlink(name: &str) -> io::Result<()> {
 
 /// Give the object `len` bytes of real backing store now (`fallocate` on Linux, so a full
 /// `/dev/shm` is `ENOSPC` here rather than SIGBUS later), or at least the size elsewhere.
-pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    #[cfg(linux_like)]
-    if len > 0 {
-        rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)?;
-        return Ok(());
-    }
-    set_len(fd, len)
-}
+pub use super::os::allocate;
 
 /// `ftruncate`.
 pub fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
@@ -98,81 +91,22 @@ pub fn process_exists(pid: u32) -> bool {
 }
 
 /// Record a small attribute on the object (a `user.` extended attribute; tmpfs has them
-/// since Linux 6.6). Best effort elsewhere.
+/// since Linux 6.6). Best effort elsewhere (`ENOTSUP`).
 pub fn set_tag(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
-    #[cfg(linux_like)]
-    {
-        rustix::fs::fsetxattr(fd, key, value, rustix::fs::XattrFlags::empty())?;
-        Ok(())
-    }
-    #[cfg(not(linux_like))]
-    {
-        let _ = (fd, key, value);
-        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
-    }
+    super::os::set_xattr(fd, key, value)
 }
 
 /// Read an attribute written by [`set_tag`].
 pub fn tag(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
-    #[cfg(linux_like)]
-    {
-        let mut buf = vec![0u8; 128];
-        let n = rustix::fs::fgetxattr(fd, key, &mut buf[..]).ok()?;
-        buf.truncate(n);
-        Some(buf)
-    }
-    #[cfg(not(linux_like))]
-    {
-        let _ = (fd, key);
-        None
-    }
+    super::os::xattr(fd, key)
 }
 
-/// Seals as the kernel numbers them (`F_SEAL_*`).
-#[cfg(linux_like)]
-pub mod seals {
-    use super::*;
-    use rustix::fs::SealFlags;
+/// memfd objects and their seals (`F_SEAL_*`; `ENOSYS` where there are none).
+pub use super::os::seals;
 
-    pub const SEAL: u32 = SealFlags::SEAL.bits();
-    pub const SHRINK: u32 = SealFlags::SHRINK.bits();
-    pub const GROW: u32 = SealFlags::GROW.bits();
-    pub const WRITE: u32 = SealFlags::WRITE.bits();
-    pub const FUTURE_WRITE: u32 = SealFlags::FUTURE_WRITE.bits();
-
-    /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
-    pub fn memfd(name: &str) -> io::Result<OwnedFd> {
-        use rustix::fs::MemfdFlags;
-        Ok(rustix::fs::memfd_create(
-            name,
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?)
-    }
-
-    /// `fcntl(F_GET_SEALS)`.
-    pub fn get(fd: BorrowedFd<'_>) -> io::Result<u32> {
-        Ok(rustix::fs::fcntl_get_seals(fd)?.bits())
-    }
-
-    /// `fcntl(F_ADD_SEALS)`.
-    pub fn add(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
-        Ok(rustix::fs::fcntl_add_seals(
-            fd,
-            SealFlags::from_bits_retain(bits),
-        )?)
-    }
-}
-
-/// Credentials of the process at the other end of a Unix socket (`SO_PEERCRED`).
-#[cfg(linux_like)]
-pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
-    let c = rustix::net::sockopt::socket_peercred(sock)?;
-    Ok((
-        c.pid.as_raw_nonzero().get() as u32,
-        c.uid.as_raw(),
-        c.gid.as_raw(),
-    ))
-}
+/// Credentials (pid, uid, gid) of the process at the other end of a Unix socket
+/// (`SO_PEERCRED`; `ENOSYS` where there is none).
+pub use super::os::peer_credentials;
 
 /// Send `payload` and one descriptor over a Unix socket (`SCM_RIGHTS`).
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
@@ -201,10 +135,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
     // Received descriptors close on exec (atomically where the platform can).
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    let recv_flags = RecvFlags::CMSG_CLOEXEC;
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let recv_flags = RecvFlags::empty();
+    let recv_flags = super::os::RECV_CLOEXEC.unwrap_or(RecvFlags::empty());
     let got = loop {
         match rustix::net::recvmsg(sock, &mut iov, &mut cmsg, recv_flags) {
             Err(rustix::io::Errno::INTR) => continue,
@@ -217,8 +148,9 @@ pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
             for f in fds {
                 // Keep the first; any extra is closed when dropped.
                 if fd.is_none() {
-                    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-                    let _ = rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::CLOEXEC);
+                    if super::os::RECV_CLOEXEC.is_none() {
+                        let _ = rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::CLOEXEC);
+                    }
                     fd = Some(f);
                 }
             }

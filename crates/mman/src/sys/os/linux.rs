@@ -1,0 +1,319 @@
+//! The Linux (and Android) side of every platform difference in `sys`: the full target.
+//!
+//! `sys.rs` chooses this file or `unix.rs` (macOS, FreeBSD) once, by path; both expose the
+//! same items, so nothing else in the crate asks which platform it is on. Where the other
+//! Unix systems lack a call, `unix.rs` answers `ENOSYS`; where they lack a flag, it is empty
+//! (an advisory flag) or `None` (advice that cannot be given).
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::mm::MapFlags;
+
+use crate::map::{LockAll, Protection};
+
+// ---------------------------------------------------------------------------------------
+// Memory: mmap flags, locking, residency, remapping.
+
+/// `MAP_FIXED_NOREPLACE`: exactly at the address, failing with `EEXIST` if anything is
+/// mapped there.
+pub const MAP_FIXED_NOREPLACE: MapFlags = MapFlags::FIXED_NOREPLACE;
+/// `MAP_POPULATE`: fault the pages in now.
+pub const MAP_POPULATE: MapFlags = MapFlags::POPULATE;
+/// `MAP_NORESERVE`: no swap reserved for the mapping.
+pub const MAP_NORESERVE: MapFlags = MapFlags::NORESERVE;
+
+/// `MAP_HUGETLB`, with the page size in the `MAP_HUGE_SHIFT` bits unless `size` is 0 (the
+/// default huge page size). `EINVAL` for a size that is not a power of two.
+pub fn map_huge(size: usize) -> io::Result<MapFlags> {
+    let mut f = MapFlags::HUGETLB;
+    if size != 0 {
+        if !size.is_power_of_two() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // MAP_HUGE_SHIFT: the log2 of the page size goes in bits 26..32.
+        f |= MapFlags::from_bits_retain(size.trailing_zeros() << 26);
+    }
+    Ok(f)
+}
+
+/// `mlock2(MLOCK_ONFAULT)`: lock the pages as they are first touched.
+///
+/// # Safety
+/// As [`super::mlock`]: `addr..addr+len` is memory the caller owns.
+pub unsafe fn mlock_on_fault(addr: *mut c_void, len: usize) -> io::Result<()> {
+    // SAFETY: forwarded from the caller; locking changes residency, never contents.
+    Ok(unsafe { rustix::mm::mlock_with(addr, len, rustix::mm::MlockFlags::ONFAULT) }?)
+}
+
+/// `mlockall(2)`.
+pub fn mlockall(how: LockAll) -> io::Result<()> {
+    use rustix::mm::MlockAllFlags;
+    let mut f = MlockAllFlags::empty();
+    if how.current {
+        f |= MlockAllFlags::CURRENT;
+    }
+    if how.future {
+        f |= MlockAllFlags::FUTURE;
+    }
+    if how.on_fault {
+        f |= MlockAllFlags::ONFAULT;
+    }
+    Ok(rustix::mm::mlockall(f)?)
+}
+
+/// `munlockall(2)`.
+pub fn munlockall() -> io::Result<()> {
+    Ok(rustix::mm::munlockall()?)
+}
+
+/// `mincore(2)` into `out`, one byte a page.
+///
+/// # Safety
+/// `out` holds at least one byte for each page of `addr..addr+len`.
+pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> {
+    // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
+    // which is long enough (the caller's contract); an unmapped range is an error, ENOMEM.
+    if unsafe { libc::mincore(addr, len, out.as_mut_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mremap(2)` with `MREMAP_MAYMOVE`.
+///
+/// # Safety
+/// The old range must be a mapping the caller owns with no live reference into it.
+pub unsafe fn mremap(old: *mut c_void, old_len: usize, new_len: usize) -> io::Result<*mut c_void> {
+    // SAFETY: forwarded from the caller.
+    Ok(unsafe { rustix::mm::mremap(old, old_len, new_len, rustix::mm::MremapFlags::MAYMOVE) }?)
+}
+
+/// `madvise(2)` advice numbers; `None` for advice this platform cannot take.
+pub mod madv {
+    use libc::c_int;
+
+    pub const NORMAL: Option<c_int> = Some(libc::MADV_NORMAL);
+    pub const RANDOM: Option<c_int> = Some(libc::MADV_RANDOM);
+    pub const SEQUENTIAL: Option<c_int> = Some(libc::MADV_SEQUENTIAL);
+    pub const WILLNEED: Option<c_int> = Some(libc::MADV_WILLNEED);
+    pub const DONTNEED: Option<c_int> = Some(libc::MADV_DONTNEED);
+    pub const DOFORK: Option<c_int> = Some(libc::MADV_DOFORK);
+    pub const MERGEABLE: Option<c_int> = Some(libc::MADV_MERGEABLE);
+    pub const UNMERGEABLE: Option<c_int> = Some(libc::MADV_UNMERGEABLE);
+    pub const HUGEPAGE: Option<c_int> = Some(libc::MADV_HUGEPAGE);
+    pub const NOHUGEPAGE: Option<c_int> = Some(libc::MADV_NOHUGEPAGE);
+    pub const DONTDUMP: Option<c_int> = Some(libc::MADV_DONTDUMP);
+    pub const DODUMP: Option<c_int> = Some(libc::MADV_DODUMP);
+    pub const KEEPONFORK: Option<c_int> = Some(libc::MADV_KEEPONFORK);
+    pub const COLD: Option<c_int> = Some(libc::MADV_COLD);
+    pub const PAGEOUT: Option<c_int> = Some(libc::MADV_PAGEOUT);
+    pub const POPULATE_READ: Option<c_int> = Some(libc::MADV_POPULATE_READ);
+    pub const POPULATE_WRITE: Option<c_int> = Some(libc::MADV_POPULATE_WRITE);
+    pub const FREE: Option<c_int> = Some(libc::MADV_FREE);
+    pub const REMOVE: Option<c_int> = Some(libc::MADV_REMOVE);
+    pub const DONTFORK: Option<c_int> = Some(libc::MADV_DONTFORK);
+    pub const WIPEONFORK: Option<c_int> = Some(libc::MADV_WIPEONFORK);
+}
+
+// ---------------------------------------------------------------------------------------
+// Truncation protection of file mappings: the SIGBUS handler of `sys/fault.rs`.
+
+/// Register a mapping with the SIGBUS handler; an error when it cannot be registered.
+pub fn guard_mapping(start: usize, end: usize, prot: Protection) -> io::Result<Option<usize>> {
+    super::fault::register(start, end, super::prot_bits(prot) as i32).map(Some)
+}
+
+/// Hide a registered mapping from the handler while it moves (before mremap).
+pub fn suspend_guard(slot: usize) {
+    super::fault::suspend(slot);
+}
+
+/// Follow a registered mapping that moved or changed protection.
+pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Protection) {
+    super::fault::update(slot, start, end, super::prot_bits(prot) as i32);
+}
+
+/// Forget a registered mapping; call before unmapping it.
+pub fn unguard_mapping(slot: usize) {
+    super::fault::unregister(slot);
+}
+
+/// Whether the registered mapping took a fault past the end of its file.
+#[inline]
+pub fn mapping_poisoned(slot: usize) -> bool {
+    super::fault::poisoned(slot)
+}
+
+// ---------------------------------------------------------------------------------------
+// Files and shared-memory objects.
+
+/// Give the object `len` bytes of real backing store now (`fallocate`), so a full
+/// `/dev/shm` is `ENOSPC` here rather than SIGBUS later; `ftruncate` for length 0.
+pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    if len > 0 {
+        rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)?;
+        return Ok(());
+    }
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// Set a `user.` extended attribute (tmpfs has them since Linux 6.6).
+pub fn set_xattr(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
+    rustix::fs::fsetxattr(fd, key, value, rustix::fs::XattrFlags::empty())?;
+    Ok(())
+}
+
+/// Read an extended attribute of at most 128 bytes.
+pub fn xattr(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 128];
+    let n = rustix::fs::fgetxattr(fd, key, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// `fdatasync`.
+#[cfg(feature = "persist")]
+pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::fdatasync(fd)?)
+}
+
+/// The `recvmsg` flag that makes received descriptors close-on-exec atomically
+/// (`MSG_CMSG_CLOEXEC`); `None` where the receiver must set `FD_CLOEXEC` itself.
+pub const RECV_CLOEXEC: Option<rustix::net::RecvFlags> = Some(rustix::net::RecvFlags::CMSG_CLOEXEC);
+
+/// Credentials (pid, uid, gid) of the process at the other end of a Unix socket
+/// (`SO_PEERCRED`).
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let c = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok((
+        c.pid.as_raw_nonzero().get() as u32,
+        c.uid.as_raw(),
+        c.gid.as_raw(),
+    ))
+}
+
+/// memfd objects and their seals (`F_SEAL_*`, as the kernel numbers them).
+pub mod seals {
+    use super::*;
+    use rustix::fs::SealFlags;
+
+    pub const SEAL: u32 = SealFlags::SEAL.bits();
+    pub const SHRINK: u32 = SealFlags::SHRINK.bits();
+    pub const GROW: u32 = SealFlags::GROW.bits();
+    pub const WRITE: u32 = SealFlags::WRITE.bits();
+    pub const FUTURE_WRITE: u32 = SealFlags::FUTURE_WRITE.bits();
+
+    /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
+    pub fn memfd(name: &str) -> io::Result<OwnedFd> {
+        use rustix::fs::MemfdFlags;
+        Ok(rustix::fs::memfd_create(
+            name,
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?)
+    }
+
+    /// `fcntl(F_GET_SEALS)`.
+    pub fn get(fd: BorrowedFd<'_>) -> io::Result<u32> {
+        Ok(rustix::fs::fcntl_get_seals(fd)?.bits())
+    }
+
+    /// `fcntl(F_ADD_SEALS)`.
+    pub fn add(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
+        Ok(rustix::fs::fcntl_add_seals(
+            fd,
+            SealFlags::from_bits_retain(bits),
+        )?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Zero-copy transfers.
+
+/// Linux's zero-copy calls: splice, vmsplice, copy_file_range and pipe sizing.
+pub mod zerocopy {
+    use super::*;
+    use crate::sys::wait_ready;
+    use rustix::pipe::SpliceFlags;
+
+    /// Whether this platform has the calls below (elsewhere they answer `ENOSYS`).
+    pub const AVAILABLE: bool = true;
+
+    fn retry<T>(fd: BorrowedFd<'_>, mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+        loop {
+            match f() {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => wait_ready(fd, true)?,
+                r => return Ok(r?),
+            }
+        }
+    }
+
+    /// `splice(2)` from `from` (at `*off` when given) into `to`, up to `len` bytes.
+    pub fn splice(
+        from: BorrowedFd<'_>,
+        off: Option<&mut u64>,
+        to: BorrowedFd<'_>,
+        len: usize,
+    ) -> io::Result<usize> {
+        let mut off = off;
+        retry(to, || {
+            rustix::pipe::splice(
+                from,
+                off.as_deref_mut(),
+                to,
+                None,
+                len,
+                SpliceFlags::MOVE | SpliceFlags::MORE,
+            )
+        })
+    }
+
+    /// `vmsplice(2)`: hand the pages at `ptr..ptr+len` to the pipe `to` by reference.
+    ///
+    /// # Safety
+    /// The range must be mapped and readable. The pipe keeps references to the pages, not
+    /// copies: the reader sees them as they are when it reads.
+    pub unsafe fn vmsplice(to: BorrowedFd<'_>, ptr: *const u8, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let iov = libc::iovec {
+            iov_base: ptr as *mut c_void,
+            iov_len: len,
+        };
+        loop {
+            // SAFETY: `to` is the write end of a pipe, so the kernel only reads the range,
+            // which the caller guarantees mapped and readable; no Rust reference is made.
+            let r = unsafe { libc::vmsplice(to.as_raw_fd(), &iov, 1, 0) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => wait_ready(to, true)?,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// `copy_file_range(2)` at the current offsets of both descriptors.
+    pub fn copy_file_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        retry(to, || rustix::fs::copy_file_range(from, None, to, None, len))
+    }
+
+    /// Grow a pipe's buffer (`F_SETPIPE_SZ`), up to `/proc/sys/fs/pipe-max-size`.
+    pub fn grow_pipe(fd: BorrowedFd<'_>, want: usize) -> Option<usize> {
+        let now = rustix::pipe::fcntl_getpipe_size(fd).ok()?;
+        if now >= want {
+            return Some(now);
+        }
+        rustix::pipe::fcntl_setpipe_size(fd, want).ok()
+    }
+
+    /// A new pipe, both ends close-on-exec.
+    pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+        Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+    }
+}

@@ -1,0 +1,300 @@
+//! The signal machinery shared by mman's two fault handlers: the SIGBUS handler that turns a
+//! truncated file mapping into an error (`sys/fault.rs`) and the SIGSEGV handler that names
+//! the guard page that was hit (`sys/guard.rs`).
+//!
+//! * [`Hook`]: a handler installed once per process for one signal (every `sigaction`
+//!   checked), which remembers the disposition it replaced and hands it every signal that is
+//!   not its own.
+//! * [`kernel_fault`]: the one test of where a signal came from. A handler acts only on a
+//!   fault the kernel raised (`si_code > 0`): a signal sent by a process with `kill(2)` or
+//!   `rt_sigqueueinfo(2)` has `si_code <= 0` and an `si_addr` of the sender's choosing.
+//! * [`Ranges`]: the table of address ranges a handler searches, without locks: each slot is
+//!   read under a seqlock, so a handler never acts on a half-updated range.
+//!
+//! Async-signal-safety audit of what a handler calls here ([`kernel_fault`],
+//! [`Ranges::find`], [`Ranges::mark`], [`Hook::chain`], [`die`]): loads and stores of
+//! atomics, a read of a `OnceLock` set before the handler was installed, `sigaction(2)`,
+//! `raise(3)` (both async-signal-safe), and a call of the previous handler. No allocation,
+//! no lock, no `std` I/O.
+
+use std::ffi::c_void;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// A handler taking a `siginfo_t` (installed with `SA_SIGINFO`).
+pub type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void);
+
+/// A plain handler (installed without `SA_SIGINFO`).
+type PlainAction = extern "C" fn(libc::c_int);
+
+// ---------------------------------------------------------------------------------------
+// Installing, chaining, dying.
+
+/// mman's handler for one signal: installed once per process, chaining to the disposition it
+/// replaced for every signal that is not its own.
+pub struct Hook {
+    sig: libc::c_int,
+    /// The disposition replaced. Set before mman's handler is installed, so the handler
+    /// always finds it.
+    previous: OnceLock<libc::sigaction>,
+    /// The outcome of the one installation: 0, or the errno of the `sigaction` that failed.
+    outcome: OnceLock<i32>,
+}
+
+impl Hook {
+    /// The hook for `sig`, not yet installed.
+    pub const fn new(sig: libc::c_int) -> Hook {
+        Hook {
+            sig,
+            previous: OnceLock::new(),
+            outcome: OnceLock::new(),
+        }
+    }
+
+    /// Install `action` with `SA_SIGINFO | SA_ONSTACK | flags` (on the alternate stack when
+    /// the thread has one, so a stack overflow can be handled), once per process. Every call
+    /// returns the outcome of the first: an error when a `sigaction` failed.
+    pub fn install(&self, action: Action, flags: libc::c_int) -> io::Result<()> {
+        let errno = *self.outcome.get_or_init(|| match self.replace(action, flags) {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+        });
+        match errno {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Read the current disposition into `previous`, then install `action`.
+    fn replace(&self, action: Action, flags: libc::c_int) -> io::Result<()> {
+        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: with a null new action, sigaction only writes the current one into `old`,
+        // a struct we own.
+        if unsafe { libc::sigaction(self.sig, std::ptr::null(), &mut old) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let _ = self.previous.set(old);
+        // SAFETY: as above.
+        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+        new.sa_sigaction = action as *const () as libc::sighandler_t;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | flags;
+        // SAFETY: initialises the mask of a struct we own.
+        unsafe { libc::sigemptyset(&mut new.sa_mask) };
+        // SAFETY: `new` is fully initialised and names an `extern "C"` function of the
+        // SA_SIGINFO type, installed with SA_SIGINFO; `previous` is set before it can run.
+        if unsafe { libc::sigaction(self.sig, &new, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Hand a signal that is not mman's to the disposition replaced: call the previous
+    /// handler; ignore the signal if it was ignored, unless it is a fault (returning from a
+    /// fault would fault again forever); otherwise die of it as by default.
+    ///
+    /// # Safety
+    /// Called from this hook's handler, with the `sig`, `info` and `ctx` the kernel passed it.
+    pub unsafe fn chain(&self, sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+        let Some(prev) = self.previous.get() else {
+            die(sig);
+            return;
+        };
+        let handler = prev.sa_sigaction;
+        if handler == libc::SIG_IGN {
+            // SAFETY: the kernel's siginfo (forwarded from the caller).
+            if unsafe { kernel_fault(info) }.is_none() {
+                return;
+            }
+            die(sig);
+        } else if handler == libc::SIG_DFL {
+            die(sig);
+        } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
+            let f = unsafe { std::mem::transmute::<libc::sighandler_t, Action>(handler) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: the previous handler was installed without SA_SIGINFO: a plain handler.
+            let f = unsafe { std::mem::transmute::<libc::sighandler_t, PlainAction>(handler) };
+            f(sig);
+        }
+    }
+}
+
+/// Restore the default action of `sig` and re-raise it: the signal is delivered, with its
+/// default effect, when the handler returns.
+pub fn die(sig: libc::c_int) {
+    // SAFETY: all-zero is a valid sigaction; SIG_DFL is 0, set again for clarity.
+    let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    dfl.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: sigaction and raise are async-signal-safe; the struct is ours.
+    unsafe {
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
+
+/// A fault the kernel raised: its code (`BUS_ADRERR`, `SEGV_ACCERR`...) and address.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    /// `si_code`, always > 0.
+    pub code: libc::c_int,
+    /// `si_addr`: the address whose access faulted.
+    pub addr: usize,
+}
+
+/// The fault the kernel raised, or `None` for a signal a process sent (`si_code <= 0`:
+/// `kill`, `sigqueue`, `tgkill`), whose address is the sender's choice. Handlers act only on
+/// the former.
+///
+/// # Safety
+/// `info` is the siginfo the kernel passed to an `SA_SIGINFO` handler.
+pub unsafe fn kernel_fault(info: *const libc::siginfo_t) -> Option<Fault> {
+    // SAFETY: a valid siginfo (the caller's contract); si_addr is read as a plain field.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    (code > 0).then_some(Fault { code, addr })
+}
+
+// ---------------------------------------------------------------------------------------
+// The table of ranges a handler searches.
+
+/// One range: `[start, end)` and `W` words of its owner's data. `start == 0` is a free slot,
+/// `usize::MAX` one being filled or moved. `seq` is odd while the fields change (a seqlock):
+/// a reader uses a slot only if it read the same even `seq` before and after the fields.
+/// `mark` is set by a handler and read by the owner, outside the seqlock.
+struct Slot<const W: usize> {
+    seq: AtomicUsize,
+    start: AtomicUsize,
+    end: AtomicUsize,
+    data: [AtomicUsize; W],
+    mark: AtomicBool,
+}
+
+impl<const W: usize> Slot<W> {
+    const fn new() -> Self {
+        Slot {
+            seq: AtomicUsize::new(0),
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            data: [const { AtomicUsize::new(0) }; W],
+            mark: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A range found by [`Ranges::find`], read consistently.
+#[derive(Clone, Copy, Debug)]
+pub struct Found<const W: usize> {
+    /// Its slot, as [`Ranges::insert`] returned it.
+    pub slot: usize,
+    /// One past its last byte.
+    pub end: usize,
+    /// Its owner's data.
+    pub data: [usize; W],
+}
+
+/// A table of at most `N` address ranges, each with `W` words of data, that a signal
+/// handler searches without locks. All-zero, so a `static` of it lives in `.bss`: the pages
+/// of slots a process never reaches are never touched and cost nothing.
+pub struct Ranges<const N: usize, const W: usize> {
+    slots: [Slot<W>; N],
+    /// One past the highest slot ever used: a search looks no further.
+    high: AtomicUsize,
+    /// Where the next insertion starts looking for a free slot.
+    next: AtomicUsize,
+}
+
+impl<const N: usize, const W: usize> Ranges<N, W> {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Ranges {
+            slots: [const { Slot::new() }; N],
+            high: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Add `[start, end)` (`start` neither 0 nor `usize::MAX`) with `data`; returns its slot,
+    /// or `None` when the table is full. The scan starts just past the slot taken last and
+    /// wraps: O(1) while the table has room, not O(ranges held).
+    pub fn insert(&self, start: usize, end: usize, data: [usize; W]) -> Option<usize> {
+        let from = self.next.load(Ordering::Relaxed);
+        for k in 0..N {
+            let i = (from + k) % N;
+            let slot = &self.slots[i];
+            if slot
+                .start
+                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.next.store((i + 1) % N, Ordering::Relaxed);
+                self.high.fetch_max(i + 1, Ordering::AcqRel);
+                Self::write(slot, start, end, data, false);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Fill a slot under its seqlock.
+    fn write(slot: &Slot<W>, start: usize, end: usize, data: [usize; W], keep_mark: bool) {
+        slot.seq.fetch_add(1, Ordering::AcqRel);
+        slot.start.store(usize::MAX, Ordering::Release);
+        slot.end.store(end, Ordering::Relaxed);
+        for (d, v) in slot.data.iter().zip(data) {
+            d.store(v, Ordering::Relaxed);
+        }
+        if !keep_mark {
+            slot.mark.store(false, Ordering::Relaxed);
+        }
+        slot.start.store(start, Ordering::Release);
+        slot.seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Take a range out of the searches' view while it moves: no fault is matched against
+    /// the old range meanwhile.
+    pub fn suspend(&self, i: usize) {
+        let slot = &self.slots[i];
+        slot.seq.fetch_add(1, Ordering::AcqRel);
+        slot.start.store(usize::MAX, Ordering::Release);
+        slot.seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Move a range or change its data, keeping its mark.
+    pub fn update(&self, i: usize, start: usize, end: usize, data: [usize; W]) {
+        Self::write(&self.slots[i], start, end, data, true);
+    }
+
+    /// Free a slot (before the memory of its range goes away).
+    pub fn remove(&self, i: usize) {
+        self.slots[i].start.store(0, Ordering::Release);
+    }
+
+    /// Mark a slot (from a handler).
+    pub fn mark(&self, i: usize) {
+        self.slots[i].mark.store(true, Ordering::Release);
+    }
+
+    /// Whether a handler marked the slot.
+    #[inline]
+    pub fn marked(&self, i: usize) -> bool {
+        self.slots[i].mark.load(Ordering::Acquire)
+    }
+
+    /// The range holding `addr`, read consistently.
+    pub fn find(&self, addr: usize) -> Option<Found<W>> {
+        let high = self.high.load(Ordering::Acquire);
+        self.slots[..high].iter().enumerate().find_map(|(i, s)| {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                return None;
+            }
+            let start = s.start.load(Ordering::Acquire);
+            let end = s.end.load(Ordering::Acquire);
+            let data = std::array::from_fn(|k| s.data[k].load(Ordering::Acquire));
+            let inside = start != 0 && start != usize::MAX && addr >= start && addr < end;
+            (inside && s.seq.load(Ordering::Acquire) == seq).then_some(Found { slot: i, end, data })
+        })
+    }
+}
