@@ -153,6 +153,7 @@ pub mod channel;
 mod error;
 #[cfg(all(linux_like, feature = "fault"))]
 pub mod fault;
+mod flags;
 pub mod map;
 #[cfg(all(linux_like, feature = "maps"))]
 pub mod maps;

@@ -27,30 +27,18 @@ mod cursor;
 mod exclusive;
 mod mapping;
 mod options;
-mod protection;
 mod residency;
 
+pub use crate::flags::{FlushMode, LockAll, Protection};
 pub use advice::{Advice, DestructiveAdvice};
 pub use control::FileEnd;
 pub use cursor::Cursor;
 pub use exclusive::ExclusiveMap;
 pub use mapping::Mapping;
 pub use options::MapOptions;
-pub use protection::{FlushMode, Protection};
 pub use residency::Residency;
 
 use mapping::Backing;
-
-/// Which pages [`lock_all`] locks (`mlockall(2)`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LockAll {
-    /// `MCL_CURRENT`: every page mapped now.
-    pub current: bool,
-    /// `MCL_FUTURE`: every page mapped from now on.
-    pub future: bool,
-    /// `MCL_ONFAULT`: lock pages as they are first touched instead of faulting all in now.
-    pub on_fault: bool,
-}
 
 /// Lock the pages of the whole process in memory (`mlockall(2)`).
 ///

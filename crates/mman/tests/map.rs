@@ -376,11 +376,7 @@ fn atomics_and_typed_access() {
 
 #[test]
 fn lock_all_and_unlock_all() {
-    let r = mman::lock_all(mman::LockAll {
-        current: true,
-        future: false,
-        on_fault: true,
-    });
+    let r = mman::lock_all(mman::LockAll::CURRENT | mman::LockAll::ON_FAULT);
     match r {
         Ok(()) => mman::unlock_all().unwrap(),
         Err(e) => assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}"),

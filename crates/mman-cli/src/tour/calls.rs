@@ -150,11 +150,7 @@ pub(super) fn locking(_: &Tour) -> Result<()> {
         }
         Err(e) => outln!("mlock failed, as the limit says it may: {e}")?,
     }
-    match mman::lock_all(LockAll {
-        current: true,
-        future: false,
-        on_fault: true,
-    }) {
+    match mman::lock_all(LockAll::CURRENT | LockAll::ON_FAULT) {
         Ok(()) => {
             outln!(
                 "mlockall(MCL_CURRENT | MCL_ONFAULT): every mapping locked as it is touched; VmLck {}",

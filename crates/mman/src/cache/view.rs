@@ -50,7 +50,7 @@ impl View {
             Error::new(ErrorKind::InvalidInput, op, "range too large to map").with_path(Some(&f.path))
         })?;
         let req = sys::MapRequest::SHARED;
-        let prot = sys::Prot::READ;
+        let prot = crate::Protection::READ;
         // SAFETY: the kernel chooses the address; nothing is replaced.
         let addr = unsafe {
             sys::mmap(

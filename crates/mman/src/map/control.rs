@@ -47,7 +47,7 @@ impl Mapping {
         let (p, n) = self.os_span("mprotect", ..)?;
         if n != 0 {
             // SAFETY: our own range; `&mut self` proves no slice or atomic into it lives.
-            unsafe { sys::mprotect(p, n, prot.sys()) }
+            unsafe { sys::mprotect(p, n, prot) }
                 .map_err(|e| self.err(Error::os("mprotect", e).with_addr(p as usize, n)))?;
         }
         self.prot = prot;
@@ -97,15 +97,10 @@ impl Mapping {
         if n == 0 {
             return Ok(());
         }
-        let how = match mode {
-            FlushMode::Sync => sys::MsyncMode::Sync,
-            FlushMode::Async => sys::MsyncMode::Async,
-            FlushMode::Invalidate => sys::MsyncMode::Invalidate,
-        };
         // SAFETY: our own range. Invalidate may change a private mapping's bytes, which no
         // safe reference can observe: a Mapping hands out copies only (as_slice's contract
         // forbids this call while a slice lives).
-        unsafe { sys::msync(p, n, how) }
+        unsafe { sys::msync(p, n, mode) }
             .map_err(|e| self.err(Error::os("msync", e).with_addr(p as usize, n)))?;
         // A caught fault means writes landed in zero pages, not the file: say so. (Measuring
         // the file here too, with fstat, made durable commits on ext4 40% slower, before or
@@ -321,7 +316,7 @@ impl Mapping {
     /// Register a file mapping with the SIGBUS handler.
     pub(super) fn register_fault_guard(&self) -> Result<Option<usize>> {
         let (a, b) = self.fault_range();
-        sys::guard_mapping(a, b, self.prot.sys()).map_err(|e| {
+        sys::guard_mapping(a, b, self.prot).map_err(|e| {
             // The registry answers `Other` when its table is full; anything else is sigaction.
             let full = e.kind() == std::io::ErrorKind::Other;
             let err = self.err(Error::os("register with the SIGBUS handler", e).with_addr(a, b - a));
@@ -339,7 +334,7 @@ impl Mapping {
     pub(super) fn follow_fault_guard(&self) {
         if let Some(slot) = self.guard {
             let (a, b) = self.fault_range();
-            sys::reguard_mapping(slot, a, b, self.prot.sys());
+            sys::reguard_mapping(slot, a, b, self.prot);
         }
     }
 }

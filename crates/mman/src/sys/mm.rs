@@ -3,11 +3,7 @@
 
 use super::*;
 
-use crate::map::{FlushMode, Protection};
-
-/// The name `sys` gave its own protection type, a twin of [`Protection`] (whose bits are the
-/// kernel's `PROT_*`), kept for the callers that still use it (the `cache` module).
-pub use crate::map::Protection as Prot;
+use crate::flags::{FlushMode, Protection};
 
 /// The `PROT_*` bits of `prot`, less any bit that is none of read, write and execute (which
 /// `Protection::from_bits_retain` could let in): mman tracks those three only, so the
@@ -150,10 +146,6 @@ pub unsafe fn munlock(addr: *mut c_void, len: usize) -> io::Result<()> {
 }
 
 pub use super::os::{mlockall, mremap, munlockall};
-
-/// The name `sys` gave its own twin of [`FlushMode`], kept for the callers that still use it
-/// (`map/control.rs`).
-pub use crate::map::FlushMode as MsyncMode;
 
 /// `msync(2)`.
 ///

@@ -11,7 +11,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::mm::MapFlags;
 
-use crate::map::{LockAll, Protection};
+use crate::flags::{LockAll, Protection};
 
 // ---------------------------------------------------------------------------------------
 // Memory: mmap flags, locking, residency, remapping.
@@ -51,13 +51,13 @@ pub unsafe fn mlock_on_fault(addr: *mut c_void, len: usize) -> io::Result<()> {
 pub fn mlockall(how: LockAll) -> io::Result<()> {
     use rustix::mm::MlockAllFlags;
     let mut f = MlockAllFlags::empty();
-    if how.current {
+    if how.contains(LockAll::CURRENT) {
         f |= MlockAllFlags::CURRENT;
     }
-    if how.future {
+    if how.contains(LockAll::FUTURE) {
         f |= MlockAllFlags::FUTURE;
     }
-    if how.on_fault {
+    if how.contains(LockAll::ON_FAULT) {
         f |= MlockAllFlags::ONFAULT;
     }
     Ok(rustix::mm::mlockall(f)?)

@@ -11,7 +11,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::mm::MapFlags;
 
-use crate::map::{LockAll, Protection};
+use crate::flags::{LockAll, Protection};
 
 fn unsupported<T>() -> io::Result<T> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
@@ -45,14 +45,14 @@ pub unsafe fn mlock_on_fault(addr: *mut c_void, len: usize) -> io::Result<()> {
 
 /// `mlockall(2)` (no `MCL_ONFAULT` here).
 pub fn mlockall(how: LockAll) -> io::Result<()> {
-    if how.on_fault {
+    if how.contains(LockAll::ON_FAULT) {
         return unsupported();
     }
     let mut f = 0;
-    if how.current {
+    if how.contains(LockAll::CURRENT) {
         f |= libc::MCL_CURRENT;
     }
-    if how.future {
+    if how.contains(LockAll::FUTURE) {
         f |= libc::MCL_FUTURE;
     }
     // SAFETY: mlockall changes residency only.

@@ -1,6 +1,7 @@
-//! Page protection (`PROT_*`) and flush modes (`MS_*`).
-
-use super::*;
+//! The words of the mapping API that both the public modules and `sys` speak: page
+//! protection (`PROT_*`), flush modes (`MS_*`) and `mlockall` flags (`MCL_*`). A leaf: it
+//! depends on nothing else in the crate, so `sys` can take these types without reaching
+//! up into `map` (which re-exports them).
 
 bitflags::bitflags! {
     /// Access permitted to a mapping's pages: any union of [`READ`](Self::READ),
@@ -43,11 +44,6 @@ impl Protection {
     pub const fn executable(self) -> bool {
         self.contains(Self::EXEC)
     }
-    /// The protection as `sys` takes it: itself, now that `sys` takes [`Protection`]. Kept
-    /// for `map/control.rs`, which still calls it.
-    pub(super) fn sys(self) -> sys::Prot {
-        self
-    }
 }
 
 impl std::fmt::Display for Protection {
@@ -63,7 +59,7 @@ impl std::fmt::Display for Protection {
     }
 }
 
-/// How [`Mapping::flush`] synchronises a mapping with its file (`msync(2)`).
+/// How [`Mapping::flush`](crate::Mapping::flush) synchronises a mapping with its file (`msync(2)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushMode {
     /// `MS_SYNC`: write dirty pages and wait until they are on storage.
@@ -73,4 +69,25 @@ pub enum FlushMode {
     Async,
     /// `MS_INVALIDATE`: drop cached copies so later reads see the file as it is now.
     Invalidate,
+}
+
+bitflags::bitflags! {
+    /// Which pages [`lock_all`](crate::lock_all) locks (`mlockall(2)`): any union of
+    /// [`CURRENT`](Self::CURRENT), [`FUTURE`](Self::FUTURE) and [`ON_FAULT`](Self::ON_FAULT).
+    ///
+    /// ```
+    /// use mman::LockAll;
+    /// let how = LockAll::CURRENT | LockAll::ON_FAULT;
+    /// assert!(how.contains(LockAll::CURRENT) && !how.contains(LockAll::FUTURE));
+    /// ```
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct LockAll: u8 {
+        /// `MCL_CURRENT`: every page mapped now.
+        const CURRENT = 1;
+        /// `MCL_FUTURE`: every page mapped from now on.
+        const FUTURE = 1 << 1;
+        /// `MCL_ONFAULT`: lock pages as they are first touched instead of faulting all in
+        /// now (Linux 4.4 and later).
+        const ON_FAULT = 1 << 2;
+    }
 }
