@@ -106,6 +106,14 @@ impl Write for Stdout {
         }
         self.0.flush().map_err(write_error)
     }
+    /// Formatted first, then written whole: one write(2) for a line. (Formatting straight
+    /// into the line-buffered stdout writes the text, then the newline: two system calls.)
+    fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> io::Result<()> {
+        match args.as_str() {
+            Some(s) => self.write_all(s.as_bytes()),
+            None => self.write_all(std::fmt::format(args).as_bytes()),
+        }
+    }
 }
 
 /// `println!` to standard output, checked: evaluates to `std::io::Result<()>`.
