@@ -42,13 +42,20 @@ use mapping::Backing;
 
 /// Lock the pages of the whole process in memory (`mlockall(2)`).
 ///
-/// Fails with [`ErrorKind::ResourceLimit`] and a hint giving `RLIMIT_MEMLOCK` when the process
-/// maps more than it may lock.
+/// # Errors
+/// * [`ErrorKind::ResourceLimit`], with a hint giving `RLIMIT_MEMLOCK`, when the process
+///   maps more than it may lock, or may lock nothing (`ENOMEM`, `EPERM`).
+/// * [`ErrorKind::InvalidInput`] for an empty `how`, or [`LockAll::ON_FAULT`] alone (`EINVAL`).
+/// * [`ErrorKind::Unsupported`] for [`LockAll::ON_FAULT`] outside Linux.
 pub fn lock_all(how: LockAll) -> Result<()> {
     sys::mlockall(how).map_err(|e| Error::memlock("mlockall", e, None))
 }
 
 /// Unlock every page of the process and cancel `MCL_FUTURE` (`munlockall(2)`).
+///
+/// # Errors
+/// The error of `munlockall`, which current kernels never report (Linux 2.6.8 and earlier
+/// refused an unprivileged caller: [`ErrorKind::PermissionDenied`]).
 pub fn unlock_all() -> Result<()> {
     sys::munlockall().map_err(|e| Error::os("munlockall", e))
 }

@@ -30,6 +30,13 @@ impl Mapping {
     /// Change the protection of the whole mapping (`mprotect(2)`). Write and execute
     /// together are refused unless the mapping was made with
     /// [`MapOptions::allow_write_exec`].
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`]: write and execute together without
+    ///   [`MapOptions::allow_write_exec`].
+    /// * The error of `mprotect`: [`ErrorKind::PermissionDenied`] (`EACCES`) for a shared
+    ///   file mapping made writable when its file was opened read-only (or is a write-sealed
+    ///   memfd), or made executable on a `noexec` mount.
     pub fn protect(&mut self, prot: Protection) -> Result<()> {
         if prot.writable() && prot.executable() && !self.allow_write_exec {
             return Err(self.err(
@@ -56,11 +63,21 @@ impl Mapping {
     }
 
     /// Lock the pages of `range` in memory (`mlock(2)`); `..` for all.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when `range` lies outside the mapping.
+    /// * [`ErrorKind::ResourceLimit`], with a hint giving `RLIMIT_MEMLOCK` and the bytes
+    ///   needed, when `mlock` refuses for the limit or for memory (`ENOMEM`, `EAGAIN`,
+    ///   `EPERM`).
     pub fn lock(&self, range: impl RangeBounds<usize>) -> Result<()> {
         self.lock_with(range, false)
     }
 
     /// Lock the pages of `range` as they are first touched (`mlock2(MLOCK_ONFAULT)`, Linux).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock); [`ErrorKind::Unsupported`] outside Linux, or on a kernel
+    /// older than 4.4 (`ENOSYS`).
     pub fn lock_on_fault(&self, range: impl RangeBounds<usize>) -> Result<()> {
         self.lock_with(range, true)
     }
@@ -76,6 +93,10 @@ impl Mapping {
     }
 
     /// Unlock the pages of `range` (`munlock(2)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `range` lies outside the mapping; else the error of
+    /// `munlock`.
     pub fn unlock(&self, range: impl RangeBounds<usize>) -> Result<()> {
         let (p, n) = self.os_span("munlock", range)?;
         if n == 0 {
@@ -157,6 +178,10 @@ impl Mapping {
     }
 
     /// Which pages of `range` are resident in memory (`mincore(2)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `range` lies outside the mapping;
+    /// [`ErrorKind::ResourceLimit`] when `mincore` is short of kernel memory (`EAGAIN`).
     pub fn residency(&self, range: impl RangeBounds<usize>) -> Result<Residency> {
         let (p, n) = self.os_span("mincore", range)?;
         let ps = sys::page_size();

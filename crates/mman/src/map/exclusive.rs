@@ -19,22 +19,38 @@ pub struct ExclusiveMap {
 
 impl ExclusiveMap {
     /// `len` zeroed bytes of private anonymous memory.
+    ///
+    /// # Errors
+    /// The error of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
+    /// `vm.max_map_count` run out (`ENOMEM`).
     pub fn new(len: usize) -> Result<Self> {
         MapOptions::new().len(len).map_exclusive()
     }
     /// Lock the pages of `range` in memory (`mlock(2)`).
+    ///
+    /// # Errors
+    /// As [`Mapping::lock`].
     pub fn lock(&self, range: impl RangeBounds<usize>) -> Result<()> {
         self.inner.lock(range)
     }
     /// Lock the pages of `range` as they are first touched (`MLOCK_ONFAULT`).
+    ///
+    /// # Errors
+    /// As [`Mapping::lock_on_fault`].
     pub fn lock_on_fault(&self, range: impl RangeBounds<usize>) -> Result<()> {
         self.inner.lock_on_fault(range)
     }
     /// Unlock the pages of `range`.
+    ///
+    /// # Errors
+    /// As [`Mapping::unlock`].
     pub fn unlock(&self, range: impl RangeBounds<usize>) -> Result<()> {
         self.inner.unlock(range)
     }
     /// Which pages of `range` are resident.
+    ///
+    /// # Errors
+    /// As [`Mapping::residency`].
     pub fn residency(&self, range: impl RangeBounds<usize>) -> Result<Residency> {
         self.inner.residency(range)
     }
@@ -56,6 +72,11 @@ impl ExclusiveMap {
         self.inner.advise_destructive(range, DestructiveAdvice::DontNeed)
     }
     /// Grow or shrink to `new_len` bytes, keeping the contents; new bytes are zero.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a `new_len` of 0 or an empty map; else the error of
+    /// `mremap`: [`ErrorKind::ResourceLimit`] when memory or address space run out,
+    /// [`ErrorKind::Unsupported`] outside Linux.
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         self.inner.resize(new_len)
     }

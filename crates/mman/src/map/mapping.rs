@@ -174,6 +174,11 @@ impl Mapping {
     /// Check that the file still covers the whole mapping (one `fstat`): what to call after
     /// using [`as_slice`](Self::as_slice) or raw pointers, or when a copy failed with
     /// `EFAULT`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] when the file now ends before the mapping's last byte (a
+    /// failed `fstat` counts as an empty file), or a touch of a vanished page was caught
+    /// earlier; [`Error::truncation`] gives the sizes. Anonymous memory never fails.
     pub fn verify_file_size(&self) -> Result<()> {
         self.check_intact("verify", true)
     }
@@ -261,6 +266,10 @@ impl Mapping {
     }
 
     /// All the bytes, copied into a new vector.
+    ///
+    /// # Errors
+    /// As [`read_at`](Self::read_at): the mapping is not readable
+    /// ([`ErrorKind::PermissionDenied`]), or the file was found truncated.
     pub fn to_vec(&self) -> Result<Vec<u8>> {
         let mut v = vec![0u8; self.len];
         self.read_at(0, &mut v)?;
@@ -268,6 +277,11 @@ impl Mapping {
     }
 
     /// Read a plain-old-data value at `offset` (any alignment) by copy.
+    ///
+    /// # Errors
+    /// As [`read_at`](Self::read_at): `offset + size_of::<T>()` lies past the end
+    /// ([`ErrorKind::InvalidInput`]), the mapping is not readable, or the file was found
+    /// truncated.
     #[inline]
     pub fn load<T: bytemuck::Pod>(&self, offset: usize) -> Result<T> {
         let mut v = T::zeroed();
@@ -276,6 +290,11 @@ impl Mapping {
     }
 
     /// Write a plain-old-data value at `offset` (any alignment) by copy.
+    ///
+    /// # Errors
+    /// As [`write_at`](Self::write_at): `offset + size_of::<T>()` lies past the end
+    /// ([`ErrorKind::InvalidInput`]), the mapping is not readable and writable, or the file
+    /// was found truncated.
     #[inline]
     pub fn store<T: bytemuck::NoUninit>(&self, offset: usize, value: &T) -> Result<()> {
         self.write_at(offset, bytemuck::bytes_of(value))
@@ -321,6 +340,14 @@ impl Mapping {
     /// Write the bytes `range` of the mapping to `fd` with `write(2)`: the kernel makes the
     /// copy. Returns the bytes written; short writes, `EINTR` and a non-blocking `fd`
     /// (`EAGAIN`) are handled.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when `range` lies outside the mapping;
+    ///   [`ErrorKind::PermissionDenied`] when the mapping is not readable.
+    /// * The error of `write(2)` on `fd` (or of `poll(2)` while waiting on a non-blocking
+    ///   one), or a write of 0 bytes.
+    /// * [`ErrorKind::Truncated`] when the kernel's copy met a page past the file's end
+    ///   (`EFAULT`) because the file shrank.
     pub fn write_to(&self, fd: impl AsFd, range: impl RangeBounds<usize>) -> Result<u64> {
         let (a, b) = resolve(range, self.len).ok_or_else(|| {
             self.err(Error::new(
@@ -358,7 +385,12 @@ impl Mapping {
     /// any other mapping of the same file or object, or by `write(2)` to the file), nor
     /// truncate the file below the mapped range (touching a page past the end raises
     /// SIGBUS); and no `flush(.., Invalidate)` or `advise` that changes contents may be
-    /// made. Errors if the mapping is not readable.
+    /// made.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] when the mapping is not readable;
+    /// [`ErrorKind::Truncated`] when a touch of a page past the file's end was caught
+    /// earlier.
     #[inline]
     pub unsafe fn as_slice(&self) -> Result<&[u8]> {
         self.need("as_slice", Protection::READ)?;
@@ -372,7 +404,11 @@ impl Mapping {
     ///
     /// # Safety
     /// As [`as_slice`](Self::as_slice), and moreover no other process or thread may read or
-    /// write those bytes while the slice lives. Errors if the mapping is not writable.
+    /// write those bytes while the slice lives.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] when the mapping is not readable and writable;
+    /// [`ErrorKind::Truncated`] as for [`as_slice`](Self::as_slice).
     #[inline]
     pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         self.need("as_mut_slice", Protection::READ_WRITE)?;

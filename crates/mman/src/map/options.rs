@@ -133,6 +133,22 @@ impl MapOptions {
     }
 
     /// Map an open file (or block device). Errors name the file's path.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`]: write and execute together without
+    ///   [`allow_write_exec`](Self::allow_write_exec); an offset or range past the end of the
+    ///   file, or a length that overflows; with a [`fixed_address`](Self::fixed_address), an
+    ///   address or offset not page-aligned; a huge page size not a power of two.
+    /// * [`ErrorKind::NotMappable`]: a directory, FIFO, socket, character device, or a
+    ///   `/proc` or `/sys` file (read it with `read()` instead).
+    /// * The errors of `fstat` and `mmap`: [`ErrorKind::PermissionDenied`] for a file not open
+    ///   for reading, or not for writing when mapped shared and writable, a write-sealed memfd,
+    ///   `PROT_EXEC` on a `noexec` mount; [`ErrorKind::ResourceLimit`] when memory, address
+    ///   space or reserved huge pages run out; [`ErrorKind::AddressInUse`] for a fixed address
+    ///   already mapped; [`ErrorKind::Unsupported`] for huge pages outside Linux.
+    /// * [`ErrorKind::ResourceLimit`] when 65,536 file mappings are already protected from
+    ///   truncation (Linux); with [`transparent_huge_pages`](Self::transparent_huge_pages),
+    ///   the error of `madvise(MADV_HUGEPAGE)`.
     pub fn map<F: AsFd>(&self, file: F) -> Result<Mapping> {
         let fd = file.as_fd();
         self.map_fd(fd, None, sys::Placement::Anywhere)
@@ -140,6 +156,11 @@ impl MapOptions {
 
     /// Open `path` (read-write when mapping it shared and writable, read-only otherwise) and
     /// map it.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map), and those of `open(2)`: [`ErrorKind::NotFound`], or
+    /// [`ErrorKind::PermissionDenied`] (as for a shared writable mapping of a file this user
+    /// may only read). Every error names the path.
     pub fn map_path(&self, path: impl AsRef<Path>) -> Result<Mapping> {
         let path = path.as_ref();
         let prot = self.prot.unwrap_or(Protection::READ);
@@ -154,12 +175,29 @@ impl MapOptions {
 
     /// Map anonymous memory (zero-filled): private by default, or shared with children
     /// created by `fork` after [`shared`](Self::shared).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`]: write and execute together without
+    ///   [`allow_write_exec`](Self::allow_write_exec); an [`offset`](Self::offset) other than
+    ///   0; a [`fixed_address`](Self::fixed_address) not page-aligned; a huge page size not a
+    ///   power of two.
+    /// * The errors of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
+    ///   reserved huge pages run out; [`ErrorKind::AddressInUse`] for a fixed address already
+    ///   mapped; [`ErrorKind::Unsupported`] for huge pages outside Linux.
+    /// * [`ErrorKind::ResourceLimit`] when huge pages mapped with
+    ///   [`no_reserve`](Self::no_reserve) cannot all be taken at once; with
+    ///   [`transparent_huge_pages`](Self::transparent_huge_pages), the error of
+    ///   `madvise(MADV_HUGEPAGE)`.
     pub fn map_anonymous(&self) -> Result<Mapping> {
         self.map_anon(sys::Placement::Anywhere)
     }
 
     /// Map private anonymous memory that only this process can reach, readable and
     /// writable, as an [`ExclusiveMap`] that derefs to `[u8]`.
+    ///
+    /// # Errors
+    /// As [`map_anonymous`](Self::map_anonymous), less the write-and-execute refusal: the
+    /// protection is read-write here, whatever was set.
     pub fn map_exclusive(&self) -> Result<ExclusiveMap> {
         let mut o = self.clone();
         o.prot = Some(Protection::READ_WRITE);
@@ -178,6 +216,11 @@ impl MapOptions {
     /// value, reference, allocator arena, stack or other [`Mapping`] lives there, and nothing
     /// will use the old contents. This is the seed's `persist()` idiom; prefer
     /// [`fixed_address`](Self::fixed_address), which fails instead of clobbering.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map) with a file, as [`map_anonymous`](Self::map_anonymous) without,
+    /// but never [`ErrorKind::AddressInUse`]: whatever is mapped there is replaced. An `addr`
+    /// or file offset not page-aligned is [`ErrorKind::InvalidInput`].
     pub unsafe fn map_fixed_replace(&self, addr: usize, file: Option<BorrowedFd<'_>>) -> Result<Mapping> {
         let mut o = self.clone();
         o.place = Place::Fixed(addr);
