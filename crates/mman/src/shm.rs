@@ -32,18 +32,29 @@ const CREATOR_TAG: &str = "user.mman.creator";
 
 /// Anonymous memory shared with the children this process creates by `fork` after mapping
 /// it (`MAP_SHARED | MAP_ANONYMOUS`): what one writes, the others see.
+///
+/// # Errors
+/// As [`MapOptions::map_anonymous`]: [`ErrorKind::ResourceLimit`] when memory or address
+/// space run out (`ENOMEM`).
 pub fn anonymous(len: usize) -> Result<Mapping> {
     MapOptions::new().len(len).shared().map_anonymous()
 }
 
 /// Anonymous memory that `fork` copies instead of sharing (`MAP_PRIVATE | MAP_ANONYMOUS`):
 /// after the fork, each process writes its own copy.
+///
+/// # Errors
+/// As [`anonymous`].
 pub fn anonymous_private(len: usize) -> Result<Mapping> {
     MapOptions::new().len(len).private().map_anonymous()
 }
 
 /// The full object name for a user's name: `/mman.NAME`. Accepts `NAME`, `mman.NAME` and
 /// `/mman.NAME`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] when `NAME` is empty, longer than 200 bytes, holds a `/`, or
+/// is `.` or `..`.
 pub fn object_name(name: &str) -> Result<String> {
     let bare = name.trim_start_matches('/');
     let bare = bare.strip_prefix(PREFIX).unwrap_or(bare);
@@ -53,6 +64,10 @@ pub fn object_name(name: &str) -> Result<String> {
 /// The object name for a name given verbatim, for objects mman did not create (a C
 /// program's `shm_open("/ring")`, Python's `multiprocessing.shared_memory`): `ring` and
 /// `/ring` both give `/ring`; no prefix is added.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] when the name without its leading `/` is empty, longer than
+/// 255 bytes, holds a `/`, or is `.` or `..`.
 pub fn raw_object_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     Ok(format!("/{}", checked(name, bare, 255)?))
@@ -100,12 +115,23 @@ impl SharedMemory {
     /// Create `/mman.NAME` of `size` bytes, mode 0600 whatever the umask; fails if it
     /// exists. The size is allocated now, so a full `/dev/shm` is an error here rather
     /// than a SIGBUS later.
+    ///
+    /// # Errors
+    /// As [`create_with_mode`](Self::create_with_mode).
     pub fn create(name: &str, size: u64) -> Result<Self> {
         Self::create_with_mode(name, size, 0o600)
     }
 
     /// [`create`](Self::create) with another mode (exactly this mode; the umask is not
     /// applied).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] for an invalid name (see [`object_name`]).
+    /// * [`ErrorKind::AddressInUse`] when the name exists; else the error of `shm_open` or
+    ///   `fchmod` (such as [`ErrorKind::PermissionDenied`]).
+    /// * The error of `fallocate` (`ftruncate` outside Linux, and for size 0), after which the
+    ///   new name is removed again: `ENOSPC` when `/dev/shm` lacks the room, with a hint
+    ///   giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
         let full = object_name(name)?;
         let fd = sys::shm_create(&full, mode).map_err(|e| {
@@ -148,6 +174,9 @@ impl SharedMemory {
 
     /// Open an existing `/mman.NAME`, checking before any mapping that it is a regular file
     /// owned by this user, writable by nobody else, and at least `min_size` bytes.
+    ///
+    /// # Errors
+    /// As [`open_checked`](Self::open_checked) with those checks.
     pub fn open(name: &str, min_size: u64) -> Result<Self> {
         Self::open_checked(
             name,
@@ -162,7 +191,12 @@ impl SharedMemory {
     /// [`open`](Self::open) with explicit checks.
     ///
     /// # Errors
-    /// The name is invalid or missing, or the object fails a check.
+    /// * [`ErrorKind::InvalidInput`]: an invalid name (see [`object_name`]), an object that
+    ///   is not a regular file, or smaller than [`OpenCheck::min_size`].
+    /// * [`ErrorKind::NotFound`]: no such object.
+    /// * [`ErrorKind::PermissionDenied`]: `shm_open` refused to open it for reading and
+    ///   writing, it belongs to another owner than [`OpenCheck::owner`], or its mode gives
+    ///   group or others bits beyond [`OpenCheck::allowed_other_bits`].
     pub fn open_checked(name: &str, check: &OpenCheck) -> Result<Self> {
         Self::open_full(object_name(name)?, check)
     }
@@ -180,7 +214,9 @@ impl SharedMemory {
     /// Remove an object by its name verbatim (`/ring`), mman's or not.
     ///
     /// # Errors
-    /// The name is invalid or does not exist, or removing it is not permitted.
+    /// [`ErrorKind::InvalidInput`] for an invalid name (see [`raw_object_name`]); the error
+    /// of `shm_unlink`: [`ErrorKind::NotFound`], or [`ErrorKind::PermissionDenied`] for
+    /// another user's object.
     pub fn unlink_foreign(name: &str) -> Result<()> {
         let full = raw_object_name(name)?;
         sys::shm_unlink(&full).map_err(|e| Error::os("shm_unlink", e).with_path(Some(full.as_ref())))
@@ -239,6 +275,11 @@ impl SharedMemory {
     }
 
     /// Remove the name `/mman.NAME` (mappings and open handles stay valid).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for an invalid name (see [`object_name`]); the error of
+    /// `shm_unlink`: [`ErrorKind::NotFound`], or [`ErrorKind::PermissionDenied`] for
+    /// another user's object.
     pub fn unlink(name: &str) -> Result<()> {
         let full = object_name(name)?;
         sys::shm_unlink(&full).map_err(|e| Error::os("shm_unlink", e).with_path(Some(full.as_ref())))
@@ -257,6 +298,11 @@ impl SharedMemory {
         self.unlink_on_drop = false;
     }
     /// Map the whole object, shared, readable and writable.
+    ///
+    /// # Errors
+    /// As [`MapOptions::map`] (the object is open for reading and writing, so its mode is no
+    /// obstacle): chiefly [`ErrorKind::ResourceLimit`] when address space runs out. Errors
+    /// name the object.
     pub fn map(&self) -> Result<Mapping> {
         MapOptions::new()
             .read_write()
@@ -309,6 +355,9 @@ impl ObjectInfo {
 }
 
 /// The objects mman created that exist now (Linux: the `mman.*` entries of `/dev/shm`).
+///
+/// # Errors
+/// As [`list_all`].
 pub fn list() -> Result<Vec<ObjectInfo>> {
     Ok(list_all()?.into_iter().filter(|o| o.mman).collect())
 }
@@ -316,6 +365,11 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
 /// Every shared-memory object that exists now, mman's and others' (glibc's named
 /// semaphores, `sem.*`, included). Foreign objects have [`ObjectInfo::mman`] false and their
 /// name verbatim.
+///
+/// # Errors
+/// The error of reading the directory `/dev/shm`: [`ErrorKind::NotFound`] where there is
+/// none (as on macOS), [`ErrorKind::PermissionDenied`]. An object that vanishes or cannot
+/// be opened while listed is skipped or listed from its directory entry, not an error.
 pub fn list_all() -> Result<Vec<ObjectInfo>> {
     let dir = std::path::Path::new("/dev/shm");
     let entries = std::fs::read_dir(dir).map_err(|e| Error::os("readdir", e).with_path(Some(dir)))?;
@@ -395,6 +449,11 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
 }
 
 /// Unlink every object whose creator is known to be gone; returns their names.
+///
+/// # Errors
+/// As [`list`], and as [`SharedMemory::unlink`] for a stale object (say
+/// [`ErrorKind::NotFound`] when another process removed it first): the first such error
+/// stops the sweep, and the objects removed before it stay removed.
 pub fn remove_stale() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for o in list()? {

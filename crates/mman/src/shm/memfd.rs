@@ -69,6 +69,12 @@ pub struct Memfd {
 
 impl Memfd {
     /// A new memfd of `size` bytes (allocated now), sealing allowed.
+    ///
+    /// # Errors
+    /// * The error of `memfd_create`: [`ErrorKind::Unsupported`] outside Linux,
+    ///   [`ErrorKind::InvalidInput`] for a name longer than 249 bytes or holding a NUL.
+    /// * The error of `fallocate` when memory is short (`ENOSPC`, or `ENOMEM`:
+    ///   [`ErrorKind::ResourceLimit`]).
     pub fn create(name: &str, size: u64) -> Result<Self> {
         let fd = sys::seals::memfd(name).map_err(|e| Error::os("memfd_create", e))?;
         sys::allocate(fd.as_fd(), size).map_err(|e| Error::os("fallocate", e))?;
@@ -77,6 +83,10 @@ impl Memfd {
 
     /// Adopt a descriptor received from elsewhere (for example from [`recv_fd`]); it must be
     /// a memfd or another file that supports seals.
+    ///
+    /// # Errors
+    /// The error of `fcntl(F_GET_SEALS)`: [`ErrorKind::InvalidInput`] (`EINVAL`) when `fd`
+    /// does not support seals; [`ErrorKind::Unsupported`] outside Linux.
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
         sys::seals::get(fd.as_fd()).map_err(|e| {
             Error::os("fcntl(F_GET_SEALS)", e).with_hint("the descriptor is not a memfd that supports seals")
@@ -85,6 +95,9 @@ impl Memfd {
     }
 
     /// The size in bytes.
+    ///
+    /// # Errors
+    /// The error of `fstat` on the descriptor.
     pub fn size(&self) -> Result<u64> {
         Ok(sys::owner(self.fd.as_fd())
             .map_err(|e| Error::os("fstat", e))?
@@ -92,11 +105,20 @@ impl Memfd {
     }
 
     /// Change the size (refused once sealed against it).
+    ///
+    /// # Errors
+    /// The error of `ftruncate`: [`ErrorKind::PermissionDenied`] (`EPERM`) when sealed
+    /// against the change ([`Seals::SHRINK`], [`Seals::GROW`]); [`ErrorKind::InvalidInput`]
+    /// for a descriptor open read-only (as one taken from another process may be).
     pub fn set_len(&self, len: u64) -> Result<()> {
         sys::set_len(self.fd.as_fd(), len).map_err(|e| Error::os("ftruncate", e))
     }
 
     /// The seals in force.
+    ///
+    /// # Errors
+    /// The error of `fcntl(F_GET_SEALS)` (which a `Memfd`, checked for seals when made, does
+    /// not give in practice).
     pub fn seals(&self) -> Result<Seals> {
         let bits = sys::seals::get(self.fd.as_fd()).map_err(|e| Error::os("fcntl(F_GET_SEALS)", e))?;
         // Seals this version does not name are kept: `contains` and `missing` stay exact.
@@ -104,6 +126,11 @@ impl Memfd {
     }
 
     /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists.
+    ///
+    /// # Errors
+    /// The error of `fcntl(F_ADD_SEALS)`: `EBUSY` ([`ErrorKind::Os`]) for [`Seals::WRITE`]
+    /// while a writable shared mapping exists; [`ErrorKind::PermissionDenied`] (`EPERM`) once
+    /// [`Seals::SEAL`] is in force, or for a descriptor open read-only.
     pub fn add_seals(&self, seals: Seals) -> Result<()> {
         sys::seals::add(self.fd.as_fd(), seals.bits()).map_err(|e| {
             let err = Error::os("fcntl(F_ADD_SEALS)", e).with_hint(format!("adding {seals}"));
@@ -117,6 +144,10 @@ impl Memfd {
 
     /// Fail unless every seal of `required` is in force: what a receiver checks before
     /// trusting a descriptor.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] when a seal of `required` is missing (the message
+    /// names them); else as [`seals`](Self::seals).
     pub fn require_seals(&self, required: Seals) -> Result<()> {
         let have = self.seals()?;
         if have.contains(required) {
@@ -131,12 +162,21 @@ impl Memfd {
     }
 
     /// Map it shared and writable (before sealing against writes).
+    ///
+    /// # Errors
+    /// As [`MapOptions::map`]; in particular [`ErrorKind::PermissionDenied`] once sealed
+    /// against writes ([`Seals::WRITE`], [`Seals::FUTURE_WRITE`]), or for a descriptor open
+    /// read-only.
     pub fn map(&self) -> Result<Mapping> {
         MapOptions::new().read_write().shared().map(self.fd.as_fd())
     }
 
     /// Map a memfd sealed against writing and shrinking as a [`SealedMap`], which derefs
     /// to `[u8]`: the kernel guarantees its bytes neither change nor vanish.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] unless both [`Seals::WRITE`] and [`Seals::SHRINK`] are
+    /// in force; else as [`MapOptions::map`] (read-only and private here).
     pub fn map_sealed(&self) -> Result<SealedMap> {
         self.require_seals(Seals::WRITE | Seals::SHRINK)?;
         let inner = MapOptions::new().private().map(self.fd.as_fd())?;
@@ -186,6 +226,9 @@ pub struct PeerCredentials {
 
 /// The credentials of the peer of a connected Unix socket (Linux: elsewhere
 /// [`ErrorKind::Unsupported`]).
+///
+/// # Errors
+/// The error of `getsockopt(SO_PEERCRED)`; [`ErrorKind::Unsupported`] outside Linux.
 pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCredentials> {
     let (pid, uid, gid) =
         sys::peer_credentials(sock.as_fd()).map_err(|e| Error::os("getsockopt(SO_PEERCRED)", e))?;
@@ -193,11 +236,22 @@ pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCre
 }
 
 /// Send a descriptor and a short message over a connected Unix socket (`SCM_RIGHTS`).
+///
+/// # Errors
+/// The error of `sendmsg(2)` (retried on `EINTR`): for example `EPIPE` once the peer has
+/// closed its end, or [`ErrorKind::ResourceLimit`] (`EAGAIN`) when a non-blocking socket's
+/// buffer is full.
 pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: BorrowedFd<'_>, message: &[u8]) -> Result<()> {
     sys::send_fd(sock.as_fd(), fd, message).map_err(|e| Error::os("sendmsg(SCM_RIGHTS)", e))
 }
 
-/// Receive a descriptor and its message sent by [`send_fd`]. Fails if no descriptor came.
+/// Receive a descriptor and its message sent by [`send_fd`].
+///
+/// # Errors
+/// * [`ErrorKind::InvalidInput`] when the message carried no descriptor (as at the end of
+///   the stream, once the peer has closed its end).
+/// * The error of `recvmsg(2)` (retried on `EINTR`): for example
+///   [`ErrorKind::ResourceLimit`] (`EAGAIN`) on a non-blocking socket with nothing pending.
 pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<(OwnedFd, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
     let (n, fd) = sys::recv_fd(sock.as_fd(), &mut buf).map_err(|e| Error::os("recvmsg(SCM_RIGHTS)", e))?;
