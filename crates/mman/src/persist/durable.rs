@@ -82,11 +82,20 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// Open the durable `T` at `path`, checking it is one (magic, version, size and
     /// alignment of `T`, the caller's 8-byte type `tag`); create it (mode 0600, atomically)
     /// holding `initial` if it does not exist.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
     pub fn open(path: impl AsRef<Path>, tag: [u8; 8], initial: T) -> Result<Self> {
         Self::open_with(path.as_ref(), tag, initial, 0o600)
     }
 
     /// [`open`](Self::open) with the mode for a new file.
+    ///
+    /// # Errors
+    /// For a missing file, the errors of creating it atomically (a temporary file in its
+    /// directory, `write`, `fsync`, `link`, `fsync` of the directory):
+    /// [`ErrorKind::NotFound`] for a missing directory, [`ErrorKind::PermissionDenied`] for
+    /// one this user may not write. Then as [`open_existing`](Self::open_existing).
     pub fn open_with(path: &Path, tag: [u8; 8], initial: T, mode: u32) -> Result<Self> {
         let layout = Self::layout();
         if !path.exists() {
@@ -135,15 +144,20 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// Open an existing durable file, with every check and no creation.
     ///
     /// # Errors
-    /// The file cannot be opened for reading and writing, or is not a durable variable of
-    /// this type (magic, version, tag, size, checksums).
+    /// * The error of `open` for reading and writing: [`ErrorKind::NotFound`],
+    ///   [`ErrorKind::PermissionDenied`].
+    /// * [`ErrorKind::NotMappable`] for anything but a regular file.
+    /// * [`ErrorKind::InvalidInput`] when it is not a durable variable of this type: too
+    ///   short, wrong magic, header checksum, version, tag, or size and alignment of `T`,
+    ///   or both copies corrupted.
+    /// * As [`MapOptions::map`] for the mapping.
     pub fn open_existing(path: &Path, tag: [u8; 8]) -> Result<Self> {
         Self::open_checked(path, tag, true)
     }
 
     /// Open an existing durable file for reading only: it is opened and mapped read-only,
     /// so a read-only file can be read and nothing is ever written. [`read`](Self::read)
-    /// works; [`writer`](Self::writer) and [`update`](Self::update) fail.
+    /// works; [`update`](Self::update) and the commits of a [`writer`](Self::writer) fail.
     ///
     /// # Errors
     /// As [`open_existing`](Self::open_existing), with read access only.
@@ -275,6 +289,12 @@ impl<T: bytemuck::Pod> Durable<T> {
     }
 
     /// The current value: the newest copy whose checksum holds. Never blocks a writer.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when both copies fail their checksums (64 tries, for a
+    ///   reader racing commits).
+    /// * [`ErrorKind::Truncated`] when the file shrank (see [`Mapping::read_at`]); the error
+    ///   of `pread` for values of 64 KiB and more.
     pub fn read(&self) -> Result<T> {
         Ok(self.current()?.0)
     }
@@ -282,12 +302,19 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// Change the value in one transaction: lock out other writers (`flock`), read the
     /// newest value, apply `f`, commit it to the inactive copy, unlock. A writer that dies
     /// mid-way leaves the previous value, and its lock dies with it.
+    ///
+    /// # Errors
+    /// As [`writer`](Self::writer), then as [`Writer::update`].
     pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<T> {
         let mut w = self.writer()?;
         w.update(mode, f).copied()
     }
 
     /// Hold the writer lock for many transactions (no lock system calls per commit).
+    ///
+    /// # Errors
+    /// The error of `flock` (which waits for another writer rather than fail); then as
+    /// [`read`](Self::read), after which the lock is released again.
     pub fn writer(&mut self) -> Result<Writer<'_, T>> {
         sys::persist::lock_exclusive(self.file.as_fd(), true)
             .map_err(|e| Error::os("flock", e).with_path(Some(&self.path)))?;
@@ -327,6 +354,14 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
     /// `f` works on the writer's own copy, in place (no copy of `T` per commit, which
     /// matters for large `T`). If the commit fails, or `f` panicked in an earlier call, the
     /// copy is reloaded from the file before anything else is committed.
+    ///
+    /// # Errors
+    /// * As [`Durable::read`] when the copy must first be reloaded.
+    /// * The errors of writing the inactive copy: through the mapping
+    ///   ([`ErrorKind::Truncated`] when the file shrank), or by `pwrite` (values of 64 KiB
+    ///   and more, and every [`Commit::Durable`] commit); then of `msync` for
+    ///   [`Commit::Durable`]. On a [`Durable`] opened read-only: [`ErrorKind::PermissionDenied`],
+    ///   or `EBADF` from `pwrite`.
     pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<&T> {
         if self.stale {
             self.reload()?;
@@ -376,6 +411,10 @@ impl<T: bytemuck::Pod> Drop for Writer<'_, T> {
 
 /// `write()` then `fdatasync()` of `data` at offset 0 of `file`: the baseline durable
 /// commits are compared with.
+///
+/// # Errors
+/// The error of `pwrite` (such as `ENOSPC`, or `EBADF` for a file not open for writing) or
+/// of `fdatasync` (`fsync` on macOS).
 pub fn write_and_fdatasync(file: &File, data: &[u8]) -> Result<()> {
     let named = |e: Error| e.with_path(sys::fd_path(file.as_fd()).as_deref());
     std::os::unix::fs::FileExt::write_all_at(file, data, 0).map_err(|e| named(Error::os("pwrite", e)))?;

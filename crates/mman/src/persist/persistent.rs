@@ -29,16 +29,33 @@ impl<T: bytemuck::Pod> std::fmt::Debug for Persistent<T> {
 impl<T: bytemuck::Pod> Persistent<T> {
     /// Open `path`, creating it zero-filled (mode 0600) if missing; fail at once if another
     /// handle holds it.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with) without waiting: [`ErrorKind::PermissionDenied`]
+    /// when another handle holds the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path.as_ref(), 0o600, false)
     }
 
     /// [`open`](Self::open), waiting for another holder to let go.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with) with waiting: a held lock is waited for, not an
+    /// error.
     pub fn open_wait(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path.as_ref(), 0o600, true)
     }
 
     /// [`open`](Self::open) with the mode for a new file, and whether to wait for the lock.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`]: `T` is aligned beyond a page, or the file is shorter
+    ///   than a `T` (made for another type, or truncated).
+    /// * [`ErrorKind::PermissionDenied`]: without `wait`, another handle holds the file's
+    ///   `flock`; or this user may not write the file (or, to create it, its directory).
+    /// * The errors of creating a missing file atomically (a temporary file, `write`,
+    ///   `fsync`, `link`, `fsync` of the directory: [`ErrorKind::NotFound`] for a missing
+    ///   directory), of `open`, `flock` and `fstat`, and as [`MapOptions::map`].
     pub fn open_with(path: &Path, mode: u32, wait: bool) -> Result<Self> {
         let size = std::mem::size_of::<T>().max(1) as u64;
         if std::mem::align_of::<T>() as u64 > page() {
@@ -177,6 +194,13 @@ impl<T: bytemuck::Pod> Persistent<T> {
 /// asking (a page-aligned `static mut` array, as in the notes, qualifies when no reference
 /// to it lives across this call). Another process writing the file changes the variable
 /// under any reference to it.
+///
+/// # Errors
+/// * The error of `open(2)`, creating the file (mode 0600) if missing:
+///   [`ErrorKind::NotFound`] for a missing directory, [`ErrorKind::PermissionDenied`]; or of
+///   `ftruncate` growing it to `len`.
+/// * As [`MapOptions::map_fixed_replace`]: [`ErrorKind::InvalidInput`] for an `addr` not
+///   page-aligned; the errors of `mmap`.
 pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -> Result<Mapping> {
     let path = path.as_ref();
     let f = std::fs::OpenOptions::new()
