@@ -33,6 +33,10 @@ use crate::sys::guard::{BUFFER_ABOVE, BUFFER_BELOW, STACK_ABOVE, STACK_BELOW};
 
 /// Install mman's SIGBUS handler now (it is otherwise installed with the first file
 /// mapping). Idempotent.
+///
+/// # Errors
+/// The error of `sigaction(SIGBUS)`. The first attempt's outcome is kept: a failure is
+/// reported again by every later call, and every file mapping is then refused.
 pub fn install_sigbus_handler() -> Result<()> {
     sys::fault::install().map_err(|e| Error::os("sigaction(SIGBUS)", e))
 }
@@ -117,6 +121,11 @@ unsafe impl Sync for GuardedBuffer {}
 
 impl GuardedBuffer {
     /// `len` zeroed bytes between two guard pages.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `len` and the guard pages overflow; else the error of
+    /// `mmap` ([`ErrorKind::ResourceLimit`] when memory or address space run out) or of
+    /// `mprotect` opening the middle pages.
     pub fn new(len: usize) -> Result<Self> {
         let region = Guarded::new("guarded buffer", len, [BUFFER_BELOW, BUFFER_ABOVE], |_, hi| {
             hi - len
@@ -169,6 +178,9 @@ pub struct GuardedStack {
 
 impl GuardedStack {
     /// A stack of `len` bytes (rounded up to pages; at least 64 KiB).
+    ///
+    /// # Errors
+    /// As [`GuardedBuffer::new`].
     pub fn new(len: usize) -> Result<Self> {
         let len = len.max(64 << 10).next_multiple_of(sys::page_size());
         let region = Guarded::new("guarded stack", len, [STACK_BELOW, STACK_ABOVE], |lo, _| lo)?;
@@ -181,6 +193,11 @@ impl GuardedStack {
     }
 
     /// Run `f` on a new thread that uses this stack, and return its result.
+    ///
+    /// # Errors
+    /// * The error of `pthread_attr_setstack`, `pthread_create` or `pthread_join`
+    ///   ([`ErrorKind::ResourceLimit`] for `EAGAIN`, when threads run out); `f` did not run.
+    /// * [`ErrorKind::Os`] when `f` panicked (the panic is caught on its thread).
     pub fn run<R: Send + 'static>(&mut self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
         let out = slot.clone();
@@ -275,12 +292,23 @@ impl<T: bytemuck::Pod> std::fmt::Debug for Secret<T> {
 impl<T: bytemuck::Pod> Secret<T> {
     /// A zeroed secret, in `memfd_secret` memory if possible. Fill it with
     /// [`expose_mut`](Self::expose_mut) so the secret never passes through the stack.
+    ///
+    /// # Errors
+    /// As [`zeroed_with`](Self::zeroed_with).
     pub fn zeroed() -> Result<Self> {
         Self::zeroed_with(true)
     }
 
     /// A zeroed secret; `secret_memory: false` skips `memfd_secret` (then the memory is
     /// private, `MADV_WIPEONFORK`, so a child sees zeros).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when `T` is aligned beyond a page.
+    /// * In `memfd_secret` memory, the error of `ftruncate` or `mmap` with a hint on
+    ///   `RLIMIT_MEMLOCK`, which that memory counts against (`ENOMEM`, `EAGAIN`:
+    ///   [`ErrorKind::ResourceLimit`]). Without `memfd_secret`, the memory is private instead.
+    /// * In private memory, the error of `mmap`. A failed `mlock` or `madvise` is no error: the
+    ///   protection is reported unavailable in [`protections`](Self::protections).
     pub fn zeroed_with(secret_memory: bool) -> Result<Self> {
         if std::mem::align_of::<T>() > sys::page_size() {
             // The memory is page-aligned and no more: a T aligned beyond a page would be
@@ -391,6 +419,10 @@ impl<T: bytemuck::Pod> Secret<T> {
 
     /// Read the secret. In a child created by `fork`, secret memory is absent (an error) and
     /// private memory reads as zeros.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] in a child created by `fork`, when the secret is in
+    /// `memfd_secret` memory (withheld from children).
     pub fn expose(&self) -> Result<&T> {
         self.check_process()?;
         // SAFETY: `size_of::<T>()` bytes of memory owned by self, mapped in this process
@@ -399,6 +431,9 @@ impl<T: bytemuck::Pod> Secret<T> {
     }
 
     /// Change the secret in place.
+    ///
+    /// # Errors
+    /// As [`expose`](Self::expose).
     pub fn expose_mut(&mut self) -> Result<&mut T> {
         self.check_process()?;
         // SAFETY: as in expose; `&mut self` makes the borrow unique.
