@@ -20,6 +20,11 @@ pub(super) const UNKNOWN_REASON: &str = "the kernel withholds the page-cache sta
 
 impl CachedFile {
     /// Open `path` read-only (without updating its access time where allowed).
+    ///
+    /// # Errors
+    /// The error of `open`, with a hint ([`ErrorKind::NotFound`],
+    /// [`ErrorKind::PermissionDenied`]), or of `fstat`; [`ErrorKind::InvalidInput`] for
+    /// anything but a regular file.
     pub fn open(path: impl AsRef<Path>) -> Result<CachedFile> {
         let path = path.as_ref();
         let fd = open_at(rustix::fs::CWD, path, true).map_err(|e| open_error(e, path))?;

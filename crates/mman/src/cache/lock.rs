@@ -7,6 +7,14 @@ impl CachedFile {
     /// mapped, locked as it faults in (`MLOCK_ONFAULT`), then faulted in, so no page can be
     /// evicted between being read and being locked. Needs `RLIMIT_MEMLOCK` room for the
     /// whole range, or `CAP_IPC_LOCK` (see [`check_lock_limits`]).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when the range is too large to map; the error of `mmap`.
+    /// * [`ErrorKind::ResourceLimit`], with a hint giving `RLIMIT_MEMLOCK` and the bytes
+    ///   needed, when `mlock2` refuses (`ENOMEM`, `EAGAIN`, `EPERM`).
+    /// * [`ErrorKind::Truncated`] when the file shrank while its pages were read in
+    ///   (`MADV_POPULATE_READ` met `EFAULT`); [`ErrorKind::InvalidInput`] before Linux 5.14,
+    ///   which lacks that advice.
     pub fn lock(&self, range: PageRange) -> Result<LockedFile> {
         let (first, end) = self.span(range);
         if end == first {
@@ -56,6 +64,10 @@ impl LockedFile {
 /// Whether locking `bytes` in `mappings` more mappings fits this process's limits
 /// (`RLIMIT_MEMLOCK` unless it has `CAP_IPC_LOCK`, and `vm.max_map_count`); the error says
 /// how much is needed and how to raise the limit.
+///
+/// # Errors
+/// [`ErrorKind::ResourceLimit`] when `bytes` exceed the soft `RLIMIT_MEMLOCK` (without
+/// `CAP_IPC_LOCK`), or `mappings` more mappings would pass `vm.max_map_count`.
 pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
     if !sc::may_lock_unlimited() {
         if let (Some(soft), _) = sys::memlock_limit() {

@@ -4,6 +4,11 @@ use super::*;
 
 impl CachedFile {
     /// How much of `range` is in the page cache.
+    ///
+    /// # Errors
+    /// The error of `cachestat`, but `EPERM`, which gives a residency unknown, with the
+    /// reason. Where `cachestat` is absent (before Linux 6.5), as
+    /// [`page_map`](Self::page_map).
     pub fn status(&self, range: PageRange) -> Result<Status> {
         let (first, end) = self.span(range);
         let pages = end - first;
@@ -45,6 +50,10 @@ impl CachedFile {
 
     /// Residency page by page (`mmap` + `mincore`): one byte a page, bit 0 set when
     /// resident; `None` when the kernel would not tell the truth for this file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the range is too large to map; the error of `mmap`
+    /// or of `mincore` ([`ErrorKind::ResourceLimit`] for `EAGAIN`).
     pub fn page_map(&self, range: PageRange) -> Result<Option<Vec<u8>>> {
         let (first, end) = self.span(range);
         if !sc::mincore_tells_truth(self.uid, &self.path) {
@@ -69,6 +78,10 @@ impl CachedFile {
 
     /// Residency in `n` equal slices of `range` (for a bar like `vmtouch -v`): each slice as
     /// (resident pages, pages); `None` when the kernel will not say.
+    ///
+    /// # Errors
+    /// As [`page_map`](Self::page_map), and where that gives `None`, as
+    /// [`status`](Self::status) for each slice.
     pub fn buckets(&self, range: PageRange, n: usize) -> Result<Option<Vec<(u64, u64)>>> {
         let (first, end) = self.span(range);
         let pages = end - first;

@@ -5,6 +5,15 @@ use super::*;
 impl CachedFile {
     /// Read into the page cache the pages of `range` that are not there, and only those:
     /// the reads cover exactly the missing pages (no read-ahead past the range).
+    ///
+    /// # Errors
+    /// * As [`status`](Self::status) and [`page_map`](Self::page_map), which measure first
+    ///   (and `status` after).
+    /// * The error of `posix_fadvise` or `pread`, or of mapping and populating a long run to
+    ///   the end of the file (`mmap`; `MADV_POPULATE_READ`, [`ErrorKind::InvalidInput`]
+    ///   before Linux 5.14).
+    /// * [`ErrorKind::Truncated`] when the file shrank while being read in
+    ///   ([`ErrorKind::Os`] when a read came up short and the file is no shorter now).
     pub fn touch(&self, range: PageRange) -> Result<Touched> {
         let (first, end) = self.span(range);
         let r = PageRange {
