@@ -266,8 +266,14 @@ impl ProcessMaps {
     }
 }
 
-/// Read `/proc/PID/smaps` (`None`: this process). A process that does not exist or is not
-/// this user's is a clear error ([`ErrorKind::NotFound`], [`ErrorKind::PermissionDenied`]).
+/// Read `/proc/PID/smaps` (`None`: this process).
+///
+/// # Errors
+/// * [`ErrorKind::NotFound`]: no such process, or it has no address space (a kernel thread
+///   or a zombie).
+/// * [`ErrorKind::PermissionDenied`]: ptrace access to it is denied (another user's
+///   process, no `CAP_SYS_PTRACE`, or Yama's `ptrace_scope`), with a hint saying which.
+/// * [`ErrorKind::InvalidInput`] for text that does not parse (as [`parse`]).
 pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
     let path = match pid {
         Some(p) => PathBuf::from(format!("/proc/{p}/smaps")),
@@ -314,6 +320,11 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
 
 /// Parse the text of `/proc/PID/smaps` or `/proc/PID/maps` (then only the address, rights,
 /// offset, device, inode and name are known, and `usage.size`).
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`], naming the line, for a line that is neither a mapping nor a
+/// `Key: value` field, or a field before any mapping. Unknown fields, and values that are
+/// not numbers, are skipped.
 pub fn parse(text: &str) -> Result<Vec<Region>> {
     let mut regions: Vec<Region> = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -218,6 +218,16 @@ impl<'fd> Sink<'fd> {
 
     /// Copy everything from `input`'s current offset to its end into the sink, with `method`
     /// where it applies. `name` is used in error messages.
+    ///
+    /// # Errors
+    /// A [`TransferError`] whose [`side`](TransferError::side) says which end failed (a
+    /// method the kernel refuses for this input or sink is no error: `read()` takes over):
+    /// * [`Side::Input`]: `fstat`, `lseek`, `read` or mapping `input` fails (a directory is
+    ///   `EISDIR`); `input` is the output file with bytes left ([`ErrorKind::InvalidInput`]);
+    ///   it shrank while being copied ([`ErrorKind::Truncated`]).
+    /// * [`Side::Output`]: writing into the sink fails (`write`, `splice`, `vmsplice`,
+    ///   `copy_file_range`), as with `EPIPE` once a reader went away
+    ///   ([`TransferError::is_broken_pipe`]) or `ENOSPC`.
     pub fn copy_from(
         &mut self,
         input: BorrowedFd<'_>,
