@@ -95,6 +95,13 @@ impl PosixSemaphore {
     /// process with access to these bytes uses them only through `sem_*` calls while the
     /// reference lives: glibc cannot defend itself against garbage in a `sem_t`. (A C peer
     /// then uses it the same way, with a `sem_t *` into its mapping.)
+    ///
+    /// # Errors
+    /// * As [`place`](super::place): [`ErrorKind::InvalidInput`] when a `sem_t` does not fit
+    ///   at `offset` or `offset` is not aligned for it; [`ErrorKind::PermissionDenied`] when
+    ///   the mapping is not readable and writable.
+    /// * The error of `sem_init`: [`ErrorKind::InvalidInput`] for a `value` above
+    ///   `SEM_VALUE_MAX` (`EINVAL`).
     pub unsafe fn init_in(map: &Mapping, offset: usize, value: u32) -> Result<&Self> {
         let p = slot::<Self>(map, offset, "sem_init")?;
         // SAFETY: in bounds, aligned, read-write (slot); unused by anyone (caller's contract).
