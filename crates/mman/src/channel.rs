@@ -245,6 +245,20 @@ impl Drop for Guarded {
 
 /// A channel's shared region, from which endpoints are attached. Cheap to clone (a
 /// reference count); keep it across `fork` and attach endpoints on each side.
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::channel::Channel;
+/// let name = format!("doc-chan-{}", std::process::id());
+/// let chan = Channel::create(&name, 4096)?; // /mman.NAME, mode 0600
+/// let peer = Channel::open(&name)?; // what another process does
+/// let mut rx = chan.receiver()?;
+/// let mut tx = peer.sender()?;
+/// tx.send(b"ping")?;
+/// assert_eq!(rx.recv()?, b"ping");
+/// assert!(chan.receiver().is_err()); // one receiver at a time
+/// # Ok(()) } // the name goes with the last handle
+/// ```
 #[derive(Clone)]
 pub struct Channel {
     region: Arc<Guarded>,

@@ -103,6 +103,23 @@ pub struct OpenCheck {
 ///
 /// The handle that created the object unlinks its name when dropped, unless
 /// [`keep`](Self::keep) was called; handles from [`open`](Self::open) never unlink.
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::{shm::SharedMemory, ErrorKind};
+/// let name = format!("doc-type-{}", std::process::id());
+/// let obj = SharedMemory::create(&name, 4096)?; // mode 0600, the 4096 bytes allocated
+/// assert_eq!(obj.name(), format!("/mman.{name}"));
+/// obj.map()?.store(0, &7u64)?;
+/// // Another process (here the same one) opens it, checked, and sees the bytes.
+/// let peer = SharedMemory::open(&name, 4096)?;
+/// assert_eq!(peer.map()?.load::<u64>(0)?, 7);
+/// let taken = SharedMemory::create(&name, 4096).unwrap_err();
+/// assert_eq!(taken.kind(), ErrorKind::AddressInUse);
+/// drop(obj); // the creating handle unlinks the name
+/// assert_eq!(SharedMemory::open(&name, 4096).unwrap_err().kind(), ErrorKind::NotFound);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SharedMemory {
     name: String,

@@ -3,6 +3,22 @@
 use super::*;
 
 /// An open file whose page-cache residency can be read and changed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mman::cache::{CachedFile, DirtyPages, PageRange};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("data");
+/// std::fs::write(&path, vec![1u8; 64 * 1024])?;
+/// let file = CachedFile::open(&path)?;
+/// let touched = file.touch(PageRange::ALL)?; // reads in only what is missing
+/// assert_eq!(touched.pages, file.pages());
+/// let status = file.status(PageRange::bytes(0, Some(8192)))?;
+/// println!("{:?} of {} pages resident", status.resident, status.pages);
+/// let evicted = file.evict(PageRange::ALL, DirtyPages::WriteBackFirst)?;
+/// println!("{:?} pages left the cache", evicted.evicted());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CachedFile {
     pub(super) file: File,

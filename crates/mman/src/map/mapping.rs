@@ -13,6 +13,24 @@ pub(super) enum Backing {
 /// Dropping it unmaps it. Its bytes are reached through copies, never references, unless the
 /// caller takes on [`as_slice`](Self::as_slice)'s contract: another process may write or
 /// truncate the file at any moment, which a `&[u8]` may not observe.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mman::{FlushMode, MapOptions};
+/// use std::sync::atomic::Ordering;
+/// let file = tempfile::tempfile()?;
+/// file.set_len(4096)?;
+/// let map = MapOptions::new().read_write().shared().map(&file)?;
+/// map.store(0, &42u64)?; // copies in and out, with 8-byte atomics
+/// assert_eq!(map.load::<u64>(0)?, 42);
+/// map.atomic_u64(8)?.fetch_add(1, Ordering::SeqCst); // an atomic in place
+/// map.flush(.., FlushMode::Sync)?; // msync: the file holds both
+/// let mut word = [0u8; 8];
+/// std::os::unix::fs::FileExt::read_exact_at(&file, &mut word, 8)?;
+/// assert_eq!(u64::from_ne_bytes(word), 1);
+/// assert!(map.read_at(4090, &mut [0u8; 8]).is_err()); // past the end: an error, not UB
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Mapping {
     /// The start of the kernel's mapping, aligned to `align`; dangling when `os_len` is 0.

@@ -52,6 +52,31 @@ impl Storage for MapStorage<'_> {
 }
 
 /// A `T` changed only by transactions that are never torn (see the [module docs](super)).
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::persist::{Commit, Durable};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("accounts");
+/// // Two balances that always sum to 100, whatever kills the process when.
+/// let mut accounts = Durable::<[u64; 2]>::open(&path, *b"accounts", [100, 0])?;
+/// accounts.update(Commit::Durable, |a| {
+///     a[0] -= 30;
+///     a[1] += 30;
+/// })?;
+/// let mut writer = accounts.writer()?; // many commits under one lock
+/// for _ in 0..3 {
+///     writer.update(Commit::ProcessCrashSafe, |a| {
+///         a[0] -= 1;
+///         a[1] += 1;
+///     })?;
+/// }
+/// drop(writer);
+/// assert_eq!(accounts.read()?, [67, 33]);
+/// // The tag names the type: a file of another is refused.
+/// assert!(Durable::<[u64; 2]>::open_existing(&path, *b"balances").is_err());
+/// # Ok(()) }
+/// ```
 pub struct Durable<T: bytemuck::Pod> {
     map: Mapping,
     file: File,

@@ -12,6 +12,21 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{FlushMode, MapOptions, Mapping};
 
 /// A `T` whose bytes are a file (see the [module docs](super)).
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::persist::Persistent;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("counter");
+/// {
+///     let counter = Persistent::<u64>::open(&path)?; // created zero-filled
+///     assert!(Persistent::<u64>::open(&path).is_err()); // one handle at a time
+///     counter.set(&41)?;
+///     counter.update(|n| *n += 1)?;
+/// }
+/// assert_eq!(Persistent::<u64>::open(&path)?.get()?, 42); // the file kept it
+/// # Ok(()) }
+/// ```
 pub struct Persistent<T: bytemuck::Pod> {
     map: Mapping,
     _lock: File,

@@ -62,6 +62,18 @@ impl std::fmt::Display for Seals {
 
 /// An anonymous file in memory (`memfd_create`), which can be sealed and passed to another
 /// process. Linux: elsewhere making or adopting one is [`ErrorKind::Unsupported`].
+///
+/// ```
+/// # fn main() -> mman::Result<()> {
+/// use mman::shm::{Memfd, Seals};
+/// let memfd = Memfd::create("doc", 4096)?;
+/// memfd.map()?.write_at(0, b"frozen")?; // writable until sealed; the mapping is dropped
+/// memfd.add_seals(Seals::FROZEN)?; // no writes, no resizing, no more seals, for anyone
+/// let sealed = memfd.map_sealed()?; // so it is a plain &[u8]
+/// assert_eq!(&sealed[..6], b"frozen");
+/// assert!(memfd.set_len(0).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Memfd {
     fd: OwnedFd,
