@@ -145,6 +145,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 #[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
