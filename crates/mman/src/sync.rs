@@ -51,8 +51,10 @@ pub unsafe trait ProcessShared: Sync {}
 
 /// A `&T` to the object at `offset` of a readable and writable mapping.
 ///
-/// Fails if the object would not fit, `offset` is not aligned for `T`, or the mapping is not
-/// readable and writable.
+/// # Errors
+/// - [`ErrorKind::InvalidInput`]: the object would not fit in the mapping, or `offset` is
+///   not aligned for `T`.
+/// - [`ErrorKind::PermissionDenied`]: the mapping is not readable and writable.
 pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
     let p = slot::<T>(map, offset, "place")?;
     // SAFETY: in bounds, aligned, readable and writable (checked by `slot`); `T:
