@@ -31,8 +31,9 @@ pub enum ErrorKind {
     Truncated,
     /// The other end of a channel is gone: closed, or its process died.
     Disconnected,
-    /// Shared state holds values no mman peer writes (a peer scribbled over it, or it is
-    /// not what it claims to be): the operation refused to go on.
+    /// Shared or persistent state holds values no mman peer writes (a peer scribbled over
+    /// it, a durable file's copies all fail their checksums, or it is not what it claims to
+    /// be): the operation refused to go on.
     Corrupted,
     /// Any other operating-system error.
     Os,

@@ -99,6 +99,7 @@ fn durable_values_survive_reopening_and_bad_files_are_refused() {
     std::fs::write(&corrupt, &c).unwrap();
     let e = Durable::<[u64; 4]>::open(&corrupt, *b"test-arr", [0; 4]).unwrap_err();
     assert!(e.to_string().contains("both copies are corrupted"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
 
     let mut one_bad = bytes.clone();
     let newest = if u64::from_le_bytes(bytes[slot(1)..][..8].try_into().unwrap())

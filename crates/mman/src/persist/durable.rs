@@ -173,8 +173,8 @@ impl<T: bytemuck::Pod> Durable<T> {
     ///   [`ErrorKind::PermissionDenied`].
     /// * [`ErrorKind::NotMappable`] for anything but a regular file.
     /// * [`ErrorKind::InvalidInput`] when it is not a durable variable of this type: too
-    ///   short, wrong magic, header checksum, version, tag, or size and alignment of `T`,
-    ///   or both copies corrupted.
+    ///   short, wrong magic, header checksum, version, tag, or size and alignment of `T`.
+    /// * [`ErrorKind::Corrupted`] when both copies fail their checksums.
     /// * As [`MapOptions::map`] for the mapping.
     pub fn open_existing(path: &Path, tag: [u8; 8]) -> Result<Self> {
         Self::open_checked(path, tag, true)
@@ -305,7 +305,7 @@ impl<T: bytemuck::Pod> Durable<T> {
             std::thread::yield_now();
         }
         Err(Error::new(
-            ErrorKind::InvalidInput,
+            ErrorKind::Corrupted,
             "read durable",
             "both copies are corrupted (checksums fail)",
         )
@@ -316,7 +316,7 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// The current value: the newest copy whose checksum holds. Never blocks a writer.
     ///
     /// # Errors
-    /// * [`ErrorKind::InvalidInput`] when both copies fail their checksums (64 tries, for a
+    /// * [`ErrorKind::Corrupted`] when both copies fail their checksums (64 tries, for a
     ///   reader racing commits).
     /// * [`ErrorKind::Truncated`] when the file shrank (see [`Mapping::read_at`]); the error
     ///   of `pread` for values of 64 KiB and more.
