@@ -92,7 +92,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error reported by the OS for operation `op`; the kind is derived from the errno.
     pub(crate) fn os(op: &'static str, source: io::Error) -> Self {
-        let kind = kind_of(&source);
+        let kind = kind_of(op, &source);
         Error(Box::new(Inner {
             kind,
             op,
@@ -281,11 +281,24 @@ pub(crate) fn memlock_hint(needed: Option<u64>) -> String {
     )
 }
 
-fn kind_of(e: &io::Error) -> ErrorKind {
+/// The kind of an OS error from `op`. `EAGAIN` is a resource limit only from the calls that
+/// use it so (locked memory for mmap/mlock/mremap, threads for pthread_create); from a
+/// socket, pipe or lock it means "would block", which is no limit.
+fn kind_of(op: &str, e: &io::Error) -> ErrorKind {
+    let eagain_is_a_limit = [
+        "mmap",
+        "mlock",
+        "mremap",
+        "pthread_create",
+        "start the channel reactor thread",
+    ]
+    .iter()
+    .any(|limited| op.starts_with(limited));
     match e.raw_os_error() {
         Some(libc::ENODEV) => ErrorKind::NotMappable,
         Some(libc::EINVAL) | Some(libc::EOVERFLOW) => ErrorKind::InvalidInput,
-        Some(libc::ENOMEM) | Some(libc::EAGAIN) => ErrorKind::ResourceLimit,
+        Some(libc::ENOMEM) => ErrorKind::ResourceLimit,
+        Some(libc::EAGAIN) if eagain_is_a_limit => ErrorKind::ResourceLimit,
         Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
         Some(libc::EEXIST) => ErrorKind::AddressInUse,
         Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
@@ -316,5 +329,15 @@ mod tests {
         assert_eq!(e.to_string(), "mmap /tmp/f: is a FIFO");
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn eagain_is_a_limit_only_where_the_call_means_it() {
+        let eagain = || io::Error::from_raw_os_error(libc::EAGAIN);
+        assert_eq!(Error::os("mlock", eagain()).kind(), ErrorKind::ResourceLimit);
+        assert_eq!(Error::os("mmap", eagain()).kind(), ErrorKind::ResourceLimit);
+        let would_block = Error::os("recvmsg(SCM_RIGHTS)", eagain());
+        assert_eq!(would_block.kind(), ErrorKind::Os);
+        assert_eq!(io::Error::from(would_block).kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -251,8 +251,8 @@ pub fn peer_credentials(sock: &std::os::unix::net::UnixStream) -> Result<PeerCre
 ///
 /// # Errors
 /// The error of `sendmsg(2)` (retried on `EINTR`): for example `EPIPE` once the peer has
-/// closed its end, or [`ErrorKind::ResourceLimit`] (`EAGAIN`) when a non-blocking socket's
-/// buffer is full.
+/// closed its end, or `EAGAIN` ([`ErrorKind::Os`]; `std::io::ErrorKind::WouldBlock` once
+/// converted) when a non-blocking socket's buffer is full.
 pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: BorrowedFd<'_>, message: &[u8]) -> Result<()> {
     sys::send_fd(sock.as_fd(), fd, message).map_err(|e| Error::os("sendmsg(SCM_RIGHTS)", e))
 }
@@ -262,8 +262,8 @@ pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: BorrowedFd<'_>, messag
 /// # Errors
 /// * [`ErrorKind::InvalidInput`] when the message carried no descriptor (as at the end of
 ///   the stream, once the peer has closed its end).
-/// * The error of `recvmsg(2)` (retried on `EINTR`): for example
-///   [`ErrorKind::ResourceLimit`] (`EAGAIN`) on a non-blocking socket with nothing pending.
+/// * The error of `recvmsg(2)` (retried on `EINTR`): for example `EAGAIN`
+///   ([`ErrorKind::Os`]) on a non-blocking socket with nothing pending.
 pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<(OwnedFd, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
     let (n, fd) = sys::recv_fd(sock.as_fd(), &mut buf).map_err(|e| Error::os("recvmsg(SCM_RIGHTS)", e))?;
