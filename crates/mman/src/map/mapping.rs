@@ -171,12 +171,11 @@ impl Mapping {
             return Ok(());
         }
         let needed = self.file_offset + self.len as u64;
-        if self.is_truncated() || measure {
-            let now = self
-                .file
-                .as_ref()
-                .and_then(|f| sys::file_info(std::os::fd::AsFd::as_fd(f)).ok())
-                .map_or(0, |i| i.size);
+        if let (true, Some(f)) = (self.is_truncated() || measure, self.file.as_ref()) {
+            // A failed fstat is its own error, not an empty file.
+            let now = sys::file_info(std::os::fd::AsFd::as_fd(f))
+                .map_err(|e| self.err(Error::os("fstat", e)))?
+                .size;
             if self.is_truncated() || now < needed {
                 return Err(Error::truncated(
                     op,
@@ -194,9 +193,9 @@ impl Mapping {
     /// `EFAULT`.
     ///
     /// # Errors
-    /// [`ErrorKind::Truncated`] when the file now ends before the mapping's last byte (a
-    /// failed `fstat` counts as an empty file), or a touch of a vanished page was caught
-    /// earlier; [`Error::truncation`] gives the sizes. Anonymous memory never fails.
+    /// [`ErrorKind::Truncated`] when the file now ends before the mapping's last byte, or a
+    /// touch of a vanished page was caught earlier; [`Error::truncation`] gives the sizes.
+    /// The error of `fstat` if it fails. Anonymous memory never fails.
     pub fn verify_file_size(&self) -> Result<()> {
         self.check_intact("verify", true)
     }
