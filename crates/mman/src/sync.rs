@@ -119,7 +119,8 @@ pub struct Semaphore {
 
 // SAFETY: repr(C), one AtomicU64, no pointers; zero is count 0 with no sleepers. Garbage is
 // some count, maybe the contended flag, some number of starving waiters: at worst a
-// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY.
+// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY, a
+// sleeper whose flag was cleared that finds a permit only after RECHECK.
 unsafe impl ProcessShared for Semaphore {}
 
 /// "A waiter may be asleep": set by every waiter before it sleeps and by every waiter that
@@ -147,6 +148,15 @@ const PATIENCE: Duration = Duration::from_millis(1);
 /// The longest a newcomer gives way to a starving waiter before it takes a permit that is
 /// there anyway.
 const GIVE_WAY: Duration = Duration::from_millis(1);
+
+/// The longest a waiter sleeps without looking at the word again. A post wakes a sleeper
+/// only if it finds the flag set; a peer that died between a post's add and its wake-up, or
+/// garbage written over the word, can leave a sleeper with no wake-up coming while a permit
+/// is there (and clear the flag, so later posts wake nobody either). Rechecking bounds that
+/// to RECHECK, and a waiter that finds the flag clear sets it again; an idle sleeper pays one
+/// system call per RECHECK. Well above any hand-off, so that the tests, which time waits
+/// against a bound below it, still see a lost wake-up.
+const RECHECK: Duration = Duration::from_secs(3);
 
 /// The largest count, `SEM_VALUE_MAX` on Linux (`i32::MAX`).
 pub const SEMAPHORE_MAX: u32 = i32::MAX as u32;
@@ -280,7 +290,7 @@ impl Semaphore {
                 return true;
             }
         }
-        let since = Instant::now();
+        let mut since = Instant::now();
         let (mut slept, mut starving) = (false, false);
         let mut s = self.state.load(Ordering::Relaxed);
         let got = loop {
@@ -327,22 +337,31 @@ impl Semaphore {
                 starving = true;
                 continue;
             }
-            let mut left = match deadline {
+            let left = match deadline {
                 None => None,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => break false,
                 },
             };
-            if give_way {
-                // At most GIVE_WAY: a starver count a peer left behind (or wrote) cannot
-                // keep this waiter from a permit that is there.
-                left = Some(left.map_or(GIVE_WAY, |l| l.min(GIVE_WAY)));
-            }
+            // At most GIVE_WAY while giving way: a starver count a peer left behind (or
+            // wrote) cannot keep this waiter from a permit that is there. At most RECHECK
+            // otherwise: a flag cleared with no wake-up cannot either.
+            let most = if give_way { GIVE_WAY } else { RECHECK };
+            let quiet = left.is_none_or(|l| l > most);
             // Sleeps only while the word is unchanged: a post in between, or a wake-up that
             // cleared the flag, makes it return.
-            if sys::futex_wait(&self.state, futex_value(s), left).is_err() {
-                std::thread::yield_now();
+            match sys::futex_wait(
+                &self.state,
+                futex_value(s),
+                Some(left.map_or(most, |l| l.min(most))),
+            ) {
+                // RECHECK ran out with no wake-up: no post woke this waiter, so no newcomer
+                // took a permit it was woken for. Its patience starts again (a waiter that
+                // sleeps long for a post is not starving).
+                Ok(false) if quiet && !give_way => since = Instant::now(),
+                Ok(_) => {}
+                Err(_) => std::thread::yield_now(),
             }
             slept = true;
             s = self.state.load(Ordering::Relaxed);
@@ -447,8 +466,10 @@ mod tests {
     }
 
     /// Waits that must not be lost: a wait that takes longer than this, while its peers
-    /// hold permits for microseconds, was a permit that sat there while the waiter slept.
+    /// hold permits for microseconds, was a permit that sat there while the waiter slept
+    /// (until a post or RECHECK woke it: the bound must stay below RECHECK).
     const LOST: Duration = Duration::from_secs(2);
+    const _: () = assert!(LOST.as_millis() < RECHECK.as_millis());
 
     /// `wait_timeout` with a long timeout, which must succeed well within [`LOST`].
     fn timed_wait(sem: &Semaphore) {
@@ -543,5 +564,62 @@ mod tests {
         sem.state.store(full, Ordering::Relaxed);
         assert!(sem.post().is_err());
         assert_eq!(sem.state.load(Ordering::Relaxed), full);
+    }
+
+    /// A sleeper asleep on a word whose flag is then cleared with no wake-up (a peer that
+    /// died between a post's add and its wake-up, or garbage written over the word) must
+    /// still get a permit that is there: posts that find the flag clear wake nobody.
+    #[test]
+    fn a_sleeper_gets_a_permit_though_the_flag_was_cleared_without_a_wake() {
+        // Each case: what happens to the word while the waiter sleeps, then whether a
+        // correct post follows.
+        type Scribble = fn(&AtomicU64);
+        let cases: [(&str, Scribble, bool); 3] = [
+            // A poster added its permit and died before it looked at the flag.
+            (
+                "died after the add",
+                |w| {
+                    w.fetch_add(1, Ordering::Release);
+                },
+                false,
+            ),
+            // A poster added, cleared the flag and died before the futex wake.
+            (
+                "died before the wake",
+                |w| {
+                    w.fetch_add(1, Ordering::Release);
+                    w.fetch_and(!CONTENDED, Ordering::Relaxed);
+                },
+                false,
+            ),
+            // Garbage: zero written over the word; then a correct post, which sees no flag.
+            ("zeroed, then posted", |w| w.store(0, Ordering::Relaxed), true),
+        ];
+        std::thread::scope(|s| {
+            for (what, scribble, post) in cases {
+                s.spawn(move || {
+                    let sem = Semaphore::new(0);
+                    std::thread::scope(|s| {
+                        let waiter = s.spawn(|| {
+                            let asked = Instant::now();
+                            (sem.wait_timeout(Duration::from_secs(10)), asked.elapsed())
+                        });
+                        // Let it go to sleep (the flag is set just before).
+                        while sem.state.load(Ordering::Relaxed) & CONTENDED == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        scribble(&sem.state);
+                        if post {
+                            sem.post().unwrap();
+                        }
+                        let (got, took) = waiter.join().unwrap();
+                        assert!(got, "{what}: no permit");
+                        assert!(took < RECHECK + LOST, "{what}: stranded for {took:?}");
+                    });
+                    assert_eq!(sem.value(), 0, "{what}");
+                });
+            }
+        });
     }
 }
