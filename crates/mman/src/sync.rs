@@ -622,4 +622,199 @@ mod tests {
             }
         });
     }
+
+    /// Counts above one: threads take one to three permits each (the first with a long
+    /// timed wait, the others with very short ones, giving back what they hold when one
+    /// fails, so nobody deadlocks holding part of what it needs) and post them back in a
+    /// row, so posts often find the flag clear and the woken waiter must pass the permits
+    /// left on.
+    #[test]
+    fn threads_taking_and_posting_several_permits_never_lose_a_wakeup() {
+        const PERMITS: u32 = 3;
+        let sem = Semaphore::new(PERMITS);
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..6u32 {
+                let sem = &sem;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < Duration::from_millis(1500) {
+                        let want = 1 + i % PERMITS;
+                        timed_wait(sem);
+                        let mut held = 1;
+                        while held < want && sem.wait_timeout(Duration::from_micros(50)) {
+                            held += 1;
+                        }
+                        hold_now_and_then(i);
+                        for _ in 0..held {
+                            sem.post().unwrap();
+                        }
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let s = sem.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (PERMITS, 0), "{s:#x}");
+    }
+
+    /// Bursts of posts in a row to sleepers that each take one permit per round: the first
+    /// post wakes one sleeper and clears the flag, the others find it clear and wake nobody,
+    /// so the woken waiter must pass the permits left on (and so on down the chain). A
+    /// consumer takes no second item before the round ends, so nobody covers for a sleeper
+    /// left asleep: the producer's wait for the round shows it.
+    #[test]
+    fn bursts_of_posts_wake_one_sleeper_per_permit() {
+        const CONSUMERS: u32 = 4;
+        let (items, done, go) = (Semaphore::new(0), Semaphore::new(0), Semaphore::new(0));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..CONSUMERS {
+                s.spawn(|| loop {
+                    timed_wait(&items);
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    done.post().unwrap();
+                    timed_wait(&go);
+                });
+            }
+            let t0 = Instant::now();
+            let mut round = 0;
+            while t0.elapsed() < Duration::from_millis(1500) {
+                let k = 1 + round % CONSUMERS;
+                for _ in 0..k {
+                    items.post().unwrap();
+                }
+                for _ in 0..k {
+                    timed_wait(&done);
+                }
+                for _ in 0..k {
+                    go.post().unwrap();
+                }
+                round += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for _ in 0..CONSUMERS {
+                items.post().unwrap();
+            }
+        });
+        assert_eq!((items.value(), done.value(), go.value()), (0, 0, 0));
+    }
+
+    /// Very short timeouts (zero to a few dozen microseconds) under contention: a wait that
+    /// times out takes nothing and returns about on time, one that succeeds takes one
+    /// permit, and a patient waiter among them is never left asleep by the others.
+    #[test]
+    fn very_short_timeouts_under_contention_keep_the_count() {
+        const PERMITS: u32 = 2;
+        let sem = Semaphore::new(PERMITS);
+        let t0 = Instant::now();
+        let run = Duration::from_millis(1500);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let sem = &sem;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        let timeout = Duration::from_micros(u64::from((i * 7 + t * 13) % 60));
+                        let asked = Instant::now();
+                        if sem.wait_timeout(timeout) {
+                            hold_now_and_then(i);
+                            sem.post().unwrap();
+                        } else {
+                            let took = asked.elapsed();
+                            assert!(took < timeout + LOST, "a {timeout:?} wait took {took:?}");
+                        }
+                        i += 1;
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut i = 0;
+                while t0.elapsed() < run {
+                    timed_wait(&sem);
+                    hold_now_and_then(i);
+                    sem.post().unwrap();
+                    i += 1;
+                }
+            });
+        });
+        let s = sem.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (PERMITS, 0), "{s:#x}");
+    }
+
+    /// A waiter that counted itself as starving and then timed out takes itself off the
+    /// count: afterwards try_wait takes a posted permit again and newcomers do not give way.
+    #[test]
+    fn a_starving_waiter_that_times_out_unregisters() {
+        let sem = Semaphore::new(0);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| sem.wait_timeout(Duration::from_millis(300)));
+            let asleep = || {
+                let t0 = Instant::now();
+                while sem.state.load(Ordering::Relaxed) & CONTENDED == 0 {
+                    assert!(t0.elapsed() < LOST, "the waiter never slept");
+                    std::thread::yield_now();
+                }
+            };
+            asleep();
+            std::thread::sleep(PATIENCE * 2);
+            // What a barger leaves: a post that cleared the flag and woke the waiter, its
+            // permit taken again before the waiter ran. The waiter finds nothing, has waited
+            // past its patience, counts itself as starving and sleeps again.
+            sem.state.fetch_and(!CONTENDED, Ordering::Relaxed);
+            sys::futex_wake(&sem.state, 1);
+            asleep();
+            let t0 = Instant::now();
+            while starvers(sem.state.load(Ordering::Relaxed)) == 0 {
+                assert!(t0.elapsed() < LOST, "the waiter never counted as starving");
+                std::thread::yield_now();
+            }
+            assert!(!waiter.join().unwrap(), "nothing was posted");
+        });
+        assert_eq!(starvers(sem.state.load(Ordering::Relaxed)), 0);
+        sem.post().unwrap();
+        assert!(sem.try_wait(), "try_wait gives way to a waiter that is gone");
+    }
+
+    /// Barging threads and waiters with short timeouts (a few milliseconds: they starve,
+    /// then give up), for a while: the bargers always get the permit back within the bound,
+    /// and when everyone is done no starver is left counted and the permit is there.
+    #[test]
+    fn starving_waiters_timing_out_among_barging_threads() {
+        let fork = Semaphore::new(1);
+        let t0 = Instant::now();
+        let run = Duration::from_millis(1500);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let fork = &fork;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        timed_wait(fork);
+                        hold_now_and_then(i);
+                        fork.post().unwrap();
+                        i += 1;
+                    }
+                });
+            }
+            for t in 0..2u32 {
+                let fork = &fork;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        let timeout = Duration::from_millis(u64::from(1 + (i + t) % 5));
+                        if fork.wait_timeout(timeout) {
+                            fork.post().unwrap();
+                        }
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let s = fork.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (1, 0), "{s:#x}");
+        assert!(fork.try_wait());
+    }
 }
