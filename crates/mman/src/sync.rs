@@ -113,7 +113,7 @@ pub struct Semaphore {
     /// The low 32 bits are the futex word waiters sleep on: the count in bits 0 to 30,
     /// and bit 31, [`CONTENDED`]: a waiter may be asleep. Bits 32 to 62 count the waiters
     /// that starve ([`STARVER`]); bit 63 is unused. One word: a post
-    /// learns from its one atomic add whether to wake anyone, and a waiter's announcement
+    /// learns from its one atomic update whether to wake anyone, and a waiter's announcement
     /// and a post are ordered on it. The flag is in the futex word so that clearing it makes a waiter
     /// about to sleep on the old value return and look again.
     state: AtomicU64,
@@ -121,7 +121,8 @@ pub struct Semaphore {
 
 // SAFETY: repr(C), one AtomicU64, no pointers; zero is count 0 with no sleepers. Garbage is
 // some count, maybe the contended flag, some number of starving waiters: at worst a
-// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY.
+// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY, a
+// sleeper whose flag was cleared that finds a permit only after RECHECK.
 unsafe impl ProcessShared for Semaphore {}
 
 /// "A waiter may be asleep": set by every waiter before it sleeps and by every waiter that
@@ -149,6 +150,15 @@ const PATIENCE: Duration = Duration::from_millis(1);
 /// The longest a newcomer gives way to a starving waiter before it takes a permit that is
 /// there anyway.
 const GIVE_WAY: Duration = Duration::from_millis(1);
+
+/// The longest a waiter sleeps without looking at the word again. A post wakes a sleeper
+/// only if it finds the flag set; a peer that died between a post's add and its wake-up, or
+/// garbage written over the word, can leave a sleeper with no wake-up coming while a permit
+/// is there (and clear the flag, so later posts wake nobody either). Rechecking bounds that
+/// to RECHECK, and a waiter that finds the flag clear sets it again; an idle sleeper pays one
+/// system call per RECHECK. Well above any hand-off, so that the tests, which time waits
+/// against a bound below it, still see a lost wake-up.
+const RECHECK: Duration = Duration::from_secs(3);
 
 /// The largest count, `SEM_VALUE_MAX` on Linux (`i32::MAX`).
 pub const SEMAPHORE_MAX: u32 = i32::MAX as u32;
@@ -190,16 +200,31 @@ impl Semaphore {
     /// count is then unchanged.
     #[inline]
     pub fn post(&self) -> Result<()> {
-        // One atomic add, like glibc's sem_post (a compare-and-swap loop measured 20% fewer
-        // meals in the contended dining philosophers). Release: what the poster wrote before
-        // is visible to the waiter that takes the permit (Acquire where permits are taken).
-        // The flag comes back from the same add: a waiter's announcement and this add are
-        // ordered on the one word, so either we see the flag, or the waiter's futex_wait
-        // sees the new count and does not sleep.
-        let before = self.state.fetch_add(1, Ordering::Release);
-        if count(before) == SEMAPHORE_MAX {
-            return self.overflowed();
-        }
+        // Release: what the poster wrote before is visible to the waiter that takes the
+        // permit (Acquire where permits are taken). The flag comes back from the same atomic
+        // step: a waiter's announcement and this post are ordered on the one word, so either
+        // we see the flag, or the waiter's futex_wait sees the new count and does not sleep.
+        //
+        // Checked before the add, as glibc's sem_post does: a blind add at SEMAPHORE_MAX
+        // carries into the flag (and from there into the starver count) until it is undone,
+        // and a peer acting on the word in between (a post that sees count 0 and succeeds,
+        // a wake that clears the "flag", a waiter that sets it) corrupts it for good. The
+        // dinner of 5 and of 2 served as many meals as with one add, within the noise of a
+        // shared 2-core machine.
+        let mut s = self.state.load(Ordering::Relaxed);
+        let before = loop {
+            if count(s) >= SEMAPHORE_MAX {
+                return Err(self.overflowed());
+            }
+            // The count is below the maximum: only it changes.
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(before) => break before,
+                Err(now) => s = now,
+            }
+        };
         if before & CONTENDED != 0 {
             self.wake_one();
         }
@@ -207,13 +232,9 @@ impl Semaphore {
     }
 
     #[cold]
-    fn overflowed(&self) -> Result<()> {
-        // The add carried into the flag (or past it): undo it, and fail as sem_post does.
-        self.state.fetch_sub(1, Ordering::Relaxed);
-        Err(
-            Error::os("sem_post", std::io::Error::from_raw_os_error(libc::EOVERFLOW))
-                .with_addr(self as *const Self as usize, 8),
-        )
+    fn overflowed(&self) -> Error {
+        Error::os("sem_post", std::io::Error::from_raw_os_error(libc::EOVERFLOW))
+            .with_addr(self as *const Self as usize, 8)
     }
 
     /// Clear the flag and wake one sleeper. The woken waiter sets the flag again when it
@@ -271,7 +292,7 @@ impl Semaphore {
                 return true;
             }
         }
-        let since = Instant::now();
+        let mut since = Instant::now();
         let (mut slept, mut starving) = (false, false);
         let mut s = self.state.load(Ordering::Relaxed);
         let got = loop {
@@ -318,22 +339,31 @@ impl Semaphore {
                 starving = true;
                 continue;
             }
-            let mut left = match deadline {
+            let left = match deadline {
                 None => None,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => break false,
                 },
             };
-            if give_way {
-                // At most GIVE_WAY: a starver count a peer left behind (or wrote) cannot
-                // keep this waiter from a permit that is there.
-                left = Some(left.map_or(GIVE_WAY, |l| l.min(GIVE_WAY)));
-            }
+            // At most GIVE_WAY while giving way: a starver count a peer left behind (or
+            // wrote) cannot keep this waiter from a permit that is there. At most RECHECK
+            // otherwise: a flag cleared with no wake-up cannot either.
+            let most = if give_way { GIVE_WAY } else { RECHECK };
+            let quiet = left.is_none_or(|l| l > most);
             // Sleeps only while the word is unchanged: a post in between, or a wake-up that
             // cleared the flag, makes it return.
-            if sys::futex_wait(&self.state, futex_value(s), left).is_err() {
-                std::thread::yield_now();
+            match sys::futex_wait(
+                &self.state,
+                futex_value(s),
+                Some(left.map_or(most, |l| l.min(most))),
+            ) {
+                // RECHECK ran out with no wake-up: no post woke this waiter, so no newcomer
+                // took a permit it was woken for. Its patience starts again (a waiter that
+                // sleeps long for a post is not starving).
+                Ok(false) if quiet && !give_way => since = Instant::now(),
+                Ok(_) => {}
+                Err(_) => std::thread::yield_now(),
             }
             slept = true;
             s = self.state.load(Ordering::Relaxed);
@@ -435,5 +465,358 @@ mod tests {
             }
         });
         assert_eq!(ping.value() + pong.value(), 0);
+    }
+
+    /// Waits that must not be lost: a wait that takes longer than this, while its peers
+    /// hold permits for microseconds, was a permit that sat there while the waiter slept
+    /// (until a post or RECHECK woke it: the bound must stay below RECHECK).
+    const LOST: Duration = Duration::from_secs(2);
+    const _: () = assert!(LOST.as_millis() < RECHECK.as_millis());
+
+    /// `wait_timeout` with a long timeout, which must succeed well within [`LOST`].
+    fn timed_wait(sem: &Semaphore) {
+        let asked = Instant::now();
+        assert!(sem.wait_timeout(Duration::from_secs(30)), "lost wake-up");
+        let took = asked.elapsed();
+        assert!(took < LOST, "lost wake-up: a wait took {took:?}");
+    }
+
+    /// Hold a permit past a waiter's spin now and then, so waiters sleep and posts find them.
+    fn hold_now_and_then(i: u32) {
+        if i.is_multiple_of(64) {
+            let held = Instant::now();
+            while held.elapsed() < Duration::from_micros(20) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Two posts on a full semaphore must both fail with the count unchanged. A single
+    /// `fetch_add` at SEMAPHORE_MAX carries into the flag (and from there into the starver
+    /// count) until the failing post undoes it: a post in between saw a count of 0, succeeded,
+    /// cleared the "flag" and the undo then took the count to 0.
+    #[test]
+    fn racing_posts_at_the_maximum_all_fail_and_leave_the_count() {
+        for start in [u64::from(SEMAPHORE_MAX), u64::from(SEMAPHORE_MAX) | CONTENDED] {
+            let sem = Semaphore::default();
+            sem.state.store(start, Ordering::Relaxed);
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        while t0.elapsed() < Duration::from_millis(300) {
+                            for _ in 0..1_000 {
+                                assert!(
+                                    sem.post().is_err(),
+                                    "a post succeeded on a full semaphore, now {:#x}",
+                                    sem.state.load(Ordering::Relaxed)
+                                );
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(sem.state.load(Ordering::Relaxed), start);
+        }
+    }
+
+    /// The count kept at the maximum by a poster while other threads take a permit and post
+    /// it back: every failed post leaves the word as it was, no wait is lost, and no
+    /// starving waiter is left counted.
+    #[test]
+    fn takers_racing_posts_at_the_maximum_keep_the_word_intact() {
+        let sem = Semaphore::new(SEMAPHORE_MAX);
+        let t0 = Instant::now();
+        let run = Duration::from_millis(500);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while t0.elapsed() < run {
+                    for _ in 0..100 {
+                        // Fails while the semaphore is full; fills it when a taker holds one.
+                        let _ = sem.post();
+                    }
+                }
+            });
+            for t in 0..2 {
+                let sem = &sem;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        timed_wait(sem);
+                        hold_now_and_then(i);
+                        // Fails if the poster filled the semaphore meanwhile.
+                        let _ = sem.post();
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let s = sem.state.load(Ordering::Relaxed);
+        assert_eq!(s >> 32, 0, "starvers or garbage left: {s:#x}");
+        assert_eq!(count(s), SEMAPHORE_MAX, "permits lost: {s:#x}");
+    }
+
+    /// A failing post on a full semaphore with the flag set and starving waiters counted
+    /// leaves all three as they were (the add carries through the flag into the starver
+    /// count; the undo must borrow it back).
+    #[test]
+    fn overflow_with_the_flag_set_and_starvers_leaves_the_word() {
+        let sem = Semaphore::default();
+        let full = (3 * STARVER) | CONTENDED | u64::from(SEMAPHORE_MAX);
+        sem.state.store(full, Ordering::Relaxed);
+        assert!(sem.post().is_err());
+        assert_eq!(sem.state.load(Ordering::Relaxed), full);
+    }
+
+    /// A sleeper asleep on a word whose flag is then cleared with no wake-up (a peer that
+    /// died between a post's add and its wake-up, or garbage written over the word) must
+    /// still get a permit that is there: posts that find the flag clear wake nobody.
+    #[test]
+    fn a_sleeper_gets_a_permit_though_the_flag_was_cleared_without_a_wake() {
+        // Each case: what happens to the word while the waiter sleeps, then whether a
+        // correct post follows.
+        type Scribble = fn(&AtomicU64);
+        let cases: [(&str, Scribble, bool); 3] = [
+            // A poster added its permit and died before it looked at the flag.
+            (
+                "died after the add",
+                |w| {
+                    w.fetch_add(1, Ordering::Release);
+                },
+                false,
+            ),
+            // A poster added, cleared the flag and died before the futex wake.
+            (
+                "died before the wake",
+                |w| {
+                    w.fetch_add(1, Ordering::Release);
+                    w.fetch_and(!CONTENDED, Ordering::Relaxed);
+                },
+                false,
+            ),
+            // Garbage: zero written over the word; then a correct post, which sees no flag.
+            ("zeroed, then posted", |w| w.store(0, Ordering::Relaxed), true),
+        ];
+        std::thread::scope(|s| {
+            for (what, scribble, post) in cases {
+                s.spawn(move || {
+                    let sem = Semaphore::new(0);
+                    std::thread::scope(|s| {
+                        let waiter = s.spawn(|| {
+                            let asked = Instant::now();
+                            (sem.wait_timeout(Duration::from_secs(10)), asked.elapsed())
+                        });
+                        // Let it go to sleep (the flag is set just before).
+                        while sem.state.load(Ordering::Relaxed) & CONTENDED == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        scribble(&sem.state);
+                        if post {
+                            sem.post().unwrap();
+                        }
+                        let (got, took) = waiter.join().unwrap();
+                        assert!(got, "{what}: no permit");
+                        assert!(took < RECHECK + LOST, "{what}: stranded for {took:?}");
+                    });
+                    assert_eq!(sem.value(), 0, "{what}");
+                });
+            }
+        });
+    }
+
+    /// Counts above one: threads take one to three permits each (the first with a long
+    /// timed wait, the others with very short ones, giving back what they hold when one
+    /// fails, so nobody deadlocks holding part of what it needs) and post them back in a
+    /// row, so posts often find the flag clear and the woken waiter must pass the permits
+    /// left on.
+    #[test]
+    fn threads_taking_and_posting_several_permits_never_lose_a_wakeup() {
+        const PERMITS: u32 = 3;
+        let sem = Semaphore::new(PERMITS);
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..6u32 {
+                let sem = &sem;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < Duration::from_millis(1500) {
+                        let want = 1 + i % PERMITS;
+                        timed_wait(sem);
+                        let mut held = 1;
+                        while held < want && sem.wait_timeout(Duration::from_micros(50)) {
+                            held += 1;
+                        }
+                        hold_now_and_then(i);
+                        for _ in 0..held {
+                            sem.post().unwrap();
+                        }
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let s = sem.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (PERMITS, 0), "{s:#x}");
+    }
+
+    /// Bursts of posts in a row to sleepers that each take one permit per round: the first
+    /// post wakes one sleeper and clears the flag, the others find it clear and wake nobody,
+    /// so the woken waiter must pass the permits left on (and so on down the chain). A
+    /// consumer takes no second item before the round ends, so nobody covers for a sleeper
+    /// left asleep: the producer's wait for the round shows it.
+    #[test]
+    fn bursts_of_posts_wake_one_sleeper_per_permit() {
+        const CONSUMERS: u32 = 4;
+        let (items, done, go) = (Semaphore::new(0), Semaphore::new(0), Semaphore::new(0));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..CONSUMERS {
+                s.spawn(|| loop {
+                    timed_wait(&items);
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    done.post().unwrap();
+                    timed_wait(&go);
+                });
+            }
+            let t0 = Instant::now();
+            let mut round = 0;
+            while t0.elapsed() < Duration::from_millis(1500) {
+                let k = 1 + round % CONSUMERS;
+                for _ in 0..k {
+                    items.post().unwrap();
+                }
+                for _ in 0..k {
+                    timed_wait(&done);
+                }
+                for _ in 0..k {
+                    go.post().unwrap();
+                }
+                round += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for _ in 0..CONSUMERS {
+                items.post().unwrap();
+            }
+        });
+        assert_eq!((items.value(), done.value(), go.value()), (0, 0, 0));
+    }
+
+    /// Very short timeouts (zero to a few dozen microseconds) under contention: a wait that
+    /// times out takes nothing and returns about on time, one that succeeds takes one
+    /// permit, and a patient waiter among them is never left asleep by the others.
+    #[test]
+    fn very_short_timeouts_under_contention_keep_the_count() {
+        const PERMITS: u32 = 2;
+        let sem = Semaphore::new(PERMITS);
+        let t0 = Instant::now();
+        let run = Duration::from_millis(1500);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let sem = &sem;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        let timeout = Duration::from_micros(u64::from((i * 7 + t * 13) % 60));
+                        let asked = Instant::now();
+                        if sem.wait_timeout(timeout) {
+                            hold_now_and_then(i);
+                            sem.post().unwrap();
+                        } else {
+                            let took = asked.elapsed();
+                            assert!(took < timeout + LOST, "a {timeout:?} wait took {took:?}");
+                        }
+                        i += 1;
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut i = 0;
+                while t0.elapsed() < run {
+                    timed_wait(&sem);
+                    hold_now_and_then(i);
+                    sem.post().unwrap();
+                    i += 1;
+                }
+            });
+        });
+        let s = sem.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (PERMITS, 0), "{s:#x}");
+    }
+
+    /// A waiter that counted itself as starving and then timed out takes itself off the
+    /// count: afterwards try_wait takes a posted permit again and newcomers do not give way.
+    #[test]
+    fn a_starving_waiter_that_times_out_unregisters() {
+        let sem = Semaphore::new(0);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| sem.wait_timeout(Duration::from_millis(300)));
+            let asleep = || {
+                let t0 = Instant::now();
+                while sem.state.load(Ordering::Relaxed) & CONTENDED == 0 {
+                    assert!(t0.elapsed() < LOST, "the waiter never slept");
+                    std::thread::yield_now();
+                }
+            };
+            asleep();
+            std::thread::sleep(PATIENCE * 2);
+            // What a barger leaves: a post that cleared the flag and woke the waiter, its
+            // permit taken again before the waiter ran. The waiter finds nothing, has waited
+            // past its patience, counts itself as starving and sleeps again.
+            sem.state.fetch_and(!CONTENDED, Ordering::Relaxed);
+            sys::futex_wake(&sem.state, 1);
+            asleep();
+            let t0 = Instant::now();
+            while starvers(sem.state.load(Ordering::Relaxed)) == 0 {
+                assert!(t0.elapsed() < LOST, "the waiter never counted as starving");
+                std::thread::yield_now();
+            }
+            assert!(!waiter.join().unwrap(), "nothing was posted");
+        });
+        assert_eq!(starvers(sem.state.load(Ordering::Relaxed)), 0);
+        sem.post().unwrap();
+        assert!(sem.try_wait(), "try_wait gives way to a waiter that is gone");
+    }
+
+    /// Barging threads and waiters with short timeouts (a few milliseconds: they starve,
+    /// then give up), for a while: the bargers always get the permit back within the bound,
+    /// and when everyone is done no starver is left counted and the permit is there.
+    #[test]
+    fn starving_waiters_timing_out_among_barging_threads() {
+        let fork = Semaphore::new(1);
+        let t0 = Instant::now();
+        let run = Duration::from_millis(1500);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let fork = &fork;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        timed_wait(fork);
+                        hold_now_and_then(i);
+                        fork.post().unwrap();
+                        i += 1;
+                    }
+                });
+            }
+            for t in 0..2u32 {
+                let fork = &fork;
+                s.spawn(move || {
+                    let mut i = t;
+                    while t0.elapsed() < run {
+                        let timeout = Duration::from_millis(u64::from(1 + (i + t) % 5));
+                        if fork.wait_timeout(timeout) {
+                            fork.post().unwrap();
+                        }
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let s = fork.state.load(Ordering::Relaxed);
+        assert_eq!((count(s), starvers(s)), (1, 0), "{s:#x}");
+        assert!(fork.try_wait());
     }
 }

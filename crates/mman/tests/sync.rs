@@ -91,8 +91,169 @@ fn peer() {
             *g = 2;
             cv.notify_all();
         }
+        "barge" => {
+            let sem: &Semaphore = place(&m, 0).unwrap();
+            barge(sem, Duration::from_secs(1));
+        }
+        "consume" => {
+            let [items, done, go] = [0, 8, 16].map(|o| place::<Semaphore>(&m, o).unwrap());
+            let stop = m.atomic_u64(24).unwrap();
+            loop {
+                timed_wait(items);
+                if stop.load(Ordering::SeqCst) != 0 {
+                    break;
+                }
+                done.post().unwrap();
+                timed_wait(go);
+            }
+        }
+        "starve" => {
+            let sem: &Semaphore = place(&m, 0).unwrap();
+            let word = m.atomic_u64(0).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| loop {
+                    sem.wait();
+                });
+                // Barge (post, which wakes the waiter, and take the permit straight back)
+                // until the waiter has waited past its patience, counts itself as starving
+                // and sleeps with nothing to take.
+                let t0 = Instant::now();
+                loop {
+                    assert!(t0.elapsed() < Duration::from_secs(5), "never starved");
+                    sem.post().unwrap();
+                    sem.try_wait();
+                    std::thread::sleep(Duration::from_millis(2));
+                    let w = word.load(Ordering::SeqCst);
+                    if w >> 32 != 0 && w & 0x7FFF_FFFF == 0 {
+                        break;
+                    }
+                }
+                println!("STARVING");
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// `wait_timeout` with a long timeout, which must succeed well within the bound: a permit
+/// left while its waiter slept shows as a wait far longer than anyone held one (the
+/// semaphore's own recheck wakes a sleeper after 3 s; the bound stays below it).
+fn timed_wait(sem: &Semaphore) {
+    let asked = Instant::now();
+    assert!(sem.wait_timeout(Duration::from_secs(30)), "lost wake-up");
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "lost wake-up: a wait took {took:?}"
+    );
+}
+
+/// Take one or two permits (the second with a very short timeout), hold them now and then
+/// past a waiter's spin, post them back in a row; for `run`. Every first wait is timed: a
+/// permit left while its waiter slept shows as a wait far longer than anyone held one.
+fn barge(sem: &Semaphore, run: Duration) {
+    let t0 = Instant::now();
+    let mut i = 0u32;
+    while t0.elapsed() < run {
+        timed_wait(sem);
+        let held = 1 + u32::from(i.is_multiple_of(3) && sem.wait_timeout(Duration::from_micros(20)));
+        if i.is_multiple_of(32) {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(30) {
+                std::hint::spin_loop();
+            }
+        }
+        for _ in 0..held {
+            sem.post().unwrap();
+        }
+        i += 1;
+    }
+}
+
+/// Three processes (two children and this one) barging on a semaphore of two permits, one
+/// or two at a time: the futex word is shared, so the flag, the chain of wake-ups and the
+/// starver count work across processes as between threads.
+#[test]
+fn barging_processes_with_several_permits_never_lose_a_wakeup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let sem: &Semaphore = place(&m, 0).unwrap();
+    sem.post().unwrap();
+    sem.post().unwrap();
+    let kids: Vec<Child> = (0..2).map(|_| spawn("barge", &path)).collect();
+    barge(sem, Duration::from_secs(1));
+    for k in kids {
+        wait_ok(k);
+    }
+    let word = m.atomic_u64(0).unwrap().load(Ordering::SeqCst);
+    assert_eq!(sem.value(), 2, "{word:#x}");
+    assert_eq!(word >> 32, 0, "a starving waiter left counted: {word:#x}");
+}
+
+/// Bursts of posts in a row to consumer processes that each take one item per round: the
+/// first post wakes one sleeper and clears the flag, the others find it clear and wake
+/// nobody, so each woken consumer must pass the items left on to the next, across
+/// processes. No consumer takes a second item before the round ends (it waits for `go`), so
+/// nobody covers for a sleeper left asleep: the wait for the round's `done`s shows it.
+#[test]
+fn bursts_of_posts_reach_one_sleeping_process_per_permit() {
+    const CONSUMERS: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let [items, done, go] = [0, 8, 16].map(|o| place::<Semaphore>(&m, o).unwrap());
+    let kids: Vec<Child> = (0..CONSUMERS).map(|_| spawn("consume", &path)).collect();
+    let t0 = Instant::now();
+    let mut round = 0;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        let k = 1 + round % CONSUMERS;
+        for _ in 0..k {
+            items.post().unwrap();
+        }
+        for _ in 0..k {
+            timed_wait(done);
+        }
+        for _ in 0..k {
+            go.post().unwrap();
+        }
+        round += 1;
+    }
+    m.atomic_u64(24).unwrap().store(1, Ordering::SeqCst);
+    for _ in 0..CONSUMERS {
+        items.post().unwrap();
+    }
+    for k in kids {
+        wait_ok(k);
+    }
+    assert_eq!((items.value(), done.value(), go.value()), (0, 0, 0));
+}
+
+/// A process killed while one of its waiters counts as starving never takes itself off the
+/// count: every later try_wait gives way to it and fails while permits are there, and every
+/// newcomer's wait gives way for GIVE_WAY first. Not fixed: the count has no owner to check.
+#[test]
+#[ignore = "known limitation: a starving waiter killed stays counted (try_wait fails for good)"]
+fn a_killed_starving_waiter_does_not_stop_try_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shared_file(&dir);
+    let m = map(&path);
+    let sem: &Semaphore = place(&m, 0).unwrap();
+    let mut child = spawn("starve", &path);
+    let mut out = BufReader::new(child.stdout.as_mut().unwrap());
+    let mut line = String::new();
+    while !line.contains("STARVING") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the peer ended without starving"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sem.post().unwrap();
+    assert!(sem.try_wait(), "try_wait gives way to a dead waiter");
 }
 
 #[test]
