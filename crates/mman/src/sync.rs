@@ -246,12 +246,20 @@ impl Semaphore {
         sys::futex_wake(&self.state, 1);
     }
 
-    /// Take a permit if one is available now (`sem_trywait`). While a waiter that has
-    /// waited long is being served first, a permit is left to it and this returns `false`.
+    /// Take a permit if one is available now (`sem_trywait`). Unlike a wait, it does not
+    /// give way to starving waiters: a caller that does not wait makes no promise of turns,
+    /// and a starving waiter that died (its count stays) cannot make it fail.
     #[inline]
     pub fn try_wait(&self) -> bool {
+        self.take(false)
+    }
+
+    /// Take a permit if one is there and, when `give_way`, no waiter starves (the start of
+    /// every wait: newcomers leave permits to sleepers that have waited long).
+    #[inline]
+    fn take(&self, give_way: bool) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
-        while count(s) > 0 && starvers(s) == 0 {
+        while count(s) > 0 && !(give_way && starvers(s) != 0) {
             // The low half is the count, and only it is decremented (it is > 0 here).
             match self
                 .state
@@ -267,7 +275,7 @@ impl Semaphore {
     /// Take a permit, waiting as long as it takes (`sem_wait`).
     #[inline]
     pub fn wait(&self) {
-        if !self.try_wait() {
+        if !self.take(true) {
             self.wait_until(None);
         }
     }
@@ -277,7 +285,7 @@ impl Semaphore {
     #[inline]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         // The uncontended path reads no clock.
-        self.try_wait() || self.wait_until(Instant::now().checked_add(timeout))
+        self.take(true) || self.wait_until(Instant::now().checked_add(timeout))
     }
 
     #[inline(never)]
@@ -288,7 +296,7 @@ impl Semaphore {
             if starvers(s) != 0 {
                 break; // sleepers are served first: spinning would not get a permit
             }
-            if count(s) > 0 && self.try_wait() {
+            if count(s) > 0 && self.take(true) {
                 return true;
             }
         }
