@@ -1,5 +1,5 @@
-//! The counting semaphore: one futex word, a contended flag, starving and spinning
-//! waiters (see the docs of [`Semaphore`] and of its state word).
+//! The counting semaphore: one futex word holding the count, a contended flag and the
+//! number of starving waiters (see the docs of [`Semaphore`] and of its state word).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,17 +20,17 @@ use crate::sys;
 pub struct Semaphore {
     /// The low 32 bits are the futex word waiters sleep on: the count in bits 0 to 30,
     /// and bit 31, [`CONTENDED`]: a waiter may be asleep. Bits 32 to 62 count the waiters
-    /// that starve ([`STARVER`]); bit 63 is unused. One word: a post
-    /// learns from its one atomic update whether to wake anyone, and a waiter's announcement
-    /// and a post are ordered on it. The flag is in the futex word so that clearing it makes a waiter
+    /// that starve ([`STARVER`]); bit 63 is unused. One word: a post learns from its one
+    /// atomic update whether to wake anyone, and a waiter's announcement and a post are
+    /// ordered on it. The flag is in the futex word so that clearing it makes a waiter
     /// about to sleep on the old value return and look again.
     state: AtomicU64,
 }
 
 // SAFETY: repr(C), one AtomicU64, no pointers; zero is count 0 with no sleepers. Garbage is
 // some count, maybe the contended flag, some number of starving waiters: at worst a
-// spurious wake-up, a try_wait that leaves a permit, a wait that gives way for GIVE_WAY, a
-// sleeper whose flag was cleared that finds a permit only after RECHECK.
+// spurious wake-up, a wait that gives way for GIVE_WAY, a sleeper whose flag was cleared
+// that finds a permit only after RECHECK.
 unsafe impl ProcessShared for Semaphore {}
 
 /// "A waiter may be asleep": set by every waiter before it sleeps and by every waiter that
