@@ -240,6 +240,10 @@ impl<const N: usize, const W: usize> Ranges<N, W> {
     /// Fill a slot under its seqlock.
     fn write(slot: &Slot<W>, start: usize, end: usize, data: [usize; W], keep_mark: bool) {
         slot.seq.fetch_add(1, Ordering::AcqRel);
+        // The odd sequence before any of the stores below (a release store orders only
+        // what precedes it): a reader that sees a new end or data also sees the odd
+        // sequence, or a changed one on its re-check (smp_wmb in write_seqcount_begin).
+        std::sync::atomic::fence(Ordering::Release);
         slot.start.store(usize::MAX, Ordering::Release);
         slot.end.store(end, Ordering::Relaxed);
         for (d, v) in slot.data.iter().zip(data) {
