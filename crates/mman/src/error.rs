@@ -92,7 +92,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error reported by the OS for operation `op`; the kind is derived from the errno.
     pub(crate) fn os(op: &'static str, source: io::Error) -> Self {
-        let kind = kind_of(op, &source);
+        let kind = kind_of(&source);
         Error(Box::new(Inner {
             kind,
             op,
@@ -105,6 +105,19 @@ impl Error {
             source: Some(source),
             sizes: None,
         }))
+    }
+
+    /// An OS error from a call that reports a resource limit with `EAGAIN` (mmap, mremap
+    /// and mincore: locked or unavailable memory; thread creation: the thread limit): that
+    /// `EAGAIN` is [`ErrorKind::ResourceLimit`]; anything else as [`os`](Self::os).
+    pub(crate) fn os_limited(op: &'static str, source: io::Error) -> Self {
+        let eagain = source.raw_os_error() == Some(libc::EAGAIN);
+        let e = Self::os(op, source);
+        if eagain {
+            e.with_kind(ErrorKind::ResourceLimit)
+        } else {
+            e
+        }
     }
 
     /// An error found by mman itself before asking the OS.
@@ -281,24 +294,13 @@ pub(crate) fn memlock_hint(needed: Option<u64>) -> String {
     )
 }
 
-/// The kind of an OS error from `op`. `EAGAIN` is a resource limit only from the calls that
-/// use it so (locked memory for mmap/mlock/mremap, threads for pthread_create); from a
-/// socket, pipe or lock it means "would block", which is no limit.
-fn kind_of(op: &str, e: &io::Error) -> ErrorKind {
-    let eagain_is_a_limit = [
-        "mmap",
-        "mlock",
-        "mremap",
-        "pthread_create",
-        "start the channel reactor thread",
-    ]
-    .iter()
-    .any(|limited| op.starts_with(limited));
+/// The kind of an OS error. `EAGAIN` is "would block" here ([`ErrorKind::Os`]); the calls
+/// that use it for a resource limit make their errors with [`Error::os_limited`].
+fn kind_of(e: &io::Error) -> ErrorKind {
     match e.raw_os_error() {
         Some(libc::ENODEV) => ErrorKind::NotMappable,
         Some(libc::EINVAL) | Some(libc::EOVERFLOW) => ErrorKind::InvalidInput,
         Some(libc::ENOMEM) => ErrorKind::ResourceLimit,
-        Some(libc::EAGAIN) if eagain_is_a_limit => ErrorKind::ResourceLimit,
         Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
         Some(libc::EEXIST) => ErrorKind::AddressInUse,
         Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
@@ -332,10 +334,20 @@ mod tests {
     }
 
     #[test]
-    fn eagain_is_a_limit_only_where_the_call_means_it() {
+    fn eagain_is_a_limit_only_from_the_calls_that_mean_it() {
         let eagain = || io::Error::from_raw_os_error(libc::EAGAIN);
-        assert_eq!(Error::os("mlock", eagain()).kind(), ErrorKind::ResourceLimit);
-        assert_eq!(Error::os("mmap", eagain()).kind(), ErrorKind::ResourceLimit);
+        assert_eq!(
+            Error::os_limited("mmap", eagain()).kind(),
+            ErrorKind::ResourceLimit
+        );
+        assert_eq!(
+            Error::os_limited("mincore", eagain()).kind(),
+            ErrorKind::ResourceLimit
+        );
+        assert_eq!(
+            Error::os_limited("mmap", io::Error::from_raw_os_error(libc::EACCES)).kind(),
+            ErrorKind::PermissionDenied
+        );
         let would_block = Error::os("recvmsg(SCM_RIGHTS)", eagain());
         assert_eq!(would_block.kind(), ErrorKind::Os);
         assert_eq!(io::Error::from(would_block).kind(), io::ErrorKind::WouldBlock);

@@ -68,7 +68,7 @@ impl Guarded {
         let none = Protection::NONE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), total, none, &req, None, 0) }
-            .map_err(|e| Error::os("mmap", e).with_range(0, Some(total)))?;
+            .map_err(|e| Error::os_limited("mmap", e).with_range(0, Some(total)))?;
         let base = p as usize;
         let mut g = Guarded {
             base,
@@ -209,8 +209,13 @@ impl GuardedStack {
         });
         // SAFETY: the stack pages are ours, readable and writable, and `&mut self` keeps
         // anyone else from using them until the thread is joined inside run_on_stack.
-        unsafe { sys::guard::run_on_stack(self.region.lo, self.len, job) }
-            .map_err(|e| Error::os("pthread_create", e).with_addr(self.region.lo, self.len))?;
+        unsafe { sys::guard::run_on_stack(self.region.lo, self.len, job) }.map_err(|e| {
+            Error::os_limited(
+                "run on the guarded stack (pthread_attr_setstack, pthread_create, pthread_join)",
+                e,
+            )
+            .with_addr(self.region.lo, self.len)
+        })?;
         let r = slot.lock().ok().and_then(|mut g| g.take());
         r.ok_or_else(|| Error::new(ErrorKind::Os, "guarded stack", "the closure panicked"))
     }
@@ -367,7 +372,7 @@ impl<T: bytemuck::Pod> Secret<T> {
         let rw = Protection::READ_WRITE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
         let p = unsafe { sys::mmap(std::ptr::null_mut(), len, rw, &req, None, 0) }
-            .map_err(|e| Error::os("mmap", e).with_range(0, Some(len)))?;
+            .map_err(|e| Error::os_limited("mmap", e).with_range(0, Some(len)))?;
         // SAFETY: our own fresh mapping.
         let locked = match unsafe { sys::mlock(p, len, false) } {
             Ok(()) => Status::Active,

@@ -423,3 +423,21 @@ fn populate_transparent_huge_pages_and_no_reserve() {
         .unwrap();
     assert_eq!(n.residency(..).unwrap().resident(), 0);
 }
+
+/// Bits of a `Protection` the kernel does not take never reach it, nor stay in what the
+/// mapping reports.
+#[test]
+fn protection_keeps_only_the_kernels_bits() {
+    let odd = Protection::from_bits_retain(Protection::READ.bits() | 0x100);
+    let mut m = MapOptions::new()
+        .len(4096)
+        .protection(odd)
+        .map_anonymous()
+        .unwrap();
+    assert_eq!(m.protection(), Protection::READ);
+    m.protect(Protection::from_bits_retain(
+        Protection::READ_WRITE.bits() | 0x8000,
+    ))
+    .unwrap();
+    assert_eq!(m.protection(), Protection::READ_WRITE);
+}

@@ -66,7 +66,7 @@ impl CachedFile {
         let view = View::new(self, first, end, "mincore")?;
         // SAFETY: the view is our own mapping of the file; `out` has a byte a page.
         unsafe { sys::mincore(view.addr, view.len, &mut out) }.map_err(|e| {
-            Error::os("mincore", e)
+            Error::os_limited("mincore", e)
                 .with_path(Some(&self.path))
                 .with_addr(view.addr as usize, view.len)
         })?;

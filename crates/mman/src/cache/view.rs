@@ -63,7 +63,7 @@ impl View {
             )
         }
         .map_err(|e| {
-            Error::os("mmap", e)
+            Error::os_limited("mmap", e)
                 .with_path(Some(&f.path))
                 .with_range(first * ps, Some(len))
         })?;

@@ -75,7 +75,7 @@ fn reactor() -> Result<&'static Reactor> {
             {
                 // Let a later call try again (a few bytes leaked).
                 REACTOR.store(std::ptr::null_mut(), Ordering::Release);
-                return Err(Error::os("start the channel reactor thread", e)
+                return Err(Error::os_limited("start the channel reactor thread", e)
                     .with_hint("the process or user is at its thread limit (RLIMIT_NPROC)"));
             }
             Ok(r)

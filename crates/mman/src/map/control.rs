@@ -38,6 +38,8 @@ impl Mapping {
     ///   file mapping made writable when its file was opened read-only (or is a write-sealed
     ///   memfd), or made executable on a `noexec` mount.
     pub fn protect(&mut self, prot: Protection) -> Result<()> {
+        // Only the bits the kernel takes: what `protection()` reports is what it holds.
+        let prot = prot & Protection::all();
         if prot.writable() && prot.executable() && !self.allow_write_exec {
             return Err(self.err(
                 Error::new(
@@ -189,7 +191,7 @@ impl Mapping {
         if n != 0 {
             // SAFETY: the span of our own mapping; `pages` has a byte a page.
             unsafe { sys::mincore(p, n, &mut pages) }
-                .map_err(|e| self.err(Error::os("mincore", e).with_addr(p as usize, n)))?;
+                .map_err(|e| self.err(Error::os_limited("mincore", e).with_addr(p as usize, n)))?;
         }
         Ok(Residency { pages, page_size: ps })
     }
@@ -321,7 +323,7 @@ impl Mapping {
                     ))
                 }
             },
-            Err(e) => Err(Error::os("mremap", e)),
+            Err(e) => Err(Error::os_limited("mremap", e)),
         };
         if self.os_len == 0 {
             if let Some(slot) = self.guard.take() {

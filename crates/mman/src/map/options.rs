@@ -73,9 +73,10 @@ impl MapOptions {
         self.offset = offset;
         self
     }
-    /// The protection of the pages (`PROT_*`).
+    /// The protection of the pages (`PROT_*`; bits other than read, write and execute are
+    /// dropped).
     pub fn protection(&mut self, prot: Protection) -> &mut Self {
-        self.prot = Some(prot);
+        self.prot = Some(prot & Protection::all());
         self
     }
     /// Shorthand for `protection(Protection::READ_WRITE)`.
@@ -342,7 +343,7 @@ impl MapOptions {
             // /proc and /sys files report size 0 but are not mappable: probe with one page so
             // they are told apart from a truly empty file.
             probe_mappable(fd).map_err(|e| {
-                Error::os("mmap", e)
+                Error::os_limited("mmap", e)
                     .with_kind(ErrorKind::NotMappable)
                     .with_path(name().as_deref())
                     .with_hint("this file cannot be memory-mapped; read it with read() instead")
@@ -479,7 +480,7 @@ impl MapOptions {
     }
 
     fn mmap_error(&self, e: std::io::Error, addr: usize, offset: u64, len: usize) -> Error {
-        let err = Error::os("mmap", e).with_range(offset, Some(len));
+        let err = Error::os_limited("mmap", e).with_range(offset, Some(len));
         match err.raw_os_error() {
             Some(libc::ENOMEM) if self.huge_page_size.is_some() => err.with_hint(format!(
                 "not enough huge pages reserved: /proc/sys/vm/nr_hugepages is {}; \
