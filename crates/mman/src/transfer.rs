@@ -57,7 +57,8 @@ pub enum Method {
 }
 
 impl Method {
-    /// The name used on the command line.
+    /// A short, stable name of the method (`"read"`, `"map"`, `"copy_file_range"`...), for
+    /// reports and logs.
     pub fn name(self) -> &'static str {
         match self {
             Method::Auto => "auto",
