@@ -205,6 +205,48 @@ fn guarded_buffer_overflow_is_reported_and_kills_with_sigsegv() {
     assert!(err.contains("(upper guard)"), "{err}");
 }
 
+/// A crash reporter's SIGSEGV handler, installed before mman's: it must see a guard hit
+/// too (after mman's message), and ends the child with status 3.
+extern "C" fn reporter(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let msg = b"reporter saw the fault\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(3);
+    }
+}
+
+#[test]
+fn child_with_a_reporter_overflows_guarded_buffer() {
+    if !is_child("child_with_a_reporter_overflows_guarded_buffer") {
+        return;
+    }
+    // SAFETY: installing a handler that only calls async-signal-safe functions.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = reporter as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        assert_eq!(libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut()), 0);
+    }
+    let mut buf = GuardedBuffer::new(100).unwrap();
+    let p = buf.as_mut_ptr();
+    // SAFETY: deliberate one-byte overflow into the upper guard page: the demonstration.
+    unsafe { std::ptr::write_volatile(p.add(100), 1) };
+    std::process::exit(0);
+}
+
+#[test]
+fn a_guard_hit_reaches_the_handler_installed_before() {
+    let out = run_child("child_with_a_reporter_overflows_guarded_buffer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let ours = err.find("mman: guard page hit at 0x").expect("mman's message");
+    let theirs = err
+        .find("reporter saw the fault")
+        .expect("the reporter's message");
+    assert!(ours < theirs, "{err}");
+}
+
 #[test]
 fn child_overflows_guarded_stack() {
     if !is_child("child_overflows_guarded_stack") {

@@ -164,6 +164,11 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         });
         // SAFETY: write(2) of our stack buffer to stderr.
         unsafe { libc::write(2, m.buf.as_ptr().cast(), m.len) };
+        // A handler installed before ours (a crash reporter) sees the fault too; if it
+        // returns, the process dies of the signal here (returning would retry the access
+        // and fault again, for ever).
+        // SAFETY: this hook's handler, with what the kernel passed it.
+        unsafe { SIGSEGV.chain(sig, info, ctx) };
         signal::die(sig);
         return;
     }
