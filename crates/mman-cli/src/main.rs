@@ -79,8 +79,9 @@ enum Command {
         n: usize,
         i: usize,
         meals: u64,
-        /// `fair` or `barging`.
-        mode: String,
+        /// The fair dinner's rule (see `mman philosophers --fair`).
+        #[arg(long)]
+        fair: bool,
     },
     /// Internal: the child processes the tour spawns.
     #[command(hide = true, name = "__tour-child")]
@@ -133,8 +134,8 @@ fn main() -> ExitCode {
             n,
             i,
             meals,
-            mode,
-        } => report(philosophers::philosopher(file, n, i, meals, mode == "fair")),
+            fair,
+        } => report(philosophers::philosopher(file, n, i, meals, fair)),
     }
 }
 

@@ -163,8 +163,10 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             .arg(&path)
             .arg(n.to_string())
             .arg(i.to_string())
-            .arg(args.meals.unwrap_or(0).to_string())
-            .arg(if args.fair { "fair" } else { "barging" });
+            .arg(args.meals.unwrap_or(0).to_string());
+        if args.fair {
+            cmd.arg("--fair");
+        }
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
         // when the parent dies, so no philosopher outlives the dinner.
         unsafe {

@@ -34,8 +34,6 @@ pub(super) struct Entry {
     pub(super) touched_pages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) stayed_pages: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) locked_pages: Option<u64>,
     #[serde(skip)]
     pub(super) bar: Option<String>,
 }
