@@ -72,6 +72,8 @@ mod reactor;
 mod receiver;
 mod region;
 mod sender;
+#[cfg(test)]
+mod tests;
 mod wait;
 
 pub use lanes::{Message, MAX_SENDERS};

@@ -153,15 +153,15 @@ impl Layout {
         }
     }
 
-    /// Copy `dst.len()` bytes out of the ring of `lane` from byte position `pos`.
+    /// Append `len` bytes from the ring of `lane` at byte position `pos` to `dst`.
     #[inline(always)]
-    pub fn get(&self, region: &Region, lane: &Lane, pos: u64, dst: &mut [u8]) {
+    pub fn get(&self, region: &Region, lane: &Lane, pos: u64, len: usize, dst: &mut Vec<u8>) {
         let cap = self.cap;
         let p = (pos & (cap as u64 - 1)) as usize;
-        let first = dst.len().min(cap - p);
-        region.copy_out(lane.data + p, &mut dst[..first]);
-        if first < dst.len() {
-            region.copy_out(lane.data, &mut dst[first..]);
+        let first = len.min(cap - p);
+        region.copy_out_append(lane.data + p, first, dst);
+        if first < len {
+            region.copy_out_append(lane.data, len - first, dst);
         }
     }
 }

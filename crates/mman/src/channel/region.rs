@@ -279,6 +279,41 @@ impl Region {
         unsafe { sys::words::copy_out((self.base + offset) as *const u8, dst) }
     }
 
+    /// Write a record at the 8-aligned byte `offset`: `payload` as whole words from
+    /// `offset + 8` (the last padded with zeros), a zero word after them, and then, last,
+    /// `header` at `offset` with `Release`: a reader that sees the header sees the rest.
+    #[inline(always)]
+    pub fn write_record(&self, offset: usize, header: u64, payload: &[u8]) {
+        let len = self.map.len();
+        assert!(
+            offset.is_multiple_of(8)
+                && payload.len() <= len
+                && offset <= len
+                && 16 + payload.len().next_multiple_of(8) <= len - offset
+        );
+        // SAFETY: in bounds and aligned (checked), mapped read-write; every access to these
+        // bytes is an aligned 8-byte atomic.
+        unsafe { sys::words::copy_in_padded(payload, (self.base + offset + 8) as *mut u8) };
+        let after = (offset + 8 + payload.len().next_multiple_of(8)) / 8;
+        self.word(after).store(0, Ordering::Relaxed);
+        self.word(offset / 8).store(header, Ordering::Release);
+    }
+
+    /// Append `len` bytes from the region at byte `offset` to `dst` with atomic words.
+    #[inline(always)]
+    pub fn copy_out_append(&self, offset: usize, len: usize, dst: &mut Vec<u8>) {
+        assert!(offset <= self.map.len() && len <= self.map.len() - offset);
+        // SAFETY: as in copy_in.
+        unsafe { sys::words::copy_out_append((self.base + offset) as *const u8, len, dst) }
+    }
+
+    /// The word at byte `offset` (8-aligned).
+    #[inline(always)]
+    pub fn word_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8));
+        self.word(offset / 8)
+    }
+
     /// Whether a peer truncated the object under the mapping (the SIGBUS handler replaced
     /// the lost pages with zeros and marked the mapping).
     pub fn is_truncated(&self) -> bool {

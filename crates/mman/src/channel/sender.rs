@@ -127,6 +127,10 @@ impl Sender {
     /// larger than [`max_message`](Self::max_message); [`ErrorKind::Corrupted`] if the
     /// shared state is garbage.
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if self.put_now(msg) {
+            self.publish();
+            return Ok(());
+        }
         self.send_how(msg, How::Block).map(|_| ())
     }
 
@@ -135,6 +139,10 @@ impl Sender {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
+        if self.put_now(msg) {
+            self.publish();
+            return Ok(true);
+        }
         self.send_how(msg, How::Try)
     }
 
@@ -237,6 +245,38 @@ impl Sender {
         Ok(sent)
     }
 
+    /// The fast path of a send: write `msg` as one record if nothing stands in the way
+    /// (this process owns the endpoint, the message fits and has room before the end of the
+    /// ring, the receiver has not left). False sends nothing: the general path then does
+    /// the same checks and reports what failed.
+    #[inline(always)]
+    fn put_now(&mut self, msg: &[u8]) -> bool {
+        let cap = self.layout.cap as u64;
+        let need = record_len(msg.len());
+        let at = self.head & (cap - 1);
+        // The record and the zero word after it, inside the ring without wrapping.
+        if msg.len() > self.layout.max_message()
+            || self.used() + need + 8 > cap
+            || at + need + 8 > cap
+            || !self.me.is_current()
+            || self.receiver_left()
+        {
+            return false;
+        }
+        let header = self.layout.header(msg.len(), KIND_BYTES, self.head);
+        self.region
+            .write_record(self.lane.data + at as usize, header, msg);
+        self.head = self.head.wrapping_add(need);
+        true
+    }
+
+    /// Whether the receiver attached and left (cleanly: its owner word cleared).
+    #[inline(always)]
+    fn receiver_left(&self) -> bool {
+        self.region.word(RX_OWNER).load(Ordering::Relaxed) == 0
+            && self.region.word(EVER_RECEIVER).load(Ordering::Relaxed) != 0
+    }
+
     /// Write one record at `head`, waiting for room as `how` says. The receiver can take
     /// it at once; a sleeping receiver is woken by `publish`.
     #[inline]
@@ -244,9 +284,7 @@ impl Sender {
         if msg.len() > self.layout.max_message() {
             return Err(self.too_large(msg.len()));
         }
-        if self.region.word(RX_OWNER).load(Ordering::Relaxed) == 0
-            && self.region.word(EVER_RECEIVER).load(Ordering::Relaxed) != 0
-        {
+        if self.receiver_left() {
             return Err(super::lanes::disconnected("send", "receiver"));
         }
         // The record, and the zero word after it.
@@ -255,6 +293,17 @@ impl Sender {
             return Ok(false);
         }
         let (region, layout, lane) = (&self.region, &self.layout, &self.lane);
+        let at = self.head & (layout.cap as u64 - 1);
+        if at + need + 8 <= layout.cap as u64 {
+            region.write_record(
+                lane.data + at as usize,
+                layout.header(msg.len(), kind, self.head),
+                msg,
+            );
+            self.head = self.head.wrapping_add(need);
+            return Ok(true);
+        }
+        // Wrapping around the end of the ring: the payload in two parts.
         layout.put(region, lane, self.head.wrapping_add(8), msg);
         region
             .word(layout.header_at(lane, self.head.wrapping_add(need)))

@@ -46,11 +46,17 @@ impl Me {
         }
     }
 
+    /// Whether this process is the one the endpoint was attached in.
+    #[inline(always)]
+    pub fn is_current(&self) -> bool {
+        sys::sync::fork_generation() == self.generation
+    }
+
     /// Fail if this process is not the one the endpoint was attached in (it was inherited
     /// across `fork`).
     #[inline(always)]
     pub fn check(&self, op: &'static str) -> Result<()> {
-        if sys::sync::fork_generation() == self.generation {
+        if self.is_current() {
             return Ok(());
         }
         Err(self.forked(op))

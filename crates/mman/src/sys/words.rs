@@ -62,6 +62,79 @@ pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     }
 }
 
+/// Append `len` bytes from `src` to `dst` with aligned 8-byte atomic loads (as
+/// [`copy_out`], into `dst`'s spare capacity: no zeros written first).
+///
+/// # Safety
+/// As [`copy_out`], for `src .. src + len`.
+#[cfg(feature = "channel")]
+#[inline]
+pub unsafe fn copy_out_append(src: *const u8, len: usize, dst: &mut Vec<u8>) {
+    if len == 0 {
+        return;
+    }
+    dst.reserve(len);
+    let spare = &mut dst.spare_capacity_mut()[..len];
+    let start = src as usize;
+    let end = start + len;
+    let mut w = start & !(W - 1);
+    let put = |d: &mut [std::mem::MaybeUninit<u8>], b: &[u8]| {
+        for (d, b) in d.iter_mut().zip(b) {
+            d.write(*b);
+        }
+    };
+    // SAFETY (loads): as in copy_out: each word read is aligned and holds at least one byte
+    // of the caller's range.
+    unsafe {
+        // A first word that starts before the range.
+        let head = if w < start {
+            let hi = end.min(w + W);
+            put(
+                &mut spare[..hi - start],
+                &load(w).to_ne_bytes()[start - w..hi - w],
+            );
+            w += W;
+            hi - start
+        } else {
+            0
+        };
+        let mut chunks = spare[head..].chunks_exact_mut(W);
+        for c in &mut chunks {
+            put(c, &load(w).to_ne_bytes());
+            w += W;
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let k = tail.len();
+            put(tail, &load(w).to_ne_bytes()[..k]);
+        }
+    }
+    let filled = dst.len() + len;
+    // SAFETY: the loop wrote all `len` bytes of the spare capacity after the old length.
+    unsafe { dst.set_len(filled) };
+}
+
+/// Write `src` at the 8-aligned `dst` as whole aligned 8-byte atomic stores, the last word
+/// padded with zeros: for memory whose padding belongs to the writer (a channel record).
+///
+/// # Safety
+/// `dst` is 8-aligned; `dst .. dst + src.len().next_multiple_of(8)` is mapped writable,
+/// with every other Rust access to those bytes following this module's scheme.
+#[cfg(feature = "channel")]
+#[inline]
+pub unsafe fn copy_in_padded(src: &[u8], dst: *mut u8) {
+    debug_assert_eq!(dst as usize % W, 0);
+    // SAFETY (stores): aligned words inside the caller's range.
+    unsafe {
+        let (w, tail) = store_whole_words(dst as usize, src);
+        if !tail.is_empty() {
+            let mut b = [0u8; W];
+            b[..tail.len()].copy_from_slice(tail);
+            word(w).store(u64::from_ne_bytes(b), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Copy `src` to `dst` with aligned 8-byte atomic stores; words only partly covered are
 /// updated with a compare-and-swap that keeps their other bytes.
 ///
@@ -86,18 +159,29 @@ pub unsafe fn copy_in(src: &[u8], dst: *mut u8) {
         } else {
             0
         };
-        let mut chunks = src[head..].chunks_exact(W);
-        for c in &mut chunks {
-            let mut b = [0u8; W];
-            b.copy_from_slice(c);
-            word(w).store(u64::from_ne_bytes(b), Ordering::Relaxed);
-            w += W;
-        }
-        let tail = chunks.remainder();
+        let (w, tail) = store_whole_words(w, &src[head..]);
         if !tail.is_empty() {
             merge(w, 0, tail);
         }
     }
+}
+
+/// Store the whole 8-byte chunks of `src` as words from the address `w` on; the address
+/// after them, and the bytes left over.
+///
+/// # Safety
+/// `w` is aligned; the words written are mapped writable and follow this module's scheme.
+#[inline(always)]
+unsafe fn store_whole_words(mut w: usize, src: &[u8]) -> (usize, &[u8]) {
+    let mut chunks = src.chunks_exact(W);
+    for c in &mut chunks {
+        let mut b = [0u8; W];
+        b.copy_from_slice(c);
+        // SAFETY: per the contract.
+        unsafe { word(w) }.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+        w += W;
+    }
+    (w, chunks.remainder())
 }
 
 /// # Safety
@@ -150,6 +234,25 @@ pub fn futex_half(word: &AtomicU64) -> *mut u32 {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "channel")]
+    fn appends_and_padded_writes_agree(base: *mut u8, off: usize, data: &[u8]) {
+        let len = data.len();
+        let mut appended = vec![7u8];
+        // SAFETY: inside the caller's backing, accessed only through this module's atomics.
+        unsafe { copy_out_append(base.add(off), len, &mut appended) };
+        assert_eq!(appended[0], 7);
+        assert_eq!(&appended[1..], data);
+        if off.is_multiple_of(8) {
+            // SAFETY: as above (the padding stays inside the backing).
+            unsafe { copy_in_padded(data, base.add(off)) };
+            let mut back = Vec::new();
+            // SAFETY: as above.
+            unsafe { copy_out_append(base.add(off), len.next_multiple_of(8), &mut back) };
+            assert_eq!(&back[..len], data);
+            assert!(back[len..].iter().all(|&b| b == 0));
+        }
+    }
+
     #[test]
     fn copies_are_exact_at_every_alignment_and_keep_neighbours() {
         let backing: [AtomicU64; 8] = Default::default();
@@ -171,6 +274,8 @@ mod tests {
                 // SAFETY: as above.
                 unsafe { copy_out(base.add(off), &mut back) };
                 assert_eq!(back, data);
+                #[cfg(feature = "channel")]
+                appends_and_padded_writes_agree(base, off, &data);
             }
         }
     }

@@ -1,0 +1,116 @@
+//! In-process checks of the lanes' record paths: the fast paths (a record lying whole
+//! before the end of the ring) and the general ones (records wrapping around it, batches,
+//! waits for room) must agree, message for message. Across processes: `tests/channel.rs`.
+
+use proptest::prelude::*;
+
+use super::Options;
+
+/// One step of a test: what the sender or the receiver does.
+#[derive(Clone, Debug)]
+enum Step {
+    Send(usize),
+    TrySend(usize),
+    Batch(Vec<usize>),
+    Recv,
+    TryRecv,
+    RecvBatch(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..200usize).prop_map(Step::Send),
+        (0..200usize).prop_map(Step::TrySend),
+        proptest::collection::vec(0..100usize, 1..6).prop_map(Step::Batch),
+        Just(Step::Recv),
+        Just(Step::TryRecv),
+        (1..5usize).prop_map(Step::RecvBatch),
+    ]
+}
+
+/// The `i`th message of a test: its length, and bytes that tell it from every other.
+fn message(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (i as u8).wrapping_mul(31).wrapping_add(k as u8))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Messages of 0 to 199 bytes through a 512-byte ring, in any mix of operations: every
+    /// message sent arrives once, in order, intact; a blocking send or receive that could
+    /// only wait forever is not made.
+    #[test]
+    fn every_path_delivers_in_order(steps in proptest::collection::vec(step(), 1..300)) {
+        let chan = Options::new().capacity(512).anonymous().unwrap();
+        let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let mut sent: std::collections::VecDeque<Vec<u8>> = Default::default();
+        let (mut n, mut buf) = (0u64, Vec::new());
+        // Whether a message of `len` bytes surely has room: the records in the ring, the
+        // zero word ahead, and up to a quarter ring the receiver took but has not
+        // published yet (it publishes lazily; a blocking send that found no room would
+        // wait for a receiver that, here, never comes).
+        let room = |sent: &std::collections::VecDeque<Vec<u8>>, len: usize| {
+            let used: usize = sent.iter().map(|m| 8 + m.len().next_multiple_of(8)).sum();
+            used + 8 + len.next_multiple_of(8) + 8 + 128 <= 512
+        };
+        for s in steps {
+            match s {
+                Step::Send(len) if room(&sent, len) => {
+                    let m = message(n, len);
+                    tx.send(&m).unwrap();
+                    sent.push_back(m);
+                    n += 1;
+                }
+                Step::TrySend(len) => {
+                    let m = message(n, len);
+                    if tx.try_send(&m).unwrap() {
+                        sent.push_back(m);
+                        n += 1;
+                    } else {
+                        prop_assert!(!room(&sent, len), "try_send refused with room");
+                    }
+                    // (A try_send may also succeed where `room` is unsure.)
+                }
+                Step::Batch(lens) => {
+                    let mut all = sent.clone();
+                    let msgs: Vec<Vec<u8>> = lens
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &len)| message(n + k as u64, len))
+                        .take_while(|m| {
+                            let fits = room(&all, m.len());
+                            all.push_back(m.clone());
+                            fits
+                        })
+                        .collect();
+                    prop_assert_eq!(tx.send_batch(&msgs).unwrap(), msgs.len());
+                    n += msgs.len() as u64;
+                    sent.extend(msgs);
+                }
+                Step::Recv if !sent.is_empty() => {
+                    rx.recv_into(&mut buf).unwrap();
+                    prop_assert_eq!(&buf, &sent.pop_front().unwrap());
+                }
+                Step::TryRecv => match rx.try_recv().unwrap() {
+                    Some(m) => prop_assert_eq!(&m, &sent.pop_front().expect("a message was sent")),
+                    None => prop_assert!(sent.is_empty(), "try_recv missed a message"),
+                },
+                Step::RecvBatch(max) if !sent.is_empty() => {
+                    let mut got = Vec::new();
+                    let k = rx.recv_batch(max, |m| got.push(m.to_vec())).unwrap();
+                    prop_assert_eq!(k, got.len());
+                    for m in got {
+                        prop_assert_eq!(&m, &sent.pop_front().expect("a message was sent"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(m) = sent.pop_front() {
+            prop_assert_eq!(rx.try_recv().unwrap(), Some(m));
+        }
+        prop_assert_eq!(rx.try_recv().unwrap(), None);
+    }
+}
