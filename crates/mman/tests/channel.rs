@@ -527,10 +527,10 @@ fn sealed_hand_off_is_zero_copy_and_refuses_unsealed() {
     let info = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
     use std::os::unix::fs::MetadataExt;
     let raw = mman::shm::SharedMemory::open(&name, 0).unwrap().map().unwrap();
-    // One lane: its ring starts at 4096. A header: length 32, kind 1 (sealed), stamp 1
-    // (the first lap).
+    // One lane: its ring starts at 4096. A header: length 32, kind 1 (sealed), the stamp
+    // of the first lap (bit 63).
     let rec: Vec<u8> = [
-        32u64 | 1 << 32 | 1 << 36,
+        32u64 | 1 << 32 | 1 << 63,
         std::process::id() as u64 | fd << 32,
         info.dev(),
         info.ino(),

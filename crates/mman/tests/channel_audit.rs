@@ -436,7 +436,8 @@ fn a_sealed_record_cannot_open_an_unrelated_process() {
     for (k, w) in [vpid, meta.dev(), meta.ino(), meta.size()].iter().enumerate() {
         word(&map, data + 1 + k).store(*w, Ordering::SeqCst);
     }
-    word(&map, data).store(32 | 1 << 32 | 1 << 36, Ordering::SeqCst);
+    // Length 32, kind 1 (sealed), the stamp of the first lap (bit 63).
+    word(&map, data).store(32 | 1 << 32 | 1 << 63, Ordering::SeqCst);
     let got = rx.recv_message();
     let _ = victim.kill();
     let _ = victim.wait();

@@ -11,7 +11,9 @@
 //! power of two), so a payload may wrap around the end of the ring (copied in two parts)
 //! but a header never does. The header holds the length (bits 0..32), the kind (bits
 //! 32..36) and a *stamp* (bits 36..64): the lap of the ring the record was written in,
-//! counted from 1 and never 0. A header word of 0 means "nothing yet".
+//! modulo 2^27, with bit 63 set (so a header word is never 0, and the stamps of two laps in
+//! a row always differ). A header word of 0 means "nothing yet". The payload's last word is
+//! written whole, padding zeroed.
 //!
 //! **Publication.** The sender writes the payload, then a 0 at the next record's header
 //! position, then the header, with `Release`. The receiver polls the header at its
@@ -126,10 +128,10 @@ impl Layout {
         len as u64 | kind << 32 | self.stamp(pos) << 36
     }
 
-    /// The lap of `pos`, in 1 ..= 2^28 - 1: never 0, so no header word is ever 0.
+    /// The lap of `pos` modulo 2^27, with bit 27 set: never 0, so no header word is ever 0.
     #[inline(always)]
     fn stamp(&self, pos: u64) -> u64 {
-        (pos >> self.cap.trailing_zeros()) % 0x0fff_ffff + 1
+        (pos >> self.cap.trailing_zeros()) & 0x07ff_ffff | 0x0800_0000
     }
 
     /// The (length, kind) of a non-zero header found at `pos`, if it is one a sender

@@ -206,9 +206,13 @@ impl Receiver {
         };
         let mut n = 0;
         loop {
-            match self.read_record(i, &mut buf)? {
-                Got::Bytes => f(&buf),
-                Got::Sealed(m) => f(&m),
+            if self.take_now(i, &mut buf) {
+                f(&buf);
+            } else {
+                match self.read_record(i, &mut buf)? {
+                    Got::Bytes => f(&buf),
+                    Got::Sealed(m) => f(&m),
+                }
             }
             n += 1;
             if n == max {

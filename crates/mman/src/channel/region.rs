@@ -19,7 +19,7 @@ use crate::sys;
 /// "MMANCHAN", little-endian: the first word of every channel region.
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"MMANCHAN");
 /// The layout version; bumped when the layout changes.
-pub(super) const VERSION: u64 = 1;
+pub(super) const VERSION: u64 = 2;
 /// A cache line pair (128 bytes, in words): the unit of separation between words written
 /// by different parties (adjacent-line prefetchers fetch lines in pairs).
 pub(super) const LINE: usize = 16;
