@@ -129,15 +129,21 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
     Ok(r)
 }
 
-fn spin(dir: &Path, rounds: u32) -> Result<Latency> {
+/// The word the spinning peer answers in: the request's own word (one cache line both
+/// ways, the floor), or one 128 bytes away (a request line and a reply line, as any pair
+/// of one-way channels has).
+const REPLY_WORD: [usize; 2] = [0, 16];
+
+fn spin(dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
     let (path, map) = table_file(dir)?;
-    let word = map.atomic_u64(0)?;
-    let child = peer("spin", &path, rounds + WARMUP)?;
+    let ping = map.atomic_u64(0)?;
+    let pong = map.atomic_u64(REPLY_WORD[two_lines as usize] * 8)?;
+    let child = peer(if two_lines { "spin2" } else { "spin" }, &path, rounds + WARMUP)?;
     let mut k = 0u64;
     let r = measure(rounds as u64, || {
-        word.store(2 * k + 1, Ordering::Release);
+        ping.store(2 * k + 1, Ordering::Release);
         let t0 = Instant::now();
-        while word.load(Ordering::Acquire) != 2 * k + 2 {
+        while pong.load(Ordering::Acquire) != 2 * k + 2 {
             std::hint::spin_loop();
             if t0.elapsed() > Duration::from_secs(10) {
                 bail!("bench ipc: the spinning peer stopped answering");
@@ -197,9 +203,12 @@ pub(crate) fn child_cpu_percent(child: Child, idle: Duration, op: &str) -> Resul
 }
 
 /// Two processes spinning on one cache line: the floor of any cross-process hand-off.
-pub(crate) fn spin_floor(rounds: u32) -> Result<Latency> {
+/// Two processes handing a value back and forth through one cache line (`two_lines`
+/// false: the floor of any cross-process round trip), or through two, a request line and
+/// a reply line (the floor of a pair of one-way channels).
+pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
     let dir = tempdir()?;
-    spin(dir.path(), rounds)
+    spin(dir.path(), rounds, two_lines)
 }
 
 fn tempdir() -> Result<tempfile::TempDir> {
@@ -224,7 +233,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let mman_semaphore = semaphores(dir.path(), args.rounds)?;
     let sem_t = sem_t(dir.path(), args.rounds)?;
     let pipe = pipe(dir.path(), args.rounds)?;
-    let spin_floor = spin(dir.path(), args.rounds)?;
+    let spin_floor = spin(dir.path(), args.rounds, false)?;
     let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
     if args.json {
         let v = serde_json::json!({
@@ -299,17 +308,18 @@ pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {
                 pong.post()?;
             }
         }
-        "spin" => {
-            let word = map.atomic_u64(0)?;
+        "spin" | "spin2" => {
+            let ping = map.atomic_u64(0)?;
+            let pong = map.atomic_u64(REPLY_WORD[(kind == "spin2") as usize] * 8)?;
             for k in 0..rounds as u64 {
                 let t0 = Instant::now();
-                while word.load(Ordering::Acquire) != 2 * k + 1 {
+                while ping.load(Ordering::Acquire) != 2 * k + 1 {
                     std::hint::spin_loop();
                     if t0.elapsed() > Duration::from_secs(10) {
                         bail!("no ping");
                     }
                 }
-                word.store(2 * k + 2, Ordering::Release);
+                pong.store(2 * k + 2, Ordering::Release);
             }
         }
         "pipe" => {

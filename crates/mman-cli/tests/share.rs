@@ -174,6 +174,43 @@ fn shm_objects_are_0600_whatever_the_umask() {
 }
 
 #[test]
+fn bench_channel_json_has_both_floors_and_every_method() {
+    let o = mman(&[
+        "bench",
+        "channel",
+        "--size",
+        "64",
+        "--messages",
+        "2000",
+        "--rounds",
+        "200",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["spin_floor_ns", "two_line_floor_ns"] {
+        assert!(v[k].as_u64().unwrap_or(0) > 0, "{k}: {v}");
+    }
+    let rows = v["results"].as_array().expect("results");
+    for method in ["mman", "pipe", "unix_socket"] {
+        let r = rows
+            .iter()
+            .find(|r| r["method"] == method)
+            .unwrap_or_else(|| panic!("{method}: {v}"));
+        assert_eq!(r["size"], 64, "{r}");
+        let (median, p99) = (
+            r["rtt_median_ns"].as_u64().unwrap_or(0),
+            r["rtt_p99_ns"].as_u64().unwrap_or(0),
+        );
+        assert!(median > 0 && p99 >= median, "{r}");
+        assert!(r["msgs_per_s"].as_u64().unwrap_or(0) > 0, "{r}");
+        assert!(r["gib_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    }
+    let o = mman(&["bench", "channel", "--size", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
 fn bench_ipc_json_has_every_method() {
     let o = mman(&["bench", "ipc", "--rounds", "2000", "--json"]);
     assert!(o.status.success(), "{o:?}");

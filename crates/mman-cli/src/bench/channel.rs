@@ -1,7 +1,8 @@
 //! `mman bench channel`: messages between two processes, side by side in one run: mman's
 //! SPSC channel, a pipe, a Unix stream socket, and iceoryx2 (a peer program built outside
 //! the workspace, `bench/channel.sh`), with two processes spinning on one cache line as the
-//! floor. For each size: the round trip (median, p99) and one-way throughput; then what a
+//! floor (and on two, a request line and a reply line, as the floor of any pair of one-way
+//! channels). For each size: the round trip (median, p99) and one-way throughput; then what a
 //! blocked receiver costs when idle, and the sealed hand-off of large messages.
 
 use std::io::{Read, Write};
@@ -323,7 +324,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     if let Some(s) = sizes.iter().find(|&&s| s == 0 || s > 1 << 30) {
         bail!("bench channel: --size {s}: sizes are 1 byte to 1 GiB");
     }
-    let floor = super::spin_floor(args.rounds.min(u32::MAX as u64) as u32)?;
+    let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
+    let floor = super::spin_floor(floor_rounds, false)?;
+    let two_lines = super::spin_floor(floor_rounds, true)?;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for &size in &sizes {
@@ -357,6 +360,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "spin_floor_ns": floor.median_ns,
+            "two_line_floor_ns": two_lines.median_ns,
             "results": rows,
             "mman_futex_only_64b_rtt": futex,
             "idle_receiver_cpu_percent": idle,
@@ -370,6 +374,11 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
         floor.median_ns,
         floor.p99_ns
+    )?;
+    outln!(
+        "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
+        two_lines.median_ns,
+        two_lines.p99_ns
     )?;
     outln!(
         "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
