@@ -83,6 +83,14 @@ impl Sender {
                 format!("lane {i} has head {head} more than a ring ahead of tail {tail}"),
             ));
         }
+        // Records start at multiples of 8 (the fast path writes whole aligned words there).
+        if !head.is_multiple_of(8) {
+            slot.release(&region);
+            return Err(corrupted(
+                "attach sender",
+                format!("lane {i} has head {head}, not a multiple of 8"),
+            ));
+        }
         // A sender that died between writing a header and storing its head left records
         // the receiver can see: resume after them.
         while let Some((len, _)) = layout.parse(
