@@ -701,3 +701,27 @@ fn a_misaligned_tail_fails_the_receiver_without_a_panic() {
         Ok(got) => assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted)),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Re-attachment: a sender killed after writing a record's header and before storing its
+// head leaves a record the receiver takes; the receiver then publishes a tail *ahead* of
+// the head word, and every later sender's attach saw "head more than a ring ahead of tail"
+// (the head minus the tail wraps): the lane, and so the channel, refused senders for good.
+
+/// The dead sender's state is made by hand (a record at position 0, head word left at 0),
+/// the rest through the API.
+#[test]
+fn a_sender_attaches_after_a_dead_senders_record_was_taken() {
+    let name = unique("reattach");
+    let chan = Channel::create(&name, 4096).unwrap();
+    let map = raw(&name);
+    let ring = ring_at(1, 4096, 0) / 8;
+    word(&map, ring + 1).store(u64::from_le_bytes(*b"orphan\0\0"), Ordering::SeqCst);
+    word(&map, ring).store(6 | 1 << 63, Ordering::SeqCst); // length 6, kind 0, first lap
+    let mut rx = chan.receiver().unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"orphan".to_vec()));
+    assert_eq!(word(&map, lane_tail(0)).load(Ordering::SeqCst), 16);
+    let mut tx = chan.sender().expect("a sender attaches to the lane");
+    tx.send(b"next").unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"next".to_vec()));
+}

@@ -76,6 +76,12 @@ impl Sender {
         let lane = layout.lane(i);
         let tail = region.word(lane.tail).load(Ordering::Acquire);
         let mut head = region.word(lane.head).load(Ordering::Acquire);
+        // A sender that died between writing a header and storing its head may have had
+        // those records taken already: the receiver's position is then ahead of the head
+        // word (by at most a ring), and the lane resumes there.
+        if tail.wrapping_sub(head) <= layout.cap as u64 {
+            head = tail;
+        }
         if head.wrapping_sub(tail) > layout.cap as u64 {
             slot.release(&region);
             return Err(corrupted(
