@@ -659,3 +659,69 @@ fn a_forged_owner_word_does_not_outlive_its_writer() {
         "no receiver process exists, yet send waits for one: {r:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Fast paths (put_now / take_now): positions a peer wrote that are not multiples of 8 reach
+// `Region::write_record` and `Region::word_at`, which assert alignment: a panic.
+
+/// Sender: head = 4 (tail 0) passes the attach check; `put_now` writes a record at byte 4
+/// of the ring and `write_record`'s alignment assert fires.
+#[test]
+fn a_misaligned_head_fails_the_sender_without_a_panic() {
+    let name = unique("mis-tx");
+    let chan = Channel::create(&name, 4096).unwrap();
+    let map = raw(&name);
+    word(&map, lane_head(0)).store(4, Ordering::SeqCst);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut tx = chan.sender()?;
+        tx.try_send(b"x")
+    }));
+    match r {
+        Err(p) => panic!("a peer's garbage panicked the sender: {}", panic_text(p)),
+        Ok(got) => assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted)),
+    }
+}
+
+/// Receiver: tail = 4, and a non-zero word at the start of the ring (so a lane looks
+/// ready): `take_now` loads the header with `word_at(ring + 4)`, whose alignment assert
+/// fires.
+#[test]
+fn a_misaligned_tail_fails_the_receiver_without_a_panic() {
+    let name = unique("mis-rx");
+    let chan = Channel::create(&name, 4096).unwrap();
+    let map = raw(&name);
+    word(&map, lane_tail(0)).store(4, Ordering::SeqCst);
+    word(&map, ring_at(1, 4096, 0) / 8).store(1 | 1 << 63, Ordering::SeqCst);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut rx = chan.receiver()?;
+        rx.try_recv()
+    }));
+    match r {
+        Err(p) => panic!("a peer's garbage panicked the receiver: {}", panic_text(p)),
+        Ok(got) => assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Re-attachment: a sender killed after writing a record's header and before storing its
+// head leaves a record the receiver takes; the receiver then publishes a tail *ahead* of
+// the head word, and every later sender's attach saw "head more than a ring ahead of tail"
+// (the head minus the tail wraps): the lane, and so the channel, refused senders for good.
+
+/// The dead sender's state is made by hand (a record at position 0, head word left at 0),
+/// the rest through the API.
+#[test]
+fn a_sender_attaches_after_a_dead_senders_record_was_taken() {
+    let name = unique("reattach");
+    let chan = Channel::create(&name, 4096).unwrap();
+    let map = raw(&name);
+    let ring = ring_at(1, 4096, 0) / 8;
+    word(&map, ring + 1).store(u64::from_le_bytes(*b"orphan\0\0"), Ordering::SeqCst);
+    word(&map, ring).store(6 | 1 << 63, Ordering::SeqCst); // length 6, kind 0, first lap
+    let mut rx = chan.receiver().unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"orphan".to_vec()));
+    assert_eq!(word(&map, lane_tail(0)).load(Ordering::SeqCst), 16);
+    let mut tx = chan.sender().expect("a sender attaches to the lane");
+    tx.send(b"next").unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"next".to_vec()));
+}

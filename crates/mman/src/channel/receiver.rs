@@ -78,7 +78,7 @@ impl Receiver {
             )
             .with_hint("a channel has one receiver; use a broadcast channel for many"));
         };
-        let lanes = (0..layout.lanes)
+        let lanes: Vec<RxLane> = (0..layout.lanes)
             .map(|i| {
                 let lane = layout.lane(i);
                 let tail = region.word(lane.tail).load(Ordering::Acquire);
@@ -89,6 +89,14 @@ impl Receiver {
                 }
             })
             .collect();
+        // Records start at multiples of 8 (the fast path loads the header as an aligned word).
+        if let Some((i, l)) = lanes.iter().enumerate().find(|(_, l)| !l.tail.is_multiple_of(8)) {
+            slot.release(&region);
+            return Err(corrupted(
+                "attach receiver",
+                format!("lane {i} has tail {}, not a multiple of 8", l.tail),
+            ));
+        }
         region.word(EVER_RECEIVER).store(1, Ordering::Release);
         Ok(Receiver {
             region,

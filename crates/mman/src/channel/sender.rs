@@ -76,11 +76,25 @@ impl Sender {
         let lane = layout.lane(i);
         let tail = region.word(lane.tail).load(Ordering::Acquire);
         let mut head = region.word(lane.head).load(Ordering::Acquire);
+        // A sender that died between writing a header and storing its head may have had
+        // those records taken already: the receiver's position is then ahead of the head
+        // word (by at most a ring), and the lane resumes there.
+        if tail.wrapping_sub(head) <= layout.cap as u64 {
+            head = tail;
+        }
         if head.wrapping_sub(tail) > layout.cap as u64 {
             slot.release(&region);
             return Err(corrupted(
                 "attach sender",
                 format!("lane {i} has head {head} more than a ring ahead of tail {tail}"),
+            ));
+        }
+        // Records start at multiples of 8 (the fast path writes whole aligned words there).
+        if !head.is_multiple_of(8) {
+            slot.release(&region);
+            return Err(corrupted(
+                "attach sender",
+                format!("lane {i} has head {head}, not a multiple of 8"),
             ));
         }
         // A sender that died between writing a header and storing its head left records
