@@ -12,8 +12,9 @@
 //! but a header never does. The header holds the length (bits 0..32), the kind (bits
 //! 32..36) and a *stamp* (bits 36..64): the lap of the ring the record was written in,
 //! modulo 2^27, with bit 63 set (so a header word is never 0, and the stamps of two laps in
-//! a row always differ). A header word of 0 means "nothing yet". The payload's last word is
-//! written whole, padding zeroed.
+//! a row always differ). A header word of 0 means "nothing yet". Nothing reads a record's
+//! padding: a record lying whole before the end of the ring has it zeroed (its last word is
+//! written whole), one that wraps keeps the bytes that were there.
 //!
 //! **Publication.** The sender writes the payload, then a 0 at the next record's header
 //! position, then the header, with `Release`. The receiver polls the header at its

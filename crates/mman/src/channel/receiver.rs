@@ -465,6 +465,7 @@ impl Receiver {
     }
 
     /// Publish lane `i`'s position and wake its sender if it waits for room.
+    #[inline]
     fn publish(&mut self, i: usize) {
         let l = &mut self.lanes[i];
         if l.tail != l.published {

@@ -68,7 +68,7 @@ pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 /// As [`copy_out`], for `src .. src + len`.
 #[cfg(feature = "channel")]
-#[inline]
+#[inline(always)]
 pub unsafe fn copy_out_append(src: *const u8, len: usize, dst: &mut Vec<u8>) {
     if len == 0 {
         return;
