@@ -206,6 +206,10 @@ fn bench_channel_json_has_both_floors_and_every_method() {
         assert!(r["msgs_per_s"].as_u64().unwrap_or(0) > 0, "{r}");
         assert!(r["gib_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     }
+    let in_place = v["mman_in_place"].as_array().expect("mman_in_place");
+    assert_eq!(in_place.len(), 1, "{v}");
+    assert_eq!(in_place[0]["size"], 64, "{v}");
+    assert!(in_place[0]["rtt_median_ns"].as_u64().unwrap_or(0) > 0, "{v}");
     let o = mman(&["bench", "channel", "--size", "0"]);
     assert_eq!(o.status.code(), Some(1));
 }

@@ -20,8 +20,10 @@
 //!   is an SPSC ring; each further sender gets a ring of its own (a *lane*), so senders
 //!   never contend and each sender's messages arrive in order. Variable-length byte
 //!   messages, typed values by copy ([`Sender::send_value`]), batches
-//!   ([`Sender::send_batch`], [`Receiver::recv_batch`]) that wake the other side once, and
-//!   large messages without copies ([`Sender::send_sealed`]: a sealed memfd).
+//!   ([`Sender::send_batch`], [`Receiver::recv_batch`]) that wake the other side once,
+//!   messages written and read in place in the ring by callers who vouch for their peers
+//!   ([`Sender::send_in_place`], [`Receiver::recv_in_place`]), and large messages without
+//!   copies ([`Sender::send_sealed`]: a sealed memfd).
 //! * [`broadcast`]: one publisher, any number of subscribers joining and leaving; a
 //!   subscriber that falls behind is told exactly how many messages it missed, or the
 //!   publisher waits for it.
@@ -52,8 +54,11 @@
 //! ## Soundness
 //! Every access to the shared region is an 8-byte atomic or a copy made of them (the
 //! crate's one scheme); messages are copied out into this process's memory, and the only
-//! reference into shared memory handed out is a [`Message::Sealed`] view of a memfd whose
-//! seals (checked by the receiver) forbid any change. Offsets are computed from a
+//! reference into shared memory a safe function hands out is a [`Message::Sealed`] view of
+//! a memfd whose seals (checked by the receiver) forbid any change. Callers who want a
+//! message's bytes where they lie in the ring ([`Sender::send_in_place`],
+//! [`Receiver::recv_in_place`]: no copy) call an `unsafe fn` and vouch that no other process
+//! writes the channel's memory meanwhile. Offsets are computed from a
 //! configuration validated when the region is opened and kept privately; everything a
 //! peer can write (positions, lengths, owners) is checked before use, so a peer writing
 //! garbage makes operations fail with [`ErrorKind::Corrupted`],

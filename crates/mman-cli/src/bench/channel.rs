@@ -157,6 +157,37 @@ fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     Ok(row("mman", size, rtt, count, elapsed))
 }
 
+/// Round trips of `size` bytes written and read in place (`send_in_place`,
+/// `recv_in_place`: no copy on this side, one from ring to ring in the peer).
+fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
+    let tag = format!("inplace{size}");
+    let (mut tx, mut rx) = channels(&tag, size, None)?;
+    let child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let rtt = measure(rounds, || {
+        // SAFETY: as in the peer: the benchmark's own channels, used by it and its peer.
+        unsafe {
+            tx.send_in_place(size as usize, |m| m.fill(0x5a))?;
+            rx.recv_in_place(|m| std::hint::black_box(m.len()))?;
+        }
+        Ok(())
+    })?;
+    drop(tx);
+    finish(child, "mman in place")?;
+    Ok(InPlace {
+        size,
+        rtt_median_ns: rtt.median_ns,
+        rtt_p99_ns: rtt.p99_ns,
+    })
+}
+
+/// The round trip of messages written and read in place, at one size.
+#[derive(serde::Serialize)]
+struct InPlace {
+    size: u64,
+    rtt_median_ns: u64,
+    rtt_p99_ns: u64,
+}
+
 /// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
 fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
     let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Child) = if method == "pipe" {
@@ -328,6 +359,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let floor = super::spin_floor(floor_rounds, false)?;
     let two_lines = super::spin_floor(floor_rounds, true)?;
     let mut rows = Vec::new();
+    let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
     for &size in &sizes {
         let (rounds, count) = if size >= BIG {
@@ -341,6 +373,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             );
         }
         rows.push(mman(size, rounds, count)?);
+        in_place_rows.push(in_place(size, rounds)?);
         rows.push(stream("pipe", size, rounds, count)?);
         rows.push(stream("unix_socket", size, rounds, count)?);
         match iceoryx2(size, count) {
@@ -362,6 +395,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             "spin_floor_ns": floor.median_ns,
             "two_line_floor_ns": two_lines.median_ns,
             "results": rows,
+            "mman_in_place": in_place_rows,
             "mman_futex_only_64b_rtt": futex,
             "idle_receiver_cpu_percent": idle,
             "sealed_handoff": handoff,
@@ -408,6 +442,19 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             r.gib_per_s,
             r.rtt_median_ns as f64 / mine.rtt_median_ns.max(1) as f64,
             mine.msgs_per_s as f64 / r.msgs_per_s.max(1) as f64,
+        )?;
+    }
+    for p in &in_place_rows {
+        let copying = rows
+            .iter()
+            .find(|r| r.method == "mman" && r.size == p.size)
+            .map_or(0, |r| r.rtt_median_ns);
+        outln!(
+            "mman in place (send_in_place, recv_in_place: no copy here, one in the peer), {} B: round trip median {} ns, p99 {} ns ({:.2}x the copying round trip)",
+            p.size,
+            p.rtt_median_ns,
+            p.rtt_p99_ns,
+            p.rtt_median_ns as f64 / copying.max(1) as f64
         )?;
     }
     outln!(
@@ -463,6 +510,15 @@ pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> 
                 }
                 tx.send(&n.to_le_bytes())?;
                 tx.flush()?;
+            }
+        }
+        "mman-in-place" => {
+            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
+            for _ in 0..rounds {
+                // From one ring to the other, one copy, no buffer between.
+                // SAFETY: both channels are this benchmark's own (mode 0600, names only it
+                // knows), used by it and this peer, which follow the protocol.
+                unsafe { rx.recv_in_place(|m| tx.send_in_place(m.len(), |out| out.copy_from_slice(m))) }??;
             }
         }
         "sealed" => {

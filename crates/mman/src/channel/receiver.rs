@@ -160,6 +160,72 @@ impl Receiver {
         Ok(self.take(&mut buf, until(timeout))?.then_some(buf))
     }
 
+    /// Take the next message and give `f` a view of it where it lies in the ring: no copy.
+    /// Its room goes back to the sender when `f` returns (if `f` panics, the message stays
+    /// for the next receive). A message that wraps around the
+    /// end of the ring is given to `f` from a copy, and a sealed hand-off from its sealed
+    /// view. Waits as [`recv`](Self::recv) does.
+    ///
+    /// ```
+    /// # fn main() -> mman::Result<()> {
+    /// let chan = mman::channel::Channel::anonymous(64 * 1024)?;
+    /// let (mut tx, mut rx) = (chan.sender()?, chan.receiver()?);
+    /// tx.send(b"hello")?;
+    /// // SAFETY: no other process can reach this channel's memory.
+    /// let n = unsafe { rx.recv_in_place(|m| m.len())? };
+    /// assert_eq!(n, 5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Safety
+    /// While `f` runs, no other process writes the channel's shared memory: `f` gets a plain
+    /// `&[u8]` into it. mman's sender leaves a message's bytes alone until this receiver has
+    /// moved past it; the caller vouches for every other process that can reach the
+    /// memory. (The safe [`recv`](Self::recv) copies, and needs no such promise.)
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub unsafe fn recv_in_place<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.me.check("recv")?;
+        if self.lanes.len() == 1 && !self.spin.is_zero() {
+            // As recv_into: a short clock-free spin before the general wait.
+            let l = &self.lanes[0];
+            let header = self.layout.header_at(&l.lane, l.tail);
+            for _ in 0..FAST_SPINS {
+                if self.region.word(header).load(Ordering::Relaxed) != 0 {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let Some(i) = self.wait_ready(How::Block)? else {
+            unreachable!("a blocking wait ends with a lane or an error")
+        };
+        let (l, layout) = (self.lanes[i], self.layout);
+        let at = l.tail & (layout.cap as u64 - 1);
+        let offset = l.lane.data + at as usize;
+        let h = self.region.word_at(offset).load(Ordering::Acquire);
+        match layout.parse(h, l.tail) {
+            Some((len, KIND_BYTES)) if at + record_len(len) <= layout.cap as u64 => {
+                // SAFETY: a published record (its header read with Acquire) that the sender
+                // leaves alone until our position passes it, which happens below, after
+                // `f`; no other process writes it (the caller's contract).
+                let r = f(unsafe { self.region.payload(offset, len) });
+                let tail = l.tail.wrapping_add(record_len(len));
+                self.lanes[i].tail = tail;
+                self.publish_if_due(i, tail);
+                Ok(r)
+            }
+            _ => {
+                let mut buf = Vec::new();
+                Ok(match self.read_record(i, &mut buf)? {
+                    Got::Bytes => f(&buf),
+                    Got::Sealed(m) => f(&m),
+                })
+            }
+        }
+    }
+
     /// Take a plain value sent with [`Sender::send_value`](super::Sender::send_value).
     ///
     /// # Errors

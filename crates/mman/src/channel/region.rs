@@ -284,19 +284,65 @@ impl Region {
     /// `header` at `offset` with `Release`: a reader that sees the header sees the rest.
     #[inline(always)]
     pub fn write_record(&self, offset: usize, header: u64, payload: &[u8]) {
-        let len = self.map.len();
-        assert!(
-            offset.is_multiple_of(8)
-                && payload.len() <= len
-                && offset <= len
-                && 16 + payload.len().next_multiple_of(8) <= len - offset
-        );
+        self.check_record(offset, payload.len());
         // SAFETY: in bounds and aligned (checked), mapped read-write; every access to these
         // bytes is an aligned 8-byte atomic.
         unsafe { sys::words::copy_in_padded(payload, (self.base + offset + 8) as *mut u8) };
-        let after = (offset + 8 + payload.len().next_multiple_of(8)) / 8;
+        self.close_record(offset, header, payload.len());
+    }
+
+    /// Fail unless a record of a `len`-byte payload at byte `offset` (its header, payload
+    /// padded to 8 bytes, and the zero word after it) lies in the region, 8-aligned.
+    #[inline(always)]
+    fn check_record(&self, offset: usize, len: usize) {
+        let size = self.map.len();
+        assert!(
+            offset.is_multiple_of(8)
+                && len <= size
+                && offset <= size
+                && 16 + len.next_multiple_of(8) <= size - offset
+        );
+    }
+
+    /// Finish the record at `offset` whose `len`-byte payload is written: the zero word
+    /// after it, then `header` with `Release`.
+    #[inline(always)]
+    pub fn close_record(&self, offset: usize, header: u64, len: usize) {
+        let after = (offset + 8 + len.next_multiple_of(8)) / 8;
         self.word(after).store(0, Ordering::Relaxed);
         self.word(offset / 8).store(header, Ordering::Release);
+    }
+
+    /// The payload bytes of a record of `len` bytes at `offset`, as a plain slice to write
+    /// in place.
+    ///
+    /// # Safety
+    /// Nothing else (no thread of any process) accesses these bytes while the slice lives,
+    /// and the record is not published (its header not written) until it is gone.
+    // The slice is into the shared mapping, not into `self`; the contract rules out any
+    // other access to it while it lives.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub unsafe fn payload_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        self.check_record(offset, len);
+        // SAFETY: in bounds (checked), mapped read-write for as long as `self` lives; no
+        // other access while the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut((self.base + offset + 8) as *mut u8, len) }
+    }
+
+    /// The payload bytes of the record of `len` bytes at `offset`, as a plain slice to read
+    /// in place.
+    ///
+    /// # Safety
+    /// Nothing writes these bytes while the slice lives (the record was published, and is
+    /// not given back to its sender until the slice is gone).
+    #[inline(always)]
+    pub unsafe fn payload(&self, offset: usize, len: usize) -> &[u8] {
+        let size = self.map.len();
+        assert!(offset <= size && len <= size && 8 + len <= size - offset);
+        // SAFETY: in bounds (checked), mapped for as long as `self` lives; no writer while
+        // the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts((self.base + offset + 8) as *const u8, len) }
     }
 
     /// Append `len` bytes from the region at byte `offset` to `dst` with atomic words.

@@ -168,6 +168,63 @@ impl Sender {
         self.send_how(msg, until(timeout))
     }
 
+    /// Send a message of `len` bytes that `fill` writes in place, straight into the ring:
+    /// no copy. `fill` gets the message's bytes (their old contents are unspecified); the
+    /// message is published when it returns (not at all if it panics). Waits for room as
+    /// [`send`](Self::send) does. A message that would wrap around the end of the ring has
+    /// no contiguous room there: `fill` then writes into a buffer of this process, which
+    /// is copied in.
+    ///
+    /// ```
+    /// # fn main() -> mman::Result<()> {
+    /// let chan = mman::channel::Channel::anonymous(64 * 1024)?;
+    /// let (mut tx, mut rx) = (chan.sender()?, chan.receiver()?);
+    /// // SAFETY: no other process can reach this channel's memory.
+    /// unsafe { tx.send_in_place(5, |m| m.copy_from_slice(b"hello"))? };
+    /// assert_eq!(rx.recv()?, b"hello");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Safety
+    /// While `fill` runs, no other process writes the channel's shared memory: `fill` gets a
+    /// plain `&mut [u8]` into it, and a concurrent write would be a data race. mman's
+    /// endpoints never touch those bytes until the message is published; the caller
+    /// vouches for every other process that can reach the memory (the processes of a
+    /// channel inherited by fork, a named object's owner, those handed the memfd).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub unsafe fn send_in_place(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        self.me.check("send")?;
+        if len > self.layout.max_message() {
+            return Err(self.too_large(len));
+        }
+        if self.receiver_left() {
+            return Err(super::lanes::disconnected("send", "receiver"));
+        }
+        let (cap, need) = (self.layout.cap as u64, record_len(len));
+        let at = self.head & (cap - 1);
+        if at + need + 8 > cap {
+            // No contiguous room before the end of the ring.
+            let mut msg = vec![0; len];
+            fill(&mut msg);
+            return self.send(&msg);
+        }
+        if self.used() + need + 8 > cap && !self.make_room(need + 8, How::Block)? {
+            unreachable!("a blocking wait for room ends with room or an error");
+        }
+        let offset = self.lane.data + at as usize;
+        // SAFETY: the record's bytes lie past everything the receiver may read (room was
+        // made for it) and are not published until `close_record`; no other process writes
+        // them (the caller's contract).
+        fill(unsafe { self.region.payload_mut(offset, len) });
+        self.region
+            .close_record(offset, self.layout.header(len, KIND_BYTES, self.head), len);
+        self.head = self.head.wrapping_add(need);
+        self.publish();
+        Ok(())
+    }
+
     /// Send a plain value by copy (`bytemuck`): the receiver gets it with
     /// [`Receiver::recv_value`](super::Receiver::recv_value).
     ///

@@ -1,6 +1,6 @@
 //! In-process checks of the lanes' record paths: the fast paths (a record lying whole
-//! before the end of the ring) and the general ones (records wrapping around it, batches,
-//! waits for room) must agree, message for message. Across processes: `tests/channel.rs`.
+//! before the end of the ring), the in-place ones, and the general ones (records wrapping
+//! around it, batches, waits for room) must agree, message for message. Across processes: `tests/channel.rs`.
 
 use proptest::prelude::*;
 
@@ -10,9 +10,11 @@ use super::Options;
 #[derive(Clone, Debug)]
 enum Step {
     Send(usize),
+    SendInPlace(usize),
     TrySend(usize),
     Batch(Vec<usize>),
     Recv,
+    RecvInPlace,
     TryRecv,
     RecvBatch(usize),
 }
@@ -20,9 +22,11 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0..200usize).prop_map(Step::Send),
+        (0..200usize).prop_map(Step::SendInPlace),
         (0..200usize).prop_map(Step::TrySend),
         proptest::collection::vec(0..100usize, 1..6).prop_map(Step::Batch),
         Just(Step::Recv),
+        Just(Step::RecvInPlace),
         Just(Step::TryRecv),
         (1..5usize).prop_map(Step::RecvBatch),
     ]
@@ -63,6 +67,13 @@ proptest! {
                     sent.push_back(m);
                     n += 1;
                 }
+                Step::SendInPlace(len) if room(&sent, len) => {
+                    let m = message(n, len);
+                    // SAFETY: no other process can reach this anonymous channel.
+                    unsafe { tx.send_in_place(len, |b| b.copy_from_slice(&m)) }.unwrap();
+                    sent.push_back(m);
+                    n += 1;
+                }
                 Step::TrySend(len) => {
                     let m = message(n, len);
                     if tx.try_send(&m).unwrap() {
@@ -92,6 +103,11 @@ proptest! {
                 Step::Recv if !sent.is_empty() => {
                     rx.recv_into(&mut buf).unwrap();
                     prop_assert_eq!(&buf, &sent.pop_front().unwrap());
+                }
+                Step::RecvInPlace if !sent.is_empty() => {
+                    // SAFETY: as above.
+                    let got = unsafe { rx.recv_in_place(|m| m.to_vec()) }.unwrap();
+                    prop_assert_eq!(&got, &sent.pop_front().unwrap());
                 }
                 Step::TryRecv => match rx.try_recv().unwrap() {
                     Some(m) => prop_assert_eq!(&m, &sent.pop_front().expect("a message was sent")),
