@@ -206,17 +206,37 @@ impl Receiver {
         let offset = l.lane.data + at as usize;
         let h = self.region.word_at(offset).load(Ordering::Acquire);
         match layout.parse(h, l.tail) {
-            Some((len, KIND_BYTES)) if at + record_len(len) <= layout.cap as u64 => {
-                // SAFETY: a published record (its header read with Acquire) that the sender
-                // leaves alone until our position passes it, which happens below, after
-                // `f`; no other process writes it (the caller's contract).
-                let r = f(unsafe { self.region.payload(offset, len) });
+            Some((len, KIND_BYTES)) => {
+                let r = if at + record_len(len) <= layout.cap as u64 {
+                    // SAFETY: a published record (its header read with Acquire) that the
+                    // sender leaves alone until our position passes it, which happens
+                    // below, after `f`; no other process writes it (the caller's contract).
+                    f(unsafe { self.region.payload(offset, len) })
+                } else {
+                    // Wrapping around the end of the ring: from a copy.
+                    let mut buf = Vec::with_capacity(len);
+                    layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), len, &mut buf);
+                    f(&buf)
+                };
+                // Taken only now: if `f` panicked, the message stays.
                 let tail = l.tail.wrapping_add(record_len(len));
                 self.lanes[i].tail = tail;
                 self.publish_if_due(i, tail);
                 Ok(r)
             }
-            _ => {
+            Some((len, _)) => {
+                // A sealed hand-off: opened, given to `f`, and only then taken (as
+                // read_record does, published at once: the sender keeps the memfd open
+                // until our published position passes it).
+                let mut rec = Vec::with_capacity(len);
+                layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), len, &mut rec);
+                let r = self.open_sealed(i, &rec).map(|m| f(&m));
+                self.lanes[i].tail = l.tail.wrapping_add(record_len(len));
+                self.publish(i);
+                r
+            }
+            None => {
+                // Garbage: read_record reports it.
                 let mut buf = Vec::new();
                 Ok(match self.read_record(i, &mut buf)? {
                     Got::Bytes => f(&buf),

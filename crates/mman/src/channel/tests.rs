@@ -130,3 +130,39 @@ proptest! {
         prop_assert_eq!(rx.try_recv().unwrap(), None);
     }
 }
+
+/// A closure of `recv_in_place` that panics leaves the message for the next receive (as
+/// the docs say), whatever path gives it: in place, from a copy (a record wrapping around
+/// the end of the ring), or a sealed hand-off.
+#[test]
+fn a_panicking_recv_in_place_keeps_the_message() {
+    let chan = Options::new().capacity(128).anonymous().unwrap();
+    let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let panics = |rx: &mut super::Receiver| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: no other process can reach this anonymous channel.
+            unsafe { rx.recv_in_place(|_| -> () { panic!("the closure panics") }) }
+        }));
+        assert!(r.is_err(), "the closure's panic goes through");
+    };
+    // In place (position 0).
+    tx.send(&[1; 40]).unwrap();
+    panics(&mut rx);
+    assert_eq!(rx.try_recv().unwrap(), Some(vec![1; 40]));
+    tx.send(&[2; 40]).unwrap();
+    rx.recv().unwrap();
+    // Position 96: a 40-byte record (48 bytes) wraps around the end of the 128-byte ring.
+    tx.send(&[3; 40]).unwrap();
+    panics(&mut rx);
+    assert_eq!(rx.try_recv().unwrap(), Some(vec![3; 40]));
+    // A sealed hand-off.
+    let memfd = crate::shm::Memfd::create("in-place", 4096).unwrap();
+    memfd.map().unwrap().write_at(0, b"sealed").unwrap();
+    tx.send_sealed(memfd).unwrap();
+    panics(&mut rx);
+    match rx.recv_message().unwrap() {
+        super::Message::Sealed(m) => assert_eq!(&m[..6], b"sealed"),
+        other => panic!("not the sealed hand-off: {other:?}"),
+    }
+    assert_eq!(rx.try_recv().unwrap(), None);
+}
