@@ -725,3 +725,28 @@ fn a_sender_attaches_after_a_dead_senders_record_was_taken() {
     tx.send(b"next").unwrap();
     assert_eq!(rx.try_recv().unwrap(), Some(b"next".to_vec()));
 }
+
+// ---------------------------------------------------------------------------------------
+// In place (`send_in_place`): the lanes doc says a record lying whole before the end of the
+// ring has its padding zeroed (its last word written whole); one written in place kept the
+// bytes that were there.
+
+/// A 3-byte message written in place over old bytes (0xff) at the start of the ring: the
+/// word holding it must read "abc" and five zeros, as a copying `send` leaves it.
+#[test]
+fn a_record_written_in_place_has_its_padding_zeroed() {
+    let name = unique("in-place-pad");
+    let chan = Channel::create(&name, 4096).unwrap();
+    let map = raw(&name);
+    let ring = ring_at(1, 4096, 0) / 8;
+    word(&map, ring + 1).store(u64::MAX, Ordering::SeqCst);
+    let mut tx = chan.sender().unwrap();
+    // SAFETY: no other process can reach the channel (a name only this test knows).
+    unsafe { tx.send_in_place(3, |m| m.copy_from_slice(b"abc")) }.unwrap();
+    assert_eq!(
+        word(&map, ring + 1).load(Ordering::SeqCst).to_le_bytes(),
+        *b"abc\0\0\0\0\0"
+    );
+    let mut rx = chan.receiver().unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"abc".to_vec()));
+}

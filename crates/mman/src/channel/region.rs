@@ -314,7 +314,7 @@ impl Region {
     }
 
     /// The payload bytes of a record of `len` bytes at `offset`, as a plain slice to write
-    /// in place.
+    /// in place; its padding zeroed (as `write_record` leaves it).
     ///
     /// # Safety
     /// Nothing else (no thread of any process) accesses these bytes while the slice lives,
@@ -325,6 +325,10 @@ impl Region {
     #[inline(always)]
     pub unsafe fn payload_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         self.check_record(offset, len);
+        if !len.is_multiple_of(8) {
+            // The last word, padding included, before the slice covers part of it.
+            self.word((offset + 8 + len) / 8).store(0, Ordering::Relaxed);
+        }
         // SAFETY: in bounds (checked), mapped read-write for as long as `self` lives; no
         // other access while the slice lives (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut((self.base + offset + 8) as *mut u8, len) }
