@@ -52,16 +52,17 @@
 //! process dies or execs; a peer writing into the region cannot fake one.
 //!
 //! ## Soundness
-//! Every access to the shared region is an 8-byte atomic or a copy made of them (the
-//! crate's one scheme); messages are copied out into this process's memory, and the only
+//! Every access mman makes to the shared region is an 8-byte atomic or a copy made of
+//! them (the crate's one scheme); messages are copied out into this process's memory, and the only
 //! reference into shared memory a safe function hands out is a [`Message::Sealed`] view of
 //! a memfd whose seals (checked by the receiver) forbid any change. Callers who want a
 //! message's bytes where they lie in the ring ([`Sender::send_in_place`],
-//! [`Receiver::recv_in_place`]: no copy) call an `unsafe fn` and vouch that no other process
-//! writes the channel's memory meanwhile. Offsets are computed from a
-//! configuration validated when the region is opened and kept privately; everything a
-//! peer can write (positions, lengths, owners) is checked before use, so a peer writing
-//! garbage makes operations fail with [`ErrorKind::Corrupted`],
+//! [`Receiver::recv_in_place`]: no copy) call an `unsafe fn` and vouch that nothing but
+//! mman's endpoints writes the channel's memory, before the call or meanwhile (a forged
+//! position or header could make one endpoint write bytes the other accesses in place).
+//! Offsets are computed from a configuration validated when the region is opened and kept
+//! privately; everything a peer can write (positions, lengths, owners) is checked before
+//! use, so a peer writing garbage makes operations fail with [`ErrorKind::Corrupted`],
 //! never read or write outside the region, and every wait ends (a dead or vanished peer is
 //! noticed, and every `*_timeout` form bounds it).
 

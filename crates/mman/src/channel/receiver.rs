@@ -178,10 +178,15 @@ impl Receiver {
     /// ```
     ///
     /// # Safety
-    /// While `f` runs, no other process writes the channel's shared memory: `f` gets a plain
-    /// `&[u8]` into it. mman's sender leaves a message's bytes alone until this receiver has
-    /// moved past it; the caller vouches for every other process that can reach the
-    /// memory. (The safe [`recv`](Self::recv) copies, and needs no such promise.)
+    /// `f` gets a plain `&[u8]` into the channel's shared memory: nothing may write those
+    /// bytes while it runs. mman's sender leaves a message's bytes alone until this
+    /// receiver has moved past it, as long as everything written into the channel's memory
+    /// was written by mman's endpoints: a forged position or header, even one written
+    /// before the call, can make the sender write over the bytes `f` reads (or this
+    /// receiver hand `f` bytes the sender is still writing). The caller vouches for every
+    /// other party that can reach the memory (other processes, other mappings of it in
+    /// this process): none writes it, other than through mman's endpoints, before `f`
+    /// returns. (The safe [`recv`](Self::recv) copies, and needs no such promise.)
     ///
     /// # Errors
     /// As [`recv`](Self::recv).

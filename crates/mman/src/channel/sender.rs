@@ -186,11 +186,15 @@ impl Sender {
     /// ```
     ///
     /// # Safety
-    /// While `fill` runs, no other process writes the channel's shared memory: `fill` gets a
-    /// plain `&mut [u8]` into it, and a concurrent write would be a data race. mman's
-    /// endpoints never touch those bytes until the message is published; the caller
-    /// vouches for every other process that can reach the memory (the processes of a
-    /// channel inherited by fork, a named object's owner, those handed the memfd).
+    /// `fill` gets a plain `&mut [u8]` into the channel's shared memory: nothing else may
+    /// access those bytes while it runs. mman's endpoints do not touch them until the
+    /// message is published, as long as everything written into the channel's memory was
+    /// written by mman's endpoints: a forged position or header, even one written before
+    /// the call, can make the receiver read them meanwhile. The caller vouches for every
+    /// other party that can reach the memory (the processes of a channel inherited by fork,
+    /// a named object's owner, those handed the memfd, other mappings of it in this
+    /// process): none writes it, other than through mman's endpoints, before `fill`
+    /// returns, and none reads these bytes while `fill` runs.
     ///
     /// # Errors
     /// As [`send`](Self::send).
