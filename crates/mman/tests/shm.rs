@@ -120,6 +120,27 @@ fn sealed_memfd_refuses_truncation_and_writes() {
     assert!(e.to_string().contains("lack"), "{e}");
 }
 
+/// Sealing against writes while a writable shared mapping lives fails with `EBUSY`, a
+/// hint naming the mapping, and soon (the retries meant for a page the kernel holds a
+/// moment longer do not wait on a mapping); once it is dropped, sealing works.
+#[test]
+fn sealing_under_a_writable_mapping_fails_soon_then_works_without_it() {
+    let m = Memfd::create("busy", 8192).unwrap();
+    let map = m.map().unwrap();
+    map.write_at(0, b"live").unwrap();
+    let t = std::time::Instant::now();
+    let e = m.add_seals(Seals::WRITE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+    assert!(e.to_string().contains("writable shared mapping"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(map);
+    m.add_seals(Seals::WRITE).unwrap();
+}
+
 #[test]
 fn child_receives_sealed_memfd() {
     let Some(sock) = common::role() else {

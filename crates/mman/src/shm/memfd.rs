@@ -7,6 +7,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{MapOptions, Mapping};
 use crate::sys::shm as sys;
 
+/// How many more times sealing is tried after `EBUSY` (see `Memfd::add_seals`).
+const BUSY_RETRIES: u32 = 3;
+
 bitflags::bitflags! {
     /// File seals (`F_SEAL_*`) of a memfd: promises the kernel enforces on everyone.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -137,17 +140,34 @@ impl Memfd {
         Ok(Seals::from_bits_retain(bits))
     }
 
-    /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists.
+    /// Add seals. `WRITE` fails with `EBUSY` while a writable shared mapping exists, or a
+    /// page is pinned (tried a few times over a moment first).
     ///
     /// # Errors
     /// The error of `fcntl(F_ADD_SEALS)`: `EBUSY` ([`ErrorKind::Os`]) for [`Seals::WRITE`]
     /// while a writable shared mapping exists; [`ErrorKind::PermissionDenied`] (`EPERM`) once
     /// [`Seals::SEAL`] is in force, or for a descriptor open read-only.
     pub fn add_seals(&self, seals: Seals) -> Result<()> {
-        sys::seals::add(self.fd.as_fd(), seals.bits()).map_err(|e| {
+        let mut result = sys::seals::add(self.fd.as_fd(), seals.bits());
+        // `EBUSY` also comes from a page the kernel still holds a moment longer (faulted in
+        // just now and waiting in another CPU's LRU batch, or pinned for I/O): the kernel
+        // waits about 150 ms for it; a few more tries ride out such a moment, while a
+        // writable mapping fails each try at once.
+        for _ in 0..BUSY_RETRIES {
+            match &result {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    result = sys::seals::add(self.fd.as_fd(), seals.bits());
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|e| {
             let err = Error::os("fcntl(F_ADD_SEALS)", e).with_hint(format!("adding {seals}"));
             match err.raw_os_error() {
-                Some(libc::EBUSY) => err.with_hint("a writable shared mapping still exists: drop it first"),
+                Some(libc::EBUSY) => err.with_hint(
+                    "a writable shared mapping of the memfd still exists (drop it first), or the kernel still holds one of its pages (pinned for I/O)",
+                ),
                 Some(libc::EPERM) => err.with_hint("the memfd is sealed against new seals (F_SEAL_SEAL)"),
                 _ => err,
             }
