@@ -271,6 +271,28 @@ impl Receiver {
         })
     }
 
+    /// Take a value sent with [`Sender::send_serde`](super::Sender::send_serde) (JSON).
+    /// Feature `serde`.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv), and [`ErrorKind::InvalidInput`] when the message is not
+    /// the JSON of a `T` (it is consumed all the same: the next receive gets the next one).
+    #[cfg(feature = "serde")]
+    pub fn recv_serde<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let v = self.recv()?;
+        serde_json::from_slice(&v).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "recv",
+                format!(
+                    "a message of {} bytes is not the JSON of a {}: {e}",
+                    v.len(),
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
     /// Take the next message as it came: bytes, or a sealed memory view (zero-copy).
     ///
     /// # Errors

@@ -238,6 +238,34 @@ impl Sender {
         self.send(bytemuck::bytes_of(value))
     }
 
+    /// Send any serde value, as JSON: the receiver gets it with
+    /// [`Receiver::recv_serde`](super::Receiver::recv_serde). Feature `serde`.
+    ///
+    /// ```
+    /// # fn main() -> mman::Result<()> {
+    /// let chan = mman::channel::Channel::anonymous(64 * 1024)?;
+    /// let (mut tx, mut rx) = (chan.sender()?, chan.receiver()?);
+    /// tx.send_serde(&("frame", 7u32, vec![1.5f64, 2.5]))?;
+    /// let (name, n, xs): (String, u32, Vec<f64>) = rx.recv_serde()?;
+    /// assert_eq!((name.as_str(), n, xs), ("frame", 7, vec![1.5, 2.5]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the value cannot be serialized (a map with
+    /// non-string keys, a serializer's own error); else as [`send`](Self::send).
+    #[cfg(feature = "serde")]
+    pub fn send_serde<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "send",
+                format!("the value cannot be serialized as JSON: {e}"),
+            )
+        })?;
+        self.send(&bytes)
+    }
+
     /// Send every message of `msgs`, waiting for room as needed, and wake a sleeping
     /// receiver once per batch instead of once per message: the way to move many small
     /// messages fast. Returns how many were sent (all, unless an error ends the batch: the

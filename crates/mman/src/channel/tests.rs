@@ -166,3 +166,32 @@ fn a_panicking_recv_in_place_keeps_the_message() {
     }
     assert_eq!(rx.try_recv().unwrap(), None);
 }
+
+/// Serde values through a channel: they arrive equal; a message that is not the JSON of
+/// the type asked for is an error and is consumed (the next value follows).
+#[cfg(feature = "serde")]
+#[test]
+fn serde_values_round_trip_and_garbage_is_an_error() {
+    use std::collections::BTreeMap;
+    let chan = Options::new().capacity(4096).anonymous().unwrap();
+    let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let value: BTreeMap<String, Vec<Option<i64>>> =
+        [("a".to_string(), vec![Some(-1), None]), ("b".to_string(), vec![])].into();
+    tx.send_serde(&value).unwrap();
+    assert_eq!(
+        rx.recv_serde::<BTreeMap<String, Vec<Option<i64>>>>().unwrap(),
+        value
+    );
+    tx.send(b"{not json").unwrap();
+    tx.send_serde(&42u8).unwrap();
+    let e = rx.recv_serde::<u8>().unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+    assert_eq!(rx.recv_serde::<u8>().unwrap(), 42);
+    // A map with non-string keys has no JSON form: refused before anything is sent.
+    let bad: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    assert_eq!(
+        tx.send_serde(&bad).unwrap_err().kind(),
+        crate::ErrorKind::InvalidInput
+    );
+    assert_eq!(rx.try_recv().unwrap(), None);
+}
