@@ -67,7 +67,7 @@ pub unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 ///
 /// # Safety
 /// As [`copy_out`], for `src .. src + len`.
-#[cfg(feature = "channel")]
+#[cfg(all(linux_like, feature = "channel"))]
 #[inline(always)]
 pub unsafe fn copy_out_append(src: *const u8, len: usize, dst: &mut Vec<u8>) {
     if len == 0 {
@@ -120,7 +120,7 @@ pub unsafe fn copy_out_append(src: *const u8, len: usize, dst: &mut Vec<u8>) {
 /// # Safety
 /// `dst` is 8-aligned; `dst .. dst + src.len().next_multiple_of(8)` is mapped writable,
 /// with every other Rust access to those bytes following this module's scheme.
-#[cfg(feature = "channel")]
+#[cfg(all(linux_like, feature = "channel"))]
 #[inline]
 pub unsafe fn copy_in_padded(src: &[u8], dst: *mut u8) {
     debug_assert_eq!(dst as usize % W, 0);
@@ -234,7 +234,7 @@ pub fn futex_half(word: &AtomicU64) -> *mut u32 {
 mod tests {
     use super::*;
 
-    #[cfg(feature = "channel")]
+    #[cfg(all(linux_like, feature = "channel"))]
     fn appends_and_padded_writes_agree(base: *mut u8, off: usize, data: &[u8]) {
         let len = data.len();
         let mut appended = vec![7u8];
@@ -274,7 +274,7 @@ mod tests {
                 // SAFETY: as above.
                 unsafe { copy_out(base.add(off), &mut back) };
                 assert_eq!(back, data);
-                #[cfg(feature = "channel")]
+                #[cfg(all(linux_like, feature = "channel"))]
                 appends_and_padded_writes_agree(base, off, &data);
             }
         }
