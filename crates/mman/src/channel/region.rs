@@ -2,8 +2,11 @@
 //! configuration words, and the only code that turns offsets into accesses.
 //!
 //! Every access goes through [`Region::word`] (an `AtomicU64`) or [`Region::copy_in`] /
-//! [`Region::copy_out`] (copies made of aligned 8-byte atomics), the crate's one access
-//! scheme for shared memory. Offsets come from a [`Shape`] validated once, when the region
+//! [`Region::copy_out_append`] / [`Region::write_record`] (copies made of aligned 8-byte
+//! atomics), the crate's one access scheme for shared memory; the only exceptions are the
+//! plain slices of [`Region::payload`] and [`Region::payload_mut`], `unsafe fn`s for the
+//! channel's in-place sends and receives, whose callers vouch that nothing else touches
+//! those bytes meanwhile. Offsets come from a [`Shape`] validated once, when the region
 //! is opened, and kept in this process: a peer that rewrites the configuration words later
 //! changes nothing here, so no offset can leave the region.
 
@@ -269,14 +272,6 @@ impl Region {
         // SAFETY: in bounds (checked), mapped read-write; every access to these bytes is
         // made of aligned 8-byte atomics (this module, and the peers running this code).
         unsafe { sys::words::copy_in(src, (self.base + offset) as *mut u8) }
-    }
-
-    /// Copy bytes from the region at byte `offset` into `dst` with atomic words.
-    #[inline(always)]
-    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        assert!(offset <= self.map.len() && dst.len() <= self.map.len() - offset);
-        // SAFETY: as in copy_in.
-        unsafe { sys::words::copy_out((self.base + offset) as *const u8, dst) }
     }
 
     /// Write a record at the 8-aligned byte `offset`: `payload` as whole words from

@@ -171,8 +171,9 @@ impl Subscriber {
             let s1 = seq.load(Ordering::Acquire);
             if s1 == want {
                 let len = self.region.word(at / 8 + 1).load(Ordering::Relaxed) as usize;
-                let mut data = vec![0u8; len.min(self.g.size)];
-                self.region.copy_out(at + 16, &mut data);
+                let mut data = Vec::new();
+                self.region
+                    .copy_out_append(at + 16, len.min(self.g.size), &mut data);
                 fence(Ordering::Acquire);
                 let s2 = seq.load(Ordering::Relaxed);
                 if s2 == s1 {
