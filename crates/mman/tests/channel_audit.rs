@@ -73,6 +73,13 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
+/// Run `f`, failing the test (with the panic's text) if it panics: a peer's garbage made
+/// the `who` panic.
+fn without_panic<T>(who: &str, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| panic!("a peer's garbage panicked the {who}: {}", panic_text(p)))
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. The stamp is 0 in every lap L with L + 1 ≡ 0 (mod 2^28): a header can then be 0.
 //
@@ -150,10 +157,7 @@ fn garbage_positions_fail_the_sender_without_a_panic() {
     word(&map, lane_tail(0)).store(u64::MAX - 7, Ordering::SeqCst);
     word(&map, lane_head(0)).store(8, Ordering::SeqCst);
     let mut tx = chan.sender().unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.send(b"x")));
-    if let Err(p) = r {
-        panic!("a peer's garbage panicked the sender: {}", panic_text(p));
-    }
+    let _ = without_panic("sender", || tx.send(b"x"));
 }
 
 /// Receiver: tail = 2^64 - 8 and, at that position, a header the stamp check accepts
@@ -168,10 +172,7 @@ fn garbage_positions_fail_the_receiver_without_a_panic() {
     let mut rx = chan.receiver().unwrap();
     let at = ring_at(1, 4096, 0) + (tail as usize & 4095);
     word(&map, at / 8).store(1, Ordering::SeqCst);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.try_recv()));
-    if let Err(p) = r {
-        panic!("a peer's garbage panicked the receiver: {}", panic_text(p));
-    }
+    let _ = without_panic("receiver", || rx.try_recv());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -672,14 +673,8 @@ fn a_misaligned_head_fails_the_sender_without_a_panic() {
     let chan = Channel::create(&name, 4096).unwrap();
     let map = raw(&name);
     word(&map, lane_head(0)).store(4, Ordering::SeqCst);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut tx = chan.sender()?;
-        tx.try_send(b"x")
-    }));
-    match r {
-        Err(p) => panic!("a peer's garbage panicked the sender: {}", panic_text(p)),
-        Ok(got) => assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted)),
-    }
+    let got = without_panic("sender", || chan.sender()?.try_send(b"x"));
+    assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted));
 }
 
 /// Receiver: tail = 4, and a non-zero word at the start of the ring (so a lane looks
@@ -692,14 +687,8 @@ fn a_misaligned_tail_fails_the_receiver_without_a_panic() {
     let map = raw(&name);
     word(&map, lane_tail(0)).store(4, Ordering::SeqCst);
     word(&map, ring_at(1, 4096, 0) / 8).store(1 | 1 << 63, Ordering::SeqCst);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut rx = chan.receiver()?;
-        rx.try_recv()
-    }));
-    match r {
-        Err(p) => panic!("a peer's garbage panicked the receiver: {}", panic_text(p)),
-        Ok(got) => assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted)),
-    }
+    let got = without_panic("receiver", || chan.receiver()?.try_recv());
+    assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Corrupted));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -99,10 +99,18 @@ pub fn wait_ready(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
 /// not a signal).
 pub unsafe fn write_raw(fd: BorrowedFd<'_>, ptr: *const u8, len: usize) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    loop {
+    retry_write(fd, || {
         // SAFETY: the kernel reads `len` bytes at `ptr`, which the caller guarantees mapped;
         // it never creates a Rust reference to them.
-        let r = unsafe { libc::write(fd.as_raw_fd(), ptr.cast(), len) };
+        unsafe { libc::write(fd.as_raw_fd(), ptr.cast(), len) }
+    })
+}
+
+/// Make a raw write-like call into `fd` (a count, or -1 and `errno`) until it is neither
+/// interrupted (`EINTR`) nor would block (`EAGAIN`: `fd` is waited on): the bytes it took.
+pub fn retry_write(fd: BorrowedFd<'_>, mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let r = call();
         if r >= 0 {
             return Ok(r as usize);
         }

@@ -282,20 +282,11 @@ pub mod zerocopy {
             iov_base: ptr as *mut c_void,
             iov_len: len,
         };
-        loop {
+        crate::sys::retry_write(to, || {
             // SAFETY: `to` is the write end of a pipe, so the kernel only reads the range,
             // which the caller guarantees mapped and readable; no Rust reference is made.
-            let r = unsafe { libc::vmsplice(to.as_raw_fd(), &iov, 1, 0) };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => wait_ready(to, true)?,
-                _ => return Err(e),
-            }
-        }
+            unsafe { libc::vmsplice(to.as_raw_fd(), &iov, 1, 0) }
+        })
     }
 
     /// `copy_file_range(2)` at the current offsets of both descriptors.
