@@ -17,6 +17,7 @@ mod channel;
 
 /// `mman bench ...`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum BenchCommand {
     /// Cross-process round trip: mman Semaphore vs glibc sem_t vs a pipe vs spinning.
     Ipc(IpcArgs),
@@ -24,7 +25,8 @@ pub enum BenchCommand {
     Channel(channel::ChannelArgs),
 }
 
-/// Arguments of `mman bench ipc`.
+// Arguments of `mman bench ipc` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct IpcArgs {
     /// Round trips measured per method (after 1000 of warm-up).

@@ -22,28 +22,47 @@ use jobs::{walk_job, Job};
 use lock::lock;
 
 /// `mman cache ...`.
+///
+/// Each subcommand's arguments are built only when it runs (`defer`): building all of them
+/// was most of what clap did at every start of `mman cache evict` (see bench/RESULTS.md).
+/// So `--verbose`, whose help differs from one subcommand to the next, is a field of each.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum CacheCommand {
     /// How much of each file sits in the page cache (like vmtouch, fincore).
-    #[command(mut_arg("verbose", |a| a.help("Print each file with a bar of its resident pages")))]
-    Status(WalkArgs),
+    Status {
+        #[command(flatten)]
+        walk: WalkArgs,
+        /// Print each file with a bar of its resident pages.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
     /// Read into the page cache what is not there (like vmtouch -t).
-    #[command(mut_arg("verbose", |a| a.help("Print each file with the pages touched and now resident")))]
-    Touch(WalkArgs),
+    Touch {
+        #[command(flatten)]
+        walk: WalkArgs,
+        /// Print each file with the pages touched and now resident.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
     /// Drop files from the page cache and report what stayed (like vmtouch -e).
-    #[command(mut_arg("verbose", |a| a.help("Print each file with the pages evicted and the pages that stayed")))]
     Evict {
         #[command(flatten)]
         walk: WalkArgs,
+        /// Print each file with the pages evicted and the pages that stayed.
+        #[arg(short = 'v', long)]
+        verbose: bool,
         /// Write dirty pages back first (fdatasync), so they can be dropped too.
         #[arg(long)]
         flush: bool,
     },
     /// Lock files in memory until SIGTERM or SIGINT (like vmtouch -l).
-    #[command(mut_arg("verbose", |a| a.help("Accepted as vmtouch does; lock prints its summary only")))]
     Lock {
         #[command(flatten)]
         walk: WalkArgs,
+        /// Accepted as vmtouch does; lock prints its summary only.
+        #[arg(short = 'v', long)]
+        verbose: bool,
         /// Detach and hold the lock in the background.
         #[arg(long)]
         daemon: bool,
@@ -53,13 +72,14 @@ pub enum CacheCommand {
     },
 }
 
-/// What every `mman cache` subcommand takes.
+// What every `mman cache` subcommand takes (a plain comment: a doc comment here would
+// become the about text of each subcommand, as the arguments are added last).
 #[derive(Args, Debug)]
 pub struct WalkArgs {
     /// Files and directories (directories are walked recursively).
     paths: Vec<PathBuf>,
-    /// Print each file (what it shows depends on the subcommand).
-    #[arg(short = 'v', long)]
+    /// `-v`, given to the subcommand (each says what it prints).
+    #[arg(skip)]
     verbose: bool,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -94,9 +114,10 @@ pub struct WalkArgs {
 /// `mman cache ...`.
 pub fn run(cmd: CacheCommand) -> Result<std::process::ExitCode> {
     match cmd {
-        CacheCommand::Status(w) => walk_job(w, Job::Status),
-        CacheCommand::Touch(w) => walk_job(w, Job::Touch),
-        CacheCommand::Evict { walk, flush } => {
+        CacheCommand::Status { walk, verbose } => walk_job(WalkArgs { verbose, ..walk }, Job::Status),
+        CacheCommand::Touch { walk, verbose } => walk_job(WalkArgs { verbose, ..walk }, Job::Touch),
+        CacheCommand::Evict { walk, verbose, flush } => {
+            let walk = WalkArgs { verbose, ..walk };
             let dirty = if flush {
                 DirtyPages::WriteBackFirst
             } else {
@@ -106,9 +127,10 @@ pub fn run(cmd: CacheCommand) -> Result<std::process::ExitCode> {
         }
         CacheCommand::Lock {
             walk,
+            verbose,
             daemon,
             pidfile,
-        } => lock(walk, daemon, pidfile),
+        } => lock(WalkArgs { verbose, ..walk }, daemon, pidfile),
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use mman::transfer::{Method, Side, Sink, Transfer};
 
-/// Arguments of `mman cat`.
+// Arguments of `mman cat` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct CatArgs {
     /// How to move the bytes: auto picks splice into a pipe, copy_file_range into a file,

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use mman::maps::{self, Kind, Region, Usage};
 
-/// Arguments of `mman maps`.
+// Arguments of `mman maps` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct MapsArgs {
     /// The process (default: mman itself).

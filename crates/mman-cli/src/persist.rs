@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mman::persist::{Commit, Durable, Persistent};
 
-/// Arguments of `mman persist`.
+// Arguments of `mman persist` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct PersistArgs {
     /// Print the stored page up to its first NUL (the default).
@@ -109,7 +110,8 @@ impl Counter {
     }
 }
 
-/// Arguments of `mman counter`.
+// Arguments of `mman counter` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct CounterArgs {
     /// The counter's file (created when adding, if missing).

@@ -12,7 +12,8 @@ use clap::Args;
 use mman::sync::{place, Semaphore};
 use mman::{MapOptions, Mapping};
 
-/// Arguments of `mman philosophers`.
+// Arguments of `mman philosophers` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct PhilosophersArgs {
     /// Number of philosophers (processes), 2 to 1024.

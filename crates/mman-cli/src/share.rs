@@ -8,7 +8,8 @@ use clap::Args;
 use mman::sync::{place, Semaphore};
 use mman::{MapOptions, Mapping};
 
-/// Arguments of `mman share`.
+// Arguments of `mman share` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct ShareArgs {
     /// Map the page MAP_PRIVATE: the child's writes go to its own copy.

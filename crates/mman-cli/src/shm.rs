@@ -5,6 +5,7 @@ use clap::Subcommand;
 
 /// `mman shm ...`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ShmCommand {
     /// Create /dev/shm/mman.NAME of the given size (mode 0600), and keep it.
     Create {

@@ -18,7 +18,8 @@ mod performance;
 mod processes;
 mod safety;
 
-/// Arguments of `mman tour`.
+// Arguments of `mman tour` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct TourArgs {
     /// Run only this section; all when omitted. The sections: 1 mapping a file; 2

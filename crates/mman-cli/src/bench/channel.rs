@@ -16,7 +16,8 @@ use mman::channel::{Channel, Message, Options, Receiver, Sender};
 
 use super::{measure, summarize, Latency};
 
-/// Arguments of `mman bench channel`.
+// Arguments of `mman bench channel` (a plain comment: as a doc comment it would replace the
+// subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
 pub struct ChannelArgs {
     /// Message size in bytes; repeat for several (default: 64, 4096 and 1048576).
