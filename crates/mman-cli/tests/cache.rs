@@ -360,3 +360,15 @@ fn lock_daemon_detaches_holds_and_releases() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The binary starts without libm.so: its one user (indicatif's `powf`) gets the `pow` the
+/// binary defines, and a shared library fewer is ~0.07 ms off every start (bench/RESULTS.md).
+/// `LD_TRACE_LOADED_OBJECTS` makes glibc's loader list what it would load, then stop.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_binary_loads_no_libm() {
+    let out = mman().env("LD_TRACE_LOADED_OBJECTS", "1").output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("libc.so"), "the loader did not list: {listed}");
+    assert!(!listed.contains("libm.so"), "mman loads libm: {listed}");
+}
