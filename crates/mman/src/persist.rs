@@ -13,13 +13,17 @@
 //!   `unsafe`.
 //! * [`Durable<T>`]: changed only by transactions, never torn, by a killed process or a power
 //!   loss. The file holds a header and two copies of `T`, each with its sequence number and a
-//!   CRC-32 of both; a commit writes the inactive copy, makes it durable (`msync(MS_SYNC)` of
+//!   checksum of both (XXH3-64; CRC-32 in files of format version 1, which are still read and
+//!   written as such); a commit writes the inactive copy (large values and durable commits in
+//!   one `pwritev`), makes it durable (`msync(MS_SYNC)` of
 //!   exactly its pages, in [`Commit::Durable`] mode), and that copy, with the higher sequence
 //!   number and a valid checksum, *is* the flip: there is no separate pointer to update, so
 //!   one sync per commit suffices where a header flip would take a second. Open (and every
 //!   read) picks the newest valid copy, so a torn write of the inactive copy falls back to the
 //!   previous value. Writers exclude each other with `flock` (released by the kernel when a
-//!   writer dies); readers copy both candidates out, check them, and never block writers.
+//!   writer dies); readers copy both candidates out, check them, and never block writers
+//!   (both failing while the heads change means a writer rewrote them meanwhile, and the
+//!   reader tries again, for at most 5 s; failing with the heads unchanged is corruption).
 //!
 //! ```
 //! # fn main() -> mman::Result<()> {

@@ -32,6 +32,31 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
+/// `pwritev`: `bufs` back to back from `offset` of `fd`, all of them (a short write goes on
+/// where it stopped; `EINTR` is retried). One call writes them as one range.
+pub fn pwrite_all_vectored(fd: BorrowedFd<'_>, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+    while !bufs.is_empty() {
+        let iov: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+        let mut n = match rustix::io::pwritev(fd, &iov, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += n as u64;
+        while let Some(first) = bufs.first_mut() {
+            if n < first.len() {
+                *first = &first[n..];
+                break;
+            }
+            n -= first.len();
+            bufs.remove(0);
+        }
+    }
+    Ok(())
+}
+
 /// `fdatasync` (where the platform has it; `fsync` elsewhere).
 pub use super::os::fdatasync;
 
