@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Durable<T> commits vs write()+fdatasync vs LMDB (heed), one run, ratios (bench/persist-peers).
-# usage: bench/persist.sh [ROUNDS]   (run in the directory whose file system you care about)
+# usage: bench/persist.sh [ROUNDS] [RUNS]   (run in the directory whose file system you care about;
+# RUNS > 1 repeats it all on fresh files and ends with the median of the per-run ratios;
+# a third argument `pair` times durable and write+fdatasync only, alternating)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cargo build --release --quiet --manifest-path "$here/persist-peers/Cargo.toml"
