@@ -166,8 +166,10 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 /// shared library cost every start of `mman` about 0.07 ms (the dynamic loader opens, maps,
 /// relocates and binds it; `perf stat -r 400`, bench/RESULTS.md), against vmtouch's whole
 /// run of 0.5 ms. The symbol the binary defines is the one its own references bind to, so
-/// the linker (with `--as-needed`) drops libm. This is the `libm` crate's `pow`, a port of
-/// musl's, which is the algorithm glibc has used since 2.28; a test checks libm stays out.
+/// the linker (with `--as-needed`) drops libm; it is also exported, so a library loaded into
+/// the process that asks for `pow` gets this one (glibc's own libraries do not). This is the
+/// `libm` crate's `pow`, a port of musl's, which is the algorithm glibc has used since 2.28
+/// (it does not set `errno`, which nothing here reads); a test checks libm stays out.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[no_mangle]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {

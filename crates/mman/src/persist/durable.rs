@@ -327,6 +327,9 @@ impl<T: bytemuck::Pod> Durable<T> {
             if let Some((slot, seq)) = newest_valid(&self.layout, read, bytemuck::bytes_of_mut(&mut v))? {
                 return Ok((v, slot, seq));
             }
+            // The data loads before the heads are read again (weakly ordered CPUs): data of
+            // a later commit seen above means its head is seen changed below.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             if heads()? == before {
                 return Err(Error::new(
                     ErrorKind::Corrupted,
@@ -428,6 +431,9 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
     ///   and more, and every [`Commit::Durable`] commit); then of `msync` for
     ///   [`Commit::Durable`]. On a [`Durable`] opened read-only: [`ErrorKind::PermissionDenied`],
     ///   or `EBADF` from `pwrite`.
+    /// * [`ErrorKind::Corrupted`] when the newest copy's sequence number is `u64::MAX` (no
+    ///   writer counts that far: the file was damaged), rather than a wrapped number that
+    ///   would mark the new copy invalid.
     pub fn update(&mut self, mode: Commit, f: impl FnOnce(&mut T)) -> Result<&T> {
         if self.stale {
             self.reload()?;
@@ -435,7 +441,17 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
         self.stale = true;
         f(&mut self.value);
         let slot = 1 - self.slot;
-        let seq = self.seq + 1;
+        // A sequence number is a count of commits: u64::MAX is garbage, not history, and
+        // wrapping to 0 would mark the new copy invalid while reporting success.
+        let seq = self.seq.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupted,
+                "update durable",
+                "the newest copy's sequence number is at its maximum: no commit can follow it",
+            )
+            .with_path(Some(&self.d.path))
+            .with_hint("the file was damaged outside mman's protocol")
+        })?;
         let r = commit_slot(
             &mut MapStorage(&self.d.map, &self.d.file, mode == Commit::Durable),
             &self.d.layout,

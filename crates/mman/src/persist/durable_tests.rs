@@ -153,3 +153,42 @@ fn a_peer_scribbling_on_both_heads_fails_a_reader_in_bounded_time() {
     assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     assert!(t.elapsed() < std::time::Duration::from_millis(100));
 }
+
+/// A file whose newest copy carries sequence number u64::MAX (a peer's garbage, checksum
+/// and all): reading works, a commit fails as corrupted, without a panic and without a
+/// "successful" commit that wrapped to sequence 0 and vanished.
+#[test]
+fn a_sequence_number_at_its_maximum_fails_a_commit_and_loses_nothing() {
+    struct Img<'a>(&'a mut Vec<u8>);
+    impl Storage for Img<'_> {
+        fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
+            self.0[off as usize..off as usize + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn sync(&mut self, _: u64, _: u64) -> Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maxed");
+    let layout = Durable::<u64>::layout();
+    let mut img = Durable::<u64>::image(&layout, *b"max seq\0", &7);
+    commit_slot(
+        &mut Img(&mut img),
+        &layout,
+        1,
+        u64::MAX,
+        &9u64.to_le_bytes(),
+        Commit::Durable,
+    )
+    .unwrap();
+    std::fs::write(&path, &img).unwrap();
+    let mut d = Durable::<u64>::open_existing(&path, *b"max seq\0").unwrap();
+    assert_eq!(d.read().unwrap(), 9);
+    for mode in [Commit::ProcessCrashSafe, Commit::Durable] {
+        let e = d.update(mode, |v| *v += 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        assert!(e.to_string().contains("sequence number"), "{e}");
+    }
+    assert_eq!(d.read().unwrap(), 9, "nothing was committed");
+}

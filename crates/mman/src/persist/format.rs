@@ -129,6 +129,9 @@ pub(crate) fn data_then_head<S: Storage + ?Sized>(
     data_off: u64,
     data: &[u8],
 ) -> Result<()> {
+    // The previous commit's head before this one's data (weakly ordered CPUs): a reader that
+    // sees this data sees the heads changed since (see `Durable::current`).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     s.write(at + data_off, data)?;
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     s.write(at, head)
