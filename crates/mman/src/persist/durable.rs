@@ -37,6 +37,19 @@ pub enum Commit {
 /// mapping shows.
 struct MapStorage<'a>(&'a Mapping, &'a File, bool);
 
+/// A file image in memory, for a new file's first copy (and tests that build odd ones).
+struct Img<'a>(&'a mut Vec<u8>);
+
+impl Storage for Img<'_> {
+    fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        self.0[off as usize..off as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn sync(&mut self, _: u64, _: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// How long a reader tries while writers keep rewriting both copies under it.
 const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -159,16 +172,6 @@ impl<T: bytemuck::Pod> Durable<T> {
         };
         h.crc = header_crc(&h);
         img[..64].copy_from_slice(bytemuck::bytes_of(&h));
-        struct Img<'a>(&'a mut Vec<u8>);
-        impl Storage for Img<'_> {
-            fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
-                self.0[off as usize..off as usize + data.len()].copy_from_slice(data);
-                Ok(())
-            }
-            fn sync(&mut self, _: u64, _: u64) -> Result<()> {
-                Ok(())
-            }
-        }
         // Slot 0 holds the initial value with sequence 1; slot 1 stays invalid (seq 0).
         let _ = commit_slot(
             &mut Img(&mut img),

@@ -159,16 +159,6 @@ fn a_peer_scribbling_on_both_heads_fails_a_reader_in_bounded_time() {
 /// "successful" commit that wrapped to sequence 0 and vanished.
 #[test]
 fn a_sequence_number_at_its_maximum_fails_a_commit_and_loses_nothing() {
-    struct Img<'a>(&'a mut Vec<u8>);
-    impl Storage for Img<'_> {
-        fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
-            self.0[off as usize..off as usize + data.len()].copy_from_slice(data);
-            Ok(())
-        }
-        fn sync(&mut self, _: u64, _: u64) -> Result<()> {
-            Ok(())
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("maxed");
     let layout = Durable::<u64>::layout();
