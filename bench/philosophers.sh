@@ -3,6 +3,8 @@
 # rules, in one run: meals/s of each, their ratio, and the fairness of each (the fewest
 # meals of a philosopher over the most). Then mman's fair dinner (--fair) in the same run.
 # usage: bench/philosophers.sh [SECONDS (default 2)] [N ...(default 5)]
+# RUNS=k repeats each N k times (a row each): where the scheduler puts the processes on
+# this machine's two CPUs moves a dinner's meals/s by up to 5x from one run to the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-2}; shift || true
@@ -20,6 +22,7 @@ dinner() { # mman's dinner: prints "meals/s fairness"
 printf '%-4s %13s %13s %6s %14s %14s   %s\n' N "mman meals/s" "sem_t meals/s" ratio \
   "fairness mman" "fairness sem_t" "mman --fair: meals/s (ratio), fairness"
 for n in "${ns[@]}"; do
+ for _ in $(seq "${RUNS:-1}"); do
   read -r m_rate m_fair < <(dinner "$n")
   read -r c_rate _ c_min c_max < <("$work/philosophers" "$n" "$secs" "$work/ctable")
   read -r f_rate f_fair < <(dinner "$n" --fair)
@@ -30,4 +33,5 @@ m, c, f = int(m), int(c), int(f)
 cf = int(cmin) / int(cmax) if int(cmax) else 1.0
 print(f"{n:<4} {m:>13} {c:>13} {m/c:>6.2f} {float(mf):>14.2f} {cf:>14.2f}   {f} ({f/c:.2f}), {float(ff):.2f}")
 PY
+ done
 done

@@ -72,7 +72,7 @@ pub(super) fn philosophers(t: &Tour) -> Result<()> {
     }
     let fair = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5", "--fair"])?;
     let fair = String::from_utf8_lossy(&fair.stdout);
-    outln!("the same dinner with --fair (nobody starts a meal more than 64 ahead of a neighbour):")?;
+    outln!("the same dinner with --fair (whoever gets 2% ahead of the hungriest waits for it):")?;
     if let Some(summary) = fair.lines().last() {
         outln!("  {summary}")?;
     }
