@@ -273,9 +273,12 @@ mod tests {
     /// Commit `values` one after another in durable mode; after every write and every sync,
     /// "lose power" in every possible way and recover: the result must be the last committed
     /// value or the one in flight, never anything else.
+    /// With both formats' checksums (the protocol is the same; a mebibyte is checked with the
+    /// current one only: under valgrind each pass takes minutes).
     fn power_loss_at_every_instant(size: usize, commits: usize) {
-        for sum in [SlotSum::Xxh3, SlotSum::Crc32] {
-            power_loss_with(size, commits, sum);
+        power_loss_with(size, commits, SlotSum::Xxh3);
+        if size < 1 << 20 {
+            power_loss_with(size, commits, SlotSum::Crc32);
         }
     }
 
