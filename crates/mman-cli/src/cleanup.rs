@@ -4,7 +4,27 @@
 //! the shell sees the conventional status (130, 143, 129, 141).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+/// Set by the signal thread before it cleans up: from then on the process ends by the signal.
+static DYING: AtomicBool = AtomicBool::new(false);
+
+/// Never return while a signal is ending the process. The signal thread removes the
+/// temporary files first and raises the signal last; meanwhile the main thread runs on,
+/// and may fail because a file it uses was just removed. Were it to report that and exit
+/// (status 1), the shell would see an error the interruption caused, not the signal. So
+/// the main thread calls this before it reports an error or returns, and waits here for
+/// the signal to end the process.
+pub fn hold_if_dying() {
+    hold_while(&DYING);
+}
+
+fn hold_while(flag: &AtomicBool) {
+    while flag.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
 
 #[derive(Default)]
 struct Registry {
@@ -119,6 +139,7 @@ pub fn handle_signals() {
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 continue;
             }
+            DYING.store(true, Ordering::SeqCst);
             run();
             // SAFETY: restore the default action, unblock the signal on this thread and
             // raise it at this thread: the process ends as the signal's default says.
@@ -136,5 +157,36 @@ pub fn handle_signals() {
         // Without the thread the signals must not stay blocked: their default is better.
         // SAFETY: as above, on this thread.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main thread's last step holds while a signal is ending the process (the flag the
+    /// signal thread sets before its cleanup), and passes straight through otherwise. (The
+    /// race it closes, an error caused by the cleanup reported with status 1 before the
+    /// signal is raised, was seen twice in five runs of the hostile SIGINT test on a loaded
+    /// machine and could not be made to happen on demand.)
+    #[test]
+    fn the_main_thread_holds_while_a_signal_ends_the_process() {
+        let flag = AtomicBool::new(false);
+        hold_while(&flag); // not dying: returns at once
+        flag.store(true, Ordering::SeqCst);
+        let returned = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                hold_while(&flag);
+                returned.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                !returned.load(Ordering::SeqCst),
+                "returned while the process was dying"
+            );
+            flag.store(false, Ordering::SeqCst); // lets the thread go, for the test to end
+        });
+        assert!(returned.load(Ordering::SeqCst));
     }
 }

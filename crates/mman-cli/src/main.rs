@@ -108,7 +108,13 @@ fn main() -> ExitCode {
     if !own_signals {
         cleanup::handle_signals();
     }
-    match cli.command {
+    let code = run(cli.command);
+    cleanup::hold_if_dying();
+    code
+}
+
+fn run(command: Command) -> ExitCode {
+    match command {
         Command::Cat(args) => cat::run(args),
         Command::Cache(cmd) => match cache::run(cmd) {
             // Its own status (1 when files were skipped), unless flushing the output fails.
@@ -151,6 +157,8 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // An error the interruption caused (a file the cleanup removed) is not reported.
+            cleanup::hold_if_dying();
             // Each cause once: mman errors carry their OS error in their own message and do
             // not repeat it as a source.
             let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
