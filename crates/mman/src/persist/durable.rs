@@ -27,7 +27,7 @@ pub enum Commit {
 
 /// The real file. Process-crash-safe commits of small values write through the mapping (no
 /// system call: an 8-byte commit costs nanoseconds). Large values, and every write of a durable
-/// commit (the third field), go through `pwrite`: the kernel's copy is vectorised where the
+/// commit (the third field), go through `pwritev`: the kernel's copy is vectorised where the
 /// mapping's atomic 8-byte stores are not, and no page is dirtied through a write fault (with
 /// writes through the mapping, a 1 MiB durable commit measured 1.35 ms against 0.82 ms when
 /// other files were being written between commits; a write fault on ext4 probably ties the
@@ -53,15 +53,12 @@ impl Storage for Img<'_> {
 /// How long a reader tries while writers keep rewriting both copies under it.
 const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// From this size on, `pwrite`/`pread` beat the atomic copies to and from the mapping.
+/// From this size on, `pwritev`/`pread` beat the atomic copies to and from the mapping.
 const PWRITE_FROM: usize = 64 << 10;
 
 impl Storage for MapStorage<'_> {
+    /// Through the mapping: `write_slot` sends everything else to `pwritev`.
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if self.2 || data.len() >= PWRITE_FROM {
-            return std::os::unix::fs::FileExt::write_all_at(self.1, data, offset)
-                .map_err(|e| Error::os("pwrite", e).with_range(offset, Some(data.len())));
-        }
         self.0.write_at(offset as usize, data)
     }
     fn write_slot(&mut self, at: u64, head: &[u8; 16], data_off: u64, data: &[u8]) -> Result<()> {
@@ -430,10 +427,10 @@ impl<T: bytemuck::Pod> Writer<'_, T> {
     /// # Errors
     /// * As [`Durable::read`] when the copy must first be reloaded.
     /// * The errors of writing the inactive copy: through the mapping
-    ///   ([`ErrorKind::Truncated`] when the file shrank), or by `pwrite` (values of 64 KiB
+    ///   ([`ErrorKind::Truncated`] when the file shrank), or by `pwritev` (values of 64 KiB
     ///   and more, and every [`Commit::Durable`] commit); then of `msync` for
     ///   [`Commit::Durable`]. On a [`Durable`] opened read-only: [`ErrorKind::PermissionDenied`],
-    ///   or `EBADF` from `pwrite`.
+    ///   or `EBADF` from `pwritev`.
     /// * [`ErrorKind::Corrupted`] when the newest copy's sequence number is `u64::MAX` (no
     ///   writer counts that far: the file was damaged), rather than a wrapped number that
     ///   would mark the new copy invalid.
