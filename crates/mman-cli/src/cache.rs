@@ -105,7 +105,8 @@ pub struct WalkArgs {
     /// With -b: the list is NUL-separated.
     #[arg(short = '0', requires = "batch")]
     nul: bool,
-    /// Threads for the walk, 0 to 256 (default, or 0: one a core). Page-cache work is
+    /// Threads for the walk, 0 to 256 (default, or 0: one a core); evict also drops a file
+    /// with a GiB or more resident on up to this many threads (default 8). Page-cache work is
     /// bound by the kernel, not by threads: more than a few per core only adds overhead.
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: Option<u16>,

@@ -44,6 +44,7 @@ pub(super) fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> 
     let write_failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
     let failed = AtomicBool::new(false);
     let verbose = w.verbose;
+    let threads = usize::from(w.threads.unwrap_or(0));
     let visit = |v: Visit<'_>| {
         let f = match v {
             Visit::File(f) => f,
@@ -68,7 +69,8 @@ pub(super) fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> 
                 entry.touched_pages = Some(t.touched);
                 t.after
             }),
-            Job::Evict { dirty } => f.evict(range, dirty).map(|e| {
+            // --threads bounds the threads a large file is dropped with too.
+            Job::Evict { dirty } => f.evict_with(range, dirty, threads).map(|e| {
                 entry.evicted_pages = e.evicted();
                 entry.stayed_pages = e.after.resident;
                 e.after

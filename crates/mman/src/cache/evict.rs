@@ -35,6 +35,15 @@ impl CachedFile {
     /// Measuring the residency before or after fails (as in [`status`](Self::status)), or
     /// `fdatasync` or `posix_fadvise` fails (with the path).
     pub fn evict(&self, range: PageRange, dirty: DirtyPages) -> Result<Evicted> {
+        self.evict_with(range, dirty, 0)
+    }
+
+    /// [`evict`](Self::evict) on at most `threads` threads (0: as `evict`, up to 8; 1: one
+    /// call on the calling thread, whatever the size).
+    ///
+    /// # Errors
+    /// As [`evict`](Self::evict).
+    pub fn evict_with(&self, range: PageRange, dirty: DirtyPages, threads: usize) -> Result<Evicted> {
         let (first, end) = self.span(range);
         let r = PageRange {
             first,
@@ -46,11 +55,7 @@ impl CachedFile {
                 .map_err(|e| Error::os("fdatasync", e).with_path(Some(&self.path)))?;
         }
         let resident = before.resident.unwrap_or(end - first);
-        let parts = if resident.saturating_mul(sys::page_size() as u64) >= PARALLEL_FROM {
-            PARALLEL_PARTS
-        } else {
-            1
-        };
+        let parts = parts_for(resident.saturating_mul(sys::page_size() as u64), threads);
         self.drop_pages(first, end, parts)?;
         let after = self.status(r)?;
         Ok(Evicted { before, after })
@@ -97,6 +102,18 @@ impl CachedFile {
     }
 }
 
+/// How many parts (threads) to drop `resident` bytes in, with at most `threads` threads (0:
+/// no bound but [`PARALLEL_PARTS`]).
+fn parts_for(resident: u64, threads: usize) -> u64 {
+    if resident < PARALLEL_FROM {
+        return 1;
+    }
+    match threads {
+        0 => PARALLEL_PARTS,
+        t => PARALLEL_PARTS.min(t as u64),
+    }
+}
+
 /// Resident bytes from which [`CachedFile::evict`] drops a range in [`PARALLEL_PARTS`] parts
 /// at once. The kernel's work of dropping pages (freeing them) runs on several CPUs only
 /// partly in parallel (the page allocator's locks are shared): measured on 2 cores, 4 GiB
@@ -109,6 +126,20 @@ const PARALLEL_PARTS: u64 = 8;
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// A gibibyte or more resident goes in 8 parts, or in as many as the caller allows
+    /// threads; less, in one call.
+    #[test]
+    fn parts_follow_the_resident_size_and_the_thread_bound() {
+        let gib = 1u64 << 30;
+        assert_eq!(parts_for(gib - 1, 0), 1);
+        assert_eq!(parts_for(gib, 0), 8);
+        assert_eq!(parts_for(4 * gib, 0), 8);
+        assert_eq!(parts_for(4 * gib, 1), 1);
+        assert_eq!(parts_for(4 * gib, 3), 3);
+        assert_eq!(parts_for(4 * gib, 256), 8);
+        assert_eq!(parts_for(gib / 2, 256), 1);
+    }
 
     /// Every part of a range dropped in parts leaves the cache, and nothing outside it:
     /// ranges that do not divide evenly, more parts than pages, a range to the end of the file
