@@ -8,7 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    commit_slot, data_then_head, header_crc, newest_valid, Header, Layout, SlotSum, Storage, MAGIC, VERSION,
+    commit_slot, data_then_head, header_crc, newest_valid, Header, Heads, Layout, SlotSum, Storage, MAGIC,
+    VERSION,
 };
 use super::{create_atomically, page};
 use crate::error::{Error, ErrorKind, Result};
@@ -309,8 +310,8 @@ impl<T: bytemuck::Pod> Durable<T> {
                 self.map.read_at(off as usize, buf)
             }
         };
-        let heads = || -> Result<[[u8; 16]; 2]> {
-            let mut h = [[0u8; 16]; 2];
+        let heads = || -> Result<Heads> {
+            let mut h: Heads = [[0u8; 16]; 2];
             for (i, h) in h.iter_mut().enumerate() {
                 read(self.layout.slot(i as u64), h)?;
             }
@@ -323,10 +324,11 @@ impl<T: bytemuck::Pod> Durable<T> {
         // READ_PATIENCE.
         let (mut started, mut tries) = (None, 0u32);
         loop {
-            let before = heads()?;
-            if let Some((slot, seq)) = newest_valid(&self.layout, read, bytemuck::bytes_of_mut(&mut v))? {
-                return Ok((v, slot, seq));
-            }
+            // The heads come back when neither copy holds: the ones both were judged by.
+            let before = match newest_valid(&self.layout, read, bytemuck::bytes_of_mut(&mut v))? {
+                Ok((slot, seq)) => return Ok((v, slot, seq)),
+                Err(heads) => heads,
+            };
             // The data loads before the heads are read again (weakly ordered CPUs): data of
             // a later commit seen above means its head is seen changed below.
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);

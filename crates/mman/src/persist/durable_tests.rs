@@ -40,7 +40,7 @@ fn a_version_1_file_is_read_and_committed_to_as_version_1() {
         bytemuck::bytes_of_mut(&mut out),
     )
     .unwrap();
-    assert_eq!(found.map(|(_, seq)| seq), Some(3));
+    assert_eq!(found.map(|(_, seq)| seq), Ok(3));
     assert_eq!(out, [10, 20, 3, 4]);
     let d = Durable::<[u64; 4]>::open_existing(&path, *b"v1 file\0").unwrap();
     assert_eq!(d.read().unwrap(), [10, 20, 3, 4]);

@@ -162,20 +162,23 @@ pub(crate) fn commit_slot<S: Storage>(
     Ok(())
 }
 
-/// The newest valid copy in a file image (or mapping) read through `read`: `(slot, seq)`
-/// and the bytes copied into `out`. `None` if neither copy is valid.
+/// The two slot heads as read (sequence number, checksum, padding).
+pub(crate) type Heads = [[u8; 16]; 2];
+
+/// The newest valid copy in a file image (or mapping) read through `read`: `Ok((slot, seq))`
+/// and the bytes copied into `out`; `Err(heads)` if neither copy is valid, with the heads it
+/// judged them by (a reader compares them with a second look: see `Durable::current`).
 pub(crate) fn newest_valid(
     layout: &Layout,
     mut read: impl FnMut(u64, &mut [u8]) -> Result<()>,
     out: &mut [u8],
-) -> Result<Option<(u64, u64)>> {
-    let mut heads = [[0u8; 16]; 2];
+) -> Result<std::result::Result<(u64, u64), Heads>> {
+    let mut heads: Heads = [[0u8; 16]; 2];
     for (i, h) in heads.iter_mut().enumerate() {
         read(layout.slot(i as u64), h)?;
     }
     std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
     let seq = |h: &[u8; 16]| u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
-
     // Newest first.
     let order = if seq(&heads[1]) > seq(&heads[0]) {
         [1usize, 0]
@@ -189,10 +192,10 @@ pub(crate) fn newest_valid(
         }
         read(layout.slot(i as u64) + layout.data_off, out)?;
         if layout.sum.of(s, out)[..] == heads[i][8..] {
-            return Ok(Some((i as u64, s)));
+            return Ok(Ok((i as u64, s)));
         }
     }
-    Ok(None)
+    Ok(Err(heads))
 }
 
 #[cfg(test)]
@@ -322,7 +325,7 @@ mod tests {
                             &mut out,
                         )
                         .unwrap();
-                        assert!(got.is_some(), "nothing recoverable");
+                        assert!(got.is_ok(), "nothing recoverable");
                         assert!(
                             out == self.ok[0] || out == self.ok[1],
                             "recovered a value never committed"
