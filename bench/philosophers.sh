@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Dining philosophers, mman (futex Semaphore) vs C on glibc sem_t, same table layout and
 # rules, in one run: meals/s of each, their ratio, and the fairness of each (the fewest
-# meals of a philosopher over the most). Then mman's fair dinner (--fair) in the same run.
+# meals of a philosopher over the most). mman's dinner is its default, fair one (whoever gets
+# 2% ahead of the hungriest waits); its greedy dinner (--greedy, no rule at the table, the
+# semaphores' own order as with sem_t) runs in the same run, last column.
 # usage: bench/philosophers.sh [SECONDS (default 2)] [N ...(default 5)]
 # RUNS=k repeats each N k times (a row each): where the scheduler puts the processes on
 # this machine's two CPUs moves a dinner's meals/s by up to 5x from one run to the next.
@@ -20,12 +22,12 @@ dinner() { # mman's dinner: prints "meals/s fairness"
     sed -E 's/.*: ([0-9]+) meals\/s; fairness min\/max [0-9]+\/[0-9]+ \(([0-9.]+)\).*/\1 \2/'
 }
 printf '%-4s %13s %13s %6s %14s %14s   %s\n' N "mman meals/s" "sem_t meals/s" ratio \
-  "fairness mman" "fairness sem_t" "mman --fair: meals/s (ratio), fairness"
+  "fairness mman" "fairness sem_t" "mman --greedy: meals/s (ratio), fairness"
 for n in "${ns[@]}"; do
  for _ in $(seq "${RUNS:-1}"); do
   read -r m_rate m_fair < <(dinner "$n")
   read -r c_rate _ c_min c_max < <("$work/philosophers" "$n" "$secs" "$work/ctable")
-  read -r f_rate f_fair < <(dinner "$n" --fair)
+  read -r f_rate f_fair < <(dinner "$n" --greedy)
   python3 - "$n" "$m_rate" "$m_fair" "$c_rate" "$c_min" "$c_max" "$f_rate" "$f_fair" <<'PY'
 import sys
 n, m, mf, c, cmin, cmax, f, ff = sys.argv[1:]

@@ -84,9 +84,9 @@ enum Command {
         n: usize,
         i: usize,
         meals: u64,
-        /// The fair dinner's rule (see `mman philosophers --fair`).
+        /// No rule at the table (see `mman philosophers --greedy`).
         #[arg(long)]
-        fair: bool,
+        greedy: bool,
     },
     /// Internal: the child processes the tour spawns.
     #[command(hide = true, name = "__tour-child")]
@@ -145,8 +145,8 @@ fn run(command: Command) -> ExitCode {
             n,
             i,
             meals,
-            fair,
-        } => report(philosophers::philosopher(file, n, i, meals, fair)),
+            greedy,
+        } => report(philosophers::philosopher(file, n, i, meals, greedy)),
     }
 }
 

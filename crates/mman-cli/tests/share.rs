@@ -38,9 +38,16 @@ fn semaphore_hands_the_numbers_over() {
 
 #[test]
 fn every_philosopher_eats_exactly_the_meals() {
-    for n in [2usize, 3, 5, 8, 16] {
-        let o = mman(&["philosophers", "-n", &n.to_string(), "--meals", "300"]);
-        assert!(o.status.success(), "n={n}: {o:?}");
+    // The fair dinner (the default, also asked for by the old `--fair`) and the greedy one.
+    for (n, rule) in [2usize, 3, 5, 8, 16]
+        .into_iter()
+        .flat_map(|n| [(n, None), (n, Some("--greedy")), (n, Some("--fair"))])
+    {
+        let n_text = n.to_string();
+        let mut args = vec!["philosophers", "-n", &n_text, "--meals", "300"];
+        args.extend(rule);
+        let o = mman(&args);
+        assert!(o.status.success(), "n={n} {rule:?}: {o:?}");
         let out = stdout(&o);
         let meals: Vec<&str> = out
             .lines()
@@ -48,19 +55,29 @@ fn every_philosopher_eats_exactly_the_meals() {
             .collect();
         assert_eq!(meals.len(), n, "{out}");
         for l in meals {
-            assert!(l.ends_with(": 300 meals"), "n={n}: {l}");
+            assert!(l.ends_with(": 300 meals"), "n={n} {rule:?}: {l}");
         }
         assert!(out.contains(&format!("total {} meals", 300 * n)), "{out}");
         assert!(out.contains("fairness min/max 300/300"), "{out}");
     }
 }
 
-/// A timed fair dinner: every philosopher within 10% of the mean (the promise),
+#[test]
+fn the_greedy_and_the_fair_dinner_are_one_choice() {
+    let o = mman(&["philosophers", "--meals", "1", "--greedy", "--fair"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot be used with"),
+        "{o:?}"
+    );
+}
+
+/// A timed fair dinner (the default): every philosopher within 10% of the mean (the promise),
 /// however the scheduler treats the processes; a meal count of 0 would fail too.
 #[test]
 fn a_fair_dinner_feeds_every_philosopher_alike() {
     for n in [2usize, 5, 16] {
-        let o = mman(&["philosophers", "-n", &n.to_string(), "--seconds", "0.5", "--fair"]);
+        let o = mman(&["philosophers", "-n", &n.to_string(), "--seconds", "0.5"]);
         assert!(o.status.success(), "n={n}: {o:?}");
         let out = stdout(&o);
         let meals: Vec<u64> = out

@@ -52,9 +52,9 @@ pub(super) fn file_between_processes(t: &Tour) -> Result<()> {
 }
 
 pub(super) fn philosophers(t: &Tour) -> Result<()> {
-    let out = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5"])?;
+    let out = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5", "--greedy"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    outln!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second:")?;
+    outln!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second, no rule at the table (--greedy):")?;
     if let Some(summary) = text.lines().last() {
         outln!("  {summary}")?;
     }
@@ -70,9 +70,9 @@ pub(super) fn philosophers(t: &Tour) -> Result<()> {
         )?;
         outln!("promise no order: a philosopher still running takes its forks back before a sleeping neighbour wakes (for up to a millisecond).")?;
     }
-    let fair = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5", "--fair"])?;
+    let fair = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5"])?;
     let fair = String::from_utf8_lossy(&fair.stdout);
-    outln!("the same dinner with --fair (whoever gets 2% ahead of the hungriest waits for it):")?;
+    outln!("the dinner as mman serves it by default (whoever gets 2% ahead of the hungriest waits for it, asleep):")?;
     if let Some(summary) = fair.lines().last() {
         outln!("  {summary}")?;
     }
