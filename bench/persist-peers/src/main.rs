@@ -1,7 +1,9 @@
 //! Commit latency of `mman::persist::Durable<T>` (process-crash-safe and durable modes)
 //! against write()+fdatasync of the same bytes and LMDB (heed) putting one key per
 //! committed transaction, for T of 8 B, 4 KiB and 1 MiB. One run, rotated, medians; ratios
-//! only mean something within this run.
+//! only mean something within this run. `parts` mode: a 1 MiB durable commit beside the same
+//! system calls built up one part of the protocol at a time (two places, the head's page, the
+//! checksum), to show where its time over write+fdatasync goes.
 
 use std::fs::File;
 use std::time::Instant;
@@ -114,7 +116,18 @@ fn main() {
             .unwrap_or(default)
     };
     let (rounds, runs) = (arg(1, 200), arg(2, 1).max(1));
-    let pair = std::env::args().nth(3).as_deref() == Some("pair");
+    let mode = std::env::args().nth(3);
+    if mode.as_deref() == Some("parts") {
+        for r in 0..runs {
+            println!(
+                "# run {} of {runs}: 1 MiB, medians of {rounds} rounds, rotated",
+                r + 1
+            );
+            parts(rounds);
+        }
+        return;
+    }
+    let pair = mode.as_deref() == Some("pair");
     println!("# medians of {rounds} rounds, rotated; the file system of the current directory");
     // Each run has fresh files, so each lands elsewhere on the disk: on a virtual disk the
     // place alone moved a contender's time by up to 15%. Over several runs, the median of
@@ -155,4 +168,132 @@ fn main() {
             }
         }
     }
+}
+
+/// A 1 MiB durable commit beside its parts rebuilt from raw system calls, each on a file of
+/// its own written in full and synced first (as `Durable::open` leaves one), each with a value
+/// buffer of its own (so each reads its value as cold or as warm as the others):
+/// write+fdatasync at one place; the same alternating between two places a slot apart; plus
+/// the 16-byte head and its page in the same `pwritev`, as a slot is written; plus the slot's
+/// checksum (XXH3-64 seeded by the sequence number, the format's version 2) computed first.
+fn parts(rounds: usize) {
+    const N: usize = 1 << 20;
+    const PAGE: usize = 4096;
+    const SLOT: u64 = (PAGE + N) as u64;
+    let dir = tempfile::Builder::new()
+        .prefix("persist-parts")
+        .tempdir_in(".")
+        .unwrap();
+    let mut d = Durable::<[u8; N]>::open(dir.path().join("durable"), *b"peerbnch", [0u8; N]).unwrap();
+    let mut w = d.writer().unwrap();
+    let file = |name: &str| {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join(name))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &vec![1u8; PAGE + 2 * SLOT as usize], 0).unwrap();
+        f.sync_all().unwrap();
+        f
+    };
+    let names = [
+        "durable (mman)",
+        "write+fdatasync",
+        "+ two places",
+        "+ head and its page",
+        "+ checksum",
+        "+ msync, not fdatasync",
+    ];
+    let files: Vec<File> = names[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, _)| file(&format!("raw{i}")))
+        .collect();
+    let mut values: Vec<Vec<u8>> = vec![vec![7u8; N]; files.len()];
+    let total = PAGE + 2 * SLOT as usize;
+    // SAFETY: a fresh shared mapping of the last file, only msync'ed, unmapped at the end.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&files[4]),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let map = map.cast::<u8>();
+    let pad = [0u8; PAGE - 16];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for r in 0..rounds {
+        let seq = r as u64 + 1;
+        let off = if r % 2 == 0 {
+            PAGE as u64
+        } else {
+            PAGE as u64 + SLOT
+        };
+        for k in 0..names.len() {
+            let which = (r + k) % names.len();
+            let t = Instant::now();
+            if which == 0 {
+                commit(&mut w, Commit::Durable);
+            } else {
+                let (f, v) = (&files[which - 1], &mut values[which - 1]);
+                v[0] = v[0].wrapping_add(1);
+                let mut head = [0u8; 16];
+                head[..8].copy_from_slice(&seq.to_le_bytes());
+                if which >= 4 {
+                    head[8..].copy_from_slice(&xxhash_rust::xxh3::xxh3_64_with_seed(v, seq).to_le_bytes());
+                }
+                let (bufs, at): (Vec<&[u8]>, u64) = match which {
+                    1 => (vec![v], 0),
+                    2 => (vec![v], off + PAGE as u64),
+                    _ => (vec![&head, &pad, v], off),
+                };
+                pwritev_all(f, &bufs, at);
+                if which == 5 {
+                    let len = PAGE + N;
+                    // SAFETY: msync of whole pages of a live mapping of this file.
+                    let rc = unsafe { libc::msync(map.add(off as usize).cast(), len, libc::MS_SYNC) };
+                    assert_eq!(rc, 0);
+                } else {
+                    // SAFETY: fdatasync on a descriptor this function owns.
+                    assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(f)) }, 0);
+                }
+            }
+            samples[which].push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med: Vec<f64> = samples.into_iter().map(median).collect();
+    for (name, m) in names.iter().zip(&med) {
+        println!(
+            "{name:<22} {:>9.1} us   this/write+fdatasync {:>6.3}x",
+            m * 1e6,
+            m / med[1]
+        );
+    }
+}
+
+/// One `pwritev` of `bufs` at `at`, all of it (a short write here would be a bench failure).
+fn pwritev_all(f: &File, bufs: &[&[u8]], at: u64) {
+    let iov: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut _,
+            iov_len: b.len(),
+        })
+        .collect();
+    let want: usize = bufs.iter().map(|b| b.len()).sum();
+    // SAFETY: every iovec points into a live slice of its length; the kernel only reads them.
+    let n = unsafe {
+        libc::pwritev(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            iov.as_ptr(),
+            iov.len() as i32,
+            at as libc::off_t,
+        )
+    };
+    assert_eq!(n, want as isize, "pwritev: {}", std::io::Error::last_os_error());
 }
