@@ -339,7 +339,13 @@ fn barrier_rounds_across_three_processes() {
     let mut leaders = 0;
     for round in 0..200u64 {
         count.fetch_add(1, Ordering::SeqCst);
-        leaders += b.wait() as u32;
+        // Half the rounds with a bound the children always meet.
+        leaders += if round % 2 == 0 {
+            b.wait()
+        } else {
+            b.wait_timeout(Duration::from_secs(30))
+                .expect("the children come")
+        } as u32;
         assert_eq!(count.load(Ordering::SeqCst), 3 * (round + 1));
         b.wait();
     }
@@ -348,6 +354,71 @@ fn barrier_rounds_across_three_processes() {
     }
     assert!(leaders <= 200);
     assert!(Barrier::open(&m, 0, 4).is_err(), "the count is fixed at creation");
+}
+
+fn anonymous_shared() -> Mapping {
+    MapOptions::new()
+        .len(4096)
+        .read_write()
+        .shared()
+        .map_anonymous()
+        .unwrap()
+}
+
+/// A wait that times out takes its arrival back: the next round still needs every
+/// participant (a lost take-back would let the next arrival complete the round alone).
+#[test]
+fn a_barrier_wait_that_times_out_takes_its_arrival_back() {
+    let m = anonymous_shared();
+    let b = Barrier::open(&m, 0, 2).unwrap();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert_eq!(b.wait_timeout(Duration::from_millis(30)), None);
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+    }
+    let start = std::sync::Barrier::new(2);
+    let results: Vec<Option<bool>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    b.wait_timeout(Duration::from_secs(20))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = results.clone();
+    sorted.sort();
+    assert_eq!(sorted, [Some(false), Some(true)], "{results:?}");
+}
+
+/// Garbage a peer writes into a barrier makes waits fail or end, never hang a bounded wait:
+/// a participant count no round reaches times out; an arrival count past the participants
+/// completes the round at the next arrival.
+#[test]
+fn a_barrier_scribbled_on_by_a_peer_never_hangs_a_bounded_wait() {
+    let m = anonymous_shared();
+    let b = Barrier::open(&m, 0, 3).unwrap();
+    // The layout (repr(C)): init state, participants, round (generation low, arrivals high).
+    m.atomic_u64(8).unwrap().store(u64::MAX, Ordering::SeqCst);
+    let t0 = Instant::now();
+    assert_eq!(b.wait_timeout(Duration::from_millis(50)), None);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    m.atomic_u64(8).unwrap().store(3, Ordering::SeqCst);
+    m.atomic_u64(16)
+        .unwrap()
+        .store(0xFFFF_FFFF_0000_0007, Ordering::SeqCst);
+    assert_eq!(b.wait_timeout(Duration::from_secs(5)), Some(true));
+    assert_eq!(
+        m.atomic_u64(16).unwrap().load(Ordering::SeqCst),
+        8,
+        "next generation, no one arrived"
+    );
+    // A participant count of 0 (open refuses it; a peer can still write it): every arrival
+    // completes its round.
+    m.atomic_u64(8).unwrap().store(0, Ordering::SeqCst);
+    assert!(b.wait());
 }
 
 #[test]

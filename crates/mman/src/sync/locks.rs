@@ -513,14 +513,25 @@ impl Condvar {
 
 /// A barrier for `n` processes (or threads): each [`wait`](Barrier::wait) blocks until `n`
 /// have arrived, then all go on, and it is ready for the next round. Futex-based, pointer-free.
+///
+/// A participant that never comes keeps the others waiting, as with any barrier; so does a
+/// peer that writes a participant count no round can reach. [`wait_timeout`](Self::wait_timeout)
+/// bounds the wait and takes the arrival back when the time runs out, so the round still
+/// needs `n`.
 #[repr(C)]
 pub struct Barrier {
     state: AtomicU64,
     n: AtomicU64,
-    arrived: AtomicU64,
-    /// Bumped when the last participant arrives; waiters sleep on its low half.
-    generation: AtomicU64,
+    /// The round in one word: its generation in the low half (the futex word waiters sleep
+    /// on: an arrival, which changes only the high half, does not wake them), the
+    /// participants arrived in it in the high half. One word, so arriving, completing a round
+    /// and taking an arrival back are each one atomic step: a waiter that gives up can never
+    /// leave a round that completed with it counted.
+    round: AtomicU64,
 }
+
+/// One arrival in [`Barrier::round`]'s high half.
+const ARRIVAL: u64 = 1 << 32;
 
 // SAFETY: repr(C), atomics only, no pointers. (Not ProcessShared: it needs its count set
 // through `open` before use.)
@@ -545,7 +556,7 @@ impl Barrier {
         let b = unsafe { &*p };
         init_once(&b.state, "barrier", || {
             b.n.store(n as u64, Ordering::Relaxed);
-            b.arrived.store(0, Ordering::Relaxed);
+            b.round.store(0, Ordering::Relaxed);
             Ok(())
         })?;
         let have = b.n.load(Ordering::Relaxed);
@@ -561,23 +572,82 @@ impl Barrier {
 
     /// Wait for all participants. Returns `true` in exactly one of them (the last to arrive).
     pub fn wait(&self) -> bool {
-        // Orderings: the generation is read (Acquire) before arriving, so a waiter cannot
-        // miss the round it joins. The arrival is AcqRel: the last arriver acquires every
-        // earlier arrival's writes, and its Release bump of the generation publishes them,
-        // with its own, to the waiters that see the new generation (Acquire).
-        let gen = self.generation.load(Ordering::Acquire);
+        self.wait_until(None).unwrap_or(false)
+    }
+
+    /// Wait for all participants, at most `timeout`: `Some(true)` in the last to arrive,
+    /// `Some(false)` in the others, `None` if the time ran out first, the arrival then taken
+    /// back (the round still needs `n` participants; a round that completes in the same
+    /// instant counts this one and returns `Some`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<bool> {
+        // A timeout too large for the clock waits as long as `wait`.
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<bool> {
+        // Orderings: every arrival is an AcqRel read-modify-write of the one word, so the
+        // last arriver acquires every earlier arrival's writes, and its Release step to the
+        // next generation publishes them, with its own, to the waiters that see that
+        // generation (Acquire).
         let n = self.n.load(Ordering::Relaxed);
-        if self.arrived.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == n {
-            // Reset before the bump: a participant of the next round arrives only after
-            // seeing the new generation.
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-            sys::futex_wake(&self.generation, u32::MAX);
-            return true;
+        let mut s = self.round.load(Ordering::Relaxed);
+        let gen = loop {
+            let gen = s as u32;
+            // At or past the count (a peer's garbage can put it past): the round is complete.
+            let last = (s >> 32) + 1 >= n;
+            let next = if last {
+                u64::from(gen.wrapping_add(1))
+            } else {
+                s.wrapping_add(ARRIVAL)
+            };
+            match self
+                .round
+                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) if last => {
+                    sys::futex_wake(&self.round, u32::MAX);
+                    return Some(true);
+                }
+                Ok(_) => break gen,
+                Err(now) => s = now,
+            }
+        };
+        loop {
+            let now = self.round.load(Ordering::Acquire);
+            if now as u32 != gen {
+                return Some(false);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return self.take_back(gen),
+                },
+            };
+            let _ = sys::futex_wait(&self.round, gen, left);
         }
-        while self.generation.load(Ordering::Acquire) == gen {
-            let _ = sys::futex_wait(&self.generation, gen as u32, None);
+    }
+
+    /// Take back an arrival in generation `gen`, unless that round has completed: `None` if
+    /// taken back, `Some(false)` if the round completed (with this participant counted).
+    #[cold]
+    fn take_back(&self, gen: u32) -> Option<bool> {
+        let mut s = self.round.load(Ordering::Relaxed);
+        loop {
+            if s as u32 != gen {
+                // Completed: see its participants' writes, as a waiter that saw it would.
+                std::sync::atomic::fence(Ordering::Acquire);
+                return Some(false);
+            }
+            match self.round.compare_exchange_weak(
+                s,
+                s.wrapping_sub(ARRIVAL),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return None,
+                Err(now) => s = now,
+            }
         }
-        false
     }
 }
