@@ -27,11 +27,13 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::{Mapping, Protection};
 
+mod barrier;
 mod locks;
 mod posix;
 mod semaphore;
 
-pub use locks::{Barrier, Condvar, Mutex, MutexGuard};
+pub use barrier::Barrier;
+pub use locks::{Condvar, Mutex, MutexGuard};
 pub use posix::{NamedSemaphore, PosixSemaphore};
 pub use semaphore::{Semaphore, SEMAPHORE_MAX};
 
