@@ -119,7 +119,20 @@ impl Semaphore {
         // a wake that clears the "flag", a waiter that sets it) corrupts it for good. The
         // dinner of 5 and of 2 served as many meals as with one add, within the noise of a
         // shared 2-core machine.
-        let mut s = self.state.load(Ordering::Relaxed);
+        //
+        // The first step guesses the word instead of loading it: no permit, no waiter (0),
+        // as a lock or a fork is while held. A load before the compare-and-swap fetches a line
+        // another core last wrote as shared, and the swap then fetches it again to own it; the
+        // guess costs one transfer right or wrong, and a wrong one hands back the word. Five
+        // philosophers: 22.5 M -> 25.0 M meals/s (6 rounds alternated, every round ahead);
+        // two: 9.2 M -> 12.4 M; the process ping-pong of `mman bench ipc` unchanged.
+        let mut s = match self
+            .state
+            .compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => return Ok(()), // no waiter to wake, far from the maximum
+            Err(now) => now,
+        };
         let before = loop {
             if count(s) >= SEMAPHORE_MAX {
                 return Err(self.overflowed());
@@ -166,7 +179,14 @@ impl Semaphore {
     /// every wait: newcomers leave permits to sleepers that have waited long).
     #[inline]
     fn take(&self, give_way: bool) -> bool {
-        let mut s = self.state.load(Ordering::Relaxed);
+        // Guess one permit and nobody else (1), as a free lock or fork is: see `post`.
+        let mut s = match self
+            .state
+            .compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return true, // no starver to give way to
+            Err(now) => now,
+        };
         while count(s) > 0 && !(give_way && starvers(s) != 0) {
             // The low half is the count, and only it is decremented (it is > 0 here).
             match self
