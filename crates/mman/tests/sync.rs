@@ -393,6 +393,31 @@ fn a_barrier_wait_that_times_out_takes_its_arrival_back() {
     assert_eq!(sorted, [Some(false), Some(true)], "{results:?}");
 }
 
+/// A round completed without a wake-up (what a last arriver killed between its step and its
+/// wake leaves, or a peer writing the next generation) does not leave the waiters asleep for
+/// good: they look again within a few seconds.
+#[test]
+fn a_round_completed_without_a_wake_up_still_releases_the_waiters() {
+    // Leaked, so the waiter can be left behind (asleep) if it never comes back.
+    let m: &'static Mapping = Box::leak(Box::new(anonymous_shared()));
+    let b = Barrier::open(m, 0, 2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(b.wait()).unwrap());
+    // Let the waiter arrive and sleep, then complete its round behind its back.
+    let round = m.atomic_u64(16).unwrap();
+    let t0 = Instant::now();
+    while round.load(Ordering::SeqCst) >> 32 != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the waiter never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    round.store(1, Ordering::SeqCst); // generation 1, no arrivals, no futex wake
+    let led = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter slept on although its round was complete");
+    assert!(!led, "the waiter was not the last to arrive");
+}
+
 /// Garbage a peer writes into a barrier makes waits fail or end, never hang a bounded wait:
 /// a participant count no round reaches times out; an arrival count past the participants
 /// completes the round at the next arrival.

@@ -32,6 +32,11 @@ pub struct Barrier {
 /// One arrival in [`Barrier::round`]'s high half.
 const ARRIVAL: u64 = 1 << 32;
 
+/// The longest a waiter sleeps before it looks at the round again: a last arriver killed
+/// between completing the round and waking the others (or a peer that wrote the next
+/// generation) leaves them asleep with the round done; they notice within this.
+const RECHECK: Duration = Duration::from_secs(3);
+
 // SAFETY: repr(C), atomics only, no pointers. (Not ProcessShared: it needs its count set
 // through `open` before use.)
 unsafe impl Sync for Barrier {}
@@ -117,13 +122,13 @@ impl Barrier {
                 return Some(false);
             }
             let left = match deadline {
-                None => None,
+                None => RECHECK,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
+                    Some(left) if !left.is_zero() => left.min(RECHECK),
                     _ => return self.take_back(gen),
                 },
             };
-            let _ = sys::futex_wait(&self.round, gen, left);
+            let _ = sys::futex_wait(&self.round, gen, Some(left));
         }
     }
 
