@@ -280,7 +280,8 @@ fn reap_all(children: &mut [Option<Child>]) {
 /// fewest meals anyone at the table has eaten, plus `FAIR_SLACK` (so the first meals are not
 /// held up), stops eating until the hungriest has caught up with it (to within
 /// `FAIR_SLACK`), napping `FAIR_NAP` at a time. Everyone ends within about 2% of everyone
-/// else (0.5% at a table of 2 or 3, [`FAIR_PERMILLE_ONE_EATER`]). The one with the fewest meals is never held back, so someone always eats.
+/// else (0.5% at a table of 2 or 3, [`FAIR_PERMILLE_ONE_EATER`]). The one with the fewest
+/// meals is never held back, so someone always eats.
 ///
 /// Measured on 2 CPUs against glibc `sem_t`'s dinner (bench/RESULTS.md), the choices behind
 /// it: a bound on the lead over the neighbours (the rule before: 64 meals ahead at most)
@@ -289,8 +290,9 @@ fn reap_all(children: &mut [Option<Child>]) {
 /// ratio lets a philosopher run on while it stays within bounds (0.6-0.8x); waiting for the
 /// hungriest to catch up all the way, asleep rather than yielding (each yield was a context
 /// switch: 46,000 a second), holds a philosopher back rarely and frees its CPU meanwhile.
-/// With the looks of [`FAIR_EVERY`] and the scheduling of [`not_preempted_by_wakers`]:
-/// 0.89-1.24x `sem_t`'s meals/s at N = 5, fairness 0.98-1.00.
+/// With the looks of [`FAIR_EVERY`], the scheduling of [`not_preempted_by_wakers`] and the
+/// semaphore's guessing compare-and-swap: 0.90-1.30x `sem_t`'s meals/s at N = 5 (10 runs of
+/// 12 at or above), fairness 0.98-0.99 against `sem_t`'s 0.24-0.35.
 const FAIR_PERMILLE: u64 = 1020;
 /// The bound at a table of 2 or 3, where every two philosophers share a fork, so only one
 /// eats at a time: holding one back takes nothing from the table (the other eats alone, as
@@ -302,15 +304,15 @@ const FAIR_PERMILLE_ONE_EATER: u64 = 1005;
 const FAIR_SLACK: u64 = 64;
 /// See [`FAIR_PERMILLE`].
 const FAIR_NAP: Duration = Duration::from_micros(300);
-/// A fair philosopher looks at the table after at least this many meals, and after a
-/// 1/`FAIR_EVERY_SHIFT`-th power of two of its meals once it has eaten more: the counters of
-/// the others are lines other CPUs keep writing, so each look costs a cache miss per
-/// philosopher, and its own counter's next store a miss too. Every 64 meals that was 10% of
+/// A fair philosopher looks at the table after this many meals, or after
+/// `meals >> FAIR_EVERY_SHIFT` (about 0.1% of the meals it has eaten) once that is more: the
+/// counters of the others are lines other CPUs keep writing, so each look costs a cache miss
+/// per philosopher, and its own counter's next store a miss too. Every 64 meals that was 10% of
 /// the fair dinner's meals/s at N = 5 (18.9 M against 21.1 M meals/s with looks every 1,024,
 /// five rounds alternated); scaled with the meals eaten, the lead a look can miss stays below
 /// 0.1% of them, so the 2% bound holds for short dinners and long ones alike.
 const FAIR_EVERY: u64 = 64;
-/// See [`FAIR_EVERY`]: a look every `meals >> FAIR_EVERY_SHIFT` meals (0.1%) once that is more.
+/// See [`FAIR_EVERY`].
 const FAIR_EVERY_SHIFT: u32 = 10;
 
 /// One philosopher (a hidden subcommand run by `mman philosophers`): think, take the lower-
