@@ -11,7 +11,9 @@
 //!   a truncation that ends inside a page zeroes the rest of that page without a fault, so a
 //!   read of those bytes returns zeros; `Mapping::verify_file_size` (one `fstat`; also made by
 //!   `Persistent::flush`) reports it. Only faults the kernel raised are handled: a SIGBUS sent by
-//!   another process (`si_code <= 0`) goes to the previous handler. A file mapping that
+//!   another process (`si_code <= 0`) goes to the previous handler, and cannot uninstall
+//!   mman's (a previous handler that sets the default action on it, as std's does, is
+//!   followed by mman's handler put back). A file mapping that
 //!   cannot be registered with the handler is refused with an error.
 //! * **Guard pages.** [`GuardedBuffer`] and [`GuardedStack`] put `PROT_NONE` pages around
 //!   memory; a touch of one is reported with the faulting address and which guard was hit

@@ -28,6 +28,8 @@ fn child_roles() {
     };
     match role.as_str() {
         "spoofed-sigbus" => spoofed_sigbus(),
+        "spoofed-then-truncated" => spoofed_then_truncated(),
+        "spoofed-then-guard-hit" => spoofed_then_guard_hit(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -41,18 +43,23 @@ extern "C" fn count_sigbus(_: libc::c_int) {
 /// Queue a SIGBUS to this thread with `si_code` and a chosen `si_addr`, as any process of the
 /// same user can.
 fn queue_sigbus(code: i32, addr: usize) {
+    queue_signal(libc::SIGBUS, code, addr)
+}
+
+/// Queue `sig` to this thread with `si_code` and a chosen `si_addr`.
+fn queue_signal(sig: i32, code: i32, addr: usize) {
     // SAFETY: a zeroed siginfo filled as rt_tgsigqueueinfo expects; si_addr sits at byte 16
     // of siginfo_t on 64-bit Linux.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        info.si_signo = libc::SIGBUS;
+        info.si_signo = sig;
         info.si_code = code;
         *((&mut info as *mut libc::siginfo_t as *mut u8).add(16) as *mut usize) = addr;
         let r = libc::syscall(
             libc::SYS_rt_tgsigqueueinfo,
             libc::getpid(),
             libc::gettid(),
-            libc::SIGBUS,
+            sig,
             &info,
         );
         assert_eq!(r, 0, "rt_tgsigqueueinfo: {}", std::io::Error::last_os_error());
@@ -92,6 +99,69 @@ fn spoofed_sigbus() {
         "spoofed signals go to the previous handler"
     );
     println!("SPOOF-OK");
+}
+
+/// With no handler of the program's own, the disposition mman chains to is std's (its
+/// stack-overflow handler, which on a signal that is not its guard page's "unregisters itself"
+/// by setting SIG_DFL). A spoofed SIGBUS handed to it must not take mman's handler with it: a
+/// truncation afterwards is still an error, not a death.
+fn spoofed_then_truncated() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), [7u8; 8192]).unwrap();
+    let map = MapOptions::new().map_path(file.path()).unwrap();
+    for code in [-1, 0, -6] {
+        queue_sigbus(code, map.as_ptr() as usize + 100);
+    }
+    assert_eq!(map.load::<u8>(100).unwrap(), 7);
+    println!("SPOOFS-SURVIVED");
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let e = map.load::<u8>(100).unwrap_err();
+    println!("TRUNCATED-OK {e}");
+}
+
+/// The same for the guard pages' SIGSEGV handler: spoofed SIGSEGVs handed to std's handler
+/// leave mman's in place, so a real guard hit is still named before the process dies.
+fn spoofed_then_guard_hit() {
+    let mut buf = mman::fault::GuardedBuffer::new(100).unwrap();
+    let upper = buf.guards().1.start;
+    for code in [-1, 0, -6] {
+        queue_signal(libc::SIGSEGV, code, upper);
+    }
+    println!("SPOOFS-SURVIVED");
+    let p = buf.as_mut_ptr();
+    // SAFETY: a deliberate one-byte overflow into the upper guard page: the test.
+    unsafe { std::ptr::write_volatile(p.add(100), 1) };
+    println!("no fault");
+}
+
+#[test]
+fn spoofed_sigsegvs_leave_the_guard_page_handler_in_place() {
+    let out = child("spoofed-then-guard-hit");
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(text.contains("SPOOFS-SURVIVED"), "{text}{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{text}{err}");
+    assert!(err.contains("mman: guard page hit at 0x"), "{err}");
+}
+
+#[test]
+fn a_spoofed_sigbus_leaves_the_truncation_handler_in_place() {
+    let out = child("spoofed-then-truncated");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("TRUNCATED-OK"),
+        "signal {:?}, {}{}",
+        out.status.signal(),
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
