@@ -245,3 +245,74 @@ fn bench_ipc_json_has_every_method() {
     let o = mman(&["bench", "ipc", "--rounds", "0"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// Garbage a peer writes into the table's meal counters may cost the dinner its fairness,
+/// never its end: here zeros over both counters for two seconds while two fair philosophers
+/// eat a fixed number of meals. A philosopher napping until the hungriest catches up must not
+/// nap forever on a counter nobody will raise again (its own, while it naps; or a finished
+/// philosopher's): with `--meals` there is no stop flag to end the naps.
+#[test]
+fn scribbled_meal_counters_never_hang_a_fair_dinner_of_fixed_meals() {
+    const N: usize = 2;
+    const MEALS: u64 = 300_000;
+    // The table's layout (philosophers.rs): 64 bytes of header, N forks of 64 bytes, then
+    // N meal counters of 64 bytes each.
+    const SIZE: u64 = 64 + 2 * 64 * N as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let mut dinner = Command::new(env!("CARGO_BIN_EXE_mman"))
+        .args([
+            "philosophers",
+            "-n",
+            &N.to_string(),
+            "--meals",
+            &MEALS.to_string(),
+            "--file",
+        ])
+        .arg(&table)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Map the table once it has its size and mark (it is not truncated after that).
+    let t0 = Instant::now();
+    while !std::fs::read(&table)
+        .is_ok_and(|b| b.len() as u64 == SIZE && b.get(8..16) == Some(&b"MMANPHIL"[..]))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no table");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let map = mman::MapOptions::new()
+        .read_write()
+        .shared()
+        .len(SIZE as usize)
+        .map_path(&table)
+        .unwrap();
+    let counters: Vec<&std::sync::atomic::AtomicU64> = (0..N)
+        .map(|i| map.atomic_u64(64 + 64 * N + 64 * i).unwrap())
+        .collect();
+    let scribbling = Instant::now();
+    while scribbling.elapsed() < Duration::from_secs(2) {
+        for c in &counters {
+            c.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    // The peer is gone; the dinner (well under a second undisturbed) must end.
+    let ended = Instant::now();
+    while dinner.try_wait().unwrap().is_none() {
+        if ended.elapsed() > Duration::from_secs(60) {
+            let _ = dinner.kill(); // its philosophers die with it (PR_SET_PDEATHSIG)
+            let _ = dinner.wait();
+            panic!("the dinner never ended after its meal counters were scribbled on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It ends as a dinner does; the meals it prints are the counters, which the peer may have
+    // zeroed after a philosopher finished, so only their number is checked.
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let lines = out.lines().filter(|l| l.trim_start().starts_with("philosopher "));
+    assert_eq!(lines.count(), N, "{out}");
+}
