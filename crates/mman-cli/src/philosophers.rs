@@ -279,9 +279,10 @@ fn reap_all(children: &mut [Option<Child>]) {
 /// A fair dinner's rule: a philosopher that has eaten more than `FAIR_PERMILLE`/1000 of the
 /// fewest meals anyone at the table has eaten, plus `FAIR_SLACK` (so the first meals are not
 /// held up), stops eating until the hungriest has caught up with it (to within
-/// `FAIR_SLACK`), napping `FAIR_NAP` at a time. Everyone ends within about 2% of everyone
-/// else (0.5% at a table of 2 or 3, [`FAIR_PERMILLE_ONE_EATER`]). The one with the fewest
-/// meals is never held back, so someone always eats.
+/// `FAIR_SLACK`), napping `FAIR_NAP` at a time (or until the table has stood still for
+/// [`FAIR_STALL`]). Everyone ends within about 2% of everyone else (0.5% at a table of 2 or
+/// 3, [`FAIR_PERMILLE_ONE_EATER`]). The one with the fewest meals is never held back, so
+/// someone always eats.
 ///
 /// Measured on 2 CPUs against glibc `sem_t`'s dinner (bench/RESULTS.md), the choices behind
 /// it: a bound on the lead over the neighbours (the rule before: 64 meals ahead at most)
@@ -304,6 +305,13 @@ const FAIR_PERMILLE_ONE_EATER: u64 = 1005;
 const FAIR_SLACK: u64 = 64;
 /// See [`FAIR_PERMILLE`].
 const FAIR_NAP: Duration = Duration::from_micros(300);
+/// A napping philosopher eats again when the fewest meals at the table have not changed for
+/// this long, and does not nap for that count again: the counters are shared memory, and one
+/// nobody will raise (a napper's or a finished philosopher's, garbage written over by a peer;
+/// a philosopher stopped by a signal) must not keep the others napping for good (with
+/// `--meals` no stop flag would end the naps). Far above any catching up at an undisturbed
+/// table, which takes milliseconds.
+const FAIR_STALL: Duration = Duration::from_secs(1);
 /// A fair philosopher looks at the table after this many meals, or after
 /// `meals >> FAIR_EVERY_SHIFT` (about 0.1% of the meals it has eaten) once that is more: the
 /// counters of the others are lines other CPUs keep writing, so each look costs a cache miss
@@ -337,17 +345,31 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     } else {
         FAIR_PERMILLE
     };
-    let too_far_ahead = |mine: u64| {
-        mine.saturating_mul(1000) > fewest().saturating_mul(bound).saturating_add(FAIR_SLACK * 1000)
+    let too_far_ahead = |mine: u64, fewest: u64| {
+        mine.saturating_mul(1000) > fewest.saturating_mul(bound).saturating_add(FAIR_SLACK * 1000)
     };
     let (mut mine, mut next_look) = (0u64, 0u64);
+    // The fewest meals a nap gave up on (see FAIR_STALL): no nap for it again.
+    let mut stalled = None;
     'dinner: while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
         if fair && mine >= next_look {
             next_look = mine.saturating_add(FAIR_EVERY.max(mine >> FAIR_EVERY_SHIFT));
-            if too_far_ahead(mine) {
-                while mine > fewest().saturating_add(FAIR_SLACK) {
+            let f = fewest();
+            if stalled != Some(f) && too_far_ahead(mine, f) {
+                let (mut seen, mut since) = (f, Instant::now());
+                loop {
+                    let f = fewest();
+                    if mine <= f.saturating_add(FAIR_SLACK) {
+                        break;
+                    }
                     if stop.load(Ordering::Relaxed) != 0 {
                         break 'dinner;
+                    }
+                    if f != seen {
+                        (seen, since) = (f, Instant::now());
+                    } else if since.elapsed() >= FAIR_STALL {
+                        stalled = Some(f);
+                        break;
                     }
                     std::thread::sleep(FAIR_NAP);
                 }
