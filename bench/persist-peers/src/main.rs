@@ -266,6 +266,8 @@ fn parts(rounds: usize) {
             samples[which].push(t.elapsed().as_secs_f64());
         }
     }
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { libc::munmap(map.cast(), total) };
     let med: Vec<f64> = samples.into_iter().map(median).collect();
     for (name, m) in names.iter().zip(&med) {
         println!(
