@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mman::sync::{place, Semaphore};
+use mman::sync::{place, Barrier, Semaphore};
 use mman::{MapOptions, Mapping};
 
 // Arguments of `mman philosophers` (a plain comment: as a doc comment it would replace the
@@ -43,8 +43,8 @@ pub struct PhilosophersArgs {
     file: Option<PathBuf>,
 }
 
-/// The table in the shared file: a stop flag and the table's mark, then N forks, then N meal
-/// counters, each on a cache line of its own.
+/// The table in the shared file: a stop flag, the table's mark and the gate, then N forks,
+/// then N meal counters, each on a cache line of its own.
 struct Table {
     map: Mapping,
     n: usize,
@@ -54,6 +54,17 @@ const STOP_AT: usize = 0;
 /// Where the table's mark sits: an existing file is used only if it carries it.
 const MAGIC_AT: usize = 8;
 const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
+/// The gate (a `Barrier` for the philosophers and the parent): every philosopher waits at it
+/// until all are seated and the parent has come too; then all go at once and the dinner's
+/// clock starts. Without it the first philosophers ate while the last were still being
+/// started (1,024 processes take seconds to start): a "2 s" dinner ran 7.5 s and ended with
+/// fairness 0. (A semaphore with a permit posted for each would hand the wake-ups on one by
+/// one: the last philosopher sat down a second late.)
+const GATE_AT: usize = 16;
+/// How long a philosopher waits at the gate before it sits down anyway (the gate is shared
+/// memory, and garbage in it must not keep a dinner of fixed meals from starting), and how
+/// long the parent waits for every philosopher to sit down.
+const GATE_PATIENCE: Duration = Duration::from_secs(30);
 const FORKS_AT: usize = 64;
 /// The bytes of one fork (a `Semaphore`) and of one meal counter: a cache line each, so a
 /// philosopher's fork or counter never shares a line with another's (false sharing would
@@ -76,6 +87,9 @@ impl Table {
     }
     fn stop(&self) -> Result<&AtomicU64> {
         Ok(self.map.atomic_u64(STOP_AT)?)
+    }
+    fn gate(&self) -> Result<&Barrier> {
+        Ok(Barrier::open(&self.map, GATE_AT, self.n as u32 + 1)?)
     }
     fn fork(&self, i: usize) -> Result<&Semaphore> {
         Ok(place(&self.map, FORKS_AT + FORK * (i % self.n))?)
@@ -161,9 +175,9 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     for i in 0..n {
         table.fork(i)?.post()?; // every fork starts on the table
     }
+    table.gate()?; // made here, before any philosopher opens it
     let exe = std::env::current_exe().context("philosophers: find the mman executable")?;
     let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
-    let start = Instant::now();
     for i in 0..n {
         let mut cmd = Command::new(&exe);
         cmd.arg("__philosopher")
@@ -194,6 +208,26 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             }
         }
     }
+    // Wait at the gate with the philosophers, then start the clock. A philosopher that dies
+    // before it sits down would keep the gate shut: look at the children between waits.
+    let gate = table.gate()?;
+    let seated = Instant::now();
+    while gate.wait_timeout(Duration::from_millis(100)).is_none() {
+        let gone = children
+            .iter_mut()
+            .flatten()
+            .any(|c| !matches!(c.try_wait(), Ok(None)));
+        if gone || seated.elapsed() >= GATE_PATIENCE {
+            table.stop()?.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            reap_all(&mut children);
+            bail!(
+                "philosophers: not every philosopher sat down ({}); the dinner was not started",
+                if gone { "one ended first" } else { "30 s passed" }
+            );
+        }
+    }
+    let start = Instant::now();
     let deadline = match (args.meals, args.seconds) {
         (Some(_), _) => None,
         (None, s) => Some(start + Duration::from_secs_f64(s.unwrap_or(2.0).max(0.0))),
@@ -203,9 +237,9 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             .map(|i| table.meals(i).map(|m| m.load(Ordering::SeqCst)))
             .collect()
     };
-    // A timed dinner is measured when the stop flag goes up (as the C baseline does): the
-    // time to start the processes counts, the time they take to notice the flag and exit
-    // does not.
+    // A timed dinner is measured from the gate's opening to the stop flag (as the C
+    // baseline does): the time to start the processes does not count, nor the time they take
+    // to notice the flag and exit.
     let mut at_stop: Option<(f64, Vec<u64>)> = None;
     let mut died = None;
     let mut left = n;
@@ -313,9 +347,11 @@ const FAIR_NAP: Duration = Duration::from_micros(300);
 /// table, which takes milliseconds.
 const FAIR_STALL: Duration = Duration::from_secs(1);
 /// A fair philosopher looks at the table after this many meals, or after
-/// `meals >> FAIR_EVERY_SHIFT` (about 0.1% of the meals it has eaten) once that is more: the
-/// counters of the others are lines other CPUs keep writing, so each look costs a cache miss
-/// per philosopher, and its own counter's next store a miss too. Every 64 meals that was 10% of
+/// `meals >> FAIR_EVERY_SHIFT` (about 0.1% of the meals it has eaten), or after N meals at a
+/// table of N, whichever is most: the counters of the others are lines other CPUs keep
+/// writing, so each look costs a cache miss per philosopher eating meanwhile, and its own
+/// counter's next store a miss too; and a look reads N lines (at N = 1,024, looking every 64
+/// meals held the dinner to 2.4 M meals/s, every 1,024 to 9.9 M, fairness 0.96 and 0.95). Every 64 meals that was 10% of
 /// the fair dinner's meals/s at N = 5 (18.9 M against 21.1 M meals/s with looks every 1,024,
 /// five rounds alternated); scaled with the meals eaten, the lead a look can miss stays below
 /// 0.1% of them, so the 2% bound holds for short dinners and long ones alike.
@@ -334,6 +370,9 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     }
     let (a, b) = (i, (i + 1) % n);
     let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
+    // Seated: wait for everyone else (see GATE_AT); past GATE_PATIENCE, sit down anyway (the
+    // gate is shared memory: garbage in it must not keep a dinner from starting).
+    table.gate()?.wait_timeout(GATE_PATIENCE);
     let stop = table.stop()?;
     let eaten = table.meals(i)?;
     let all: Vec<&AtomicU64> = (0..n).map(|j| table.meals(j)).collect::<Result<_>>()?;
@@ -353,7 +392,7 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     let mut stalled = None;
     'dinner: while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
         if fair && mine >= next_look {
-            next_look = mine.saturating_add(FAIR_EVERY.max(mine >> FAIR_EVERY_SHIFT));
+            next_look = mine.saturating_add(FAIR_EVERY.max(mine >> FAIR_EVERY_SHIFT).max(n as u64));
             let f = fewest();
             if stalled != Some(f) && too_far_ahead(mine, f) {
                 let (mut seen, mut since) = (f, Instant::now());

@@ -62,6 +62,38 @@ fn every_philosopher_eats_exactly_the_meals() {
     }
 }
 
+/// A large table sits down before anyone eats: the clock starts when all are seated, so a
+/// half-second dinner of 200 processes (whose start takes longer than that) lasts about half
+/// a second, and everyone has eaten.
+#[test]
+fn a_large_table_starts_eating_together() {
+    let o = mman(&["philosophers", "-n", "200", "--seconds", "0.5"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let total = out.lines().last().unwrap();
+    let secs: f64 = total
+        .split(" meals in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {total}"));
+    assert!(secs < 1.0, "the dinner's clock ran {secs} s: {total}");
+    let fewest = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("philosopher "))
+        .map(|l| {
+            l.rsplit(": ")
+                .next()
+                .unwrap()
+                .trim_end_matches(" meals")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    assert!(fewest > 0, "a philosopher never ate: {total}");
+}
+
 #[test]
 fn the_greedy_and_the_fair_dinner_are_one_choice() {
     let o = mman(&["philosophers", "--meals", "1", "--greedy", "--fair"]);
