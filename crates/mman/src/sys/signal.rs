@@ -15,8 +15,7 @@
 //! [`Ranges::find`], [`Ranges::mark`], [`Hook::chain`], [`die`]): loads and stores of
 //! atomics, reads of `OnceLock`s set before the handler was installed, `sigaction(2)`,
 //! `sigpending(2)`, `sigismember(3)`, `raise(3)` (all async-signal-safe), and a call of the
-//! previous handler. No allocation,
-//! no lock, no `std` I/O.
+//! previous handler. No allocation, no lock, no `std` I/O.
 
 use std::ffi::c_void;
 use std::io;
