@@ -30,6 +30,7 @@ fn child_roles() {
         "spoofed-sigbus" => spoofed_sigbus(),
         "spoofed-then-truncated" => spoofed_then_truncated(),
         "spoofed-then-guard-hit" => spoofed_then_guard_hit(),
+        "spoofed-under-a-reporter" => spoofed_under_a_reporter(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -122,6 +123,70 @@ fn spoofed_then_truncated() {
         .unwrap();
     let e = map.load::<u8>(100).unwrap_err();
     println!("TRUNCATED-OK {e}");
+}
+
+static REPORTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The handler the reporter replaced (mman's), which it chains to.
+static UNDER_REPORTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A crash reporter installed after mman: counts every SIGBUS, then hands it on to the handler
+/// it replaced, as crash reporters do.
+extern "C" fn reporter(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    REPORTED.fetch_add(1, Ordering::SeqCst);
+    let under = UNDER_REPORTER.load(Ordering::SeqCst);
+    // SAFETY: mman's handler, installed with SA_SIGINFO: this type.
+    let f = unsafe {
+        std::mem::transmute::<usize, extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)>(
+            under,
+        )
+    };
+    f(sig, info, ctx);
+}
+
+/// A handler installed over mman's (a crash reporter that chains to it) must stay installed
+/// when a spoofed SIGBUS goes down the chain to std's handler: putting back mman's own handler
+/// instead would uninstall the reporter, which would see nothing from then on.
+fn spoofed_under_a_reporter() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), [7u8; 8192]).unwrap();
+    let map = MapOptions::new().map_path(file.path()).unwrap();
+    // SAFETY: zeroed sigactions filled in full; the reporter is an SA_SIGINFO handler.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = reporter as *const () as libc::sighandler_t;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(libc::SIGBUS, &new, &mut old), 0);
+        assert!(old.sa_flags & libc::SA_SIGINFO != 0, "mman's handler is below");
+        UNDER_REPORTER.store(old.sa_sigaction, Ordering::SeqCst);
+    }
+    for code in [-1, 0, -6] {
+        queue_sigbus(code, map.as_ptr() as usize + 100);
+    }
+    assert_eq!(
+        REPORTED.load(Ordering::SeqCst),
+        3,
+        "a spoofed SIGBUS replaced the handler installed over mman's (a crash reporter) with mman's own"
+    );
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let e = map.load::<u8>(100).unwrap_err();
+    assert_eq!(
+        REPORTED.load(Ordering::SeqCst),
+        4,
+        "the reporter saw the truncation"
+    );
+    println!("REPORTER-OK {e}");
+}
+
+#[test]
+fn a_spoofed_sigbus_leaves_a_handler_installed_over_mmans_in_place() {
+    child_succeeds("spoofed-under-a-reporter", "REPORTER-OK");
 }
 
 /// The same for the guard pages' SIGSEGV handler: spoofed SIGSEGVs handed to std's handler
