@@ -13,7 +13,8 @@
 //!   `Persistent::flush`) reports it. Only faults the kernel raised are handled: a SIGBUS sent by
 //!   another process (`si_code <= 0`) goes to the previous handler, and cannot uninstall
 //!   mman's (a previous handler that sets the default action on it, as std's does, is
-//!   followed by mman's handler put back). A file mapping that
+//!   followed by the handler it replaced put back: mman's, or one installed over mman's).
+//!   A file mapping that
 //!   cannot be registered with the handler is refused with an error.
 //! * **Guard pages.** [`GuardedBuffer`] and [`GuardedStack`] put `PROT_NONE` pages around
 //!   memory; a touch of one is reported with the faulting address and which guard was hit

@@ -113,7 +113,8 @@
 //! vanished page (`si_code == BUS_ADRERR`) inside a registered mapping; a signal sent with
 //! `kill` or `rt_sigqueueinfo` goes to the previous handler (or has its default effect), and
 //! if that handler sets the default action and returns (std's stack-overflow handler does),
-//! mman's handler is put back, so a sent signal cannot switch the protection off. The
+//! the disposition it replaced is put back (mman's handler, or one installed over it that
+//! called mman's), so a sent signal cannot switch the protection off. The
 //! registry is read under a per-slot seqlock, a mapping that moves is hidden from it during
 //! `mremap`, and a mapping that cannot be registered is refused, never left unprotected.
 //! The guard-page SIGSEGV handler reports only kernel faults (`si_code > 0`).

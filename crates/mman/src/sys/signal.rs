@@ -38,8 +38,6 @@ pub struct Hook {
     /// The disposition replaced. Set before mman's handler is installed, so the handler
     /// always finds it.
     previous: OnceLock<libc::sigaction>,
-    /// mman's own disposition, as installed (to put it back: see [`Hook::chain`]).
-    ours: OnceLock<libc::sigaction>,
     /// The outcome of the one installation: 0, or the errno of the `sigaction` that failed.
     outcome: OnceLock<i32>,
 }
@@ -50,7 +48,6 @@ impl Hook {
         Hook {
             sig,
             previous: OnceLock::new(),
-            ours: OnceLock::new(),
             outcome: OnceLock::new(),
         }
     }
@@ -85,7 +82,6 @@ impl Hook {
         new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | flags;
         // SAFETY: initialises the mask of a struct we own.
         unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        let _ = self.ours.set(new);
         // SAFETY: `new` is fully initialised and names an `extern "C"` function of the
         // SA_SIGINFO type, installed with SA_SIGINFO; `previous` is set before it can run.
         if unsafe { libc::sigaction(self.sig, &new, std::ptr::null_mut()) } != 0 {
@@ -115,6 +111,11 @@ impl Hook {
         } else if handler == libc::SIG_DFL {
             die(sig);
         } else {
+            // SAFETY: the kernel's siginfo (forwarded from the caller).
+            let sent = unsafe { kernel_fault(info) }.is_none();
+            // The disposition in place now (mman's, or a handler installed over mman's that
+            // called it), to put back if the previous handler sets the default action.
+            let before = if sent { self.current() } else { None };
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed with SA_SIGINFO: this type.
                 let f = unsafe { std::mem::transmute::<libc::sighandler_t, Action>(handler) };
@@ -124,39 +125,49 @@ impl Hook {
                 let f = unsafe { std::mem::transmute::<libc::sighandler_t, PlainAction>(handler) };
                 f(sig);
             }
-            // SAFETY: the kernel's siginfo (forwarded from the caller).
-            if unsafe { kernel_fault(info) }.is_none() {
-                self.stay_installed();
+            if let Some(before) = before {
+                self.stay_installed(&before);
             }
         }
     }
 
+    /// The disposition of the signal now, if `sigaction` can read it.
+    fn current(&self) -> Option<libc::sigaction> {
+        // SAFETY: all-zero is a valid sigaction; with a null new action, sigaction (async-
+        // signal-safe) only writes the current one into a struct we own.
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            (libc::sigaction(self.sig, std::ptr::null(), &mut now) == 0).then_some(now)
+        }
+    }
+
     /// After the previous handler ran on a signal a process sent: if it set the default
-    /// action, put mman's handler back, unless the signal is pending (raised again to die of
-    /// it). Rust's std installs such a handler (stack overflows): on a signal that is not its
+    /// action, put back the disposition that was in place before it ran (`before`: mman's
+    /// handler, or a handler installed over mman's that called it, which must not be
+    /// uninstalled either), unless the signal is pending (raised again to die of it). Rust's
+    /// std installs such a handler (stack overflows): on a signal that is not its
     /// guard page's it "unregisters itself" by setting the default action and returns, so
     /// that a fault, raised again on return, kills. A sent signal is not raised again: the
     /// default action would only have replaced mman's handler, and the next truncation
     /// fault would kill instead of being an error. So a sent SIGBUS or SIGSEGV no longer
     /// removes mman's handler; the price is that, with std's handler beneath, a second one
     /// sent does not kill as it would without mman (a sender wanting that has SIGKILL).
-    fn stay_installed(&self) {
-        let Some(ours) = self.ours.get() else {
+    fn stay_installed(&self, before: &libc::sigaction) {
+        if before.sa_sigaction == libc::SIG_DFL {
             return;
-        };
-        // SAFETY: all-zero is a valid sigaction and sigset_t; sigaction, sigpending and
-        // sigismember are async-signal-safe and write only the structs we own.
+        }
+        match self.current() {
+            Some(now) if now.sa_sigaction == libc::SIG_DFL => {}
+            _ => return,
+        }
+        // SAFETY: all-zero is a valid sigset_t; sigaction, sigpending and sigismember are
+        // async-signal-safe and write only the structs we own.
         unsafe {
-            let mut now: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(self.sig, std::ptr::null(), &mut now) != 0 || now.sa_sigaction != libc::SIG_DFL
-            {
-                return;
-            }
             let mut pending: libc::sigset_t = std::mem::zeroed();
             if libc::sigpending(&mut pending) != 0 || libc::sigismember(&pending, self.sig) != 0 {
                 return;
             }
-            libc::sigaction(self.sig, ours, std::ptr::null_mut());
+            libc::sigaction(self.sig, before, std::ptr::null_mut());
         }
     }
 }
