@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,15 @@ struct table {
     struct fork forks[];
 };
 _Static_assert(sizeof(struct table) == 64, "the forks start on the second cache line");
+
+/* A child that ends before the gate opens keeps it shut for good (a pthread barrier has no
+ * timeout): end the dinner then; the children die with the parent (PR_SET_PDEATHSIG). */
+static void gate_broken(int sig) {
+    (void)sig;
+    static const char msg[] = "philosophers: a philosopher ended before the dinner started\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
 
 static double now(void) {
     struct timespec t;
@@ -66,9 +76,18 @@ int main(int argc, char **argv) {
     pthread_barrierattr_setpshared(&shared, PTHREAD_PROCESS_SHARED);
     pthread_barrier_init(&t->gate, &shared, n + 1);
     pid_t *pids = calloc(n, sizeof(pid_t));
+    pid_t parent = getpid();
+    signal(SIGCHLD, gate_broken);
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 1; /* the children started die with the parent */
+        }
         if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent)
+                _exit(1);
             int a = i, b = (i + 1) % n;
             sem_t *first = &t->forks[a < b ? a : b].sem, *second = &t->forks[a < b ? b : a].sem;
             unsigned long mine = 0;
@@ -85,6 +104,7 @@ int main(int argc, char **argv) {
         pids[i] = pid;
     }
     pthread_barrier_wait(&t->gate);
+    signal(SIGCHLD, SIG_DFL);
     double start = now();
     usleep((useconds_t)(secs * 1e6));
     atomic_store(&t->stop, 1);
