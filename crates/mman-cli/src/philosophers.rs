@@ -348,13 +348,15 @@ const FAIR_NAP: Duration = Duration::from_micros(300);
 const FAIR_STALL: Duration = Duration::from_secs(1);
 /// A fair philosopher looks at the table after this many meals, or after
 /// `meals >> FAIR_EVERY_SHIFT` (about 0.1% of the meals it has eaten), or after N meals at a
-/// table of N, whichever is most: the counters of the others are lines other CPUs keep
+/// table of N, whichever is most. The counters of the others are lines other CPUs keep
 /// writing, so each look costs a cache miss per philosopher eating meanwhile, and its own
-/// counter's next store a miss too; and a look reads N lines (at N = 1,024, looking every 64
-/// meals held the dinner to 2.4 M meals/s, every 1,024 to 9.9 M, fairness 0.96 and 0.95). Every 64 meals that was 10% of
-/// the fair dinner's meals/s at N = 5 (18.9 M against 21.1 M meals/s with looks every 1,024,
-/// five rounds alternated); scaled with the meals eaten, the lead a look can miss stays below
-/// 0.1% of them, so the 2% bound holds for short dinners and long ones alike.
+/// counter's next store a miss too: every 64 meals that was 10% of the fair dinner's meals/s
+/// at N = 5 (18.9 M against 21.1 M meals/s with looks every 1,024, five rounds alternated).
+/// And a look reads N lines: at N = 1,024, looking every 64 meals held the dinner to 2.4 M
+/// meals/s, every 1,024 to 9.9 M (fairness 0.96 and 0.95). The lead a philosopher can gain
+/// between looks is thus 0.1% of its meals, or N meals where that is more: at a large table
+/// in a short dinner (a thousand philosophers, a few thousand meals each) the bound is
+/// looser than 2%.
 const FAIR_EVERY: u64 = 64;
 /// See [`FAIR_EVERY`].
 const FAIR_EVERY_SHIFT: u32 = 10;

@@ -6,8 +6,8 @@
 //! Async-signal-safety audit of [`on_sigbus`]: it calls `signal::kernel_fault`,
 //! `Ranges::find` and `Ranges::mark` (atomics only), reads the page size (a `OnceLock` set
 //! before any mapping exists), calls `mmap(2)` (a plain system call on Linux, no
-//! allocation, no lock) and `Hook::chain` (`sigaction(2)`, `raise(3)`, the previous
-//! handler). It allocates nothing, takes no lock, and touches no `std` I/O.
+//! allocation, no lock) and `Hook::chain` (`sigaction(2)`, `sigpending(2)`,
+//! `sigismember(3)`, `raise(3)`, the previous handler). It allocates nothing, takes no lock, and touches no `std` I/O.
 
 use std::ffi::c_void;
 use std::io;

@@ -6,8 +6,8 @@
 //!
 //! Async-signal-safety audit of [`on_sigsegv`]: `signal::kernel_fault` and `Ranges::find`
 //! (atomics only), `write(2)` of a message formatted into a stack buffer, and
-//! `signal::die` or `Hook::chain` (`sigaction(2)`, `raise(3)`, the previous handler). No
-//! allocation, no lock.
+//! `signal::die` or `Hook::chain` (`sigaction(2)`, `sigpending(2)`, `sigismember(3)`,
+//! `raise(3)`, the previous handler). No allocation, no lock.
 
 use std::ffi::c_void;
 use std::io;
