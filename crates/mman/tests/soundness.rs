@@ -102,6 +102,16 @@ fn spoofed_sigbus() {
     println!("SPOOF-OK");
 }
 
+/// Truncate the file at `path` to 0 bytes, under any mapping of it.
+fn truncate_to_nothing(path: &std::path::Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 /// With no handler of the program's own, the disposition mman chains to is std's (its
 /// stack-overflow handler, which on a signal that is not its guard page's "unregisters itself"
 /// by setting SIG_DFL). A spoofed SIGBUS handed to it must not take mman's handler with it: a
@@ -115,12 +125,7 @@ fn spoofed_then_truncated() {
     }
     assert_eq!(map.load::<u8>(100).unwrap(), 7);
     println!("SPOOFS-SURVIVED");
-    std::fs::File::options()
-        .write(true)
-        .open(file.path())
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate_to_nothing(file.path());
     let e = map.load::<u8>(100).unwrap_err();
     println!("TRUNCATED-OK {e}");
 }
@@ -169,12 +174,7 @@ fn spoofed_under_a_reporter() {
         3,
         "a spoofed SIGBUS replaced the handler installed over mman's (a crash reporter) with mman's own"
     );
-    std::fs::File::options()
-        .write(true)
-        .open(file.path())
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate_to_nothing(file.path());
     let e = map.load::<u8>(100).unwrap_err();
     assert_eq!(
         REPORTED.load(Ordering::SeqCst),
