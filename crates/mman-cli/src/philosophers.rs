@@ -61,10 +61,15 @@ const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
 /// fairness 0. (A semaphore with a permit posted for each would hand the wake-ups on one by
 /// one: the last philosopher sat down a second late.)
 const GATE_AT: usize = 16;
-/// How long a philosopher waits at the gate before it sits down anyway (the gate is shared
-/// memory, and garbage in it must not keep a dinner of fixed meals from starting), and how
-/// long the parent waits for every philosopher to sit down.
+/// How long the parent waits, once every philosopher is started, for all to sit down; then it
+/// ends every philosopher (the gate is shared memory, and garbage in it must not keep a
+/// dinner of fixed meals waiting for good).
 const GATE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a philosopher waits at the gate before it sits down anyway: far longer than the
+/// parent's [`GATE_PATIENCE`], which counts from the last start (starting a thousand
+/// processes can take a while), after which the parent ends them all; a bound all the same,
+/// for a philosopher whose parent is gone some way its death signal did not cover.
+const SEATED_PATIENCE: Duration = Duration::from_secs(600);
 const FORKS_AT: usize = 64;
 /// The bytes of one fork (a `Semaphore`) and of one meal counter: a cache line each, so a
 /// philosopher's fork or counter never shares a line with another's (false sharing would
@@ -372,9 +377,10 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     }
     let (a, b) = (i, (i + 1) % n);
     let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
-    // Seated: wait for everyone else (see GATE_AT); past GATE_PATIENCE, sit down anyway (the
-    // gate is shared memory: garbage in it must not keep a dinner from starting).
-    table.gate()?.wait_timeout(GATE_PATIENCE);
+    // Seated: wait for everyone else (see GATE_AT). One long wait, not a loop of short ones:
+    // at N = 1,024 philosophers waking every 100 ms to look at the stop flag left the dinner
+    // with fairness 0.01 instead of 0.95 (2 s dinners).
+    table.gate()?.wait_timeout(SEATED_PATIENCE);
     let stop = table.stop()?;
     let eaten = table.meals(i)?;
     let all: Vec<&AtomicU64> = (0..n).map(|j| table.meals(j)).collect::<Result<_>>()?;
