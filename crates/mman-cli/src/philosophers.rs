@@ -204,8 +204,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         match cmd.spawn() {
             Ok(c) => children.push(Some(c)),
             Err(e) => {
-                table.stop()?.store(1, Ordering::SeqCst);
-                reap_all(&mut children);
+                end_dinner(&table, &mut children)?;
                 return Err(crate::cleanup::spawn_error(
                     e,
                     format!("philosophers: start philosopher {i}"),
@@ -218,17 +217,24 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     let gate = table.gate()?;
     let seated = Instant::now();
     while gate.wait_timeout(Duration::from_millis(100)).is_none() {
-        let gone = children
-            .iter_mut()
-            .flatten()
-            .any(|c| !matches!(c.try_wait(), Ok(None)));
-        if gone || seated.elapsed() >= GATE_PATIENCE {
-            table.stop()?.store(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(200));
-            reap_all(&mut children);
+        let ended = children.iter_mut().enumerate().find_map(|(i, slot)| {
+            let child = slot.as_mut()?;
+            match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => Some(format!("philosopher {i} (pid {}) {}", child.id(), how(status))),
+                Err(e) => Some(format!("philosopher {i} (pid {}): wait: {e}", child.id())),
+            }
+        });
+        if ended.is_some() || seated.elapsed() >= GATE_PATIENCE {
+            end_dinner(&table, &mut children)?;
             bail!(
-                "philosophers: not every philosopher sat down ({}); the dinner was not started",
-                if gone { "one ended first" } else { "30 s passed" }
+                "philosophers: the dinner was not started: {}",
+                ended.unwrap_or_else(|| format!(
+                    "not every philosopher sat down within {} s of the last one's start \
+                     (garbage in the table file {}, or a machine too loaded to run {n} processes)",
+                    GATE_PATIENCE.as_secs(),
+                    path.display()
+                ))
             );
         }
     }
@@ -266,9 +272,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         }
         if died.is_some() {
             // A dead philosopher may hold forks forever: end the dinner now.
-            table.stop()?.store(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(200));
-            reap_all(&mut children);
+            end_dinner(&table, &mut children)?;
             break;
         }
         let tick = Duration::from_millis(20);
@@ -278,11 +282,10 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         std::thread::sleep(tick.min(until_stop));
     }
     if let Some((i, pid, status)) = died {
-        let how = match status.signal() {
-            Some(sig) => format!("was killed by signal {sig}"),
-            None => format!("exited with status {}", status.code().unwrap_or(-1)),
-        };
-        bail!("philosophers: philosopher {i} (pid {pid}) {how}; the dinner was stopped and every other philosopher ended");
+        bail!(
+            "philosophers: philosopher {i} (pid {pid}) {}; the dinner was stopped and every other philosopher ended",
+            how(status)
+        );
     }
     let (secs, meals) = match at_stop {
         Some(measured) => measured,
@@ -308,6 +311,23 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     Ok(())
 }
 
+/// End every philosopher: raise the stop flag, give them a moment to see it and exit, then
+/// kill and reap the rest.
+fn end_dinner(table: &Table, children: &mut [Option<Child>]) -> Result<()> {
+    table.stop()?.store(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    reap_all(children);
+    Ok(())
+}
+
+/// How a philosopher process ended, for an error message.
+fn how(status: std::process::ExitStatus) -> String {
+    match status.signal() {
+        Some(sig) => format!("was killed by signal {sig}"),
+        None => format!("exited with status {}", status.code().unwrap_or(-1)),
+    }
+}
+
 fn reap_all(children: &mut [Option<Child>]) {
     for c in children.iter_mut().flatten() {
         let _ = c.kill();
@@ -331,8 +351,9 @@ fn reap_all(children: &mut [Option<Child>]) {
 /// hungriest to catch up all the way, asleep rather than yielding (each yield was a context
 /// switch: 46,000 a second), holds a philosopher back rarely and frees its CPU meanwhile.
 /// With the looks of [`FAIR_EVERY`], the scheduling of [`not_preempted_by_wakers`] and the
-/// semaphore's guessing compare-and-swap: 0.90-1.30x `sem_t`'s meals/s at N = 5 (10 runs of
-/// 12 at or above), fairness 0.98-0.99 against `sem_t`'s 0.24-0.35.
+/// semaphore's guessing compare-and-swap, both dinners started at a gate: 1.03-1.44x
+/// `sem_t`'s meals/s at N = 5, 1.5-1.6x at 16, 2.7-3.9x at 2, fairness 0.98-1.00 against
+/// `sem_t`'s 0.07-0.99 (bench/RESULTS.md, "With the gate").
 const FAIR_PERMILLE: u64 = 1020;
 /// The bound at a table of 2 or 3, where every two philosophers share a fork, so only one
 /// eats at a time: holding one back takes nothing from the table (the other eats alone, as
@@ -384,7 +405,6 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     let stop = table.stop()?;
     let eaten = table.meals(i)?;
     let all: Vec<&AtomicU64> = (0..n).map(|j| table.meals(j)).collect::<Result<_>>()?;
-    // Saturating: a counter is shared memory, and garbage in it must not overflow.
     let fewest = || all.iter().map(|m| m.load(Ordering::Relaxed)).min().unwrap_or(0);
     // At most n / 2 philosophers eat at once.
     let bound = if n / 2 <= 1 {
@@ -392,6 +412,7 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     } else {
         FAIR_PERMILLE
     };
+    // Saturating: a counter is shared memory, and garbage in it must not overflow.
     let too_far_ahead = |mine: u64, fewest: u64| {
         mine.saturating_mul(1000) > fewest.saturating_mul(bound).saturating_add(FAIR_SLACK * 1000)
     };

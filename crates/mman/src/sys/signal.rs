@@ -68,15 +68,9 @@ impl Hook {
 
     /// Read the current disposition into `previous`, then install `action`.
     fn replace(&self, action: Action, flags: libc::c_int) -> io::Result<()> {
-        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: with a null new action, sigaction only writes the current one into `old`,
-        // a struct we own.
-        if unsafe { libc::sigaction(self.sig, std::ptr::null(), &mut old) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let old = self.current().ok_or_else(io::Error::last_os_error)?;
         let _ = self.previous.set(old);
-        // SAFETY: as above.
+        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
         let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
         new.sa_sigaction = action as *const () as libc::sighandler_t;
         new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | flags;
@@ -91,8 +85,10 @@ impl Hook {
     }
 
     /// Hand a signal that is not mman's to the disposition replaced: call the previous
-    /// handler; ignore the signal if it was ignored, unless it is a fault (returning from a
-    /// fault would fault again forever); otherwise die of it as by default.
+    /// handler (and, for a signal a process sent, keep the disposition in place installed:
+    /// see [`Hook::stay_installed`]); ignore the signal if it was ignored, unless it is a
+    /// fault (returning from a fault would fault again forever); otherwise die of it as by
+    /// default.
     ///
     /// # Safety
     /// Called from this hook's handler, with the `sig`, `info` and `ctx` the kernel passed it.
@@ -102,17 +98,16 @@ impl Hook {
             return;
         };
         let handler = prev.sa_sigaction;
+        // SAFETY: the kernel's siginfo (forwarded from the caller).
+        let sent = unsafe { kernel_fault(info) }.is_none();
         if handler == libc::SIG_IGN {
-            // SAFETY: the kernel's siginfo (forwarded from the caller).
-            if unsafe { kernel_fault(info) }.is_none() {
+            if sent {
                 return;
             }
             die(sig);
         } else if handler == libc::SIG_DFL {
             die(sig);
         } else {
-            // SAFETY: the kernel's siginfo (forwarded from the caller).
-            let sent = unsafe { kernel_fault(info) }.is_none();
             // The disposition in place now (mman's, or a handler installed over mman's that
             // called it), to put back if the previous handler sets the default action.
             let before = if sent { self.current() } else { None };
