@@ -77,6 +77,7 @@ mod lanes;
 mod reactor;
 mod receiver;
 mod region;
+mod sealed;
 mod sender;
 #[cfg(test)]
 mod tests;

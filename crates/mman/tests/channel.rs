@@ -1,7 +1,9 @@
 //! Channels between real processes: this test binary re-runs itself as the peer (see
 //! `common`), the peer opens the named channel the test made, and both sides check what
 //! they see. Adversarial cases: peers killed at random instants, garbage written over the
-//! shared region, hand-offs of memfds that are not sealed.
+//! shared region, hand-offs of memfds that are not sealed. Over 600 lines because each
+//! case is a whole scenario of two or more processes; the hostile review's cases are in
+//! `channel_audit.rs`.
 
 mod common;
 

@@ -4,7 +4,8 @@
 //! outlasted timeouts, names removed under live handles, open racing create, a send that
 //! reported success without room, sealed records naming another user's process, a
 //! waited-for subscriber missing messages, async waits in a forked child, forged owner
-//! words), and asserts the behaviour that replaced it.
+//! words), and asserts the behaviour that replaced it. Longer than 600 lines on purpose:
+//! the findings stay together as the review's record, one test each.
 //!
 //! Raw accesses to a region go through a second mapping of the named object (8-byte atomics,
 //! the crate's one scheme), as a peer process would make them. Word offsets follow

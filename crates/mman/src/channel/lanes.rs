@@ -50,8 +50,6 @@ pub const MAX_SENDERS: usize = 64;
 
 pub(super) const KIND_BYTES: u64 = 0;
 pub(super) const KIND_SEALED: u64 = 1;
-/// The payload of a sealed record: pid | fd << 32, dev, ino, len.
-pub(super) const SEALED_LEN: usize = 32;
 
 /// The word indices and data offset of lane `i`.
 #[derive(Clone, Copy, Debug)]

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lanes::{
-    corrupted, disconnected, record_len, senders_present, until, How, Lane, Layout, Message, EVER_RECEIVER,
-    KIND_BYTES, KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
+    corrupted, record_len, senders_present, until, How, Lane, Layout, Message, EVER_RECEIVER, KIND_BYTES,
+    KIND_SEALED, RX_EVENT, RX_OWNER,
 };
+use super::sealed;
 use super::wait::{self, wake_all, Me, Waited};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
@@ -235,7 +236,7 @@ impl Receiver {
                 // until our published position passes it).
                 let mut rec = Vec::with_capacity(len);
                 layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), len, &mut rec);
-                let r = self.open_sealed(i, &rec).map(|m| f(&m));
+                let r = sealed::open(&self.region, i, self.lanes[i].lane.owner, &rec).map(|m| f(&m));
                 self.lanes[i].tail = l.tail.wrapping_add(record_len(len));
                 self.publish(i);
                 r
@@ -569,7 +570,7 @@ impl Receiver {
         if kind == KIND_SEALED {
             // The sender keeps the memfd open until our published position passes the
             // record: publish once it is open here (or failed for good).
-            let got = self.open_sealed(i, buf).map(Got::Sealed);
+            let got = sealed::open(&self.region, i, self.lanes[i].lane.owner, buf).map(Got::Sealed);
             self.publish(i);
             return got;
         }
@@ -592,60 +593,6 @@ impl Receiver {
         for i in 0..self.lanes.len() {
             self.publish(i);
         }
-    }
-
-    fn open_sealed(&self, i: usize, rec: &[u8]) -> Result<crate::shm::SealedMap> {
-        use crate::shm::{Memfd, Seals};
-        let bad = || {
-            corrupted(
-                "recv",
-                format!("lane {i}: a sealed hand-off record of {} bytes", rec.len()),
-            )
-        };
-        if rec.len() != SEALED_LEN {
-            return Err(bad());
-        }
-        let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
-        let (pid, fd, dev, ino, len) = (w(0) as u32, (w(0) >> 32) as u32, w(1), w(2), w(3));
-        // The record names the lane's owner, whose lock says it lives (a record alone
-        // cannot make us open some other process's files)...
-        let lane = self.lanes[i].lane;
-        let owner = self.region.word(lane.owner).load(Ordering::Acquire);
-        if owner == 0 || wait::pid_of(owner) != pid || !self.region.occupied(lane.owner) {
-            return Err(disconnected("recv", "sender of a sealed hand-off")
-                .with_hint("the sender left before the receiver took its memfd; the message is lost"));
-        }
-        // ...and since the owner word is memory a peer can write, the process must also
-        // belong to the user who owns the channel's memory: whoever can write the region
-        // could read that user's processes anyway, and no one else's are ever opened.
-        let theirs = crate::sys::shm::process_uid(pid);
-        if theirs.is_none() || theirs != self.region.owner_uid() {
-            return Err(corrupted(
-                "recv",
-                format!("lane {i}: a sealed hand-off from process {pid}, which does not belong to the channel's owner"),
-            ));
-        }
-        let file = crate::sys::shm::open_peer_fd(pid, fd).map_err(|e| {
-            let kind = e.kind();
-            let err = Error::os("open", e).with_path(Some(format!("/proc/{pid}/fd/{fd}").as_ref()));
-            if kind == std::io::ErrorKind::NotFound {
-                err.with_kind(ErrorKind::Disconnected)
-                    .with_hint("the sender closed the memfd or died before it was taken")
-            } else {
-                err.with_hint("the receiver must be allowed to inspect the sender's process (the same user)")
-            }
-        })?;
-        let info =
-            crate::sys::file_info(std::os::fd::AsFd::as_fd(&file)).map_err(|e| Error::os("fstat", e))?;
-        if info.dev != dev || info.ino != ino || info.size != len {
-            return Err(corrupted(
-                "recv",
-                format!("/proc/{pid}/fd/{fd} is not the memfd the record describes"),
-            ));
-        }
-        let memfd = Memfd::from_fd(file)?;
-        memfd.require_seals(Seals::WRITE | Seals::SHRINK)?;
-        memfd.map_sealed()
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::lanes::{
     corrupted, receiver_present, record_len, until, How, Lane, Layout, EVER_RECEIVER, EVER_SENDER,
-    KIND_BYTES, KIND_SEALED, RX_EVENT, RX_OWNER, SEALED_LEN,
+    KIND_BYTES, KIND_SEALED, RX_EVENT, RX_OWNER,
 };
 use super::region::Slot;
+use super::sealed;
 use super::wait::{self, wake_all, Me, Waited};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
@@ -537,25 +538,13 @@ impl Sender {
     /// As [`send`](Self::send); sealing fails while a writable shared mapping of the memfd
     /// exists (drop it first).
     pub fn send_sealed(&mut self, memfd: crate::shm::Memfd) -> Result<()> {
-        use crate::shm::Seals;
-        use std::os::fd::{AsFd, AsRawFd};
         self.me.check("send")?;
         // Close the memfds the receiver has taken since (it publishes its position as
         // soon as it has opened one): only those still in flight stay open here.
         if !self.inflight.is_empty() {
             self.refresh(0)?;
         }
-        let want = Seals::WRITE | Seals::SHRINK | Seals::GROW | Seals::SEAL;
-        if !memfd.seals()?.contains(want) {
-            memfd.add_seals(want)?;
-        }
-        let info = crate::sys::file_info(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
-        let pid = crate::sys::shm::pid() as u64;
-        let fd = memfd.as_fd().as_raw_fd() as u64;
-        let mut rec = [0u8; SEALED_LEN];
-        for (i, w) in [pid | fd << 32, info.dev, info.ino, info.size].iter().enumerate() {
-            rec[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
+        let rec = sealed::record(&memfd)?;
         self.put(&rec, KIND_SEALED, How::Block)?;
         self.inflight.push_back((self.head, memfd));
         self.publish();
