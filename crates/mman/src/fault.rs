@@ -23,6 +23,30 @@
 //!   dumps, wiped in (or withheld from) children, zeroed on drop, and in `memfd_secret`
 //!   memory (removed from the kernel's direct map) when the kernel allows it; it reports which
 //!   protections are in force.
+//!
+//! ```
+//! # #[cfg(target_os = "linux")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use mman::{ErrorKind, MapOptions};
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("data");
+//! std::fs::write(&path, vec![7u8; 64 << 10])?;
+//! let map = MapOptions::new().map_path(&path)?;
+//!
+//! // Another party truncates the file under the mapping: in C the next read is a SIGBUS.
+//! std::fs::File::options().write(true).open(&path)?.set_len(0)?;
+//! let mut buf = [0u8; 16];
+//! let err = map.read_at(32 << 10, &mut buf).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Truncated);
+//!
+//! // A key kept out of swap, core dumps and children.
+//! let mut key = mman::fault::Secret::<[u8; 32]>::zeroed()?;
+//! key.expose_mut()?.copy_from_slice(&[1u8; 32]);
+//! assert_eq!(key.expose()?[0], 1);
+//! # Ok(()) }
+//! # #[cfg(not(target_os = "linux"))]
+//! # fn main() {}
+//! ```
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};

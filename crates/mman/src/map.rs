@@ -9,6 +9,35 @@
 //!   must guarantee.
 //! * [`ExclusiveMap`] is private anonymous memory, which only this process can reach: it
 //!   derefs to `[u8]` safely.
+//!
+//! ```
+//! use std::io::{BufRead, Seek, SeekFrom};
+//! use mman::map::{Advice, Cursor, ExclusiveMap, FlushMode, MapOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("log");
+//! std::fs::write(&path, b"first line\nsecond line\n")?;
+//!
+//! // A shared file mapping: bytes in and out by copy, msync to make them durable.
+//! let map = MapOptions::new().read_write().shared().map_path(&path)?;
+//! map.advise(.., Advice::Sequential)?;
+//! map.write_at(0, b"FIRST")?;
+//! map.flush(.., FlushMode::Sync)?;
+//! assert!(std::fs::read(&path)?.starts_with(b"FIRST line"));
+//!
+//! // The same mapping as a file-like cursor, for code that takes a reader or a writer.
+//! let mut cursor = Cursor::new(&map);
+//! cursor.seek(SeekFrom::Start(11))?;
+//! let mut line = String::new();
+//! cursor.read_line(&mut line)?;
+//! assert_eq!(line, "second line\n");
+//!
+//! // Private anonymous memory is this process's alone: a plain slice.
+//! let mut scratch = ExclusiveMap::new(4096)?;
+//! scratch[..5].copy_from_slice(b"hello");
+//! assert_eq!(&scratch[..5], b"hello");
+//! # Ok(()) }
+//! ```
 
 use std::ffi::c_void;
 use std::fs::File;

@@ -1,14 +1,17 @@
 //! The mappings of a process, as `/proc/PID/maps` and `/proc/PID/smaps` describe them (Linux):
 //! what procps `pmap -x` / `pmap -X` print, as typed values.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> mman::Result<()> {
+//! // Map 1 MiB, touch a quarter of it, and find it among this process's mappings.
+//! let mut scratch = mman::ExclusiveMap::new(1 << 20)?;
+//! scratch[..256 << 10].fill(1);
 //! let me = mman::maps::read(None)?; // this process
-//! let total = me.total();
-//! println!("{} mappings, {} KiB resident", me.regions.len(), total.rss);
-//! for r in me.regions.iter().filter(|r| r.usage.swap > 0) {
-//!     println!("{:#x}-{:#x} {} swapped {} KiB", r.start, r.end, r.kind, r.usage.swap);
-//! }
+//! let at = scratch.as_ptr() as u64;
+//! let region = me.regions.iter().find(|r| r.start <= at && at < r.end).expect("mapped");
+//! assert!(region.perms.read && region.perms.write && !region.perms.shared);
+//! assert!(region.usage.rss >= 256); // KiB resident, as pmap -x prints them
+//! println!("{} mappings, {} KiB resident", me.regions.len(), me.total().rss);
 //! # Ok(()) }
 //! ```
 
