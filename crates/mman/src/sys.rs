@@ -44,6 +44,21 @@ pub use mm::*;
 pub use os::{guard_mapping, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping};
 pub use os::{madv, zerocopy};
 
+/// The error a libc call left in `errno`. Every raw call's failure goes through here or
+/// [`check`], the one place `errno` is read.
+pub(crate) fn errno() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// The result of a libc call that returns 0 on success and -1 with `errno` set on failure.
+pub(crate) fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
 /// The base page size of this system.
 pub fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();

@@ -58,7 +58,7 @@ pub fn cachestat(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<CacheStat
         CACHESTAT.store(1, Ordering::Relaxed);
         Ok(out)
     } else {
-        let e = io::Error::last_os_error();
+        let e = super::errno();
         if e.raw_os_error() == Some(libc::ENOSYS) {
             CACHESTAT.store(2, Ordering::Relaxed);
         }

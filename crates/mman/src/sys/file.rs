@@ -114,7 +114,7 @@ pub fn retry_write(fd: BorrowedFd<'_>, mut call: impl FnMut() -> isize) -> io::R
         if r >= 0 {
             return Ok(r as usize);
         }
-        let e = io::Error::last_os_error();
+        let e = super::errno();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) => wait_ready(fd, true)?,

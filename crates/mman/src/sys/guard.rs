@@ -56,7 +56,7 @@ pub fn alt_stack() -> io::Result<(usize, usize)> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
+        return Err(super::errno());
     }
     let ss = libc::stack_t {
         ss_sp: p,
@@ -65,7 +65,7 @@ pub fn alt_stack() -> io::Result<(usize, usize)> {
     };
     // SAFETY: `ss` describes the mapping just made, which outlives its use by this thread.
     if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
-        let e = io::Error::last_os_error();
+        let e = super::errno();
         // SAFETY: our own fresh mapping, unused.
         unsafe { libc::munmap(p, len) };
         return Err(e);
@@ -231,7 +231,7 @@ pub fn memfd_secret() -> io::Result<std::os::fd::OwnedFd> {
     // we own from here on.
     let r = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(super::errno());
     }
     // SAFETY: `r` is a fresh descriptor owned by nobody else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })

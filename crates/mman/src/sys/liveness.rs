@@ -49,7 +49,7 @@ pub fn try_lock_range(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bo
     if r == 0 {
         return Ok(true);
     }
-    let e = io::Error::last_os_error();
+    let e = super::errno();
     match e.raw_os_error() {
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
         _ => Err(e),
@@ -61,9 +61,7 @@ pub fn range_locked(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool
     let mut l = flock_struct(libc::F_WRLCK, start, len);
     // SAFETY: fcntl writes the struct we own; the descriptor is borrowed and open.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    super::check(r)?;
     Ok(l.l_type as libc::c_int != libc::F_UNLCK)
 }
 

@@ -171,12 +171,7 @@ pub unsafe fn msync(addr: *mut c_void, len: usize, how: FlushMode) -> io::Result
 pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: i32) -> io::Result<()> {
     // SAFETY: forwarded from the caller. libc is used because rustix's `Advice` cannot carry
     // every value on every platform.
-    let r = unsafe { libc::madvise(addr, len, advice) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::check(unsafe { libc::madvise(addr, len, advice) })
 }
 
 /// `mincore(2)`: one byte a page, bit 0 set when resident.

@@ -68,7 +68,7 @@ impl Hook {
 
     /// Read the current disposition into `previous`, then install `action`.
     fn replace(&self, action: Action, flags: libc::c_int) -> io::Result<()> {
-        let old = self.current().ok_or_else(io::Error::last_os_error)?;
+        let old = self.current().ok_or_else(super::errno)?;
         let _ = self.previous.set(old);
         // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
         let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -78,10 +78,7 @@ impl Hook {
         unsafe { libc::sigemptyset(&mut new.sa_mask) };
         // SAFETY: `new` is fully initialised and names an `extern "C"` function of the
         // SA_SIGINFO type, installed with SA_SIGINFO; `previous` is set before it can run.
-        if unsafe { libc::sigaction(self.sig, &new, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        super::check(unsafe { libc::sigaction(self.sig, &new, std::ptr::null_mut()) })
     }
 
     /// Hand a signal that is not mman's to the disposition replaced: call the previous

@@ -134,21 +134,13 @@ extern "C" {
     ) -> libc::c_int;
 }
 
-fn errno_result(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// `sem_init(sem, 1, value)`.
 ///
 /// # Safety
 /// `s` points to writable memory for a `sem_t` that no process uses yet.
 pub unsafe fn sem_init(s: *mut libc::sem_t, value: u32) -> io::Result<()> {
     // SAFETY: per the contract.
-    errno_result(unsafe { libc::sem_init(s, 1, value) })
+    super::check(unsafe { libc::sem_init(s, 1, value) })
 }
 
 /// `sem_post`.
@@ -157,7 +149,7 @@ pub unsafe fn sem_init(s: *mut libc::sem_t, value: u32) -> io::Result<()> {
 /// `s` is an initialised semaphore, mapped for the whole call.
 pub unsafe fn sem_post(s: *mut libc::sem_t) -> io::Result<()> {
     // SAFETY: per the contract.
-    errno_result(unsafe { libc::sem_post(s) })
+    super::check(unsafe { libc::sem_post(s) })
 }
 
 /// How long [`sem_wait`] waits for a permit.
@@ -190,7 +182,7 @@ pub unsafe fn sem_wait(s: *mut libc::sem_t, how: SemWait<'_>) -> io::Result<bool
         if r == 0 {
             return Ok(true);
         }
-        let e = io::Error::last_os_error();
+        let e = super::errno();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) | Some(libc::ETIMEDOUT) => return Ok(false),
@@ -227,7 +219,7 @@ pub fn sem_open(name: &str, create: bool, value: u32) -> io::Result<*mut libc::s
         }
     };
     if s == libc::SEM_FAILED {
-        Err(io::Error::last_os_error())
+        Err(super::errno())
     } else {
         Ok(s)
     }
@@ -246,7 +238,7 @@ pub unsafe fn sem_close(s: *mut libc::sem_t) {
 pub fn sem_unlink(name: &str) -> io::Result<()> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a valid C string.
-    errno_result(unsafe { libc::sem_unlink(c.as_ptr()) })
+    super::check(unsafe { libc::sem_unlink(c.as_ptr()) })
 }
 
 /// Whether the bytes of a `sem_t` are a process-shared glibc semaphore: glibc keeps

@@ -75,11 +75,7 @@ pub fn munlockall() -> io::Result<()> {
 pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> {
     // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
     // which is long enough (the caller's contract); an unmapped range is an error, ENOMEM.
-    if unsafe { libc::mincore(addr, len, out.as_mut_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::check(unsafe { libc::mincore(addr, len, out.as_mut_ptr()) })
 }
 
 /// `mremap(2)` with `MREMAP_MAYMOVE`.

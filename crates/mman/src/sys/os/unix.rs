@@ -56,21 +56,13 @@ pub fn mlockall(how: LockAll) -> io::Result<()> {
         f |= libc::MCL_FUTURE;
     }
     // SAFETY: mlockall changes residency only.
-    if unsafe { libc::mlockall(f) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::check(unsafe { libc::mlockall(f) })
 }
 
 /// `munlockall(2)`.
 pub fn munlockall() -> io::Result<()> {
     // SAFETY: munlockall changes residency only.
-    if unsafe { libc::munlockall() } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::check(unsafe { libc::munlockall() })
 }
 
 /// `mincore(2)` into `out`, one byte a page.
@@ -80,11 +72,7 @@ pub fn munlockall() -> io::Result<()> {
 pub unsafe fn mincore(addr: *mut c_void, len: usize, out: &mut [u8]) -> io::Result<()> {
     // SAFETY: mincore only reads the page tables and writes one byte per page into `out`,
     // which is long enough (the caller's contract); an unmapped range is an error, ENOMEM.
-    if unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr().cast()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::check(unsafe { libc::mincore(addr as *const c_void, len, out.as_mut_ptr().cast()) })
 }
 
 /// No `mremap(2)` here.
