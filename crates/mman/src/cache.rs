@@ -59,4 +59,4 @@ pub use walk::{walk, Visit, WalkFilter, WalkOptions, WalkTotals};
 
 use file::UNKNOWN_REASON;
 use view::{count, missing_runs, View};
-use walk::{file_id, open_at, open_error};
+use walk::open_error;

@@ -291,7 +291,7 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
                     use std::os::unix::fs::MetadataExt;
                     std::fs::metadata(format!("/proc/{p}")).ok().map(|m| m.uid())
                 });
-                let me = rustix::process::geteuid().as_raw();
+                let me = crate::sys::shm::euid();
                 err.with_hint(match owner {
                     Some(o) if o != me && me != 0 => format!(
                         "the process belongs to another user (uid {o}; you are uid {me}): reading its mappings needs \

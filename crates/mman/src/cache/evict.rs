@@ -152,7 +152,7 @@ mod tests {
             let path = dir.path().join(format!("f{pages}"));
             std::fs::write(&path, vec![7u8; (pages * ps) as usize]).unwrap();
             let f = CachedFile::open(&path).unwrap();
-            rustix::fs::fdatasync(&f.file).unwrap();
+            sc::fdatasync(f.file.as_fd()).unwrap();
             for parts in [1u64, 2, 8] {
                 for (first, end) in [(0, pages), (pages / 3, pages), (pages / 3, pages - pages / 4)] {
                     assert_eq!(f.touch(PageRange::ALL).unwrap().resident_after(), Some(pages));

@@ -43,13 +43,13 @@ impl CachedFile {
     /// anything but a regular file.
     pub fn open(path: impl AsRef<Path>) -> Result<CachedFile> {
         let path = path.as_ref();
-        let fd = open_at(rustix::fs::CWD, path, true).map_err(|e| open_error(e, path))?;
+        let fd = sc::open_file_at(None, path, true).map_err(|e| open_error(e, path))?;
         CachedFile::from_fd(fd, path.to_path_buf())
     }
 
     pub(super) fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<CachedFile> {
-        let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e.into()).with_path(Some(&path)))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode as _) != rustix::fs::FileType::RegularFile {
+        let st = sys::file_info(fd.as_fd()).map_err(|e| Error::os("fstat", e).with_path(Some(&path)))?;
+        if st.kind != sys::FileType::Regular {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "page cache",
@@ -60,11 +60,11 @@ impl CachedFile {
         Ok(CachedFile {
             file: File::from(fd),
             path,
-            size: st.st_size as u64,
-            dev: file_id(&st).0,
-            ino: file_id(&st).1,
-            nlink: st.st_nlink as u64,
-            uid: st.st_uid,
+            size: st.size,
+            dev: st.dev,
+            ino: st.ino,
+            nlink: st.nlink,
+            uid: st.uid,
         })
     }
 
@@ -129,7 +129,7 @@ impl CachedFile {
 
     /// `Some(Truncated)` if the file is now shorter than when it was opened.
     pub(super) fn truncated(&self, op: &'static str) -> Option<Error> {
-        let now = rustix::fs::fstat(&self.file).map_or(0, |s| s.st_size as u64);
+        let now = sys::file_info(self.file.as_fd()).map_or(0, |s| s.size);
         (now < self.size).then(|| {
             Error::truncated(op, Some(&self.path), self.size, now)
                 .with_hint("the file was truncated while in use; it was skipped")

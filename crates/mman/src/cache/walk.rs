@@ -2,26 +2,6 @@
 
 use super::*;
 
-/// (device, inode) of a stat: the field widths differ between architectures.
-#[allow(clippy::useless_conversion)]
-pub(super) fn file_id(st: &rustix::fs::Stat) -> (u64, u64) {
-    (u64::from(st.st_dev), u64::from(st.st_ino))
-}
-
-pub(super) fn open_at(dir: BorrowedFd<'_>, name: &Path, follow: bool) -> std::io::Result<OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    // O_NOATIME is allowed only to the owner or CAP_FOWNER: try it, fall back without.
-    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub(super) fn open_error(e: std::io::Error, path: &Path) -> Error {
     let err = Error::os("open", e).with_path(Some(path));
     match err.raw_os_error() {
@@ -105,15 +85,10 @@ pub fn walk(roots: &[PathBuf], opts: &WalkOptions, visit: &(dyn Fn(Visit<'_>) + 
     // Files named directly are visited here; a thread pool is started only for directories.
     let mut dirs = Vec::new();
     for root in roots {
-        match rustix::fs::stat(root) {
-            Ok(st)
-                if rustix::fs::FileType::from_raw_mode(st.st_mode as _)
-                    == rustix::fs::FileType::Directory =>
-            {
-                dirs.push(root.clone())
-            }
-            Ok(_) => state.file(rustix::fs::CWD, root, root.clone(), true),
-            Err(e) => state.skip(open_error(e.into(), root)),
+        match sc::stat_at(None, root, true) {
+            Ok(st) if st.kind == sys::FileType::Directory => dirs.push(root.clone()),
+            Ok(_) => state.file(None, root, root.clone(), true),
+            Err(e) => state.skip(open_error(e, root)),
         }
     }
     if !dirs.is_empty() {
@@ -146,29 +121,24 @@ impl<'v> WalkState<'v> {
     }
 
     fn root<'s>(&'s self, s: &rayon::Scope<'s>, path: &'s Path) {
-        self.dir(s, rustix::fs::CWD, path.to_path_buf(), path.to_path_buf(), true)
+        self.dir(s, None, path.to_path_buf(), path.to_path_buf(), true)
     }
 
     fn dir<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        parent: BorrowedFd<'_>,
+        parent: Option<BorrowedFd<'_>>,
         path: PathBuf,
         name: PathBuf,
         follow: bool,
     ) {
-        use rustix::fs::{Mode, OFlags};
-        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if !follow {
-            flags |= OFlags::NOFOLLOW;
-        }
-        let fd = match rustix::fs::openat(parent, &name, flags, Mode::empty()) {
+        let fd = match sc::open_dir_at(parent, &name, follow) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(open_error(e.into(), &path)),
+            Err(e) => return self.skip(open_error(e, &path)),
         };
         if self.opts.follow_symlinks {
-            if let Ok(st) = rustix::fs::fstat(&fd) {
-                let id = file_id(&st);
+            if let Ok(st) = sys::file_info(fd.as_fd()) {
+                let id = (st.dev, st.ino);
                 if !self
                     .dirs_seen
                     .lock()
@@ -187,9 +157,9 @@ impl<'v> WalkState<'v> {
             }
         }
         self.add(|t| t.directories += 1);
-        let dir = match rustix::fs::Dir::read_from(&fd) {
+        let dir = match sc::read_dir(&fd) {
             Ok(d) => d,
-            Err(e) => return self.skip(Error::os("readdir", e.into()).with_path(Some(&path))),
+            Err(e) => return self.skip(Error::os("readdir", e).with_path(Some(&path))),
         };
         let fd = std::sync::Arc::new(fd);
         let mut batch: Vec<(std::ffi::OsString, bool)> = Vec::new();
@@ -199,39 +169,26 @@ impl<'v> WalkState<'v> {
             s.spawn(move |_| {
                 for (name, follow) in batch {
                     let p = path.join(&name);
-                    self.file(fd.as_fd(), Path::new(&name), p, follow);
+                    self.file(Some(fd.as_fd()), Path::new(&name), p, follow);
                 }
             });
         };
         for entry in dir {
-            let entry = match entry {
+            let (name, mut kind) = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    self.skip(Error::os("readdir", e.into()).with_path(Some(&path)));
+                    self.skip(Error::os("readdir", e).with_path(Some(&path)));
                     break;
                 }
             };
-            let bytes = entry.file_name().to_bytes();
-            if bytes == b"." || bytes == b".." {
-                continue;
-            }
-            let name = std::ffi::OsString::from(
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes),
-            );
-            use rustix::fs::FileType as T;
-            let mut kind = entry.file_type();
+            use sys::FileType as T;
             let mut follow = false;
             if kind == T::Unknown || (kind == T::Symlink && self.opts.follow_symlinks) {
-                let at = if kind == T::Symlink {
-                    rustix::fs::AtFlags::empty()
-                } else {
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW
-                };
                 follow = kind == T::Symlink;
-                match rustix::fs::statat(fd.as_fd(), &name, at) {
-                    Ok(st) => kind = T::from_raw_mode(st.st_mode as _),
+                match sc::stat_at(Some(fd.as_fd()), Path::new(&name), follow) {
+                    Ok(st) => kind = st.kind,
                     Err(e) => {
-                        self.skip(open_error(e.into(), &path.join(&name)));
+                        self.skip(open_error(e, &path.join(&name)));
                         continue;
                     }
                 }
@@ -243,9 +200,9 @@ impl<'v> WalkState<'v> {
                         continue;
                     }
                     let fd = fd.clone();
-                    s.spawn(move |s| self.dir(s, fd.as_fd(), child, PathBuf::from(name), follow));
+                    s.spawn(move |s| self.dir(s, Some(fd.as_fd()), child, PathBuf::from(name), follow));
                 }
-                T::RegularFile => {
+                T::Regular => {
                     batch.push((name, follow));
                     if batch.len() == BATCH {
                         flush(std::mem::take(&mut batch));
@@ -258,7 +215,7 @@ impl<'v> WalkState<'v> {
             // The last batch runs here: no task to hand over.
             for (name, follow) in batch {
                 let p = path.join(&name);
-                self.file(fd.as_fd(), Path::new(&name), p, follow);
+                self.file(Some(fd.as_fd()), Path::new(&name), p, follow);
             }
         }
     }
@@ -267,11 +224,11 @@ impl<'v> WalkState<'v> {
         self.opts.filter.as_ref().is_none_or(|f| f(path, is_dir))
     }
 
-    fn file(&self, dir: BorrowedFd<'_>, name: &Path, path: PathBuf, follow: bool) {
+    fn file(&self, dir: Option<BorrowedFd<'_>>, name: &Path, path: PathBuf, follow: bool) {
         if !self.keep(&path, false) {
             return;
         }
-        let fd = match open_at(dir, name, follow) {
+        let fd = match sc::open_file_at(dir, name, follow) {
             Ok(fd) => fd,
             Err(e) => return self.skip(open_error(e, &path)),
         };

@@ -2,11 +2,15 @@
 //! whether the kernel tells this process the truth about a file's residency.
 
 use std::ffi::c_void;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+use super::{FileInfo, FileType};
 
 /// What `cachestat(2)` reports for a byte range, in pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +105,67 @@ pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], mut off: u64) -> io::Resul
         }
     }
     Ok(done)
+}
+
+/// The directory a relative name is looked up in: `dir`, or the working directory.
+fn base(dir: Option<BorrowedFd<'_>>) -> BorrowedFd<'_> {
+    dir.unwrap_or(rustix::fs::CWD)
+}
+
+/// Open `name` (relative to `dir`, or the working directory) read-only to look at its pages:
+/// close-on-exec, never blocking on a FIFO, never becoming a controlling terminal, without
+/// touching its access time where allowed (`O_NOATIME` is for the owner or `CAP_FOWNER`:
+/// tried, then dropped); with `follow` false a symbolic link is refused (`ELOOP`).
+pub fn open_file_at(dir: Option<BorrowedFd<'_>>, name: &Path, follow: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    match rustix::fs::openat(base(dir), name, flags | OFlags::NOATIME, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(base(dir), name, flags, Mode::empty())?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open directory `name` (relative to `dir`, or the working directory) to read it; with
+/// `follow` false a symbolic link is refused.
+pub fn open_dir_at(dir: Option<BorrowedFd<'_>>, name: &Path, follow: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    Ok(rustix::fs::openat(base(dir), name, flags, Mode::empty())?)
+}
+
+/// `stat(2)` of `name` relative to `dir` (or the working directory), following a final
+/// symbolic link when `follow` is set.
+pub fn stat_at(dir: Option<BorrowedFd<'_>>, name: &Path, follow: bool) -> io::Result<FileInfo> {
+    let at = if follow {
+        rustix::fs::AtFlags::empty()
+    } else {
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+    };
+    Ok(FileInfo::of(&rustix::fs::statat(base(dir), name, at)?))
+}
+
+/// The entries of an open directory but `.` and `..`: each name, and its type as the
+/// directory records it ([`FileType::Unknown`] where the file system does not say).
+pub fn read_dir(dir: &OwnedFd) -> io::Result<impl Iterator<Item = io::Result<(OsString, FileType)>>> {
+    Ok(rustix::fs::Dir::read_from(dir)?.filter_map(|entry| match entry {
+        Err(e) => Some(Err(e.into())),
+        Ok(e) => {
+            let bytes = e.file_name().to_bytes();
+            (bytes != b"." && bytes != b"..").then(|| {
+                Ok((
+                    OsStr::from_bytes(bytes).to_os_string(),
+                    FileType::of(e.file_type()),
+                ))
+            })
+        }
+    }))
 }
 
 /// `fdatasync(2)`.

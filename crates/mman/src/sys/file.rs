@@ -23,34 +23,54 @@ pub struct FileInfo {
     pub size: u64,
     pub dev: u64,
     pub ino: u64,
+    /// Hard links to the inode (read by the page-cache walk).
+    #[cfg_attr(not(all(linux_like, feature = "cache")), allow(dead_code))]
+    pub nlink: u64,
+    /// The owner's user id (read by the page-cache walk).
+    #[cfg_attr(not(all(linux_like, feature = "cache")), allow(dead_code))]
+    pub uid: u32,
+}
+
+impl FileType {
+    pub(crate) fn of(t: rustix::fs::FileType) -> FileType {
+        use rustix::fs::FileType as T;
+        match t {
+            T::RegularFile => FileType::Regular,
+            T::Directory => FileType::Directory,
+            T::BlockDevice => FileType::BlockDevice,
+            T::CharacterDevice => FileType::CharDevice,
+            T::Fifo => FileType::Fifo,
+            T::Socket => FileType::Socket,
+            T::Symlink => FileType::Symlink,
+            _ => FileType::Unknown,
+        }
+    }
+}
+
+impl FileInfo {
+    /// The fields of a `stat` (whose widths differ between architectures).
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn of(st: &rustix::fs::Stat) -> FileInfo {
+        FileInfo {
+            kind: FileType::of(rustix::fs::FileType::from_raw_mode(st.st_mode as _)),
+            size: st.st_size as u64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            uid: st.st_uid,
+        }
+    }
 }
 
 /// `fstat(2)`, with the size of a block device taken from `lseek(SEEK_END)`.
 pub fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
-    use rustix::fs::FileType as T;
-    let st = rustix::fs::fstat(fd)?;
-    let kind = match T::from_raw_mode(st.st_mode as _) {
-        T::RegularFile => FileType::Regular,
-        T::Directory => FileType::Directory,
-        T::BlockDevice => FileType::BlockDevice,
-        T::CharacterDevice => FileType::CharDevice,
-        T::Fifo => FileType::Fifo,
-        T::Socket => FileType::Socket,
-        T::Symlink => FileType::Symlink,
-        _ => FileType::Unknown,
-    };
-    let mut size = st.st_size as u64;
-    if kind == FileType::BlockDevice {
+    let mut info = FileInfo::of(&rustix::fs::fstat(fd)?);
+    if info.kind == FileType::BlockDevice {
         let here = rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0))?;
-        size = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
+        info.size = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
         rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(here))?;
     }
-    Ok(FileInfo {
-        kind,
-        size,
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
-    })
+    Ok(info)
 }
 
 /// The name of an open descriptor, for error messages (Linux: `/proc/self/fd`).
