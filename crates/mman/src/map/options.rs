@@ -181,7 +181,7 @@ impl MapOptions {
     /// * [`ErrorKind::InvalidInput`]: write and execute together without
     ///   [`allow_write_exec`](Self::allow_write_exec); an [`offset`](Self::offset) other than
     ///   0; a [`fixed_address`](Self::fixed_address) not page-aligned; a huge page size not a
-    ///   power of two.
+    ///   power of two; a length over `isize::MAX`.
     /// * The errors of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
     ///   reserved huge pages run out; [`ErrorKind::AddressInUse`] for a fixed address already
     ///   mapped; [`ErrorKind::Unsupported`] for huge pages outside Linux.
@@ -417,9 +417,7 @@ impl MapOptions {
         if len == 0 {
             return Ok(build(NonNull::dangling(), 0, 0, 0));
         }
-        let os_len = delta.checked_add(len).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidInput, "mmap", "length overflows").with_range(offset, Some(len))
-        })?;
+        let os_len = addressable("mmap", delta, len).map_err(|e| e.with_range(offset, Some(len)))?;
         let req = sys::MapRequest {
             shared,
             placement,
@@ -506,6 +504,23 @@ impl MapOptions {
             _ => err,
         }
     }
+}
+
+/// `delta + len`, the bytes the kernel maps for a caller's `len` bytes `delta` bytes into
+/// the first page, if no slice or offset of the mapping can exceed `isize::MAX` bytes (what
+/// `slice::from_raw_parts` and pointer offsets require): on 32-bit targets the kernel could
+/// grant more, and a sum that wrapped would leave `len` larger than what is mapped.
+pub(super) fn addressable(op: &'static str, delta: usize, len: usize) -> Result<usize> {
+    delta
+        .checked_add(len)
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                op,
+                format!("{len} bytes: a mapping may span at most isize::MAX bytes"),
+            )
+        })
 }
 
 pub(super) fn probe_mappable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
