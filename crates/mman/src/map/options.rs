@@ -215,8 +215,12 @@ impl MapOptions {
     /// Everything in `addr .. addr + len` (rounded up to the page) is unmapped first, without
     /// asking its owner. The caller guarantees that range is its own to replace: no Rust
     /// value, reference, allocator arena, stack or other [`Mapping`] lives there, and nothing
-    /// will use the old contents. This is the seed's `persist()` idiom; prefer
-    /// [`fixed_address`](Self::fixed_address), which fails instead of clobbering.
+    /// will use the old contents. Dropping the returned [`Mapping`] unmaps the range and
+    /// leaves *nothing* there: memory the program still names (a `static mut` the caller
+    /// mapped over) must not be touched after that, so keep the mapping, or
+    /// `std::mem::forget` it, for as long as anything may. This is the seed's `persist()`
+    /// idiom; prefer [`fixed_address`](Self::fixed_address), which fails instead of
+    /// clobbering.
     ///
     /// # Errors
     /// As [`map`](Self::map) with a file, as [`map_anonymous`](Self::map_anonymous) without,
