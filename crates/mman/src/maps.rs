@@ -145,9 +145,9 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Dirty: shared and private, as `pmap -x` counts it.
+    /// Dirty: shared and private, as `pmap -x` counts it (saturating at `u64::MAX`).
     pub fn dirty(&self) -> u64 {
-        self.shared_dirty + self.private_dirty
+        self.shared_dirty.saturating_add(self.private_dirty)
     }
 
     fn set(&mut self, key: &str, kib: u64) -> bool {
@@ -181,29 +181,30 @@ impl Usage {
     }
 }
 
-/// Adds every figure but the page sizes (which are not amounts).
+/// Adds every figure but the page sizes (which are not amounts), saturating at `u64::MAX`:
+/// [`parse`] takes any text, whose figures may be anything.
 impl std::ops::AddAssign<&Usage> for Usage {
     fn add_assign(&mut self, o: &Usage) {
-        self.size += o.size;
-        self.rss += o.rss;
-        self.pss += o.pss;
-        self.pss_dirty += o.pss_dirty;
-        self.shared_clean += o.shared_clean;
-        self.shared_dirty += o.shared_dirty;
-        self.private_clean += o.private_clean;
-        self.private_dirty += o.private_dirty;
-        self.referenced += o.referenced;
-        self.anonymous += o.anonymous;
-        self.ksm += o.ksm;
-        self.lazy_free += o.lazy_free;
-        self.anon_huge_pages += o.anon_huge_pages;
-        self.shmem_pmd_mapped += o.shmem_pmd_mapped;
-        self.file_pmd_mapped += o.file_pmd_mapped;
-        self.shared_hugetlb += o.shared_hugetlb;
-        self.private_hugetlb += o.private_hugetlb;
-        self.swap += o.swap;
-        self.swap_pss += o.swap_pss;
-        self.locked += o.locked;
+        self.size = self.size.saturating_add(o.size);
+        self.rss = self.rss.saturating_add(o.rss);
+        self.pss = self.pss.saturating_add(o.pss);
+        self.pss_dirty = self.pss_dirty.saturating_add(o.pss_dirty);
+        self.shared_clean = self.shared_clean.saturating_add(o.shared_clean);
+        self.shared_dirty = self.shared_dirty.saturating_add(o.shared_dirty);
+        self.private_clean = self.private_clean.saturating_add(o.private_clean);
+        self.private_dirty = self.private_dirty.saturating_add(o.private_dirty);
+        self.referenced = self.referenced.saturating_add(o.referenced);
+        self.anonymous = self.anonymous.saturating_add(o.anonymous);
+        self.ksm = self.ksm.saturating_add(o.ksm);
+        self.lazy_free = self.lazy_free.saturating_add(o.lazy_free);
+        self.anon_huge_pages = self.anon_huge_pages.saturating_add(o.anon_huge_pages);
+        self.shmem_pmd_mapped = self.shmem_pmd_mapped.saturating_add(o.shmem_pmd_mapped);
+        self.file_pmd_mapped = self.file_pmd_mapped.saturating_add(o.file_pmd_mapped);
+        self.shared_hugetlb = self.shared_hugetlb.saturating_add(o.shared_hugetlb);
+        self.private_hugetlb = self.private_hugetlb.saturating_add(o.private_hugetlb);
+        self.swap = self.swap.saturating_add(o.swap);
+        self.swap_pss = self.swap_pss.saturating_add(o.swap_pss);
+        self.locked = self.locked.saturating_add(o.locked);
     }
 }
 
@@ -330,7 +331,9 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
 /// not numbers, are skipped.
 pub fn parse(text: &str) -> Result<Vec<Region>> {
     let mut regions: Vec<Region> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    // Only a newline ends a line: a file name may end in a carriage return, which
+    // `str::lines` would drop (a "\r" ending a field's line is trimmed with its spaces).
+    for (n, line) in text.split('\n').enumerate() {
         if line.is_empty() {
             continue;
         }
@@ -506,6 +509,42 @@ Size:                  4 kB
         assert_eq!(
             (t.size, t.rss, t.swap, t.locked),
             (8 + 132 + 4 + 132 + 4, 20, 16, 12)
+        );
+    }
+
+    /// `parse` takes any text (a file from another machine, a test's): figures at the top
+    /// of the range add up without overflowing (a panic in a debug build, a wrapped
+    /// nonsense total in a release one).
+    #[test]
+    fn huge_figures_saturate_instead_of_overflowing() {
+        let text = "\
+1000-2000 rw-p 00000000 00:00 0
+Rss: 18446744073709551615 kB
+Shared_Dirty: 18446744073709551615 kB
+Private_Dirty: 1 kB
+2000-3000 rw-p 00000000 00:00 0
+Rss: 18446744073709551615 kB
+";
+        let maps = ProcessMaps {
+            pid: None,
+            regions: parse(text).unwrap(),
+        };
+        let t = maps.total();
+        assert_eq!(t.rss, u64::MAX);
+        assert_eq!(maps.regions[0].usage.dirty(), u64::MAX);
+    }
+
+    /// Only a newline ends a line of `maps`: a file name may end in a carriage return,
+    /// which the kernel prints as is.
+    #[test]
+    fn a_name_ending_in_a_carriage_return_keeps_it() {
+        let r = parse("1000-2000 r--p 00000000 fe:00 12 /tmp/odd\r\nSize: 4 kB\r\n").unwrap();
+        assert_eq!(
+            r[0].kind,
+            Kind::File {
+                path: "/tmp/odd\r".into(),
+                deleted: false
+            }
         );
     }
 

@@ -87,8 +87,10 @@ fn create_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let written = (|| {
         use std::io::Write;
         (&f).write_all(bytes)?;
-        // The mode exactly as asked: create applied the umask.
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        // The mode exactly as asked: create applied the umask. On the descriptor (fchmod),
+        // not the name: whoever else may write the directory could have put a symbolic link
+        // to another of this user's files in its place by now.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         sys::persist::fsync(f.as_fd())
     })();
     if let Err(e) = written {

@@ -211,6 +211,8 @@ impl SharedMemory {
     /// * [`ErrorKind::InvalidInput`]: an invalid name (see [`object_name`]), an object that
     ///   is not a regular file, or smaller than [`OpenCheck::min_size`].
     /// * [`ErrorKind::NotFound`]: no such object.
+    /// * The error of `shm_open` (`ELOOP`) for a name that is a symbolic link, which is never
+    ///   followed (`/dev/shm` is writable by every user; a link there was planted).
     /// * [`ErrorKind::PermissionDenied`]: `shm_open` refused to open it for reading and
     ///   writing, it belongs to another owner than [`OpenCheck::owner`], or its mode gives
     ///   group or others bits beyond [`OpenCheck::allowed_other_bits`].
@@ -242,7 +244,15 @@ impl SharedMemory {
     fn open_full(full: String, check: &OpenCheck) -> Result<Self> {
         let path = full.clone();
         let fail = |e: Error| e.with_path(Some(path.as_ref()));
-        let fd = sys::shm_open(&full, true).map_err(|e| fail(Error::os("shm_open", e)))?;
+        let fd = sys::shm_open(&full, true).map_err(|e| {
+            let err = fail(Error::os("shm_open", e));
+            match err.raw_os_error() {
+                Some(libc::ELOOP) => err.with_hint(
+                    "the name is a symbolic link, which no shared-memory object is: someone else planted it; do not trust it",
+                ),
+                _ => err,
+            }
+        })?;
         let o = sys::owner(fd.as_fd()).map_err(|e| fail(Error::os("fstat", e)))?;
         if !o.regular {
             return Err(fail(Error::new(

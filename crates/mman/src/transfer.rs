@@ -242,7 +242,9 @@ impl<'fd> Sink<'fd> {
     /// method the kernel refuses for this input or sink is no error: `read()` takes over):
     /// * [`Side::Input`]: `fstat`, `lseek`, `read` or mapping `input` fails (a directory is
     ///   `EISDIR`); `input` is the output file with bytes left ([`ErrorKind::InvalidInput`]);
-    ///   it shrank while being copied ([`ErrorKind::Truncated`]).
+    ///   it shrank while being copied ([`ErrorKind::Truncated`], with the sizes: the file is
+    ///   measured again at the end, so a cut inside its last page, whose rest a mapping reads
+    ///   as zeros without a fault, is reported too).
     /// * [`Side::Output`]: writing into the sink fails (`write`, `splice`, `vmsplice`,
     ///   `copy_file_range`), as with `EPIPE` once a reader went away
     ///   ([`TransferError::is_broken_pipe`]) or `ENOSPC`.
@@ -288,32 +290,51 @@ impl<'fd> Sink<'fd> {
         let mut t = Transfer::default();
         let pos = start.unwrap_or(0);
         let end = info.size;
-        let done = match method {
-            Method::Read | Method::Auto => 0,
-            Method::Map => self.via_map(input, name, pos, end, &mut t)?,
-            Method::Vmsplice => self.via_vmsplice(input, name, pos, end, &mut t)?,
-            Method::Splice => self.via_splice(input, pos, &mut t)?,
-            Method::CopyFileRange => self.via_copy_range(input, &mut t)?,
-        };
-        if done > 0 {
-            sys::seek_to(input, pos + done).map_err(|e| in_err(Error::os("lseek", e)))?;
-        }
-        // Whatever is left (the file grew, a fast method was refused, or it was the method):
-        // read() to the end.
-        self.via_read(input, &mut t).map_err(|e| match e.side {
-            Side::Input => TransferError::input(e.error.with_path(Some(name))),
-            Side::Output => e,
-        })?;
-        // Fewer bytes than the file had when we started, and it is shorter now: it shrank
-        // under us. Say so instead of passing off a short copy as the whole file.
-        if info.kind == sys::FileType::Regular && t.bytes < end.saturating_sub(pos) {
+        let moved = self.copy_rest(input, name, method, pos, end, &mut t);
+        // A file shorter now than when the copy began shrank under it, whatever the method
+        // made of that: a short copy (read, splice, copy_file_range stop at the new end), the
+        // zeros a mapping reads in the rest of a page cut inside (no fault, no EFAULT), pages
+        // a pipe holds references to, or a window that can no longer be mapped. The output is
+        // not the file: say so, with the sizes, instead of passing it off as the whole file
+        // (an output error stays one: the sink's failure matters more to the caller).
+        if info.kind == sys::FileType::Regular && !matches!(&moved, Err(e) if e.side == Side::Output) {
             if let Ok(now) = sys::file_info(input) {
                 if now.size < end {
                     return Err(in_err(Error::truncated("read", None, end, now.size)));
                 }
             }
         }
-        Ok(t)
+        moved.map(|()| t)
+    }
+
+    /// The body of [`copy_from`](Self::copy_from): move the bytes from `pos` (where `end`
+    /// was the file's size) with `method`, then `read()` whatever is left.
+    fn copy_rest(
+        &mut self,
+        input: BorrowedFd<'_>,
+        name: &std::path::Path,
+        method: Method,
+        pos: u64,
+        end: u64,
+        t: &mut Transfer,
+    ) -> Result<(), TransferError> {
+        let in_err = |e: Error| TransferError::input(e.with_path(Some(name)));
+        let done = match method {
+            Method::Read | Method::Auto => 0,
+            Method::Map => self.via_map(input, name, pos, end, t)?,
+            Method::Vmsplice => self.via_vmsplice(input, name, pos, end, t)?,
+            Method::Splice => self.via_splice(input, pos, t)?,
+            Method::CopyFileRange => self.via_copy_range(input, t)?,
+        };
+        if done > 0 {
+            sys::seek_to(input, pos + done).map_err(|e| in_err(Error::os("lseek", e)))?;
+        }
+        // Whatever is left (the file grew, a fast method was refused, or it was the method):
+        // read() to the end.
+        self.via_read(input, t).map_err(|e| match e.side {
+            Side::Input => TransferError::input(e.error.with_path(Some(name))),
+            Side::Output => e,
+        })
     }
 
     /// The read() buffer, made on first use.

@@ -336,6 +336,30 @@ fn resize_keeps_contents() {
     );
 }
 
+/// No slice, and no offset arithmetic, may span more than `isize::MAX` bytes: a mapping
+/// (or a resize) that long is refused by mman itself, before the kernel is asked, on every
+/// target. (On 32-bit targets the kernel could grant one, and `ExclusiveMap`'s slice would
+/// then be undefined behaviour; a resize's `delta + new_len` could wrap.)
+#[test]
+fn lengths_beyond_isize_max_are_refused_before_the_kernel_is_asked() {
+    let too_long = isize::MAX as usize + 1;
+    let refused = |r: mman::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        assert!(e.to_string().contains("isize::MAX"), "{what}: {e}");
+    };
+    refused(
+        MapOptions::new().len(too_long).map_anonymous().map(drop),
+        "anonymous",
+    );
+    refused(ExclusiveMap::new(too_long).map(drop), "exclusive");
+    refused(ExclusiveMap::new(usize::MAX).map(drop), "exclusive, usize::MAX");
+    let mut x = ExclusiveMap::new(4096).unwrap();
+    refused(x.resize(too_long), "resize");
+    refused(x.resize(usize::MAX), "resize to usize::MAX");
+    assert_eq!(x.len(), 4096, "a refused resize changes nothing");
+}
+
 #[test]
 fn residency_locking_and_advice() {
     let mut x = ExclusiveMap::new(16 * 4096).unwrap();

@@ -178,3 +178,65 @@ fn memfd_passes_to_another_process_with_credentials() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("PEER {}", std::process::id())), "{text}");
 }
+
+/// Removes a name from `/dev/shm` when dropped (the test's own planted entries).
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `/dev/shm` is writable by every user: a name there may be a symbolic link another user
+/// planted, pointing at a file of the victim's that passes every check (a regular file the
+/// victim owns, mode 0600). Opening it must not follow the link (glibc's `shm_open` passes
+/// `O_NOFOLLOW`), or the victim maps its own file read-write and writes into it.
+#[test]
+fn open_refuses_a_symbolic_link_planted_under_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, vec![b'v'; 4096]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let name = unique("symlink");
+    let link = Planted(format!("/dev/shm/mman.{name}").into());
+    std::os::unix::fs::symlink(&victim, &link.0).unwrap();
+    let opened = SharedMemory::open(&name, 0);
+    if let Ok(obj) = &opened {
+        let _ = obj.map().and_then(|m| m.write_at(0, b"scribbled"));
+    }
+    assert_eq!(
+        &std::fs::read(&victim).unwrap()[..9],
+        b"vvvvvvvvv",
+        "the victim's file was written through the link"
+    );
+    let e = opened.expect_err("a symbolic link was followed");
+    assert!(e.to_string().contains(&name), "{e}");
+    // Listing does not follow it either (nor fail).
+    shm::list_all().unwrap();
+}
+
+/// Another user may plant a FIFO in `/dev/shm`: opening it for reading waits for a writer,
+/// forever. Listing the objects, and opening one by that name, must not wait.
+#[test]
+fn a_fifo_planted_in_dev_shm_hangs_neither_list_nor_open() {
+    let name = unique("fifo");
+    let fifo = Planted(format!("/dev/shm/mman.{name}").into());
+    let c = std::ffi::CString::new(fifo.0.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates the name.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(shm::list_all().map(|l| l.len()));
+    });
+    let listed = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if listed.is_err() {
+        // Release the stuck reader (and any other test's) before failing.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo.0);
+    }
+    assert!(listed.is_ok(), "shm::list_all() waited on the FIFO for 10 s");
+    listed.unwrap().unwrap();
+    let e = SharedMemory::open(&name, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}

@@ -200,9 +200,9 @@ impl Mapping {
     /// Linux; the mapping may move). File mappings use [`resize_file`](Self::resize_file).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`]: a file mapping, an empty mapping or a `new_len` of 0, or
-    /// shared anonymous memory asked to grow (the object behind it keeps its size). Else
-    /// the error of `mremap`.
+    /// [`ErrorKind::InvalidInput`]: a file mapping, an empty mapping or a `new_len` of 0 or
+    /// over `isize::MAX`, or shared anonymous memory asked to grow (the object behind it
+    /// keeps its size). Else the error of `mremap`.
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         if self.backing != Backing::Anonymous {
             return Err(self.err(
@@ -226,7 +226,7 @@ impl Mapping {
     /// # Errors
     /// [`ErrorKind::InvalidInput`]: not a file mapping, `file` is another file, the new end
     /// overflows, or lies past the end of the file with [`FileEnd::Keep`], or the mapping or
-    /// `new_len` is empty. Else the error of `fstat`, `ftruncate` or `mremap`.
+    /// `new_len` is empty, or `new_len` is over `isize::MAX`. Else the error of `fstat`, `ftruncate` or `mremap`.
     pub fn resize_file(&mut self, file: &File, new_len: usize, file_end: FileEnd) -> Result<()> {
         let Backing::File { dev, ino } = self.backing else {
             return Err(self.err(Error::new(
@@ -292,7 +292,8 @@ impl Mapping {
                 .with_hint("map a new region of the size needed, or share a memfd and grow it with set_len"),
             ));
         }
-        let new_os = self.delta + new_len;
+        let new_os = super::options::addressable("mremap", self.delta, new_len)
+            .map_err(|e| self.err(e.with_addr(self.addr(), self.len)))?;
         if let Some(slot) = self.guard {
             // While the pages move, no fault may be matched against the old range.
             sys::suspend_guard(slot);

@@ -91,16 +91,25 @@ impl BufRead for Cursor<'_> {
         if self.used >= self.buf.len() {
             let n = CHUNK.min(self.left());
             self.buf.resize(n, 0);
-            if n > 0 {
-                self.map.read_at(self.pos as usize, &mut self.buf)?;
-            }
             self.buf_at = self.pos;
             self.used = 0;
+            if n > 0 {
+                if let Err(e) = self.map.read_at(self.pos as usize, &mut self.buf) {
+                    // Nothing was buffered: the next read copies (and fails) afresh.
+                    self.drop_buffer();
+                    return Err(e.into());
+                }
+            }
         }
         Ok(&self.buf[self.used..])
     }
     fn consume(&mut self, amt: usize) {
         let amt = amt.min(self.buf.len() - self.used);
+        if amt == 0 {
+            // Nothing buffered (after a seek, a write) or nothing asked: `buf_at` may be
+            // stale, and the position stays where it is.
+            return;
+        }
         self.used += amt;
         self.pos = self.buf_at + self.used as u64;
     }
@@ -164,5 +173,42 @@ mod tests {
         assert_eq!(map.to_vec().unwrap(), b"0123456XY9");
         c.seek(SeekFrom::Start(100)).unwrap();
         assert_eq!(c.read(&mut two).unwrap(), 0, "past the end is end of file");
+    }
+
+    /// A `fill_buf` that fails leaves nothing buffered: the next `read` fails too rather
+    /// than hand out the zeros of a buffer never filled (from a stale position).
+    #[test]
+    fn a_failed_fill_buf_leaves_nothing_to_read() {
+        // A file cut to nothing under the mapping: the copy is an error (Truncated).
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(8192).unwrap();
+        let map = MapOptions::new().map(&file).unwrap();
+        let mut c = Cursor::new(&map);
+        file.set_len(0).unwrap();
+        assert_eq!(c.fill_buf().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut out = [1u8; 16];
+        let r = c.read(&mut out);
+        assert!(r.is_err(), "read after a failed fill_buf: {r:?}, {out:?}");
+        // Memory the mapping may not read: refused before any copy.
+        let mut none = MapOptions::new().len(4096).map_anonymous().unwrap();
+        none.protect(crate::Protection::NONE).unwrap();
+        let mut c = Cursor::new(&none);
+        assert!(c.fill_buf().is_err());
+        let r = c.read(&mut out);
+        assert!(r.is_err(), "read after a failed fill_buf: {r:?}");
+    }
+
+    /// `consume` with nothing buffered (after a seek or a write) leaves the position alone.
+    #[test]
+    fn consume_with_nothing_buffered_never_moves_the_position() {
+        let map = MapOptions::new().len(100).map_anonymous().unwrap();
+        let mut c = Cursor::new(&map);
+        assert_eq!(c.fill_buf().unwrap().len(), 100);
+        c.seek(SeekFrom::Start(60)).unwrap();
+        c.consume(0);
+        assert_eq!(c.position(), 60, "after a seek");
+        c.write_all(b"abc").unwrap();
+        c.consume(5);
+        assert_eq!(c.position(), 63, "after a write");
     }
 }

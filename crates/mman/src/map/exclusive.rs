@@ -21,7 +21,8 @@ impl ExclusiveMap {
     /// `len` zeroed bytes of private anonymous memory.
     ///
     /// # Errors
-    /// The error of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
+    /// [`ErrorKind::InvalidInput`] for a `len` over `isize::MAX` (no slice may be longer);
+    /// else the error of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
     /// `vm.max_map_count` run out (`ENOMEM`).
     pub fn new(len: usize) -> Result<Self> {
         MapOptions::new().len(len).map_exclusive()
@@ -74,7 +75,8 @@ impl ExclusiveMap {
     /// Grow or shrink to `new_len` bytes, keeping the contents; new bytes are zero.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for a `new_len` of 0 or an empty map; else the error of
+    /// [`ErrorKind::InvalidInput`] for a `new_len` of 0 or over `isize::MAX`, or an empty
+    /// map; else the error of
     /// `mremap`: [`ErrorKind::ResourceLimit`] when memory or address space run out,
     /// [`ErrorKind::Unsupported`] outside Linux.
     pub fn resize(&mut self, new_len: usize) -> Result<()> {

@@ -181,7 +181,7 @@ impl MapOptions {
     /// * [`ErrorKind::InvalidInput`]: write and execute together without
     ///   [`allow_write_exec`](Self::allow_write_exec); an [`offset`](Self::offset) other than
     ///   0; a [`fixed_address`](Self::fixed_address) not page-aligned; a huge page size not a
-    ///   power of two.
+    ///   power of two; a length over `isize::MAX`.
     /// * The errors of `mmap`: [`ErrorKind::ResourceLimit`] when memory, address space or
     ///   reserved huge pages run out; [`ErrorKind::AddressInUse`] for a fixed address already
     ///   mapped; [`ErrorKind::Unsupported`] for huge pages outside Linux.
@@ -215,8 +215,12 @@ impl MapOptions {
     /// Everything in `addr .. addr + len` (rounded up to the page) is unmapped first, without
     /// asking its owner. The caller guarantees that range is its own to replace: no Rust
     /// value, reference, allocator arena, stack or other [`Mapping`] lives there, and nothing
-    /// will use the old contents. This is the seed's `persist()` idiom; prefer
-    /// [`fixed_address`](Self::fixed_address), which fails instead of clobbering.
+    /// will use the old contents. Dropping the returned [`Mapping`] unmaps the range and
+    /// leaves *nothing* there: memory the program still names (a `static mut` the caller
+    /// mapped over) must not be touched after that, so keep the mapping, or
+    /// `std::mem::forget` it, for as long as anything may. This is the seed's `persist()`
+    /// idiom; prefer [`fixed_address`](Self::fixed_address), which fails instead of
+    /// clobbering.
     ///
     /// # Errors
     /// As [`map`](Self::map) with a file, as [`map_anonymous`](Self::map_anonymous) without,
@@ -417,9 +421,7 @@ impl MapOptions {
         if len == 0 {
             return Ok(build(NonNull::dangling(), 0, 0, 0));
         }
-        let os_len = delta.checked_add(len).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidInput, "mmap", "length overflows").with_range(offset, Some(len))
-        })?;
+        let os_len = addressable("mmap", delta, len).map_err(|e| e.with_range(offset, Some(len)))?;
         let req = sys::MapRequest {
             shared,
             placement,
@@ -506,6 +508,23 @@ impl MapOptions {
             _ => err,
         }
     }
+}
+
+/// `delta + len`, the bytes the kernel maps for a caller's `len` bytes `delta` bytes into
+/// the first page, if no slice or offset of the mapping can exceed `isize::MAX` bytes (what
+/// `slice::from_raw_parts` and pointer offsets require): on 32-bit targets the kernel could
+/// grant more, and a sum that wrapped would leave `len` larger than what is mapped.
+pub(super) fn addressable(op: &'static str, delta: usize, len: usize) -> Result<usize> {
+    delta
+        .checked_add(len)
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                op,
+                format!("{len} bytes: a mapping may span at most isize::MAX bytes"),
+            )
+        })
 }
 
 pub(super) fn probe_mappable(fd: BorrowedFd<'_>) -> std::io::Result<()> {

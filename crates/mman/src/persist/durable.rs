@@ -303,9 +303,17 @@ impl<T: bytemuck::Pod> Durable<T> {
         let mut v = T::zeroed();
         let read = |off: u64, buf: &mut [u8]| {
             if buf.len() >= PWRITE_FROM {
-                // Large copies by the kernel: vectorised, unlike atomic loads.
-                std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
-                    .map_err(|e| Error::os("pread", e).with_path(Some(&self.path)))
+                // Large copies by the kernel: vectorised, unlike atomic loads. A read that
+                // stops short met the end of a file someone cut: the truncation, with sizes.
+                std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off).map_err(|e| {
+                    match (e.kind(), sys::file_info(self.file.as_fd())) {
+                        (std::io::ErrorKind::UnexpectedEof, Ok(now)) => {
+                            let needed = self.layout.file_len();
+                            Error::truncated("pread", Some(&self.path), needed, now.size.min(needed))
+                        }
+                        _ => Error::os("pread", e).with_path(Some(&self.path)),
+                    }
+                })
             } else {
                 self.map.read_at(off as usize, buf)
             }
@@ -364,8 +372,9 @@ impl<T: bytemuck::Pod> Durable<T> {
     ///   again).
     /// * [`ErrorKind::Os`] (timed out) when writers kept rewriting both copies faster than
     ///   they could be read for 5 s (or a peer scribbles on the heads).
-    /// * [`ErrorKind::Truncated`] when the file shrank (see [`Mapping::read_at`]); the error
-    ///   of `pread` for values of 64 KiB and more.
+    /// * [`ErrorKind::Truncated`] when the file shrank (see [`Mapping::read_at`]; values of
+    ///   64 KiB and more are read with `pread`, which reports it by stopping short); the
+    ///   error of `pread` for other failures.
     pub fn read(&self) -> Result<T> {
         Ok(self.current()?.0)
     }

@@ -182,3 +182,28 @@ fn a_sequence_number_at_its_maximum_fails_a_commit_and_loses_nothing() {
     }
     assert_eq!(d.read().unwrap(), 9, "nothing was committed");
 }
+
+/// A value of 64 KiB or more is read with `pread`, which stops short at the end of a file
+/// another party cut: that is the truncation, reported as such (with the sizes), as the
+/// mapping's copies of smaller values report it.
+#[test]
+fn a_large_value_cut_short_by_a_truncation_is_truncated_not_an_end_of_file() {
+    const N: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large");
+    let mut d = Durable::<[u8; N]>::open(&path, *b"large\0\0\0", [1; N]).unwrap();
+    d.update(Commit::ProcessCrashSafe, |v| v[0] = 2).unwrap();
+    let layout = Durable::<[u8; N]>::layout();
+    // Slot 1 holds the newest copy: keep its head, cut its data.
+    let cut = layout.slot(1) + page();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let e = d.read().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Truncated, "{e}");
+    assert_eq!(e.truncation(), Some((layout.file_len(), cut)), "{e}");
+    assert_eq!(e.path(), Some(path.as_path()), "{e}");
+}

@@ -208,7 +208,9 @@ impl<T: bytemuck::Pod> Persistent<T> {
 /// memory the caller owns that nothing else uses: whatever was there is replaced without
 /// asking (a page-aligned `static mut` array, as in the notes, qualifies when no reference
 /// to it lives across this call). Another process writing the file changes the variable
-/// under any reference to it.
+/// under any reference to it, so a reference to it needs what [`Mapping::as_slice`] asks.
+/// Dropping the returned mapping unmaps the range and leaves nothing there: the variable
+/// must not be touched after that (keep the mapping, or `forget` it, while it is used).
 ///
 /// # Errors
 /// * The error of `open(2)`, creating the file (mode 0600) if missing:

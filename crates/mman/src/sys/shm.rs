@@ -7,23 +7,29 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use rustix::fs::Mode;
 
 /// `shm_open(O_CREAT | O_EXCL | O_RDWR)`, then `fchmod` so the mode is exactly `mode`
-/// whatever the umask.
+/// whatever the umask. (`O_EXCL` already refuses any name that exists, a planted symbolic
+/// link included.)
 pub fn shm_create(name: &str, mode: u32) -> io::Result<OwnedFd> {
     use rustix::shm::OFlags;
     let fd = rustix::shm::open(
         name,
-        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | super::os::SHM_OPEN_FLAGS,
         Mode::from_raw_mode(mode as _),
     )?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode as _))?;
     Ok(fd)
 }
 
-/// `shm_open(O_RDWR)` or `shm_open(O_RDONLY)` of an existing object.
+/// `shm_open(O_RDWR)` or `shm_open(O_RDONLY)` of an existing object, never following a
+/// symbolic link nor waiting on a FIFO (see `os::SHM_OPEN_FLAGS`).
 pub fn shm_open(name: &str, write: bool) -> io::Result<OwnedFd> {
     use rustix::shm::OFlags;
     let flags = if write { OFlags::RDWR } else { OFlags::RDONLY };
-    Ok(rustix::shm::open(name, flags, Mode::empty())?)
+    Ok(rustix::shm::open(
+        name,
+        flags | super::os::SHM_OPEN_FLAGS,
+        Mode::empty(),
+    )?)
 }
 
 /// `shm_unlink`.

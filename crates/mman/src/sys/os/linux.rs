@@ -156,6 +156,15 @@ pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
 }
 
+/// Flags every `shm_open` adds. Objects are files in `/dev/shm`, a directory every user may
+/// write: a name there may be a symbolic link or a FIFO another user planted. `O_NOFOLLOW`
+/// refuses the link (`ELOOP`), as glibc's `shm_open` does and rustix's does not; `O_NONBLOCK`
+/// keeps an open of a FIFO for reading from waiting for a writer forever (it has no effect
+/// on a regular file, and the FIFO is then refused as not one).
+pub const SHM_OPEN_FLAGS: rustix::shm::OFlags = rustix::shm::OFlags::from_bits_retain(
+    rustix::fs::OFlags::NOFOLLOW.bits() | rustix::fs::OFlags::NONBLOCK.bits(),
+);
+
 /// Set a `user.` extended attribute (tmpfs has them since Linux 6.6).
 pub fn set_xattr(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
     rustix::fs::fsetxattr(fd, key, value, rustix::fs::XattrFlags::empty())?;

@@ -182,6 +182,10 @@ pub const RECV_CLOEXEC: Option<rustix::net::RecvFlags> = Some(rustix::net::RecvF
 #[cfg(not(target_os = "freebsd"))]
 pub const RECV_CLOEXEC: Option<rustix::net::RecvFlags> = None;
 
+/// Flags every `shm_open` adds: none here, where objects are not files in a directory
+/// others may write (macOS), or `shm_open` takes no flags beyond the standard ones (FreeBSD).
+pub const SHM_OPEN_FLAGS: rustix::shm::OFlags = rustix::shm::OFlags::empty();
+
 /// No `SO_PEERCRED` here.
 pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     let _ = sock;
