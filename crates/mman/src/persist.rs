@@ -102,12 +102,43 @@ fn create_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn open_locked(path: &Path, wait: bool) -> Result<File> {
-    let f = std::fs::OpenOptions::new()
+/// Open an existing file read-write, never blocking on a FIFO nor becoming a controlling
+/// terminal (what is found there is checked only once it is open).
+fn open_existing(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
+        .map_err(|e| Error::os("open", e).with_path(Some(path)))
+}
+
+/// An existing file is used only if it has the format mman makes: a regular file of exactly
+/// `len` bytes. `what` names the format in the error.
+fn check_format(f: &File, path: &Path, len: u64, what: &str) -> Result<()> {
+    let info = sys::file_info(f.as_fd()).map_err(|e| Error::os("fstat", e).with_path(Some(path)))?;
+    if info.kind != sys::FileType::Regular {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "persist",
+            format!("not a regular file: {what} is a regular file of {len} bytes"),
+        )
+        .with_path(Some(path)));
+    }
+    if info.size != len {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "persist",
+            format!("the file has {} bytes; {what} has exactly {len}", info.size),
+        )
+        .with_path(Some(path))
+        .with_hint("it was made for another type or by another program, or truncated: it was left as it is; remove it (or choose another path) to start afresh"));
+    }
+    Ok(())
+}
+
+fn open_locked(path: &Path, wait: bool) -> Result<File> {
+    let f = open_existing(path)?;
     let got = sys::persist::lock_exclusive(f.as_fd(), wait)
         .map_err(|e| Error::os("flock", e).with_path(Some(path)))?;
     if !got {

@@ -38,14 +38,57 @@ fn a_persistent_page_is_the_file() {
     let small = dir.path().join("small");
     std::fs::write(&small, [1u8; 4]).unwrap();
     let e = Persistent::<u64>::open(&small).unwrap_err();
-    assert!(e.to_string().contains("the value needs 8"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("the file has 4 bytes"), "{e}");
+}
+
+/// An existing file is used only if it has the format `open` makes (a regular file of the
+/// value rounded up to whole pages): a longer file of someone else's, a link to one, or a
+/// FIFO is refused, left exactly as it was, and nothing waits.
+#[test]
+fn a_file_mman_did_not_make_is_neither_used_nor_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let text = b"my notes, which are not a persistent u64\n".repeat(200);
+    std::fs::write(&notes, &text).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&notes, &link).unwrap();
+    for p in [&notes, &link] {
+        let e = Persistent::<u64>::open(p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("exactly 4096"), "{e}");
+        // SAFETY: refused before anything is mapped at the (null) address.
+        let e = unsafe { mman::persist::persist_fixed(p, std::ptr::null_mut(), 4096) }.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    assert_eq!(
+        std::fs::read(&notes).unwrap(),
+        text,
+        "the foreign file is untouched"
+    );
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let e = Persistent::<u64>::open(&fifo).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
 }
 
 #[test]
 fn persist_fixed_maps_over_the_callers_memory() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("fixed");
+    // A file of another length is not this format: neither grown nor mapped.
     std::fs::write(&p, b"from the file").unwrap();
+    // SAFETY: refused before anything is mapped at the (null) address.
+    let e = unsafe { mman::persist::persist_fixed(&p, std::ptr::null_mut(), 4096) }.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), b"from the file", "not grown");
+    let mut page = b"from the file".to_vec();
+    page.resize(4096, 0);
+    std::fs::write(&p, &page).unwrap();
     let region = MapOptions::new().len(4096).map_anonymous().unwrap();
     let addr = region.as_ptr() as *mut u8;
     // The range now belongs to the mapping persist_fixed returns: do not unmap it twice.

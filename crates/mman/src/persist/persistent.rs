@@ -4,10 +4,9 @@
 use std::fs::File;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::{create_atomically, open_locked, page};
+use super::{check_format, create_atomically, open_existing, open_locked, page};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::{FlushMode, MapOptions, Mapping};
 
@@ -64,8 +63,10 @@ impl<T: bytemuck::Pod> Persistent<T> {
     /// [`open`](Self::open) with the mode for a new file, and whether to wait for the lock.
     ///
     /// # Errors
-    /// * [`ErrorKind::InvalidInput`]: `T` is aligned beyond a page, or the file is shorter
-    ///   than a `T` (made for another type, or truncated).
+    /// * [`ErrorKind::InvalidInput`]: `T` is aligned beyond a page, or the file is not a
+    ///   regular file of exactly `size_of::<T>()` rounded up to whole pages, the format `open`
+    ///   makes (it was made for another type or by another program, or truncated; it is not
+    ///   written).
     /// * [`ErrorKind::PermissionDenied`]: without `wait`, another handle holds the file's
     ///   `flock`; or this user may not write the file (or, to create it, its directory).
     /// * The errors of creating a missing file atomically (a temporary file, `write`,
@@ -86,19 +87,7 @@ impl<T: bytemuck::Pod> Persistent<T> {
             create_atomically(path, &vec![0u8; file_len as usize], mode)?;
         }
         let f = open_locked(path, wait)?;
-        let len = f
-            .metadata()
-            .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?
-            .len();
-        if len < size {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "persist",
-                format!("the file has {len} bytes; the value needs {size}"),
-            )
-            .with_path(Some(path))
-            .with_hint("it was made for another type, or truncated; remove it to start afresh"));
-        }
+        check_format(&f, path, file_len, "a persistent value of this type")?;
         let map = MapOptions::new()
             .read_write()
             .shared()
@@ -200,7 +189,8 @@ impl<T: bytemuck::Pod> Persistent<T> {
 
 /// The course notes' `persist()`: map `path` MAP_SHARED | MAP_FIXED over `len` bytes at
 /// `addr`, so the variable there *becomes* the file's contents (created zero-filled if
-/// missing, grown to `len`). Returns the mapping; keep it (or `forget` it) for as long as the
+/// missing; an existing file must be a regular file of exactly `len` bytes, as this makes
+/// it, where the notes would grow any file they were given). Returns the mapping; keep it (or `forget` it) for as long as the
 /// variable is used.
 ///
 /// # Safety
@@ -213,25 +203,21 @@ impl<T: bytemuck::Pod> Persistent<T> {
 /// must not be touched after that (keep the mapping, or `forget` it, while it is used).
 ///
 /// # Errors
-/// * The error of `open(2)`, creating the file (mode 0600) if missing:
-///   [`ErrorKind::NotFound`] for a missing directory, [`ErrorKind::PermissionDenied`]; or of
-///   `ftruncate` growing it to `len`.
+/// * The errors of creating a missing file atomically (zero-filled, mode 0600: a temporary
+///   file, `write`, `fsync`, `link`, `fsync` of the directory: [`ErrorKind::NotFound`] for a
+///   missing directory, [`ErrorKind::PermissionDenied`]), or of `open` and `fstat`.
+/// * [`ErrorKind::InvalidInput`]: an existing file that is not a regular file of exactly
+///   `len` bytes, the format this function makes. Such a file was made by something else,
+///   and is neither grown nor written.
 /// * As [`MapOptions::map_fixed_replace`]: [`ErrorKind::InvalidInput`] for an `addr` not
 ///   page-aligned; the errors of `mmap`.
 pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -> Result<Mapping> {
     let path = path.as_ref();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
-    if f.metadata().map(|m| m.len()).unwrap_or(0) < len as u64 {
-        f.set_len(len as u64)
-            .map_err(|e| Error::os("ftruncate", e).with_path(Some(path)))?;
+    if !path.exists() {
+        create_atomically(path, &vec![0u8; len], 0o600)?;
     }
+    let f = open_existing(path)?;
+    check_format(&f, path, len as u64, "a persistent variable of this length")?;
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         MapOptions::new()
