@@ -201,3 +201,50 @@ fn a_panic_inside_a_transaction_commits_nothing_and_the_writer_recovers() {
     drop(w);
     assert_eq!(d.read().unwrap(), [7, 5]);
 }
+
+/// A commit written by `pwritev` (every durable one, and values of 64 KiB and more) after
+/// another process truncated the file is an error: the write lengthened the file again with
+/// zeros where the header was, so reporting success would hand back a file nobody can open.
+#[test]
+fn a_commit_after_a_truncation_under_it_is_an_error_not_an_unreadable_success() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mode) in [
+        ("durable", Commit::Durable),
+        ("crash-safe", Commit::ProcessCrashSafe),
+    ] {
+        let p = dir.path().join(name);
+        let mut d = Durable::<[u8; 1 << 16]>::open(&p, *b"big-page", [0u8; 1 << 16]).unwrap();
+        let cut = || {
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(0)
+                .unwrap()
+        };
+        {
+            // A writer held across the truncation goes straight to the write.
+            let mut w = d.writer().unwrap();
+            w.update(mode, |v| v[0] = 1).unwrap();
+            cut();
+            let Err(e) = w.update(mode, |v| v[0] = 2) else {
+                panic!("{name}: the commit reported success on a file with no header")
+            };
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{name}: {e}");
+            assert!(
+                e.to_string().contains(&*p.to_string_lossy()),
+                "{name}: names the file: {e}"
+            );
+        }
+        // A new transaction reads the value first, and finds the file cut.
+        cut();
+        let Err(e) = d.update(mode, |v| v[0] = 3) else {
+            panic!("{name}: the transaction reported success on a cut file")
+        };
+        assert_eq!(e.kind(), ErrorKind::Truncated, "{name}: {e}");
+        assert!(
+            e.to_string().contains(&*p.to_string_lossy()),
+            "{name}: names the file: {e}"
+        );
+    }
+}

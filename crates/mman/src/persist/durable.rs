@@ -68,7 +68,22 @@ impl Storage for MapStorage<'_> {
         }
         let pad = vec![0u8; data_off as usize - head.len()];
         sys::persist::pwrite_all_vectored(self.1.as_fd(), &[head, &pad, data], at)
-            .map_err(|e| Error::os("pwritev", e).with_range(at, Some(data_off as usize + data.len())))
+            .map_err(|e| Error::os("pwritev", e).with_range(at, Some(data_off as usize + data.len())))?;
+        // Unlike a store through the mapping, a write past the end of a file someone truncated
+        // does not fail: it lengthens the file again, and the kernel fills what was cut with
+        // zeros, the header included. The commit would report success while the file could
+        // no longer be opened. So the header is read back (64 bytes through the mapping) and
+        // must still be one.
+        let h: Header = self.0.load(0)?;
+        if h.magic != MAGIC || h.crc != header_crc(&h) {
+            return Err(Error::new(
+                ErrorKind::Corrupted,
+                "commit durable",
+                "the file's header is gone after the write: the file was truncated or overwritten under this handle",
+            )
+            .with_hint("another process changed the file outside mman's protocol; the value must be written anew to a fresh file"));
+        }
+        Ok(())
     }
     fn sync(&mut self, offset: u64, len: u64) -> Result<()> {
         let a = offset as usize;
@@ -315,7 +330,9 @@ impl<T: bytemuck::Pod> Durable<T> {
                     }
                 })
             } else {
-                self.map.read_at(off as usize, buf)
+                self.map
+                    .read_at(off as usize, buf)
+                    .map_err(|e| e.with_path(Some(&self.path)))
             }
         };
         let heads = || -> Result<Heads> {
