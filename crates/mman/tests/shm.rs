@@ -240,3 +240,52 @@ fn a_fifo_planted_in_dev_shm_hangs_neither_list_nor_open() {
     let e = SharedMemory::open(&name, 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
+
+/// A sealed memfd of huge pages (another program's: mman makes none) is not viewed as
+/// immutable bytes: with no huge page left, reading a page never written faults, and the
+/// only answer mman's handler has would change the bytes after it under the reference.
+#[test]
+fn a_sealed_memfd_of_huge_pages_is_refused_as_a_sealed_view() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let name = c"mman-test-huge";
+    // SAFETY: a plain system call; a descriptor it returns is owned here from now on.
+    let raw = unsafe {
+        libc::memfd_create(
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+        )
+    };
+    if raw < 0 {
+        eprintln!(
+            "skipped: no MFD_HUGETLB here ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let huge = 2 << 20;
+    // SAFETY: a plain system call on the descriptor owned above.
+    if unsafe { libc::ftruncate(raw, huge) } != 0 {
+        eprintln!(
+            "skipped: cannot size a hugetlb memfd ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let memfd = Memfd::from_fd(fd).unwrap();
+    if memfd
+        .add_seals(Seals::WRITE | Seals::SHRINK | Seals::GROW)
+        .is_err()
+    {
+        eprintln!("skipped: hugetlbfs without write seals on this kernel");
+        return;
+    }
+    let e = memfd.map_sealed().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("huge pages"), "{e}");
+    // An ordinary sealed memfd still maps.
+    let plain = Memfd::create("mman-test-plain", 4096).unwrap();
+    plain.add_seals(Seals::WRITE | Seals::SHRINK).unwrap();
+    assert_eq!(plain.map_sealed().unwrap().len(), 4096);
+}

@@ -206,11 +206,26 @@ impl Memfd {
     /// Map a memfd sealed against writing and shrinking as a [`SealedMap`], which derefs
     /// to `[u8]`: the kernel guarantees its bytes neither change nor vanish.
     ///
+    /// A memfd of huge pages (`MFD_HUGETLB`, made by another program: mman makes none) is
+    /// refused. Reading a page of it that was never written asks the kernel for a huge
+    /// page, and when none is left the read faults with SIGBUS. mman's handler can answer a
+    /// fault in a file mapping only by mapping zeros from the fault to the end, which would
+    /// change the bytes after it under the reference this type hands out.
+    ///
     /// # Errors
     /// [`ErrorKind::PermissionDenied`] unless both [`Seals::WRITE`] and [`Seals::SHRINK`] are
-    /// in force; else as [`MapOptions::map`] (read-only and private here).
+    /// in force; [`ErrorKind::Unsupported`] for a memfd of huge pages; else as
+    /// [`MapOptions::map`] (read-only and private here).
     pub fn map_sealed(&self) -> Result<SealedMap> {
         self.require_seals(Seals::WRITE | Seals::SHRINK)?;
+        if sys::seals::huge_pages(self.fd.as_fd()).map_err(|e| Error::os("fstatfs", e))? {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "map sealed memfd",
+                "a memfd of huge pages (MFD_HUGETLB) cannot be viewed as immutable bytes",
+            )
+            .with_hint("a fault for a huge page none is left for could only be answered by changing the bytes; send a memfd of ordinary pages"));
+        }
         let inner = MapOptions::new().private().map(self.fd.as_fd())?;
         Ok(SealedMap { inner })
     }

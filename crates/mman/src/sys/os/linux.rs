@@ -232,6 +232,12 @@ pub mod seals {
             SealFlags::from_bits_retain(bits),
         )?)
     }
+
+    /// Whether the file lives on hugetlbfs (`fstatfs`): a memfd made with `MFD_HUGETLB`.
+    pub fn huge_pages(fd: BorrowedFd<'_>) -> io::Result<bool> {
+        const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+        Ok(rustix::fs::fstatfs(fd)?.f_type as u64 == HUGETLBFS_MAGIC)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

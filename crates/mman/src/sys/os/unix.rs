@@ -220,6 +220,12 @@ pub mod seals {
         let _ = (fd, bits);
         unsupported()
     }
+
+    /// No hugetlbfs here.
+    pub fn huge_pages(fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let _ = fd;
+        Ok(false)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
