@@ -62,13 +62,11 @@ impl FileInfo {
     }
 }
 
-/// `fstat(2)`, with the size of a block device taken from `lseek(SEEK_END)`.
+/// `fstat(2)`, with the size of a block device asked of the device.
 pub fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
     let mut info = FileInfo::of(&rustix::fs::fstat(fd)?);
     if info.kind == FileType::BlockDevice {
-        let here = rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0))?;
-        info.size = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
-        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(here))?;
+        info.size = os::block_device_size(fd)?;
     }
     Ok(info)
 }

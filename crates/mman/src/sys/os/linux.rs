@@ -179,6 +179,18 @@ pub fn xattr(fd: BorrowedFd<'_>, key: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// The size of a block device (`ioctl(BLKGETSIZE64)`): no seek, so the offset that the
+/// descriptor shares with every other holder of its open file description never moves.
+pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // The kernel's definition: _IOR(0x12, 114, size_t) (the encoding differs by architecture).
+    const BLKGETSIZE64: libc::Ioctl = libc::_IOR::<libc::size_t>(0x12, 114);
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `size`, which outlives the call.
+    super::check(unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut size) })?;
+    Ok(size)
+}
+
 /// `fdatasync`.
 #[cfg(feature = "persist")]
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {

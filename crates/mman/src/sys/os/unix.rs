@@ -192,6 +192,15 @@ pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     unsupported()
 }
 
+/// The size of a block device: its end, found by seeking there and back (other systems have
+/// no common ioctl for it).
+pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let here = rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0))?;
+    let end = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
+    rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(here))?;
+    Ok(end)
+}
+
 /// No memfd seals here: the calls answer `ENOSYS`, and the seal bits keep Linux's numbers
 /// only so that `shm::Seals` has distinct bits to name.
 pub mod seals {
