@@ -87,6 +87,8 @@
 //! * `shm::SealedMap` (`Deref` to `[u8]`): a memfd whose `F_SEAL_WRITE` and `F_SEAL_SHRINK`
 //!   were verified before mapping it read-only: the kernel refuses every write and
 //!   truncation, from anyone; the SIGBUS handler never remaps it on a signal it did not raise.
+//!   A memfd of huge pages is refused: a read of a page never written needs a huge page, and
+//!   with none left its SIGBUS could only be answered by changing the bytes after it.
 //! * `fault::Secret<T>` (`expose`): memory only this process maps (`memfd_secret` or
 //!   private), aligned for `T` (types aligned beyond a page are refused).
 //! * [`Mapping::atomic_u64`], `sync::place` and the `sync` objects (`&AtomicU64`,
