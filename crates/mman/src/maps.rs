@@ -54,7 +54,8 @@ pub enum Kind {
     File {
         /// The path, as the kernel printed it.
         path: PathBuf,
-        /// The file was deleted after being mapped (` (deleted)`).
+        /// The file was deleted after being mapped (the kernel appends ` (deleted)` to the name;
+        /// [`read`] checks the whole name first, which a file may really have).
         deleted: bool,
     },
     /// `[heap]`: the program break.
@@ -317,8 +318,22 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
             .with_path(Some(&path)));
         }
     }
-    let text = String::from_utf8_lossy(&text);
-    let regions = parse(&text).map_err(|e| e.with_path(Some(&path)))?;
+    let mut regions = parse_bytes(&text).map_err(|e| e.with_path(Some(&path)))?;
+    // The kernel marks a file deleted since it was mapped by appending " (deleted)" to its
+    // name, which a file may also really be called: the file still there under the whole
+    // name, with the mapping's device and inode, is that file, not a deleted one.
+    for r in &mut regions {
+        if let Kind::File { path, deleted } = &mut r.kind {
+            if *deleted {
+                let mut whole = path.clone().into_os_string();
+                whole.push(" (deleted)");
+                if crate::sys::path_id(std::path::Path::new(&whole)) == Some((r.device, r.inode)) {
+                    *path = whole.into();
+                    *deleted = false;
+                }
+            }
+        }
+    }
     Ok(ProcessMaps { pid, regions })
 }
 
@@ -330,13 +345,24 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
 /// `Key: value` field, or a field before any mapping. Unknown fields, and values that are
 /// not numbers, are skipped.
 pub fn parse(text: &str) -> Result<Vec<Region>> {
+    parse_bytes(text.as_bytes())
+}
+
+/// [`parse`] of the bytes as the kernel writes them: file names are any bytes but a
+/// newline (which the kernel writes as `\012`, decoded here), so they are kept exactly,
+/// UTF-8 or not.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_bytes(text: &[u8]) -> Result<Vec<Region>> {
     let mut regions: Vec<Region> = Vec::new();
-    // Only a newline ends a line: a file name may end in a carriage return, which
-    // `str::lines` would drop (a "\r" ending a field's line is trimmed with its spaces).
-    for (n, line) in text.split('\n').enumerate() {
-        if line.is_empty() {
+    // Only a newline ends a line: a file name may end in a carriage return.
+    for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
+        if raw.is_empty() {
             continue;
         }
+        // The fields are ASCII; only a mapping line's name may not be UTF-8.
+        let line = String::from_utf8_lossy(raw);
         let bad = |what: &str| {
             Error::new(
                 ErrorKind::InvalidInput,
@@ -363,26 +389,63 @@ pub fn parse(text: &str) -> Result<Vec<Region>> {
             }
             continue;
         }
-        regions.push(parse_header(line).ok_or_else(|| bad("not a mapping line"))?);
+        regions.push(parse_header(raw).ok_or_else(|| bad("not a mapping line"))?);
     }
     Ok(regions)
 }
 
-fn parse_header(line: &str) -> Option<Region> {
+/// What backs a mapping, from the name column's bytes.
+fn kind_of(name: &[u8]) -> Kind {
+    use std::os::unix::ffi::OsStringExt;
+    match name {
+        b"" => Kind::Anonymous,
+        b"[heap]" => Kind::Heap,
+        b"[stack]" => Kind::Stack,
+        b"[vdso]" => Kind::Vdso,
+        b"[vvar]" | b"[vvar_vclock]" => Kind::Vvar,
+        b"[vsyscall]" => Kind::Vsyscall,
+        n if n.starts_with(b"[") && n.ends_with(b"]") => Kind::Other(String::from_utf8_lossy(n).into_owned()),
+        n => {
+            let (n, deleted) = match n.strip_suffix(b" (deleted)") {
+                Some(p) => (p, true),
+                None => (n, false),
+            };
+            // The kernel writes a newline in a name as `\012`, the only byte it escapes.
+            let mut path = Vec::with_capacity(n.len());
+            let mut i = 0;
+            while i < n.len() {
+                if n[i..].starts_with(b"\\012") {
+                    path.push(b'\n');
+                    i += 4;
+                } else {
+                    path.push(n[i]);
+                    i += 1;
+                }
+            }
+            Kind::File {
+                path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+                deleted,
+            }
+        }
+    }
+}
+
+fn parse_header(line: &[u8]) -> Option<Region> {
     let mut rest = line;
     let mut field = || {
-        let t = rest.trim_start_matches(' ');
-        let end = t.find(' ').unwrap_or(t.len());
+        let start = rest.iter().position(|&b| b != b' ')?;
+        let t = &rest[start..];
+        let end = t.iter().position(|&b| b == b' ').unwrap_or(t.len());
         let (f, r) = t.split_at(end);
         rest = r;
-        Some(f).filter(|f| !f.is_empty())
+        std::str::from_utf8(f).ok()
     };
     let range = field()?;
     let perms = field()?;
     let offset = field()?;
     let dev = field()?;
     let inode = field()?;
-    let name = rest.trim_start_matches(' ');
+    let name = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
     let (s, e) = range.split_once('-')?;
     let start = u64::from_str_radix(s, 16).ok()?;
     let end = u64::from_str_radix(e, 16).ok()?;
@@ -397,25 +460,7 @@ fn parse_header(line: &str) -> Option<Region> {
         shared: p[3] == b's',
     };
     let (maj, min) = dev.split_once(':')?;
-    let kind = match name {
-        "" => Kind::Anonymous,
-        "[heap]" => Kind::Heap,
-        "[stack]" => Kind::Stack,
-        "[vdso]" => Kind::Vdso,
-        "[vvar]" | "[vvar_vclock]" => Kind::Vvar,
-        "[vsyscall]" => Kind::Vsyscall,
-        n if n.starts_with('[') && n.ends_with(']') => Kind::Other(n.to_string()),
-        n => match n.strip_suffix(" (deleted)") {
-            Some(p) => Kind::File {
-                path: PathBuf::from(p),
-                deleted: true,
-            },
-            None => Kind::File {
-                path: PathBuf::from(n),
-                deleted: false,
-            },
-        },
-    };
+    let kind = kind_of(name);
     Some(Region {
         start,
         end,
@@ -544,6 +589,41 @@ Rss: 18446744073709551615 kB
             Kind::File {
                 path: "/tmp/odd\r".into(),
                 deleted: false
+            }
+        );
+    }
+
+    /// A mapped file whose name holds a newline and bytes that are not UTF-8 is found
+    /// under its exact name in this process's own mappings (the kernel writes the newline
+    /// as `\012`; a lossy conversion would have replaced the other bytes).
+    #[test]
+    fn a_mapped_file_is_found_under_its_exact_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"odd\nname \xff\xfe (deleted)");
+        let path = dir.path().join(name);
+        std::fs::write(&path, [1u8; 4096]).unwrap();
+        let map = crate::MapOptions::new().map_path(&path).unwrap();
+        let at = map.as_ptr() as u64;
+        let me = read(None).unwrap();
+        let r = me.regions.iter().find(|r| r.start <= at && at < r.end).unwrap();
+        assert_eq!(
+            r.kind,
+            Kind::File {
+                path: path.clone(),
+                deleted: false
+            }
+        );
+        drop(map);
+        // The same bytes through `parse_bytes`, deleted this time.
+        let mut line = b"1000-2000 r--s 00000000 fe:00 12 /d/a\\012b\xff (deleted)\n".to_vec();
+        line.extend_from_slice(b"Size: 4 kB\n");
+        let r = parse_bytes(&line).unwrap();
+        assert_eq!(
+            r[0].kind,
+            Kind::File {
+                path: std::ffi::OsStr::from_bytes(b"/d/a\nb\xff").into(),
+                deleted: true
             }
         );
     }

@@ -179,3 +179,12 @@ pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
         _ => false,
     }
 }
+
+/// The device (major, minor) and inode of the file at `path` itself (`lstat`), if any.
+#[cfg(all(linux_like, feature = "maps"))]
+pub fn path_id(path: &std::path::Path) -> Option<((u32, u32), u64)> {
+    let st = rustix::fs::lstat(path).ok()?;
+    let dev = st.st_dev as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Some(((rustix::fs::major(dev), rustix::fs::minor(dev)), st.st_ino as u64))
+}
