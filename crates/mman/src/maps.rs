@@ -78,7 +78,9 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Kind::File { path, deleted } => {
-                write!(f, "{}", path.display())?;
+                // One line a mapping, as the kernel and pmap print it: a newline as \012.
+                let shown = path.display().to_string();
+                f.write_str(&shown.replace('\n', "\\012"))?;
                 if *deleted {
                     f.write_str(" (deleted)")?;
                 }
