@@ -748,3 +748,18 @@ fn an_initialiser_that_panics_leaves_the_object_to_the_next_opener() {
     assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
     assert_eq!(*mx.lock().unwrap(), 3);
 }
+
+/// A state word naming as initialiser a PID no process can have (past `i32::MAX`, written
+/// by a peer) is garbage to recover from, not a reason to panic: rustix's `Pid::from_raw`
+/// asserts that a PID is positive (debug builds), and in C terms it was `kill(-1, 0)`.
+#[test]
+fn an_initialiser_pid_no_process_can_have_is_taken_over() {
+    for pid in [0x8000_0000u64, 0xFFFF_FFFF] {
+        let m = anonymous_shared();
+        m.atomic_u64(0).unwrap().store((1 << 63) | pid, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let mx = Mutex::<u64>::open(&m, 0, || 9).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+        assert_eq!(*mx.lock().unwrap(), 9);
+    }
+}
