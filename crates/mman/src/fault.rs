@@ -87,10 +87,21 @@ impl Guarded {
         object: impl Fn(usize, usize) -> usize,
     ) -> Result<Self> {
         let ps = sys::page_size();
-        let inner = len.max(1).next_multiple_of(ps);
+        // Checked: rounding up or adding the guards must not wrap (a release build would
+        // have made a buffer of `len` bytes over two pages). At most isize::MAX bytes in
+        // all, as a slice of the middle needs.
+        let inner = len.max(1).checked_next_multiple_of(ps);
         let total = inner
-            .checked_add(2 * ps)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, op, "length overflows"))?;
+            .and_then(|i| i.checked_add(2 * ps))
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    op,
+                    format!("{len} bytes and two guard pages do not fit in the address space"),
+                )
+            })?;
+        let inner = total - 2 * ps;
         let req = sys::MapRequest::PRIVATE;
         let none = Protection::NONE;
         // SAFETY: a fresh mapping placed by the kernel; nothing is replaced.
@@ -209,7 +220,16 @@ impl GuardedStack {
     /// # Errors
     /// As [`GuardedBuffer::new`].
     pub fn new(len: usize) -> Result<Self> {
-        let len = len.max(64 << 10).next_multiple_of(sys::page_size());
+        let len = len
+            .max(64 << 10)
+            .checked_next_multiple_of(sys::page_size())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "guarded stack",
+                    format!("{len} bytes do not fit in the address space"),
+                )
+            })?;
         let region = Guarded::new("guarded stack", len, [STACK_BELOW, STACK_ABOVE], |lo, _| lo)?;
         Ok(GuardedStack { region, len })
     }
@@ -301,7 +321,10 @@ pub struct Protections {
 pub struct Secret<T: bytemuck::Pod> {
     ptr: NonNull<T>,
     len: usize,
-    creator: u32,
+    /// The process that made it: its PID and fork generation ([`sys::forks`]). In a child
+    /// created by `fork`, `memfd_secret` memory is not mapped (MADV_DONTFORK): the range is
+    /// free there, and may hold the child's own mappings since.
+    creator: (u32, u64),
     secretmem: bool,
     protections: Protections,
     _owns: PhantomData<T>,
@@ -376,7 +399,7 @@ impl<T: bytemuck::Pod> Secret<T> {
         let mut s = Secret {
             ptr: NonNull::new(p.cast()).ok_or_else(|| Error::new(ErrorKind::Os, "mmap", "address 0"))?,
             len,
-            creator: sys::shm::pid(),
+            creator: creator(),
             secretmem: true,
             protections: Protections {
                 locked: Status::Active,
@@ -421,7 +444,7 @@ impl<T: bytemuck::Pod> Secret<T> {
         Ok(Secret {
             ptr: NonNull::new(p.cast()).ok_or_else(|| Error::new(ErrorKind::Os, "mmap", "address 0"))?,
             len,
-            creator: sys::shm::pid(),
+            creator: creator(),
             secretmem: false,
             protections: Protections {
                 locked,
@@ -438,8 +461,14 @@ impl<T: bytemuck::Pod> Secret<T> {
         &self.protections
     }
 
+    /// Whether the memory is mapped in this process: always for private memory (a child has
+    /// its copy, zeroed); for `memfd_secret` memory, only in the process that made it.
+    fn mapped_here(&self) -> bool {
+        !self.secretmem || creator() == self.creator
+    }
+
     fn check_process(&self) -> Result<()> {
-        if self.secretmem && sys::shm::pid() != self.creator {
+        if !self.mapped_here() {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
                 "secret",
@@ -485,7 +514,7 @@ impl<T: bytemuck::Pod> Secret<T> {
     /// Overwrite the secret with zeros now (drop does this too), with volatile stores the
     /// compiler cannot drop as dead.
     pub fn wipe(&mut self) {
-        if self.check_process().is_err() {
+        if !self.mapped_here() {
             return;
         }
         let p = self.ptr.as_ptr() as *mut u8;
@@ -497,8 +526,20 @@ impl<T: bytemuck::Pod> Secret<T> {
     }
 }
 
+/// This process, as [`Secret::creator`] records it.
+fn creator() -> (u32, u64) {
+    (sys::shm::pid(), sys::forks::generation())
+}
+
 impl<T: bytemuck::Pod> Drop for Secret<T> {
+    /// In a child created by `fork`, a secret in `memfd_secret` memory is not mapped: its
+    /// range is left alone (unmapping it would take whatever the child mapped there since).
+    /// Async-signal-safe then (getpid, an atomic load), as a child of a threaded process
+    /// needs.
     fn drop(&mut self) {
+        if !self.mapped_here() {
+            return;
+        }
         self.wipe();
         // SAFETY: our own mapping.
         let _ = unsafe { sys::munlock(self.ptr.as_ptr().cast(), self.len) };

@@ -96,7 +96,9 @@
 //!   concurrent change; the borrow of the mapping keeps it mapped and its protection
 //!   unchanged (`protect`, `resize` and destructive advice take `&mut self`).
 //! * `sync::MutexGuard` derefs to a *copy* of the data taken under the lock and written back
-//!   when the guard drops; `persist::Writer::value` and `Durable` values are copies too.
+//!   when the guard drops (unless its thread is panicking: then the copy is dropped and the
+//!   next owner sees `owner_died`); `persist::Writer::value` and `Durable` values are copies
+//!   too.
 //!
 //! **Where copies are made:** [`Mapping::read_at`]/[`Mapping::write_at`]/`load`/`store`
 //! (8-byte atomics), [`Mapping::write_to`] and the `transfer` module (the kernel copies:

@@ -21,6 +21,8 @@ pub mod cache;
 #[cfg(linux_like)]
 pub mod fault;
 mod file;
+#[cfg(all(linux_like, any(feature = "sync", feature = "fault")))]
+pub mod forks;
 #[cfg(all(linux_like, feature = "fault"))]
 pub mod guard;
 #[cfg(all(linux_like, feature = "channel"))]

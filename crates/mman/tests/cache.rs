@@ -374,3 +374,54 @@ fn maps_of_a_missing_process_is_a_clear_error() {
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("no process"), "{e}");
 }
+
+mod common;
+
+#[test]
+fn child_measures_a_huge_sparse_file() {
+    let Ok(path) = std::env::var("MMAN_SPARSE") else {
+        return;
+    };
+    let f = CachedFile::open(&path).unwrap();
+    // One byte a page of 2^44 pages: no such map can be allocated. An error, not an abort.
+    let e = f.page_map(PageRange::ALL).expect_err("a 16 TiB residency map");
+    assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
+    // Slices of it are measured without one map of the whole range.
+    let b = f.buckets(PageRange::ALL, 4).unwrap().unwrap();
+    assert_eq!(b.len(), 4);
+    assert_eq!(b.iter().map(|s| s.1).sum::<u64>(), f.pages());
+    assert!(b[0].0 >= 1, "the written page is resident: {b:?}");
+    // A huge slice count gives as many slices as are asked (no more than pages), or an error.
+    let _ = f.buckets(PageRange::bytes(0, Some(64 * PS)), usize::MAX).unwrap();
+    let st = f.status(PageRange::ALL).unwrap();
+    assert!(st.resident.unwrap() >= 1);
+    // check_lock_limits takes any count of mappings.
+    let _ = cache::check_lock_limits(0, u64::MAX);
+    println!("MEASURED");
+}
+
+/// A sparse file of 2^56 bytes (tmpfs holds one without using any memory), one page of it
+/// written: measuring it is an error or a figure, never an abort on a residency map of one
+/// byte a page (16 TiB) that cannot be allocated.
+#[test]
+fn a_huge_sparse_file_is_measured_or_refused_never_aborts() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let path = dir.path().join("sparse");
+    let f = File::create(&path).unwrap();
+    if f.set_len(1 << 56).is_err() {
+        return; // a tmpfs that refuses files this large
+    }
+    (&f).write_all(b"x").unwrap();
+    let out = common::rerun("child_measures_a_huge_sparse_file", "sparse")
+        .env("MMAN_SPARSE", &path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("MEASURED"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

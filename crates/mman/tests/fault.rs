@@ -363,3 +363,93 @@ fn a_forked_child_sees_zeros_not_the_secret() {
     assert_eq!(libc::WEXITSTATUS(status), 0, "the child saw the secret");
     assert_eq!(s.expose().unwrap()[0], 0x5A, "the parent keeps it");
 }
+
+/// Lengths whose page rounding or guard pages overflow are refused: the rounding wrapped
+/// in a release build (a `GuardedBuffer` of `usize::MAX` bytes over two pages, a slice past
+/// all memory) and panicked in a debug one.
+#[test]
+fn guarded_lengths_that_overflow_are_refused_not_wrapped() {
+    for len in [
+        usize::MAX,
+        usize::MAX - 100,
+        usize::MAX - 4096 * 2,
+        isize::MAX as usize + 1,
+    ] {
+        let e = GuardedBuffer::new(len).expect_err("no such buffer can exist");
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::ResourceLimit),
+            "{len}: {e}"
+        );
+        let e = GuardedStack::new(len).expect_err("no such stack can exist");
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::ResourceLimit),
+            "{len}: {e}"
+        );
+    }
+}
+
+#[test]
+fn child_drops_a_secret_inherited_by_fork() {
+    if !is_child("child_drops_a_secret_inherited_by_fork") {
+        return;
+    }
+    let s = Secret::<[u8; 64]>::zeroed().unwrap();
+    if !s.protections().secret_memory.is_active() {
+        println!("SKIP: no memfd_secret here");
+        return;
+    }
+    let at = s.expose().unwrap().as_ptr() as usize;
+    // SAFETY: the grandchild makes system calls (mmap, getpid, munlock, munmap), reads and
+    // writes its own page and calls _exit: async-signal-safe work only, as after a fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // MADV_DONTFORK left the secret's range empty here: map a page of the child's own
+        // there, as any allocation of the child could.
+        // SAFETY: a new anonymous page where nothing is mapped (NOREPLACE).
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p as usize != at {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(3) };
+        }
+        // SAFETY: the page just mapped.
+        unsafe { std::ptr::write_volatile(p as *mut u8, 42) };
+        drop(s);
+        // SAFETY: the child's own page, if dropping the inherited secret left it mapped.
+        let ok = unsafe { std::ptr::read_volatile(p as *const u8) } == 42;
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status),
+        "the child died of signal {} dropping the secret it inherited",
+        libc::WTERMSIG(status)
+    );
+    assert_eq!(libc::WEXITSTATUS(status), 0);
+    assert_eq!(s.expose().unwrap()[0], 0);
+}
+
+/// A forked child that drops a `Secret` in `memfd_secret` memory (withheld from it by
+/// MADV_DONTFORK) leaves alone whatever the child has mapped at that address since: drop
+/// unmapped the range, taking the child's own memory with it.
+#[test]
+fn a_forked_child_dropping_a_secret_keeps_its_own_memory() {
+    let out = run_child("child_drops_a_secret_inherited_by_fork");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -86,13 +86,13 @@ pub fn check_lock_limits(bytes: u64, mappings: u64) -> Result<()> {
         }
     }
     if let (Some(max), Some(now)) = sc::map_count() {
-        if now + mappings > max {
+        if now.saturating_add(mappings) > max {
             return Err(Error::new(
                 ErrorKind::ResourceLimit,
                 "lock",
                 format!("locking needs one mapping a file: {mappings} more, but vm.max_map_count is {max} and {now} are in use"),
             )
-            .with_hint(format!("raise it: sysctl -w vm.max_map_count={}", now + mappings + 1024)));
+            .with_hint(format!("raise it: sysctl -w vm.max_map_count={}", now.saturating_add(mappings).saturating_add(1024))));
         }
     }
     Ok(())

@@ -29,11 +29,6 @@ impl CachedFile {
                 after: before,
             });
         }
-        let map = if before.resident == Some(0) {
-            None
-        } else {
-            self.page_map(r)?
-        };
         // A run that reaches the end of the file is faulted in through a mapping with the
         // kernel's read-ahead (large folios, no copy). A run that ends before it is read with
         // pread in random mode, which reads exactly the bytes asked for: read-ahead would run
@@ -49,7 +44,7 @@ impl CachedFile {
                 .map_err(|e| Error::os("posix_fadvise", e).with_path(Some(&self.path)))
         };
         let mut random = false;
-        for (a, b) in missing_runs(map.as_deref(), pages) {
+        let mut read_in = |a: u64, b: u64| -> Result<()> {
             let bounded = first + b < self.pages();
             if bounded != random {
                 advise(if bounded {
@@ -67,7 +62,7 @@ impl CachedFile {
                 sc::populate_read(view.addr, view.len)
                     .map_err(|e| self.fault_error("touch", e, view.addr as usize, view.len))?;
                 touched += b - a;
-                continue;
+                return Ok(());
             }
             buf.resize((((b - a).min(CHUNK)) * ps) as usize, 0);
             let mut at = a;
@@ -88,6 +83,34 @@ impl CachedFile {
                 }
                 touched += to - at;
                 at = to;
+            }
+            Ok(())
+        };
+        if before.resident == Some(0) {
+            read_in(0, pages)?;
+        } else {
+            // The residency map a window at a time (one byte a page of the whole range could
+            // not be allocated for a huge file), runs that meet at a window's edge joined.
+            let mut pending: Option<(u64, u64)> = None;
+            for (wa, wb) in super::status::windows(first, end) {
+                let map = self.page_map(PageRange {
+                    first: wa,
+                    end: Some(wb),
+                })?;
+                for (a, b) in missing_runs(map.as_deref(), wb - wa) {
+                    let (a, b) = (wa - first + a, wa - first + b);
+                    match pending {
+                        Some((pa, pb)) if pb == a => pending = Some((pa, b)),
+                        Some((pa, pb)) => {
+                            read_in(pa, pb)?;
+                            pending = Some((a, b));
+                        }
+                        None => pending = Some((a, b)),
+                    }
+                }
+            }
+            if let Some((a, b)) = pending {
+                read_in(a, b)?;
             }
         }
         Ok(Touched {

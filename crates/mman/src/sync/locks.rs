@@ -81,15 +81,39 @@ pub(crate) fn init_once(
             }
         }
     }
+    // An initialiser that panics gives the object back (0), as one that fails does: left
+    // at `BUSY | pid` of a process still alive, every opener would wait INIT_TIMEOUT and
+    // fail, for as long as this process lives.
+    let mut finish = Finish { state, to: 0 };
     let r = init();
-    // Release: everything init wrote happens-before any Acquire load that sees READY.
-    state.store(if r.is_ok() { READY } else { 0 }, Ordering::Release);
-    sys::futex_wake(state, u32::MAX);
+    finish.to = if r.is_ok() { READY } else { 0 };
+    drop(finish);
     r
+}
+
+/// Ends an [`init_once`]: stores `to` (0 unless the initialiser returned Ok) and wakes the
+/// openers waiting, also when the initialiser panics.
+struct Finish<'a> {
+    state: &'a AtomicU64,
+    to: u64,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        // Release: everything init wrote happens-before any Acquire load that sees READY.
+        self.state.store(self.to, Ordering::Release);
+        sys::futex_wake(self.state, u32::MAX);
+    }
 }
 
 // The lock word of a Mutex. The low 32 bits are the futex word:
 const TID: u64 = (1 << 30) - 1;
+/// The largest TID Linux hands out (`pid_max` is at most 2^22). A lock word naming a larger
+/// one names no thread: garbage, or [`ABANDONED`]; its lock is taken over at once.
+const MAX_TID: u32 = 1 << 22;
+/// The TID field of a lock released by a guard dropped in a panic: held by nobody alive,
+/// so the next locker takes it over at once and is told, as after an owner's death.
+const ABANDONED: u64 = TID;
 /// Someone sleeps (or is about to) on the futex: the unlocker must wake one.
 const WAITERS: u64 = 1 << 30;
 /// The previous owner died holding the lock and the data was not yet declared repaired.
@@ -135,6 +159,11 @@ enum Got {
 /// about 100 ms with [`MutexGuard::owner_died`] set, so the new owner can repair the data and
 /// call [`MutexGuard::make_consistent`]. If a guard whose owner died is dropped without
 /// `make_consistent`, the mutex becomes unrecoverable: every later `lock` is an error.
+///
+/// A guard dropped while its thread panics counts as its owner's death: its copy is *not*
+/// written back (a panic may come in the middle of an update; the data stays as the last
+/// [`MutexGuard::write_back`], or as it was locked), and the next owner sees
+/// [`MutexGuard::owner_died`] (which it clears with `make_consistent`).
 ///
 /// The lock is one pointer-free word: the owner's TID and start time (so a reused TID is not
 /// mistaken for the owner), a waiters bit and an inconsistency bit. Waiters sleep on a futex
@@ -204,12 +233,14 @@ impl<T: bytemuck::Pod> Mutex<T> {
         }
     }
 
-    /// Lock, waiting at most `timeout`; `None` if it stayed held by a live owner.
+    /// Lock, waiting at most `timeout` (any duration: one past what an [`Instant`] can
+    /// hold waits as long as it takes); `None` if it stayed held by a live owner. A dead
+    /// owner's lock is taken over, also with a zero timeout.
     ///
     /// # Errors
     /// As [`lock`](Self::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_, T>>> {
-        self.acquire(Some(Instant::now() + timeout))
+        self.acquire(Instant::now().checked_add(timeout))
     }
 
     /// Lock if nobody holds it now (a dead holder's lock is taken over).
@@ -253,6 +284,11 @@ impl<T: bytemuck::Pod> Mutex<T> {
         deadline: Option<Instant>,
     ) -> Result<Option<Got>> {
         let mut spins = 0;
+        // When to look next whether the owner still runs. By the clock, not by futex waits
+        // that time out: in a process whose signal handlers run more often than every
+        // LIVENESS_CHECK (a profiler's timer), every wait ends early with EINTR, and a dead
+        // owner would never be noticed.
+        let mut next_check = Instant::now() + LIVENESS_CHECK;
         loop {
             let s = self.word.load(Ordering::Relaxed);
             if is_free(s) {
@@ -277,6 +313,13 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 )
                 .with_hint("drop the guard before locking again")));
             }
+            if tid_of(s) > MAX_TID {
+                // Names no thread (ABANDONED by a panic, or garbage): nobody to wait for.
+                if let Some(got) = self.take_if_dead(s, mine | WAITERS, tid, token)? {
+                    return Ok(Some(got));
+                }
+                continue;
+            }
             if spins < LOCK_SPIN {
                 spins += 1;
                 std::hint::spin_loop();
@@ -290,22 +333,26 @@ impl<T: bytemuck::Pod> Mutex<T> {
             {
                 continue;
             }
-            let mut wait = LIVENESS_CHECK;
-            if let Some(d) = deadline {
-                match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => wait = wait.min(left),
-                    _ => return Ok(None),
-                }
-            }
-            // Sleeps only while the word is unchanged; an unlock in between makes it return.
-            let woken = sys::futex_wait(&self.word, (s | WAITERS) as u32, Some(wait)).unwrap_or(true);
-            if !woken {
-                // Slept a full interval: is the owner still there?
-                let now = self.word.load(Ordering::Relaxed);
-                if let Some(got) = self.take_if_dead(now, mine | WAITERS, tid, token)? {
+            let now = Instant::now();
+            let expired = deadline.is_some_and(|d| now >= d);
+            if now >= next_check || expired {
+                // Is the owner still there? (Also once more before giving up.)
+                next_check = now + LIVENESS_CHECK;
+                let w = self.word.load(Ordering::Relaxed);
+                if let Some(got) = self.take_if_dead(w, mine | WAITERS, tid, token)? {
                     return Ok(Some(got));
                 }
+                if expired {
+                    return Ok(None);
+                }
             }
+            let mut wait = next_check.saturating_duration_since(now);
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            // Sleeps only while the word is unchanged; an unlock in between makes it return.
+            // However it ends (woken, timed out, interrupted, failed), the loop looks again.
+            let _ = sys::futex_wait(&self.word, (s | WAITERS) as u32, Some(wait));
         }
     }
 
@@ -335,6 +382,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
             value,
             changed: false,
             owner_died: got == Got::OwnerDied,
+            panicking: std::thread::panicking(),
             _not_send: PhantomData,
         }
     }
@@ -350,15 +398,16 @@ impl<T: bytemuck::Pod> Mutex<T> {
         unsafe { sys::words::copy_in(bytemuck::bytes_of(value), self.data.get() as *mut u8) }
     }
 
-    /// Unlock: the word becomes free (or unrecoverable), and a sleeper is woken.
-    fn release(&self, inconsistent: bool) {
-        let new = if inconsistent { INCONSISTENT } else { 0 };
+    /// Unlock: the word becomes free, unrecoverable (`INCONSISTENT`) or [`ABANDONED`], and
+    /// a sleeper is woken.
+    fn release(&self, new: u64) {
         // Release: the data written back before this is visible to the next owner.
         let s = self.word.swap(new, Ordering::Release);
-        if inconsistent {
+        if new == INCONSISTENT {
             // Everyone waiting must learn that the mutex is unrecoverable.
             sys::futex_wake(&self.word, u32::MAX);
         } else if s & WAITERS != 0 {
+            // Free: the woken one takes it. Abandoned: the woken one takes it over.
             sys::futex_wake(&self.word, 1);
         }
     }
@@ -388,6 +437,10 @@ pub struct MutexGuard<'a, T: bytemuck::Pod> {
     value: T,
     changed: bool,
     owner_died: bool,
+    /// Whether the thread was already panicking when it locked (a lock taken in a `Drop`
+    /// that runs while unwinding): only a panic that began while the guard was held
+    /// abandons it.
+    panicking: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -434,10 +487,16 @@ impl<T: bytemuck::Pod> DerefMut for MutexGuard<'_, T> {
 
 impl<T: bytemuck::Pod> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
+        if std::thread::panicking() && !self.panicking {
+            // The copy may be half-updated: not written back, and the next owner is told
+            // (whether or not this owner had repaired the data: it did not finish).
+            self.mutex.release(ABANDONED);
+            return;
+        }
         if self.changed {
             self.mutex.write_data(&self.value);
         }
-        self.mutex.release(self.owner_died);
+        self.mutex.release(if self.owner_died { INCONSISTENT } else { 0 });
     }
 }
 

@@ -85,9 +85,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether process `pid` exists (`kill(pid, 0)`: EPERM still means it exists).
+/// Whether process `pid` exists (`kill(pid, 0)`: EPERM still means it exists). The PIDs
+/// asked about come from memory or tags others can write: 0 and anything past `i32::MAX`
+/// name no process (as an `i32`, `kill` would take them for process groups, and rustix's
+/// `Pid::from_raw` asserts a PID is positive).
 pub fn process_exists(pid: u32) -> bool {
-    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return false;
     };
     match rustix::process::test_kill_process(p) {

@@ -6,7 +6,6 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// CLOCK_MONOTONIC now plus `d`, as an absolute deadline.
@@ -34,45 +33,21 @@ pub fn monotonic_deadline(d: Duration) -> libc::timespec {
 // ---------------------------------------------------------------------------------------
 // Who holds a lock: thread identities that survive PID reuse, and their liveness.
 
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn after_fork_in_child() {
-    // Async-signal-safe: one atomic add. Every thread identity cached before the fork is
-    // now stale (the child's one thread has a new TID).
-    FORKS.fetch_add(1, Ordering::Relaxed);
-    // Async-signal-safe too: atomic swaps and close(2).
-    #[cfg(feature = "channel")]
-    super::liveness::close_all_in_child();
-}
-
-fn watch_forks() {
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only adds to an atomic; no other effect.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
-}
-
-/// How many times this process's ancestry forked since the watch began: a value that
-/// changes in a child created by `fork`. An object that records it can tell that it was
-/// inherited by a fork (and no longer belongs to the process it was made for) with one
-/// relaxed load.
+/// How many times this process's ancestry forked (see [`super::forks::generation`]).
 #[cfg(feature = "channel")]
 pub fn fork_generation() -> u64 {
-    watch_forks();
-    FORKS.load(Ordering::Relaxed)
+    super::forks::generation()
 }
 
 /// The calling thread's identity: its TID and a token, the low 32 bits of its start time
 /// (clock ticks since boot, from `/proc/thread-self/stat`), which tells a thread from a
 /// later one that reuses its TID. Cached per thread; a fork invalidates the cache.
 pub fn thread_identity() -> (u32, u32) {
-    watch_forks();
     thread_local! {
         static ME: Cell<(u64, u32, u32)> = const { Cell::new((u64::MAX, 0, 0)) };
     }
     ME.with(|me| {
-        let forks = FORKS.load(Ordering::Relaxed);
+        let forks = super::forks::generation();
         let (seen, tid, token) = me.get();
         if seen == forks {
             return (tid, token);
