@@ -239,7 +239,8 @@ impl GuardedStack {
         self.region.lo..self.region.hi
     }
 
-    /// Run `f` on a new thread that uses this stack, and return its result.
+    /// Run `f` on a new thread that uses this stack, and return its result. The result is
+    /// built on that stack too: a large `R` needs room there (box it otherwise).
     ///
     /// # Errors
     /// * The error of `pthread_attr_setstack`, `pthread_create` or `pthread_join`

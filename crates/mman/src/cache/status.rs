@@ -109,7 +109,7 @@ impl CachedFile {
     /// page.)
     ///
     /// # Errors
-    /// As [`page_map`](Self::page_map) (a range of at most [`WINDOW`] pages is measured with
+    /// As [`page_map`](Self::page_map) (a range of at most 2^20 pages is measured with
     /// one map), and as [`status`](Self::status) for each slice (a longer range, or where
     /// the map is `None`); [`ErrorKind::ResourceLimit`] when the `n` slices cannot be
     /// allocated.

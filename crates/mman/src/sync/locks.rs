@@ -525,6 +525,10 @@ impl Condvar {
 
     /// Release the guard's mutex, wait for a notification, and lock again.
     ///
+    /// A guard whose lock was taken over from an owner that died
+    /// ([`MutexGuard::owner_died`]) must be made consistent first: waiting releases it as it
+    /// is, which makes the mutex unrecoverable, as dropping it would.
+    ///
     /// # Errors
     /// As [`Mutex::lock`], when locking again.
     pub fn wait<'a, T: bytemuck::Pod>(&self, guard: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T>> {

@@ -28,3 +28,13 @@ pub fn role() -> Option<String> {
 pub fn is(role: &str) -> bool {
     std::env::var(ROLE).as_deref() == Ok(role)
 }
+
+/// A page of shared anonymous memory (as a forked child would share it).
+pub fn shared_page() -> mman::Mapping {
+    mman::MapOptions::new()
+        .len(4096)
+        .read_write()
+        .shared()
+        .map_anonymous()
+        .unwrap()
+}
