@@ -568,3 +568,92 @@ fn counter_never_writes_a_file_that_is_not_its_record() {
     }
     assert_eq!(std::fs::read(&planted).unwrap(), vec![9u8; 100_000]);
 }
+
+/// Wait for `child` at most `secs` seconds; kill it (and fail) if it is still running.
+fn wait_at_most(child: &mut std::process::Child, secs: u64, what: &str) -> Output {
+    let t0 = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut out = Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut s) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stdout).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stderr).unwrap();
+    }
+    out
+}
+
+/// Start a timed dinner on `table` and return once its table carries the mark.
+fn start_dinner(table: &Path, seconds: &str) -> std::process::Child {
+    let child = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--seconds", seconds, "--file"])
+        .arg(table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read(table).is_ok_and(|b| b.get(8..16) == Some(b"MMANPHIL")) {
+        assert!(t0.elapsed().as_secs() < 10, "the dinner made no table");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+#[test]
+fn a_second_dinner_on_the_same_table_is_refused_and_the_first_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let mut first = start_dinner(&table, "2");
+    // The second dinner used to reset the forks, gate and counters of the first, whose
+    // philosophers then waited for good: the first dinner never ended.
+    let mut second = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--seconds", "1", "--file"])
+        .arg(&table)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out2 = wait_at_most(&mut second, 30, "the second dinner");
+    let out1 = wait_at_most(&mut first, 30, "the first dinner, its table reset under it");
+    let err2 = String::from_utf8_lossy(&out2.stderr);
+    assert_eq!(out2.status.code(), Some(1), "{err2}");
+    assert!(err2.contains("another dinner is using this table"), "{err2}");
+    assert!(out1.status.success(), "{}", String::from_utf8_lossy(&out1.stderr));
+    // Once the first has ended, the table is free again.
+    let out = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--meals", "10", "--file"])
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_scribbled_table_cannot_keep_a_stopped_dinner_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let mut dinner = start_dinner(&table, "1");
+    // A hostile writer takes every fork off the table (zeros over the semaphores).
+    let f = std::fs::OpenOptions::new().write(true).open(&table).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 3 * 64], 64).unwrap();
+    let out = wait_at_most(&mut dinner, 40, "a dinner whose forks were taken away");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("had not left the table"), "{err}");
+}
