@@ -112,9 +112,9 @@ impl Tour {
         self.dir.path().join(name)
     }
     fn mman(&self, args: &[&str]) -> Result<std::process::Output> {
-        Command::new(&self.exe)
-            .args(args)
-            .output()
+        // Its temporary files go in the tour's directory, so that they go with it even if
+        // the child is killed before it removes them.
+        crate::cleanup::output(Command::new(&self.exe).args(args).env("TMPDIR", self.dir.path()))
             .with_context(|| format!("run mman {}", args.join(" ")))
     }
 }

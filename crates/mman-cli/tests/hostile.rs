@@ -657,3 +657,64 @@ fn a_scribbled_table_cannot_keep_a_stopped_dinner_waiting() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("had not left the table"), "{err}");
 }
+
+/// The processes whose environment holds `TMPDIR=<tmp>`: everything a run with that TMPDIR
+/// started, however deep, wherever it was reparented.
+fn processes_of(tmp: &Path) -> Vec<(u32, String)> {
+    let needle = format!("TMPDIR={}", tmp.display());
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v.starts_with(needle.as_bytes())) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_the_children_the_tour_runs_and_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tour = Command::new(mman())
+        .args(["tour", "--section", "10"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the tour's `mman philosophers` has its philosophers at the table.
+    let t0 = std::time::Instant::now();
+    while !processes_of(tmp.path())
+        .iter()
+        .any(|(_, c)| c.contains("__philosopher"))
+    {
+        assert!(t0.elapsed().as_secs() < 20, "the tour started no dinner");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(tour.id() as i32, libc::SIGTERM) };
+    let status = tour.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    // The killed children need a moment to be gone from /proc; not as long as the dinner
+    // (0.5 s), which an orphaned child would finish, and go, unnoticed.
+    let mut left = processes_of(tmp.path());
+    for _ in 0..10 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = processes_of(tmp.path());
+    }
+    for (pid, _) in &left {
+        // SAFETY: kill(2); these are processes this test started, left over.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "the interrupted tour left running: {left:?}");
+    assert_clean(tmp.path(), "the tour interrupted by SIGTERM");
+}

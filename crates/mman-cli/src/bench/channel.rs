@@ -245,22 +245,19 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
     let Some(program) = std::env::var_os("MMAN_ICEORYX2_PEER") else {
         return Ok(None);
     };
-    let out = Command::new(&program)
-        .args([
-            "iceoryx2",
-            "--size",
-            &size.to_string(),
-            "--messages",
-            &count.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| {
-            format!(
-                "bench channel: run the iceoryx2 peer {}",
-                program.to_string_lossy()
-            )
-        })?;
+    let out = crate::cleanup::output(Command::new(&program).args([
+        "iceoryx2",
+        "--size",
+        &size.to_string(),
+        "--messages",
+        &count.to_string(),
+    ]))
+    .with_context(|| {
+        format!(
+            "bench channel: run the iceoryx2 peer {}",
+            program.to_string_lossy()
+        )
+    })?;
     if !out.status.success() {
         bail!(
             "bench channel: the iceoryx2 peer failed ({}): {}",
