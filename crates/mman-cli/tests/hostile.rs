@@ -718,3 +718,26 @@ fn sigterm_ends_the_children_the_tour_runs_and_their_files() {
     assert!(left.is_empty(), "the interrupted tour left running: {left:?}");
     assert_clean(tmp.path(), "the tour interrupted by SIGTERM");
 }
+
+#[test]
+fn benchmark_counts_that_would_wrap_are_refused_by_the_parser() {
+    // --rounds 4294967295 was accepted, and the count plus the warm-up wrapped to 999 in the
+    // peer's u32: the peer left after 999 round trips and the benchmark waited for good.
+    for args in [
+        vec!["bench", "ipc", "--rounds", "4294967295"],
+        vec!["bench", "ipc", "--rounds", "0"],
+        vec!["bench", "channel", "--rounds", "18446744073709551615"],
+        vec!["bench", "channel", "--messages", "18446744073709551615"],
+    ] {
+        let mut child = Command::new(mman())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_at_most(&mut child, 20, &format!("{args:?}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
+}

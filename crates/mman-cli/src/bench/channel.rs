@@ -25,11 +25,11 @@ pub struct ChannelArgs {
     sizes: Vec<u64>,
     /// Messages sent one way for the throughput figure (at most 2000 for sizes of 1 MiB and
     /// more).
-    #[arg(long, default_value_t = 100_000, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 100_000, value_parser = crate::args::messages)]
     messages: u64,
     /// Round trips timed one by one for the latency figures (at most 1000 for sizes of
     /// 1 MiB and more).
-    #[arg(long, default_value_t = 20_000, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 20_000, value_parser = crate::args::rounds)]
     rounds: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
