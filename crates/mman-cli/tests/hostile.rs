@@ -741,3 +741,54 @@ fn benchmark_counts_that_would_wrap_are_refused_by_the_parser() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_closed_stdin_is_an_error_for_a_list_of_files_too() {
+    // `-b -` read a closed standard input as an empty list: the listed files were dropped
+    // without a word and the status was 0.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let args: Vec<String> = ["cache", "status", "-b", "-"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([f.display().to_string()])
+        .collect();
+    let out = run_sh(&args, "<&-", dir.path());
+    let text = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file list from standard input: Bad file descriptor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cache_lock_json_is_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, vec![1u8; 3 * 4096]).unwrap();
+    let pidfile = dir.path().join("pid");
+    let child = Command::new(mman())
+        .args(["cache", "lock", "--json", "--pidfile"])
+        .arg(&pidfile)
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pidfile.exists() {
+        assert!(t0.elapsed().as_secs() < 20, "no pid file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["locked_pages"], 3, "{v}");
+    assert_eq!(v["files"], 1, "{v}");
+}
