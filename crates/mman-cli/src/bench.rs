@@ -216,7 +216,7 @@ pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
 fn tempdir() -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("mman-bench-ipc")
-        .tempdir()
+        .tempdir_in(crate::cleanup::temp_root())
         .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
     crate::cleanup::remove_on_signal(dir.path());
     Ok(dir)

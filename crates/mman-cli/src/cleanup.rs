@@ -48,6 +48,16 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where temporary files go: `$TMPDIR`, or `/tmp` when it is unset or empty, as GNU tools
+/// read it (`mktemp`). Rust's `env::temp_dir` returns an empty TMPDIR as is, and a path
+/// joined to it is relative: mman made its temporary files in the current directory.
+pub fn temp_root() -> PathBuf {
+    match std::env::var_os("TMPDIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/tmp"),
+    }
+}
+
 /// Add to the registry; once [`run`] has run, clean up what was added at once.
 fn register(add: impl FnOnce(&mut Registry)) {
     let mut r = registry();

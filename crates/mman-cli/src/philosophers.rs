@@ -197,7 +197,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         None => {
             tmp = tempfile::Builder::new()
                 .prefix("mman-philosophers")
-                .tempfile()
+                .tempfile_in(crate::cleanup::temp_root())
                 .context(
                     "philosophers: create the table file (in $TMPDIR, which must be a writable directory)",
                 )?;

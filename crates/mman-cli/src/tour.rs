@@ -85,7 +85,7 @@ pub fn run(args: TourArgs) -> Result<()> {
     let tour = Tour {
         dir: tempfile::Builder::new()
             .prefix("mman-tour")
-            .tempdir()
+            .tempdir_in(crate::cleanup::temp_root())
             .context("tour: create a temporary directory (in $TMPDIR, which must be a writable directory)")?,
         exe: std::env::current_exe().context("tour: find the mman executable")?,
     };

@@ -792,3 +792,19 @@ fn cache_lock_json_is_json() {
     assert_eq!(v["locked_pages"], 3, "{v}");
     assert_eq!(v["files"], 1, "{v}");
 }
+
+#[test]
+fn an_empty_tmpdir_means_tmp_not_the_current_directory() {
+    // GNU tools read an empty TMPDIR as unset; mman made its temporary files in the current
+    // directory (a relative path joined to "").
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(mman())
+        .args(["tour", "--section", "1"])
+        .env("TMPDIR", "")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("working in /tmp/mman-tour"), "{text}");
+}
