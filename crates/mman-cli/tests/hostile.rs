@@ -808,3 +808,37 @@ fn an_empty_tmpdir_means_tmp_not_the_current_directory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("working in /tmp/mman-tour"), "{text}");
 }
+
+#[test]
+fn hints_name_commands_that_exist_and_would_help() {
+    // An existing name: the hint named the library's SharedMemory::open and ::unlink.
+    let name = format!("hint-{}", std::process::id());
+    let create = || {
+        Command::new(mman())
+            .args(["shm", "create", &name, "--size", "4k"])
+            .output()
+            .unwrap()
+    };
+    assert!(create().status.success());
+    let out = create();
+    let _ = Command::new(mman()).args(["shm", "rm", &name]).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("`mman shm rm {name}`")), "{err}");
+    assert!(!err.contains("SharedMemory::"), "{err}");
+    // A loop of links named on the command line: links were followed, so the hint to follow
+    // them (and the library's option name) was wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let out = Command::new(mman())
+        .args(["cache", "status"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a loop of symbolic links"), "{err}");
+    assert!(!err.contains("follow_symlinks"), "{err}");
+}

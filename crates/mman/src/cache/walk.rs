@@ -22,14 +22,20 @@ pub(super) fn open_at(dir: BorrowedFd<'_>, name: &Path, follow: bool) -> std::io
     }
 }
 
-pub(super) fn open_error(e: std::io::Error, path: &Path) -> Error {
+/// The error of opening `path`; `followed`: whether the open followed symbolic links (a
+/// root, a named file), which decides what ELOOP means.
+pub(super) fn open_error(e: std::io::Error, path: &Path, followed: bool) -> Error {
     let err = Error::os("open", e).with_path(Some(path));
     match err.raw_os_error() {
         Some(libc::ENOENT) => err.with_hint("it vanished, or never existed"),
         Some(libc::EACCES) => err.with_hint("no read permission; it was skipped"),
+        // Links were followed: no option would help, the links go round in a loop.
+        Some(libc::ELOOP) if followed => {
+            err.with_hint("a loop of symbolic links (or a chain of more than 40): fix or remove the link")
+        }
         Some(libc::ELOOP) => err.with_hint(
-            "a symbolic link where none was to be followed (see WalkOptions::follow_symlinks), \
-             or a loop of links",
+            "a symbolic link, not followed below the roots unless asked \
+             (WalkOptions::follow_symlinks; `-f` for `mman cache`)",
         ),
         _ => err,
     }
@@ -113,7 +119,7 @@ pub fn walk(roots: &[PathBuf], opts: &WalkOptions, visit: &(dyn Fn(Visit<'_>) + 
                 dirs.push(root.clone())
             }
             Ok(_) => state.file(rustix::fs::CWD, root, root.clone(), true),
-            Err(e) => state.skip(open_error(e.into(), root)),
+            Err(e) => state.skip(open_error(e.into(), root, true)),
         }
     }
     if !dirs.is_empty() {
@@ -164,7 +170,7 @@ impl<'v> WalkState<'v> {
         }
         let fd = match rustix::fs::openat(parent, &name, flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(open_error(e.into(), &path)),
+            Err(e) => return self.skip(open_error(e.into(), &path, follow)),
         };
         if self.opts.follow_symlinks {
             if let Ok(st) = rustix::fs::fstat(&fd) {
@@ -231,7 +237,7 @@ impl<'v> WalkState<'v> {
                 match rustix::fs::statat(fd.as_fd(), &name, at) {
                     Ok(st) => kind = T::from_raw_mode(st.st_mode as _),
                     Err(e) => {
-                        self.skip(open_error(e.into(), &path.join(&name)));
+                        self.skip(open_error(e.into(), &path.join(&name), follow));
                         continue;
                     }
                 }
@@ -273,7 +279,7 @@ impl<'v> WalkState<'v> {
         }
         let fd = match open_at(dir, name, follow) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(open_error(e, &path)),
+            Err(e) => return self.skip(open_error(e, &path, follow)),
         };
         let f = match CachedFile::from_fd(fd, path) {
             Ok(f) => f,
