@@ -842,3 +842,24 @@ fn hints_name_commands_that_exist_and_would_help() {
     assert!(err.contains("a loop of symbolic links"), "{err}");
     assert!(!err.contains("follow_symlinks"), "{err}");
 }
+
+#[test]
+fn cat_takes_file_names_that_are_not_utf8() {
+    // As cat does: a name is bytes. mman refused it with a usage error (status 2).
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::write(&name, b"bytes\n").unwrap();
+    let missing = dir.path().join(std::ffi::OsStr::from_bytes(b"nope\xe9"));
+    let out = Command::new(mman())
+        .arg("cat")
+        .arg(&name)
+        .arg(&missing)
+        .arg(&name)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"bytes\nbytes\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+}
