@@ -863,3 +863,35 @@ fn cat_takes_file_names_that_are_not_utf8() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("No such file or directory"), "{err}");
 }
+
+#[test]
+fn a_file_that_cannot_be_created_is_named_as_asked() {
+    // The error named the temporary file mman writes first (`.p.mman-new-PID`), a name the
+    // user never gave, and not the directory that was missing.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("missing").join("p");
+    for args in [
+        vec!["persist", "--write", "--file"],
+        vec!["counter", "--add", "1", "--file"],
+    ] {
+        let mut child = Command::new(mman())
+            .args(&args)
+            .arg(&target)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("create {}: No such file or directory", target.display())),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("does not exist") && !err.contains("mman-new"),
+            "{args:?}: {err}"
+        );
+    }
+}
