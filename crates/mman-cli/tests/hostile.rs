@@ -895,3 +895,17 @@ fn a_file_that_cannot_be_created_is_named_as_asked() {
         );
     }
 }
+
+#[test]
+fn a_size_no_object_can_have_is_a_clear_error() {
+    // It failed with fallocate's bare "Invalid argument".
+    let name = format!("huge-{}", std::process::id());
+    let out = Command::new(mman())
+        .args(["shm", "create", &name, "--size", "18446744073709551615"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("more than any object can hold"), "{err}");
+    assert!(!Path::new(&format!("/dev/shm/mman.{name}")).exists());
+}
