@@ -909,3 +909,40 @@ fn a_size_no_object_can_have_is_a_clear_error() {
     assert!(err.contains("more than any object can hold"), "{err}");
     assert!(!Path::new(&format!("/dev/shm/mman.{name}")).exists());
 }
+
+#[test]
+fn a_lock_daemon_whose_report_cannot_be_given_is_released() {
+    // The parent said "write error" and exited 1, and the daemon it had started held the
+    // pages in the background, with its pid file, unknown to the caller.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, vec![1u8; 4096]).unwrap();
+    for (redir, reason) in [
+        (">/dev/full", "No space left on device"),
+        (">&-", "Bad file descriptor"),
+    ] {
+        let pidfile = dir.path().join("pid");
+        let args: Vec<String> = vec![
+            "cache".into(),
+            "lock".into(),
+            "--daemon".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+            f.display().to_string(),
+        ];
+        let out = run_sh(&args, redir, dir.path());
+        let text = describe(&args, &out);
+        let holder = std::fs::read_to_string(&pidfile).ok();
+        if let Some(pid) = holder.as_deref().and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) of the holder this test started, left behind.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(reason), "{text}");
+        assert!(
+            holder.is_none(),
+            "{redir}: a holder still runs, pid file {holder:?}"
+        );
+    }
+}
