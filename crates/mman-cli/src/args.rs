@@ -66,6 +66,32 @@ pub fn positive(s: &str) -> Result<u64, String> {
     }
 }
 
+/// The most round trips a benchmark times: each is kept (8 bytes) for the percentiles, and
+/// the peers are told the count plus the warm-up, which must not wrap.
+pub const MAX_ROUNDS: u64 = 100_000_000;
+/// The most messages a benchmark sends one way: their bytes (up to 1 GiB each) are counted
+/// in a u64.
+pub const MAX_MESSAGES: u64 = 1_000_000_000;
+
+/// A count from 1 to `max`.
+fn count_to(s: &str, max: u64) -> Result<u64, String> {
+    let v = positive(s)?;
+    if v > max {
+        return Err(format!("{v} is more than {max}, the most this takes"));
+    }
+    Ok(v)
+}
+
+/// A benchmark's round trips: 1 to [`MAX_ROUNDS`].
+pub fn rounds(s: &str) -> Result<u64, String> {
+    count_to(s, MAX_ROUNDS)
+}
+
+/// A benchmark's messages: 1 to [`MAX_MESSAGES`].
+pub fn messages(s: &str) -> Result<u64, String> {
+    count_to(s, MAX_MESSAGES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +126,8 @@ mod tests {
         }
         assert_eq!(positive("3"), Ok(3));
         assert!(positive("0").is_err() && positive("-2").is_err());
+        assert_eq!(rounds("100000000"), Ok(100_000_000));
+        assert!(rounds("4294967295").is_err() && rounds("0").is_err());
+        assert!(messages("18446744073709551615").is_err());
     }
 }

@@ -30,8 +30,8 @@ pub enum BenchCommand {
 #[derive(Args, Debug)]
 pub struct IpcArgs {
     /// Round trips measured per method (after 1000 of warm-up).
-    #[arg(long, default_value_t = 100_000)]
-    rounds: u32,
+    #[arg(long, default_value_t = 100_000, value_parser = crate::args::rounds)]
+    rounds: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -216,7 +216,7 @@ pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
 fn tempdir() -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("mman-bench-ipc")
-        .tempdir()
+        .tempdir_in(crate::cleanup::temp_root())
         .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
     crate::cleanup::remove_on_signal(dir.path());
     Ok(dir)
@@ -228,14 +228,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ipc(args) => args,
         BenchCommand::Channel(args) => return channel::run(args),
     };
-    if args.rounds == 0 {
-        bail!("bench ipc: --rounds must be at least 1");
-    }
+    // At most MAX_ROUNDS (the parser's bound): with the warm-up, it fits the peers' u32.
+    let rounds = u32::try_from(args.rounds).context("bench ipc: --rounds")?;
     let dir = tempdir()?;
-    let mman_semaphore = semaphores(dir.path(), args.rounds)?;
-    let sem_t = sem_t(dir.path(), args.rounds)?;
-    let pipe = pipe(dir.path(), args.rounds)?;
-    let spin_floor = spin(dir.path(), args.rounds, false)?;
+    let mman_semaphore = semaphores(dir.path(), rounds)?;
+    let sem_t = sem_t(dir.path(), rounds)?;
+    let pipe = pipe(dir.path(), rounds)?;
+    let spin_floor = spin(dir.path(), rounds, false)?;
     let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
     if args.json {
         let v = serde_json::json!({

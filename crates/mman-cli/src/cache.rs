@@ -141,7 +141,16 @@ fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
     if let Some(list) = &w.batch {
         let mut text = Vec::new();
         if list.as_os_str() == "-" {
-            std::io::stdin().lock().read_to_end(&mut text)?;
+            // A closed standard input is an error, not an empty list (Rust's runtime
+            // reopened it on /dev/null).
+            if crate::out::stdin_closed() {
+                return Err(crate::out::stdin_closed_error())
+                    .context("read the file list from standard input");
+            }
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut text)
+                .context("read the file list from standard input")?;
         } else {
             text = std::fs::read(list).with_context(|| format!("read the file list {}", list.display()))?;
         }

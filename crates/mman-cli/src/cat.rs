@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -21,8 +21,9 @@ pub struct CatArgs {
     /// system calls.
     #[arg(long)]
     stats: bool,
-    /// Files to print; `-` or none for standard input.
-    files: Vec<String>,
+    /// Files to print; `-` or none for standard input. (Paths, not strings: a name need not
+    /// be UTF-8, as cat's need not.)
+    files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -64,7 +65,7 @@ pub fn run(args: CatArgs) -> ExitCode {
     let mut sink = Sink::new(out);
     let method: Method = args.via.into();
     let files = if args.files.is_empty() {
-        vec!["-".to_string()]
+        vec![PathBuf::from("-")]
     } else {
         args.files
     };
@@ -78,7 +79,8 @@ pub fn run(args: CatArgs) -> ExitCode {
     let mut total = Transfer::default();
     let mut failed = false;
     for name in &files {
-        let result = if name == "-" {
+        let shown = name.display();
+        let result = if name.as_os_str() == "-" {
             if crate::out::stdin_closed() {
                 eprintln!("mman: cat: -: {}", reason(&crate::out::stdin_closed_error()));
                 failed = true;
@@ -88,9 +90,9 @@ pub fn run(args: CatArgs) -> ExitCode {
             sink.copy_from(stdin.as_fd(), Path::new("-"), method)
         } else {
             match std::fs::File::open(name) {
-                Ok(f) => sink.copy_from(f.as_fd(), Path::new(name), method),
+                Ok(f) => sink.copy_from(f.as_fd(), name, method),
                 Err(e) => {
-                    eprintln!("mman: cat: {name}: {}", reason(&e));
+                    eprintln!("mman: cat: {shown}: {}", reason(&e));
                     failed = true;
                     continue;
                 }
@@ -119,7 +121,7 @@ pub fn run(args: CatArgs) -> ExitCode {
             }
             Err(e) if e.error.truncation().is_some() => {
                 let (was, now) = e.error.truncation().unwrap_or_default();
-                eprintln!("mman: cat: {name}: file shrank from {was} to {now} bytes while reading");
+                eprintln!("mman: cat: {shown}: file shrank from {was} to {now} bytes while reading");
                 failed = true;
             }
             Err(e) => {
@@ -133,7 +135,7 @@ pub fn run(args: CatArgs) -> ExitCode {
                         .unwrap_or_default()
                         .to_string(),
                 };
-                eprintln!("mman: cat: {name}: {why}");
+                eprintln!("mman: cat: {shown}: {why}");
                 failed = true;
             }
         }
@@ -161,10 +163,10 @@ fn stdout_is_dev_null() -> bool {
 
 /// Whether every input is a regular file that is empty now: with those, a closed standard
 /// output loses nothing (GNU cat exits 0 then too).
-fn all_empty_files(files: &[String]) -> bool {
+fn all_empty_files(files: &[PathBuf]) -> bool {
     files
         .iter()
-        .all(|f| f != "-" && std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() == 0))
+        .all(|f| f.as_os_str() != "-" && std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() == 0))
 }
 
 fn print_stats(t: &Transfer, secs: f64, u: &mman::Usage) {

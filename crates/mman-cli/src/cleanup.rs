@@ -31,37 +31,99 @@ struct Registry {
     paths: Vec<PathBuf>,
     children: Vec<u32>,
     objects: Vec<String>,
+    /// Set by [`run`]: what is registered after it is cleaned up at once. (The main thread
+    /// runs on while the signal thread cleans up, and may start a child or make a file just
+    /// after; registered into a list nobody would read again, it outlived mman.)
+    closed: bool,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     paths: Vec::new(),
     children: Vec::new(),
     objects: Vec::new(),
+    closed: false,
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where temporary files go: `$TMPDIR`, or `/tmp` when it is unset or empty, as GNU tools
+/// read it (`mktemp`). Rust's `env::temp_dir` returns an empty TMPDIR as is, and a path
+/// joined to it is relative: mman made its temporary files in the current directory.
+pub fn temp_root() -> PathBuf {
+    match std::env::var_os("TMPDIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/tmp"),
+    }
+}
+
+/// Add to the registry; once [`run`] has run, clean up what was added at once.
+fn register(add: impl FnOnce(&mut Registry)) {
+    let mut r = registry();
+    add(&mut r);
+    if r.closed {
+        let now = std::mem::take(&mut *r);
+        r.closed = true;
+        drop(r);
+        clean(now);
+    }
+}
+
 /// Remove `path` (a file, or a directory and what it holds) if mman is interrupted.
 pub fn remove_on_signal(path: &Path) {
-    registry().paths.push(path.to_path_buf());
+    register(|r| r.paths.push(path.to_path_buf()));
 }
 
 /// Unlink the shared-memory object `/mman.NAME` (one this run created, under a name
 /// holding its PID) if mman is interrupted.
 pub fn unlink_on_signal(name: &str) {
-    registry().objects.push(name.to_string());
+    register(|r| r.objects.push(name.to_string()));
 }
 
 /// Kill child `pid` if mman is interrupted.
 pub fn kill_on_signal(pid: u32) {
-    registry().children.push(pid);
+    register(|r| r.children.push(pid));
 }
 
-/// Kill the registered children and remove the registered paths, now.
+/// Start `cmd` as a child that is killed if mman is interrupted. Every child mman starts
+/// goes through this or [`output`]: one started with `Command` directly outlived an
+/// interrupted mman (`mman tour`'s `mman philosophers`, killed with SIGTERM, dined on).
+pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let child = cmd.spawn()?;
+    kill_on_signal(child.id());
+    Ok(child)
+}
+
+/// [`spawn`] `cmd` with its standard output and error captured, and wait for it: the
+/// `Command::output` of a child that is killed if mman is interrupted.
+pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let child = spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    // Reaped: its number may now go to another process, which must not be killed.
+    registry().children.retain(|&c| c != pid);
+    out
+}
+
+/// Kill the registered children and remove the registered paths, now; whatever is
+/// registered later is cleaned up as it is registered.
 pub fn run() {
-    let r = std::mem::take(&mut *registry());
+    let r = {
+        let mut r = registry();
+        let now = std::mem::take(&mut *r);
+        r.closed = true;
+        now
+    };
+    clean(r);
+}
+
+fn clean(r: Registry) {
     for pid in r.children {
         // SAFETY: kill(2) has no memory effects; a PID already reaped is at worst ESRCH.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };

@@ -1,7 +1,7 @@
 //! Standard output and input, checked, the way GNU tools treat them.
 //!
-//! * Every write to standard output goes through [`stdout`] (or the [`outln!`] and [`out!`]
-//!   macros): a failed write is an error, `mman: write error: <reason>`, exit 1 — never a
+//! * Every write to standard output goes through [`stdout`] (or the [`outln!`]
+//!   macro): a failed write is an error, `mman: write error: <reason>`, exit 1 — never a
 //!   panic as `println!` gives on `/dev/full`.
 //! * A reader that went away (`| head`): mman dies of SIGPIPE, as GNU tools do, so a shell
 //!   with `set -o pipefail` sees status 141.
@@ -123,12 +123,5 @@ macro_rules! outln {
     };
     ($($arg:tt)*) => {
         std::io::Write::write_fmt(&mut $crate::out::stdout(), format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// `print!` to standard output, checked: evaluates to `std::io::Result<()>`.
-macro_rules! out {
-    ($($arg:tt)*) => {
-        std::io::Write::write_fmt(&mut $crate::out::stdout(), format_args!($($arg)*))
     };
 }

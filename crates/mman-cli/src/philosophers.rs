@@ -70,6 +70,10 @@ const GATE_PATIENCE: Duration = Duration::from_secs(30);
 /// processes can take a while), after which the parent ends them all; a bound all the same,
 /// for a philosopher whose parent is gone some way its death signal did not cover.
 const SEATED_PATIENCE: Duration = Duration::from_secs(600);
+/// How long the parent waits, once it has raised the stop flag, for every philosopher to
+/// leave the table; then it ends them and reports it. A philosopher sees the flag at its next
+/// meal, within microseconds at an undisturbed table.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 const FORKS_AT: usize = 64;
 /// The bytes of one fork (a `Semaphore`) and of one meal counter: a cache line each, so a
 /// philosopher's fork or counter never shares a line with another's (false sharing would
@@ -104,55 +108,81 @@ impl Table {
     }
 }
 
-/// Make `path` a fresh table for `n` philosophers. A file mman creates is created with
-/// O_EXCL and O_NOFOLLOW; an existing one (`--file`) is used only if it is a table already
-/// (a regular file of the table's size with its mark), never truncated otherwise. (The
-/// default temporary file exists already, made by `tempfile` with O_EXCL.)
-fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Make `path` a fresh table for `n` philosophers, and hold it: the returned file carries an
+/// exclusive `flock` for the whole dinner, so a second dinner given the same `--file` is
+/// refused instead of wiping the forks, gate and counters of one in progress (whose
+/// philosophers then waited for good on forks that were reset under them). A file mman
+/// creates is created with O_EXCL and O_NOFOLLOW; an existing one (`--file`) is used only if
+/// it is a table already (a regular file of the table's size with its mark), never truncated
+/// otherwise; what is checked is the file opened, not the name. (The default temporary file
+/// exists already, made by `tempfile` with O_EXCL.)
+fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let size = Table::size(n) as u64;
-    let created = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(named)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(path);
-    let file = match created {
-        Ok(f) => f,
+    let refuse = || {
+        anyhow::anyhow!(
+            "philosophers --file {}: the file exists and is not a table for {n} philosophers; refusing to touch it \
+             (give a new path, or remove it yourself)",
+            path.display()
+        )
+    };
+    let open = |create: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create)
+            // O_NONBLOCK: a FIFO put in the table's place must not hold up the open.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .mode(0o600)
+            .open(path)
+    };
+    let (file, fresh) = match open(named) {
+        Ok(f) => (f, named),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Not even opened unless it is a regular file: opening a device can act.
             let m = std::fs::symlink_metadata(path)
                 .with_context(|| format!("philosophers: {}", path.display()))?;
-            let is_table = m.file_type().is_file()
-                && m.len() == size
-                && std::fs::read(path)
-                    .is_ok_and(|b| b.get(MAGIC_AT..MAGIC_AT + 8) == Some(&MAGIC.to_le_bytes()[..]));
-            if !is_table {
-                bail!(
-                    "philosophers --file {}: the file exists and is not a table for {n} philosophers; refusing to touch it \
-                     (give a new path, or remove it yourself)",
-                    path.display()
-                );
+            if !m.file_type().is_file() {
+                return Err(refuse());
             }
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .with_context(|| format!("philosophers: open {}", path.display()))?
+            match open(false) {
+                Ok(f) => (f, false),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse()),
+                Err(e) => return Err(e).with_context(|| format!("philosophers: open {}", path.display())),
+            }
         }
         Err(e) => return Err(e).with_context(|| format!("philosophers: create {}", path.display())),
     };
     if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
         bail!("philosophers --file {}: not a regular file", path.display());
     }
+    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            bail!(
+                "philosophers --file {}: another dinner is using this table; refusing to reset it under it \
+                 (wait for it to end, or give another path)",
+                path.display()
+            );
+        }
+        return Err(std::io::Error::from(e))
+            .with_context(|| format!("philosophers: flock {}", path.display()));
+    }
+    if named && !fresh {
+        let mut mark = [0u8; 8];
+        let is_table = file.metadata().is_ok_and(|m| m.len() == size)
+            && file.read_exact_at(&mut mark, MAGIC_AT as u64).is_ok()
+            && mark == MAGIC.to_le_bytes();
+        if !is_table {
+            return Err(refuse());
+        }
+    }
     // A fresh table: zeros, then the mark.
     file.set_len(0)
         .and_then(|_| file.set_len(size))
         .with_context(|| format!("philosophers: size {}", path.display()))?;
-    std::os::unix::fs::FileExt::write_all_at(&file, &MAGIC.to_le_bytes(), MAGIC_AT as u64)
+    file.write_all_at(&MAGIC.to_le_bytes(), MAGIC_AT as u64)
         .with_context(|| format!("philosophers: write {}", path.display()))?;
-    Ok(())
+    Ok(file)
 }
 
 /// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.
@@ -167,7 +197,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         None => {
             tmp = tempfile::Builder::new()
                 .prefix("mman-philosophers")
-                .tempfile()
+                .tempfile_in(crate::cleanup::temp_root())
                 .context(
                     "philosophers: create the table file (in $TMPDIR, which must be a writable directory)",
                 )?;
@@ -175,7 +205,8 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    prepare_table(&path, n, args.file.is_some())?;
+    // Held until the dinner ends: no other dinner resets this table meanwhile.
+    let _held = prepare_table(&path, n, args.file.is_some())?;
     let table = Table::open(&path, n)?;
     for i in 0..n {
         table.fork(i)?.post()?; // every fork starts on the table
@@ -254,9 +285,11 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     let mut at_stop: Option<(f64, Vec<u64>)> = None;
     let mut died = None;
     let mut left = n;
+    let mut stopped = Instant::now();
     while left > 0 {
         if at_stop.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
             table.stop()?.store(1, Ordering::SeqCst);
+            stopped = Instant::now();
             at_stop = Some((start.elapsed().as_secs_f64(), read_meals()?));
         }
         for (i, slot) in children.iter_mut().enumerate() {
@@ -274,6 +307,23 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             // A dead philosopher may hold forks forever: end the dinner now.
             end_dinner(&table, &mut children)?;
             break;
+        }
+        if left > 0 && at_stop.is_some() && stopped.elapsed() >= STOP_PATIENCE {
+            // The table is shared memory: forks scribbled over (or reset by a program that
+            // ignored the lock) can leave a philosopher waiting for good.
+            let (i, pid) = children
+                .iter()
+                .enumerate()
+                .find_map(|(i, c)| c.as_ref().map(|c| (i, c.id())))
+                .unwrap_or_default();
+            end_dinner(&table, &mut children)?;
+            bail!(
+                "philosophers: philosopher {i} (pid {pid}) and {} more had not left the table {} s after the \
+                 dinner was stopped (garbage in the table file {}?); every philosopher was ended",
+                left - 1,
+                STOP_PATIENCE.as_secs(),
+                path.display()
+            );
         }
         let tick = Duration::from_millis(20);
         let until_stop = deadline

@@ -47,12 +47,35 @@ fn printable(name: &str) -> String {
         .collect()
 }
 
+/// A library error with its hint in this command's terms: the library's hints name its
+/// functions (`SharedMemory::unlink`, `shm::remove_stale`), which a user of the command
+/// line cannot call; the commands that do the same are named instead.
+fn command_hint(e: mman::Error, name: &str) -> anyhow::Error {
+    let hint = if e.kind() == mman::ErrorKind::AddressInUse {
+        Some(format!(
+            "the name is taken: remove it with `mman shm rm {name}` (`mman shm list` shows whose it is), or choose another"
+        ))
+    } else {
+        e.hint()
+            .filter(|h| h.contains("shm::remove_stale"))
+            .map(|h| h.replace("(shm::remove_stale)", "(`mman shm rm --stale`)"))
+    };
+    match hint {
+        Some(h) => {
+            let text = e.to_string();
+            let base = text.split("; hint: ").next().unwrap_or(&text).to_string();
+            anyhow::anyhow!("{base}; hint: {h}")
+        }
+        None => e.into(),
+    }
+}
+
 /// `mman shm create|list|rm`.
 pub fn shm(cmd: ShmCommand) -> Result<()> {
     use mman::shm::{self, SharedMemory};
     match cmd {
         ShmCommand::Create { name, size } => {
-            let mut obj = SharedMemory::create(&name, size)?;
+            let mut obj = SharedMemory::create(&name, size).map_err(|e| command_hint(e, &name))?;
             obj.keep();
             outln!("created {} ({size} bytes, mode 0600)", obj.name())?;
         }

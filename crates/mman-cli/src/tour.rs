@@ -85,7 +85,7 @@ pub fn run(args: TourArgs) -> Result<()> {
     let tour = Tour {
         dir: tempfile::Builder::new()
             .prefix("mman-tour")
-            .tempdir()
+            .tempdir_in(crate::cleanup::temp_root())
             .context("tour: create a temporary directory (in $TMPDIR, which must be a writable directory)")?,
         exe: std::env::current_exe().context("tour: find the mman executable")?,
     };
@@ -112,9 +112,9 @@ impl Tour {
         self.dir.path().join(name)
     }
     fn mman(&self, args: &[&str]) -> Result<std::process::Output> {
-        Command::new(&self.exe)
-            .args(args)
-            .output()
+        // Its temporary files go in the tour's directory, so that they go with it even if
+        // the child is killed before it removes them.
+        crate::cleanup::output(Command::new(&self.exe).args(args).env("TMPDIR", self.dir.path()))
             .with_context(|| format!("run mman {}", args.join(" ")))
     }
 }

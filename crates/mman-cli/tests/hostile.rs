@@ -568,3 +568,381 @@ fn counter_never_writes_a_file_that_is_not_its_record() {
     }
     assert_eq!(std::fs::read(&planted).unwrap(), vec![9u8; 100_000]);
 }
+
+/// Wait for `child` at most `secs` seconds; kill it (and fail) if it is still running.
+fn wait_at_most(child: &mut std::process::Child, secs: u64, what: &str) -> Output {
+    let t0 = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut out = Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut s) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stdout).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stderr).unwrap();
+    }
+    out
+}
+
+/// Start a timed dinner on `table` and return once its table carries the mark.
+fn start_dinner(table: &Path, seconds: &str) -> std::process::Child {
+    let child = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--seconds", seconds, "--file"])
+        .arg(table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read(table).is_ok_and(|b| b.get(8..16) == Some(b"MMANPHIL")) {
+        assert!(t0.elapsed().as_secs() < 10, "the dinner made no table");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+#[test]
+fn a_second_dinner_on_the_same_table_is_refused_and_the_first_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let mut first = start_dinner(&table, "2");
+    // The second dinner used to reset the forks, gate and counters of the first, whose
+    // philosophers then waited for good: the first dinner never ended.
+    let mut second = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--seconds", "1", "--file"])
+        .arg(&table)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out2 = wait_at_most(&mut second, 30, "the second dinner");
+    let out1 = wait_at_most(&mut first, 30, "the first dinner, its table reset under it");
+    let err2 = String::from_utf8_lossy(&out2.stderr);
+    assert_eq!(out2.status.code(), Some(1), "{err2}");
+    assert!(err2.contains("another dinner is using this table"), "{err2}");
+    assert!(out1.status.success(), "{}", String::from_utf8_lossy(&out1.stderr));
+    // Once the first has ended, the table is free again.
+    let out = Command::new(mman())
+        .args(["philosophers", "-n", "3", "--meals", "10", "--file"])
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_scribbled_table_cannot_keep_a_stopped_dinner_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let mut dinner = start_dinner(&table, "1");
+    // A hostile writer takes every fork off the table (zeros over the semaphores).
+    let f = std::fs::OpenOptions::new().write(true).open(&table).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 3 * 64], 64).unwrap();
+    let out = wait_at_most(&mut dinner, 40, "a dinner whose forks were taken away");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("had not left the table"), "{err}");
+}
+
+/// The processes whose environment holds `TMPDIR=<tmp>`: everything a run with that TMPDIR
+/// started, however deep, wherever it was reparented.
+fn processes_of(tmp: &Path) -> Vec<(u32, String)> {
+    let needle = format!("TMPDIR={}", tmp.display());
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v.starts_with(needle.as_bytes())) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_the_children_the_tour_runs_and_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tour = Command::new(mman())
+        .args(["tour", "--section", "10"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the tour's `mman philosophers` has its philosophers at the table.
+    let t0 = std::time::Instant::now();
+    while !processes_of(tmp.path())
+        .iter()
+        .any(|(_, c)| c.contains("__philosopher"))
+    {
+        assert!(t0.elapsed().as_secs() < 20, "the tour started no dinner");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(tour.id() as i32, libc::SIGTERM) };
+    let status = tour.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    // The killed children need a moment to be gone from /proc; not as long as the dinner
+    // (0.5 s), which an orphaned child would finish, and go, unnoticed.
+    let mut left = processes_of(tmp.path());
+    for _ in 0..10 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = processes_of(tmp.path());
+    }
+    for (pid, _) in &left {
+        // SAFETY: kill(2); these are processes this test started, left over.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "the interrupted tour left running: {left:?}");
+    assert_clean(tmp.path(), "the tour interrupted by SIGTERM");
+}
+
+#[test]
+fn benchmark_counts_that_would_wrap_are_refused_by_the_parser() {
+    // --rounds 4294967295 was accepted, and the count plus the warm-up wrapped to 999 in the
+    // peer's u32: the peer left after 999 round trips and the benchmark waited for good.
+    for args in [
+        vec!["bench", "ipc", "--rounds", "4294967295"],
+        vec!["bench", "ipc", "--rounds", "0"],
+        vec!["bench", "channel", "--rounds", "18446744073709551615"],
+        vec!["bench", "channel", "--messages", "18446744073709551615"],
+    ] {
+        let mut child = Command::new(mman())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_at_most(&mut child, 20, &format!("{args:?}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdin_is_an_error_for_a_list_of_files_too() {
+    // `-b -` read a closed standard input as an empty list: the listed files were dropped
+    // without a word and the status was 0.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let args: Vec<String> = ["cache", "status", "-b", "-"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([f.display().to_string()])
+        .collect();
+    let out = run_sh(&args, "<&-", dir.path());
+    let text = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file list from standard input: Bad file descriptor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cache_lock_json_is_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, vec![1u8; 3 * 4096]).unwrap();
+    let pidfile = dir.path().join("pid");
+    let child = Command::new(mman())
+        .args(["cache", "lock", "--json", "--pidfile"])
+        .arg(&pidfile)
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pidfile.exists() {
+        assert!(t0.elapsed().as_secs() < 20, "no pid file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["locked_pages"], 3, "{v}");
+    assert_eq!(v["files"], 1, "{v}");
+}
+
+#[test]
+fn an_empty_tmpdir_means_tmp_not_the_current_directory() {
+    // GNU tools read an empty TMPDIR as unset; mman made its temporary files in the current
+    // directory (a relative path joined to "").
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(mman())
+        .args(["tour", "--section", "1"])
+        .env("TMPDIR", "")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("working in /tmp/mman-tour"), "{text}");
+}
+
+#[test]
+fn hints_name_commands_that_exist_and_would_help() {
+    // An existing name: the hint named the library's SharedMemory::open and ::unlink.
+    let name = format!("hint-{}", std::process::id());
+    let create = || {
+        Command::new(mman())
+            .args(["shm", "create", &name, "--size", "4k"])
+            .output()
+            .unwrap()
+    };
+    assert!(create().status.success());
+    let out = create();
+    let _ = Command::new(mman()).args(["shm", "rm", &name]).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("`mman shm rm {name}`")), "{err}");
+    assert!(!err.contains("SharedMemory::"), "{err}");
+    // A loop of links named on the command line: links were followed, so the hint to follow
+    // them (and the library's option name) was wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let out = Command::new(mman())
+        .args(["cache", "status"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a loop of symbolic links"), "{err}");
+    assert!(!err.contains("follow_symlinks"), "{err}");
+}
+
+#[test]
+fn cat_takes_file_names_that_are_not_utf8() {
+    // As cat does: a name is bytes. mman refused it with a usage error (status 2).
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::write(&name, b"bytes\n").unwrap();
+    let missing = dir.path().join(std::ffi::OsStr::from_bytes(b"nope\xe9"));
+    let out = Command::new(mman())
+        .arg("cat")
+        .arg(&name)
+        .arg(&missing)
+        .arg(&name)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"bytes\nbytes\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+}
+
+#[test]
+fn a_file_that_cannot_be_created_is_named_as_asked() {
+    // The error named the temporary file mman writes first (`.p.mman-new-PID`), a name the
+    // user never gave, and not the directory that was missing.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("missing").join("p");
+    for args in [
+        vec!["persist", "--write", "--file"],
+        vec!["counter", "--add", "1", "--file"],
+    ] {
+        let mut child = Command::new(mman())
+            .args(&args)
+            .arg(&target)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("create {}: No such file or directory", target.display())),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("does not exist") && !err.contains("mman-new"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_size_no_object_can_have_is_a_clear_error() {
+    // It failed with fallocate's bare "Invalid argument".
+    let name = format!("huge-{}", std::process::id());
+    let out = Command::new(mman())
+        .args(["shm", "create", &name, "--size", "18446744073709551615"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("more than any object can hold"), "{err}");
+    assert!(!Path::new(&format!("/dev/shm/mman.{name}")).exists());
+}
+
+#[test]
+fn a_lock_daemon_whose_report_cannot_be_given_is_released() {
+    // The parent said "write error" and exited 1, and the daemon it had started held the
+    // pages in the background, with its pid file, unknown to the caller.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, vec![1u8; 4096]).unwrap();
+    for (redir, reason) in [
+        (">/dev/full", "No space left on device"),
+        (">&-", "Bad file descriptor"),
+    ] {
+        let pidfile = dir.path().join("pid");
+        let args: Vec<String> = vec![
+            "cache".into(),
+            "lock".into(),
+            "--daemon".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+            f.display().to_string(),
+        ];
+        let out = run_sh(&args, redir, dir.path());
+        let text = describe(&args, &out);
+        let holder = std::fs::read_to_string(&pidfile).ok();
+        if let Some(pid) = holder.as_deref().and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) of the holder this test started, left behind.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(reason), "{text}");
+        assert!(
+            holder.is_none(),
+            "{redir}: a holder still runs, pid file {holder:?}"
+        );
+    }
+}

@@ -83,7 +83,23 @@ fn create_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .map_err(|e| fail("create", e, &tmp))?;
+        .map_err(|e| {
+            // Named by the path asked for: the temporary name is mman's own, and what fails
+            // (a missing or unwritable directory) is the same for both.
+            let why = match e.raw_os_error() {
+                Some(libc::ENOENT) => format!("the directory {} does not exist", dir.display()),
+                Some(libc::EACCES) | Some(libc::EROFS) => format!(
+                    "this user may not create files in {} (the file is written there as {}, then linked into place)",
+                    dir.display(),
+                    tmp.file_name().map(Path::new).unwrap_or(&tmp).display()
+                ),
+                _ => format!(
+                    "the file is written first as {}, then linked into place",
+                    tmp.display()
+                ),
+            };
+            fail("create", e, path).with_hint(why)
+        })?;
     let written = (|| {
         use std::io::Write;
         (&f).write_all(bytes)?;

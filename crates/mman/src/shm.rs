@@ -143,7 +143,8 @@ impl SharedMemory {
     /// applied).
     ///
     /// # Errors
-    /// * [`ErrorKind::InvalidInput`] for an invalid name (see [`object_name`]).
+    /// * [`ErrorKind::InvalidInput`] for an invalid name (see [`object_name`]), or a size
+    ///   beyond the largest file (`i64::MAX` bytes).
     /// * [`ErrorKind::AddressInUse`] when the name exists; else the error of `shm_open` or
     ///   `fchmod` (such as [`ErrorKind::PermissionDenied`]).
     /// * The error of `fallocate` (`ftruncate` outside Linux, and for size 0), after which the
@@ -151,6 +152,18 @@ impl SharedMemory {
     ///   giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
         let full = object_name(name)?;
+        // A file's size is an off_t: beyond it fallocate says only EINVAL.
+        if size > i64::MAX as u64 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "shm_open",
+                format!(
+                    "{size} bytes is more than any object can hold ({} bytes)",
+                    i64::MAX
+                ),
+            )
+            .with_path(Some(full.as_ref())));
+        }
         let fd = sys::shm_create(&full, mode).map_err(|e| {
             let err = Error::os("shm_open", e).with_path(Some(full.as_ref()));
             match err.raw_os_error() {

@@ -25,11 +25,11 @@ pub struct ChannelArgs {
     sizes: Vec<u64>,
     /// Messages sent one way for the throughput figure (at most 2000 for sizes of 1 MiB and
     /// more).
-    #[arg(long, default_value_t = 100_000, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 100_000, value_parser = crate::args::messages)]
     messages: u64,
     /// Round trips timed one by one for the latency figures (at most 1000 for sizes of
     /// 1 MiB and more).
-    #[arg(long, default_value_t = 20_000, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 20_000, value_parser = crate::args::rounds)]
     rounds: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -245,22 +245,19 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
     let Some(program) = std::env::var_os("MMAN_ICEORYX2_PEER") else {
         return Ok(None);
     };
-    let out = Command::new(&program)
-        .args([
-            "iceoryx2",
-            "--size",
-            &size.to_string(),
-            "--messages",
-            &count.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| {
-            format!(
-                "bench channel: run the iceoryx2 peer {}",
-                program.to_string_lossy()
-            )
-        })?;
+    let out = crate::cleanup::output(Command::new(&program).args([
+        "iceoryx2",
+        "--size",
+        &size.to_string(),
+        "--messages",
+        &count.to_string(),
+    ]))
+    .with_context(|| {
+        format!(
+            "bench channel: run the iceoryx2 peer {}",
+            program.to_string_lossy()
+        )
+    })?;
     if !out.status.success() {
         bail!(
             "bench channel: the iceoryx2 peer failed ({}): {}",

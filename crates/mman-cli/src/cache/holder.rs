@@ -108,8 +108,27 @@ pub(super) fn daemonize() -> Result<std::os::fd::OwnedFd> {
             );
             std::process::exit(1);
         }
-        out!("{text}")?;
-        crate::out::stdout().flush()?;
+        // Printed through the checked writer's rules, but the holder is released first if
+        // the report cannot be given: a caller told "write error" (status 1) must not be
+        // left with a holder it does not know of, pages locked in the background.
+        let printed = if crate::out::stdout_closed() {
+            Err(std::io::Error::from_raw_os_error(libc::EBADF))
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes()).and_then(|()| o.flush())
+        };
+        if let Err(e) = printed {
+            // SAFETY: kill(2) and waitpid(2) of our own child; `status` is a valid out-pointer.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+                let mut status = 0;
+                while libc::waitpid(pid, &mut status, 0) == -1
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {}
+            }
+            // Dies of SIGPIPE for a reader that went away, as everywhere else.
+            return Err(crate::out::write_error(e).into());
+        }
         std::process::exit(0);
     }
     drop(r);

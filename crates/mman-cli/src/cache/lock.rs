@@ -70,17 +70,7 @@ fn lock_and_hold(
     }
     let locked: u64 = held.iter().map(|l| l.pages()).sum();
     let ps = mman::page_size() as u64;
-    let mut summary = format!(
-        "           Files: {}\n     Directories: {}\n    Locked Pages: {} ({})\n",
-        totals.files,
-        totals.directories,
-        locked,
-        human(locked * ps),
-    );
-    if skipped > 0 {
-        summary += &format!("         Skipped: {skipped} (reported above)\n");
-    }
-    summary += &format!("         Elapsed: {:.6} seconds\n", start.elapsed().as_secs_f64());
+    let elapsed = start.elapsed().as_secs_f64();
     if held.is_empty() {
         bail!(
             "cache lock: nothing was locked ({skipped} skipped, {} files found with pages to lock)",
@@ -88,13 +78,40 @@ fn lock_and_hold(
         );
     }
     let _pid = pidfile.map(PidFile::create).transpose()?;
+    // --json: one JSON object, the pid of the holder in it, and nothing else on the output.
+    let summary = if w.json {
+        let v = serde_json::json!({
+            "files": totals.files,
+            "directories": totals.directories,
+            "locked_pages": locked,
+            "page_size": ps,
+            "skipped": skipped,
+            "elapsed_s": elapsed,
+            "pid": std::process::id(),
+        });
+        format!("{}\n", serde_json::to_string_pretty(&v)?)
+    } else {
+        let mut text = format!(
+            "           Files: {}\n     Directories: {}\n    Locked Pages: {} ({})\n",
+            totals.files,
+            totals.directories,
+            locked,
+            human(locked * ps),
+        );
+        if skipped > 0 {
+            text += &format!("         Skipped: {skipped} (reported above)\n");
+        }
+        text += &format!("         Elapsed: {elapsed:.6} seconds\n");
+        if daemon {
+            text += &format!("holding the pages in process {}\n", std::process::id());
+        } else {
+            text += &format!("LOCKED: holding {locked} pages until SIGTERM or SIGINT (Ctrl-C)\n");
+        }
+        text
+    };
     match notify.take() {
         Some(n) => {
             let _ = rustix::io::write(&n, summary.as_bytes());
-            let _ = rustix::io::write(
-                &n,
-                format!("holding the pages in process {}\n", std::process::id()).as_bytes(),
-            );
             detach_stdio();
             // Closing the pipe lets the parent exit.
             drop(n);
@@ -102,11 +119,6 @@ fn lock_and_hold(
         None => {
             let mut out = crate::out::stdout();
             write!(out, "{summary}")?;
-            writeln!(
-                out,
-                "LOCKED: holding {} pages until SIGTERM or SIGINT (Ctrl-C)",
-                locked
-            )?;
             out.flush()?;
         }
     }

@@ -54,7 +54,8 @@ pub(super) fn progress(enabled: bool) -> Option<indicatif::ProgressBar> {
 
 /// `mman: <error>` for a file skipped or failed, above the spinner if there is one.
 pub(super) fn report_skip(e: &mman::Error, pb: Option<&indicatif::ProgressBar>) {
-    let line = format!("mman: {e}");
+    // The library's hint names its option; on the command line that option is `-f`.
+    let line = format!("mman: {e}").replace("(WalkOptions::follow_symlinks)", "(`-f`)");
     match pb {
         Some(pb) => pb.println(line),
         None => eprintln!("{line}"),

@@ -12,11 +12,12 @@ use super::Tour;
 pub(super) fn persistence(t: &Tour) -> Result<()> {
     let page = t.path("persistent_data");
     let page_s = page.to_string_lossy().into_owned();
-    let mut w = Command::new(&t.exe)
-        .args(["persist", "--write", "--file", &page_s])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .context("run mman persist --write")?;
+    let mut w = crate::cleanup::spawn(
+        Command::new(&t.exe)
+            .args(["persist", "--write", "--file", &page_s])
+            .stdin(std::process::Stdio::piped()),
+    )
+    .context("run mman persist --write")?;
     w.stdin
         .take()
         .context("persist: stdin")?

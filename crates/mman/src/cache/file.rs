@@ -43,7 +43,7 @@ impl CachedFile {
     /// anything but a regular file.
     pub fn open(path: impl AsRef<Path>) -> Result<CachedFile> {
         let path = path.as_ref();
-        let fd = sc::open_file_at(None, path, true).map_err(|e| open_error(e, path))?;
+        let fd = sc::open_file_at(None, path, true).map_err(|e| open_error(e, path, true))?;
         CachedFile::from_fd(fd, path.to_path_buf())
     }
 

@@ -2,14 +2,20 @@
 
 use super::*;
 
-pub(super) fn open_error(e: std::io::Error, path: &Path) -> Error {
+/// The error of opening `path`; `followed`: whether the open followed symbolic links (a
+/// root, a named file), which decides what ELOOP means.
+pub(super) fn open_error(e: std::io::Error, path: &Path, followed: bool) -> Error {
     let err = Error::os("open", e).with_path(Some(path));
     match err.raw_os_error() {
         Some(libc::ENOENT) => err.with_hint("it vanished, or never existed"),
         Some(libc::EACCES) => err.with_hint("no read permission; it was skipped"),
+        // Links were followed: no option would help, the links go round in a loop.
+        Some(libc::ELOOP) if followed => {
+            err.with_hint("a loop of symbolic links (or a chain of more than 40): fix or remove the link")
+        }
         Some(libc::ELOOP) => err.with_hint(
-            "a symbolic link where none was to be followed (see WalkOptions::follow_symlinks), \
-             or a loop of links",
+            "a symbolic link, not followed below the roots unless asked \
+             (WalkOptions::follow_symlinks)",
         ),
         _ => err,
     }
@@ -88,7 +94,7 @@ pub fn walk(roots: &[PathBuf], opts: &WalkOptions, visit: &(dyn Fn(Visit<'_>) + 
         match sc::stat_at(None, root, true) {
             Ok(st) if st.kind == sys::FileType::Directory => dirs.push(root.clone()),
             Ok(_) => state.file(None, root, root.clone(), true),
-            Err(e) => state.skip(open_error(e, root)),
+            Err(e) => state.skip(open_error(e, root, true)),
         }
     }
     if !dirs.is_empty() {
@@ -134,7 +140,7 @@ impl<'v> WalkState<'v> {
     ) {
         let fd = match sc::open_dir_at(parent, &name, follow) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(open_error(e, &path)),
+            Err(e) => return self.skip(open_error(e, &path, follow)),
         };
         if self.opts.follow_symlinks {
             if let Ok(st) = sys::file_info(fd.as_fd()) {
@@ -188,7 +194,7 @@ impl<'v> WalkState<'v> {
                 match sc::stat_at(Some(fd.as_fd()), Path::new(&name), follow) {
                     Ok(st) => kind = st.kind,
                     Err(e) => {
-                        self.skip(open_error(e, &path.join(&name)));
+                        self.skip(open_error(e, &path.join(&name), follow));
                         continue;
                     }
                 }
@@ -230,7 +236,7 @@ impl<'v> WalkState<'v> {
         }
         let fd = match sc::open_file_at(dir, name, follow) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(open_error(e, &path)),
+            Err(e) => return self.skip(open_error(e, &path, follow)),
         };
         let f = match CachedFile::from_fd(fd, path) {
             Ok(f) => f,
