@@ -71,7 +71,7 @@ pub fn run(args: CatArgs) -> ExitCode {
     };
     if crate::out::stdout_closed() && !all_empty_files(&files) {
         // Rust reopened the closed descriptor on /dev/null: writing would lose everything.
-        eprintln!("mman: cat: write error: Bad file descriptor");
+        errln!("mman: cat: write error: Bad file descriptor");
         return ExitCode::FAILURE;
     }
     let before = mman::Usage::now();
@@ -82,7 +82,7 @@ pub fn run(args: CatArgs) -> ExitCode {
         let shown = name.display();
         let result = if name.as_os_str() == "-" {
             if crate::out::stdin_closed() {
-                eprintln!("mman: cat: -: {}", reason(&crate::out::stdin_closed_error()));
+                errln!("mman: cat: -: {}", reason(&crate::out::stdin_closed_error()));
                 failed = true;
                 continue;
             }
@@ -92,7 +92,7 @@ pub fn run(args: CatArgs) -> ExitCode {
             match std::fs::File::open(name) {
                 Ok(f) => sink.copy_from(f.as_fd(), name, method),
                 Err(e) => {
-                    eprintln!("mman: cat: {shown}: {}", reason(&e));
+                    errln!("mman: cat: {shown}: {}", reason(&e));
                     failed = true;
                     continue;
                 }
@@ -116,12 +116,12 @@ pub fn run(args: CatArgs) -> ExitCode {
                     .os_error()
                     .map(reason)
                     .unwrap_or_else(|| e.error.to_string());
-                eprintln!("mman: cat: write error: {why}");
+                errln!("mman: cat: write error: {why}");
                 return ExitCode::FAILURE;
             }
             Err(e) if e.error.truncation().is_some() => {
                 let (was, now) = e.error.truncation().unwrap_or_default();
-                eprintln!("mman: cat: {shown}: file shrank from {was} to {now} bytes while reading");
+                errln!("mman: cat: {shown}: file shrank from {was} to {now} bytes while reading");
                 failed = true;
             }
             Err(e) => {
@@ -135,7 +135,7 @@ pub fn run(args: CatArgs) -> ExitCode {
                         .unwrap_or_default()
                         .to_string(),
                 };
-                eprintln!("mman: cat: {shown}: {why}");
+                errln!("mman: cat: {shown}: {why}");
                 failed = true;
             }
         }

@@ -162,7 +162,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             // Each cause once: mman errors carry their OS error in their own message and do
             // not repeat it as a source.
             let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-            eprintln!("mman: {msg}");
+            errln!("mman: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -125,3 +125,25 @@ macro_rules! outln {
         std::io::Write::write_fmt(&mut $crate::out::stdout(), format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// A diagnostic to standard error, as GNU tools write theirs: one write of the whole
+/// message, and a failure to write it (stderr on a full disk, a closed pipe) ignored rather
+/// than a panic, so the exit status stays the one the error earned.
+pub fn diagnostic(args: std::fmt::Arguments<'_>) {
+    let text = std::fmt::format(args);
+    let _ = io::Write::write_all(&mut io::stderr().lock(), text.as_bytes());
+}
+
+/// `eprintln!` that never panics (see [`diagnostic`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::diagnostic(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that never panics (see [`diagnostic`]).
+macro_rules! errprint {
+    ($($arg:tt)*) => {
+        $crate::out::diagnostic(format_args!($($arg)*))
+    };
+}

@@ -126,7 +126,7 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
                 match removed {
                     Ok(full) => outln!("removed {}", printable(&full))?,
                     Err(e) => {
-                        eprintln!("mman: shm rm: {e}");
+                        errln!("mman: shm rm: {e}");
                         failed += 1;
                     }
                 }

@@ -946,3 +946,29 @@ fn a_lock_daemon_whose_report_cannot_be_given_is_released() {
         );
     }
 }
+
+/// Errors reported while standard error is on /dev/full: the report is lost, as GNU tools
+/// lose it, but mman neither panics (exit 101) nor changes the status the error earned.
+#[test]
+fn an_error_with_standard_error_full_keeps_its_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing").display().to_string();
+    for args in [
+        vec!["cat".to_string(), missing.clone()],
+        vec!["cache".to_string(), "status".to_string(), missing.clone()],
+        vec![
+            "persist".to_string(),
+            "--read".to_string(),
+            "--file".to_string(),
+            missing.clone(),
+        ],
+        vec![
+            "shm".to_string(),
+            "rm".to_string(),
+            "mman-test-no-such-object".to_string(),
+        ],
+    ] {
+        let out = run_sh(&args, "2>/dev/full", tmp.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {:?}", out.status);
+    }
+}

@@ -366,7 +366,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             (args.rounds, args.messages)
         };
         if !args.json {
-            eprintln!(
+            errln!(
                 "bench channel: {size} bytes: {rounds} round trips, {count} messages one way, each method..."
             );
         }

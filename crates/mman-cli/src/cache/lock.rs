@@ -125,7 +125,7 @@ fn lock_and_hold(
     let sig = signals.wait();
     drop(held);
     if !daemon {
-        eprintln!("mman: released the pages (signal {sig})");
+        errln!("mman: released the pages (signal {sig})");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -58,7 +58,7 @@ pub(super) fn report_skip(e: &mman::Error, pb: Option<&indicatif::ProgressBar>) 
     let line = format!("mman: {e}").replace("(WalkOptions::follow_symlinks)", "(`-f`)");
     match pb {
         Some(pb) => pb.println(line),
-        None => eprintln!("{line}"),
+        None => errln!("{line}"),
     }
 }
 
