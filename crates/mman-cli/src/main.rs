@@ -94,7 +94,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
     // `cache lock` waits for these signals itself; the internal children are killed by
     // their parents.
     let own_signals = matches!(
@@ -111,6 +114,33 @@ fn main() -> ExitCode {
     let code = run(cli.command);
     cleanup::hold_if_dying();
     code
+}
+
+/// What clap says instead of running a command: `--help` and `--version` to standard
+/// output, checked like every other write (`mman --help >/dev/full` is a write error, exit
+/// 1, as GNU tools have it); a usage error to standard error, exit 2.
+fn usage(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::IsTerminal;
+    let to_stdout = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    // Styled only for a terminal, and not when NO_COLOR asks otherwise (as clap itself does).
+    let terminal = if to_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
+    let styled = e.render();
+    let text = if terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+        styled.ansi().to_string()
+    } else {
+        styled.to_string()
+    };
+    if to_stdout {
+        report(std::io::Write::write_all(&mut out::stdout(), text.as_bytes()).map_err(Into::into))
+    } else {
+        errprint!("{text}");
+        ExitCode::from(2)
+    }
 }
 
 fn run(command: Command) -> ExitCode {

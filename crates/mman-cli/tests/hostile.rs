@@ -972,3 +972,31 @@ fn an_error_with_standard_error_full_keeps_its_status() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {:?}", out.status);
     }
 }
+
+/// `--help` and `--version` are output like any other: on /dev/full or a closed standard
+/// output they are a write error with status 1 (GNU's rule), not a silent success; a usage
+/// error stays status 2 on standard error.
+#[test]
+fn help_and_version_are_checked_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    for args in [s(&["--help"]), s(&["--version"]), s(&["cat", "--help"])] {
+        for redir in [">/dev/full", ">&-"] {
+            let out = run_sh(&args, redir, tmp.path());
+            assert_eq!(out.status.code(), Some(1), "{args:?} {redir}: {:?}", out.status);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("write error"),
+                "{args:?} {redir}"
+            );
+        }
+        let out = run_sh(&args, "", tmp.path());
+        assert!(out.status.success() && !out.stdout.is_empty(), "{args:?}");
+        assert!(
+            !out.stdout.contains(&0x1b),
+            "{args:?}: no colour codes into a pipe"
+        );
+    }
+    let out = run_sh(&s(&["no-such-command"]), "", tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
+}
