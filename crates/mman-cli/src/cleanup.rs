@@ -86,6 +86,12 @@ pub fn kill_on_signal(pid: u32) {
     register(|r| r.children.push(pid));
 }
 
+/// Child `pid` was reaped: its number may now go to another process, which must not be
+/// killed.
+pub fn forget_child(pid: u32) {
+    registry().children.retain(|&c| c != pid);
+}
+
 /// Start `cmd` as a child that is killed if mman is interrupted. Every child mman starts
 /// goes through this or [`output`]: one started with `Command` directly outlived an
 /// interrupted mman (`mman tour`'s `mman philosophers`, killed with SIGTERM, dined on).
@@ -106,8 +112,7 @@ pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::
     )?;
     let pid = child.id();
     let out = child.wait_with_output();
-    // Reaped: its number may now go to another process, which must not be killed.
-    registry().children.retain(|&c| c != pid);
+    forget_child(pid);
     out
 }
 
@@ -250,5 +255,15 @@ mod tests {
             flag.store(false, Ordering::SeqCst); // lets the thread go, for the test to end
         });
         assert!(returned.load(Ordering::SeqCst));
+    }
+}
+
+/// How a child process ended, for an error message ("exited with status 3", "was killed by
+/// signal 9").
+pub fn how(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) => format!("was killed by signal {sig}"),
+        None => format!("exited with status {}", status.code().unwrap_or(-1)),
     }
 }

@@ -1,7 +1,7 @@
 //! `mman philosophers`: the dining philosophers as processes, the forks semaphores in a
 //! shared file; and the hidden `__philosopher` each process runs.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -252,7 +252,11 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             let child = slot.as_mut()?;
             match child.try_wait() {
                 Ok(None) => None,
-                Ok(Some(status)) => Some(format!("philosopher {i} (pid {}) {}", child.id(), how(status))),
+                Ok(Some(status)) => Some(format!(
+                    "philosopher {i} (pid {}) {}",
+                    child.id(),
+                    crate::cleanup::how(status)
+                )),
                 Err(e) => Some(format!("philosopher {i} (pid {}): wait: {e}", child.id())),
             }
         });
@@ -334,7 +338,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     if let Some((i, pid, status)) = died {
         bail!(
             "philosophers: philosopher {i} (pid {pid}) {}; the dinner was stopped and every other philosopher ended",
-            how(status)
+            crate::cleanup::how(status)
         );
     }
     let (secs, meals) = match at_stop {
@@ -368,14 +372,6 @@ fn end_dinner(table: &Table, children: &mut [Option<Child>]) -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     reap_all(children);
     Ok(())
-}
-
-/// How a philosopher process ended, for an error message.
-fn how(status: std::process::ExitStatus) -> String {
-    match status.signal() {
-        Some(sig) => format!("was killed by signal {sig}"),
-        None => format!("exited with status {}", status.code().unwrap_or(-1)),
-    }
 }
 
 fn reap_all(children: &mut [Option<Child>]) {

@@ -45,19 +45,34 @@ fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t> {
     }
 }
 
-fn wait_for(pid: libc::pid_t) -> Result<i32> {
+/// Wait for child `pid` (`block`), or only look whether it has ended; its status once it has.
+fn reap(pid: libc::pid_t, block: bool) -> Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
     let mut status = 0;
     loop {
         // SAFETY: waits for our own child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &mut status, if block { 0 } else { libc::WNOHANG }) };
         if r == pid {
-            return Ok(status);
+            crate::cleanup::forget_child(pid as u32);
+            return Ok(Some(std::process::ExitStatus::from_raw(status)));
+        }
+        if r == 0 {
+            return Ok(None);
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e).context(format!("waitpid {pid}"));
         }
     }
+}
+
+/// Wait for child `pid`; an error unless it exited with status 0.
+fn wait_for(pid: libc::pid_t, what: &str) -> Result<()> {
+    let status = reap(pid, true)?.expect("a blocking waitpid returns the child's status");
+    if !status.success() {
+        anyhow::bail!("{what}: the child process {}", crate::cleanup::how(status));
+    }
+    Ok(())
 }
 
 fn numbers(map: &Mapping, base: usize) -> Result<String> {
@@ -89,7 +104,7 @@ pub fn share(args: ShareArgs) -> Result<()> {
         }
         0
     })?;
-    wait_for(pid)?;
+    wait_for(pid, "share")?;
     outln!("{}", numbers(&map, 0)?)?;
     Ok(())
 }
@@ -115,9 +130,23 @@ pub fn semaphore() -> Result<()> {
         }
         0
     })?;
-    // No wait() for the child before reading: the semaphore is the only hand-off.
-    sem.wait();
+    // No wait() for the child before reading: the semaphore is the only hand-off. But a
+    // child that ends without posting (killed, or failing) would leave a plain wait() here
+    // for ever, so the child is looked at between waits of 100 ms.
+    while !sem.wait_timeout(std::time::Duration::from_millis(100)) {
+        if let Some(status) = reap(pid, false)? {
+            if sem.try_wait() {
+                break; // it posted just before it ended
+            }
+            anyhow::bail!(
+                "semaphore: the child process {} before it posted the semaphore: there is nothing to read",
+                crate::cleanup::how(status)
+            );
+        }
+    }
     outln!("{}", numbers(&map, base)?)?;
-    wait_for(pid)?;
+    if let Some(status) = reap(pid, true)?.filter(|s| !s.success()) {
+        anyhow::bail!("semaphore: the child process {}", crate::cleanup::how(status));
+    }
     Ok(())
 }
