@@ -227,6 +227,16 @@ pub fn handle_signals() {
     }
 }
 
+/// How a child process ended, for an error message ("exited with status 3", "was killed by
+/// signal 9").
+pub fn how(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) => format!("was killed by signal {sig}"),
+        None => format!("exited with status {}", status.code().unwrap_or(-1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,15 +265,5 @@ mod tests {
             flag.store(false, Ordering::SeqCst); // lets the thread go, for the test to end
         });
         assert!(returned.load(Ordering::SeqCst));
-    }
-}
-
-/// How a child process ended, for an error message ("exited with status 3", "was killed by
-/// signal 9").
-pub fn how(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
-        Some(sig) => format!("was killed by signal {sig}"),
-        None => format!("exited with status {}", status.code().unwrap_or(-1)),
     }
 }
