@@ -224,11 +224,17 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         if args.greedy {
             cmd.arg("--greedy");
         }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
-        // when the parent dies, so no philosopher outlives the dinner.
+        let parent = std::process::id();
+        // SAFETY: prctl, getppid and _exit are async-signal-safe. prctl asks the kernel to
+        // kill this child when the parent dies, so no philosopher outlives the dinner; a
+        // parent that died before that request (the child then has another parent) is
+        // caught by the look at getppid after it.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }
