@@ -66,56 +66,73 @@ fn page() -> u64 {
 }
 
 /// Create `path` atomically with `bytes` as its contents and `mode`, unless it exists: a
-/// process killed while creating leaves no file or a complete one.
+/// process killed while creating leaves no file or a complete one, and nothing else. The
+/// file is written without a name (`O_TMPFILE`) and linked into place once complete; where
+/// that cannot be done, it is written under a temporary name beside `path`, then linked.
 fn create_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let fail = |op: &'static str, e: std::io::Error, p: &Path| Error::os(op, e).with_path(Some(p));
+    // Named by the path asked for: a temporary name is mman's own, and what fails (a
+    // missing or unwritable directory) is the same for both.
+    let create_error = |e: std::io::Error, tmp: Option<&Path>| {
+        let how = match tmp {
+            Some(t) => format!(
+                "the file is written first as {}, then linked into place",
+                t.file_name().map(Path::new).unwrap_or(t).display()
+            ),
+            None => "the file is written first without a name, then linked into place".to_string(),
+        };
+        let why = match e.raw_os_error() {
+            Some(libc::ENOENT) => format!("the directory {} does not exist", dir.display()),
+            Some(libc::EACCES) | Some(libc::EROFS) => {
+                format!("this user may not create files in {} ({how})", dir.display())
+            }
+            _ => how,
+        };
+        fail("create", e, path).with_hint(why)
+    };
+    if let Some(f) = sys::persist::unnamed_file(&dir).map_err(|e| create_error(e, None))? {
+        fill(&f, bytes, mode).map_err(|e| fail("write", e, path))?;
+        if sys::persist::name_file(&f, path)
+            .map_err(|e| fail("link", e, path))?
+            .is_some()
+        {
+            return sys::persist::sync_dir(&dir).map_err(|e| fail("fsync", e, &dir));
+        }
+        // No /proc to name it through: the named way below.
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.mman-new-{}", std::process::id()));
-    let fail = |op: &'static str, e: std::io::Error, p: &Path| Error::os(op, e).with_path(Some(p));
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .map_err(|e| {
-            // Named by the path asked for: the temporary name is mman's own, and what fails
-            // (a missing or unwritable directory) is the same for both.
-            let why = match e.raw_os_error() {
-                Some(libc::ENOENT) => format!("the directory {} does not exist", dir.display()),
-                Some(libc::EACCES) | Some(libc::EROFS) => format!(
-                    "this user may not create files in {} (the file is written there as {}, then linked into place)",
-                    dir.display(),
-                    tmp.file_name().map(Path::new).unwrap_or(&tmp).display()
-                ),
-                _ => format!(
-                    "the file is written first as {}, then linked into place",
-                    tmp.display()
-                ),
-            };
-            fail("create", e, path).with_hint(why)
-        })?;
-    let written = (|| {
-        use std::io::Write;
-        (&f).write_all(bytes)?;
-        // The mode exactly as asked: create applied the umask. On the descriptor (fchmod),
-        // not the name: whoever else may write the directory could have put a symbolic link
-        // to another of this user's files in its place by now.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        sys::persist::fsync(f.as_fd())
-    })();
-    if let Err(e) = written {
+        .map_err(|e| create_error(e, Some(&tmp)))?;
+    if let Err(e) = fill(&f, bytes, mode) {
         let _ = std::fs::remove_file(&tmp);
         return Err(fail("write", e, &tmp));
     }
     sys::persist::publish(&tmp, path).map_err(|e| fail("link", e, path))?;
     sys::persist::sync_dir(&dir).map_err(|e| fail("fsync", e, &dir))?;
     Ok(())
+}
+
+/// Write a new file's contents, give it exactly `mode`, and make it durable.
+fn fill(f: &File, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    (&*f).write_all(bytes)?;
+    // The mode exactly as asked: create applied the umask. On the descriptor (fchmod), not
+    // a name: whoever else may write the directory could have put a symbolic link to another
+    // of this user's files in its place by now.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    sys::persist::fsync(f.as_fd())
 }
 
 /// Open an existing file read-write, never blocking on a FIFO nor becoming a controlling

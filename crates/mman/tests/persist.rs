@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use mman::persist::{Commit, Durable, Persistent};
 use mman::{ErrorKind, MapOptions};
 
+mod common;
+
 #[test]
 fn a_persistent_page_is_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,4 +249,34 @@ fn a_commit_after_a_truncation_under_it_is_an_error_not_an_unreadable_success() 
             "{name}: names the file: {e}"
         );
     }
+}
+
+/// A process killed while it creates a file (here a 256 MiB persistent value, whose zeros
+/// take a while to write and sync) leaves nothing in the directory: no half-written file
+/// under the name, and no temporary file beside it either.
+#[test]
+fn a_process_killed_while_creating_a_file_leaves_nothing_behind() {
+    if let Some(role) = common::role() {
+        if let Some(path) = role.strip_prefix("create:") {
+            let _ = Persistent::<[u8; 1 << 28]>::open(path);
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let mut child = common::rerun(
+        "a_process_killed_while_creating_a_file_leaves_nothing_behind",
+        format!("create:{}", path.display()),
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "big" || std::fs::metadata(&path).unwrap().len() != 1 << 28)
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

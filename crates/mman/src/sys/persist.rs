@@ -60,6 +60,43 @@ pub fn pwrite_all_vectored(fd: BorrowedFd<'_>, bufs: &[&[u8]], mut offset: u64) 
 /// `fdatasync` (where the platform has it; `fsync` elsewhere).
 pub use super::os::fdatasync;
 
+/// A new regular file in `dir` that has no name yet (`O_TMPFILE`, mode 0600 until changed):
+/// a process that dies before naming it leaves nothing behind. `None` where the system or
+/// the file system has no such files.
+pub fn unnamed_file(dir: &Path) -> io::Result<Option<std::fs::File>> {
+    #[cfg(linux_like)]
+    {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::io::Errno;
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => return Ok(Some(fd.into())),
+            // A kernel or file system without O_TMPFILE.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = dir;
+    Ok(None)
+}
+
+/// Give the unnamed file `f` the name `to` unless `to` exists (`Some(false)` then),
+/// atomically (`linkat` of `/proc/self/fd/N`). `None` where `/proc` is not mounted, so the
+/// file cannot be named.
+pub fn name_file(f: &std::fs::File, to: &Path) -> io::Result<Option<bool>> {
+    use std::os::fd::AsRawFd;
+    let me = format!("/proc/self/fd/{}", f.as_raw_fd());
+    if !Path::new("/proc/self/fd").is_dir() {
+        return Ok(None);
+    }
+    let (cwd, follow) = (rustix::fs::CWD, rustix::fs::AtFlags::SYMLINK_FOLLOW);
+    match rustix::fs::linkat(cwd, me.as_str(), cwd, to, follow) {
+        Ok(()) => Ok(Some(true)),
+        Err(rustix::io::Errno::EXIST) => Ok(Some(false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Give `tmp` the name `to` unless `to` exists (`Ok(false)` then), atomically: a crash
 /// leaves either no `to` or the complete file. `link` + `unlink`, which every Unix has.
 pub fn publish(tmp: &Path, to: &Path) -> io::Result<bool> {
