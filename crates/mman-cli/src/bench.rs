@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::cleanup::Tracked;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -61,19 +63,19 @@ fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
     Ok((path, map))
 }
 
-fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Child> {
-    Command::new(std::env::current_exe()?)
-        .args(["__ipc-peer", kind])
-        .arg(path)
-        .arg(rounds.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("bench ipc: start the {kind} peer"))
-        .inspect(|c| crate::cleanup::kill_on_signal(c.id()))
+fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
+    crate::cleanup::spawn(
+        Command::new(std::env::current_exe()?)
+            .args(["__ipc-peer", kind])
+            .arg(path)
+            .arg(rounds.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .with_context(|| format!("bench ipc: start the {kind} peer"))
 }
 
-fn finish(child: Child, kind: &str) -> Result<()> {
+fn finish(child: Tracked, kind: &str) -> Result<()> {
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("bench ipc: the {kind} peer failed: {}", out.status);
@@ -186,7 +188,7 @@ fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
 
 /// Reap `child` and return the CPU it used (user + system) in percent of `idle`: what a
 /// waiter idle for that long cost, its start-up included (an upper bound).
-pub(crate) fn child_cpu_percent(child: Child, idle: Duration, op: &str) -> Result<f64> {
+pub(crate) fn child_cpu_percent(child: Tracked, idle: Duration, op: &str) -> Result<f64> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
@@ -198,8 +200,8 @@ pub(crate) fn child_cpu_percent(child: Child, idle: Duration, op: &str) -> Resul
             std::io::Error::last_os_error()
         );
     }
-    // Reaped here: the handle must not wait for it again.
-    std::mem::forget(child);
+    // Reaped here: nobody may wait for it, or kill its number, again.
+    child.reaped_elsewhere();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok((secs(ru.ru_utime) + secs(ru.ru_stime)) / idle.as_secs_f64() * 100.0)
 }

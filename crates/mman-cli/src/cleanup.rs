@@ -92,28 +92,75 @@ pub fn forget_child(pid: u32) {
     registry().children.retain(|&c| c != pid);
 }
 
+/// A child that is killed if mman is interrupted, until it has been waited for: a child
+/// reaped is forgotten (its number may go to another process, which must not be killed)
+/// when this is dropped, or at once by [`Tracked::wait_with_output`].
+#[derive(Debug)]
+pub struct Tracked(Option<std::process::Child>);
+
+impl Tracked {
+    /// `Child::wait_with_output`, forgetting the child once it is reaped.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        let child = self.0.take().expect("a tracked child");
+        let pid = child.id();
+        let out = child.wait_with_output();
+        forget_child(pid);
+        out
+    }
+
+    /// The child was reaped by other means (`wait4` for its resource usage): forget it,
+    /// and let go of its pipes (a `Child` dropped neither waits nor kills).
+    pub fn reaped_elsewhere(mut self) {
+        if let Some(child) = self.0.take() {
+            forget_child(child.id());
+        }
+    }
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a tracked child")
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a tracked child")
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // `try_wait` on a child already waited for returns its status without a system call.
+        if let Some(child) = self.0.as_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                forget_child(child.id());
+            }
+        }
+    }
+}
+
 /// Start `cmd` as a child that is killed if mman is interrupted. Every child mman starts
-/// goes through this or [`output`]: one started with `Command` directly outlived an
-/// interrupted mman (`mman tour`'s `mman philosophers`, killed with SIGTERM, dined on).
-pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+/// goes through this, [`output`] or [`kill_on_signal`]: one started with `Command` directly
+/// outlived an interrupted mman (`mman tour`'s `mman philosophers`, killed with SIGTERM,
+/// dined on).
+pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<Tracked> {
     let child = cmd.spawn()?;
     kill_on_signal(child.id());
-    Ok(child)
+    Ok(Tracked(Some(child)))
 }
 
 /// [`spawn`] `cmd` with its standard output and error captured, and wait for it: the
 /// `Command::output` of a child that is killed if mman is interrupted.
 pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
     use std::process::Stdio;
-    let child = spawn(
+    spawn(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
-    )?;
-    let pid = child.id();
-    let out = child.wait_with_output();
-    forget_child(pid);
-    out
+    )?
+    .wait_with_output()
 }
 
 /// Kill the registered children and remove the registered paths, now; whatever is

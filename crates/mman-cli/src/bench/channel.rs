@@ -7,7 +7,9 @@
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::cleanup::Tracked;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -78,7 +80,7 @@ fn peer(
     rounds: u64,
     count: u64,
     io: Option<(OwnedFd, OwnedFd)>,
-) -> Result<Child> {
+) -> Result<Tracked> {
     let mut c = Command::new(std::env::current_exe()?);
     c.args([
         "__channel-peer",
@@ -92,14 +94,10 @@ fn peer(
         Some((i, o)) => c.stdin(Stdio::from(i)).stdout(Stdio::from(o)),
         None => c.stdin(Stdio::null()).stdout(Stdio::null()),
     };
-    let child = c
-        .spawn()
-        .with_context(|| format!("bench channel: start the {mode} peer"))?;
-    crate::cleanup::kill_on_signal(child.id());
-    Ok(child)
+    crate::cleanup::spawn(&mut c).with_context(|| format!("bench channel: start the {mode} peer"))
 }
 
-fn finish(mut child: Child, what: &str) -> Result<()> {
+fn finish(mut child: Tracked, what: &str) -> Result<()> {
     let st = child.wait()?;
     if !st.success() {
         bail!("bench channel: the {what} peer failed: {st}");
@@ -191,7 +189,7 @@ struct InPlace {
 
 /// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
 fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
-    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Child) = if method == "pipe" {
+    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
         let (r1, w1) = rustix::pipe::pipe()?;
         let (r2, w2) = rustix::pipe::pipe()?;
         let child = peer("stream", "-", size, rounds + WARMUP, count, Some((r1, w2)))?;

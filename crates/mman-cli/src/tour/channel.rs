@@ -24,12 +24,12 @@ pub(super) fn section(t: &Tour) -> Result<()> {
     let ping = Options::new().capacity(1 << 16).create(&format!("{base}-ping"))?;
     let pong = Options::new().capacity(1 << 16).create(&format!("{base}-pong"))?;
     let (mut tx, mut rx) = (ping.sender()?, pong.receiver()?);
-    let mut child = Command::new(&t.exe)
-        .args(["__tour-child", &format!("channel-echo:{base}")])
-        .stdin(Stdio::null())
-        .spawn()
-        .context("start the echoing child")?;
-    crate::cleanup::kill_on_signal(child.id());
+    let mut child = crate::cleanup::spawn(
+        Command::new(&t.exe)
+            .args(["__tour-child", &format!("channel-echo:{base}")])
+            .stdin(Stdio::null()),
+    )
+    .context("start the echoing child")?;
     for line in ["hello, child", "the page became a ring", "goodbye"] {
         tx.send(line.as_bytes())?;
         let answer = rx.recv()?;
@@ -71,13 +71,13 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 /// The same 64-byte round trip through a pair of pipes, with the benchmark's stream peer.
 fn pipe_round_trip(t: &Tour) -> Result<u64> {
-    let mut child = Command::new(&t.exe)
-        .args(["__channel-peer", "stream", "-", "64", &ROUNDS.to_string(), "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the pipe peer")?;
-    crate::cleanup::kill_on_signal(child.id());
+    let mut child = crate::cleanup::spawn(
+        Command::new(&t.exe)
+            .args(["__channel-peer", "stream", "-", "64", &ROUNDS.to_string(), "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .context("start the pipe peer")?;
     let mut to = child.stdin.take().context("the pipe peer's stdin")?;
     let mut from = child.stdout.take().context("the pipe peer's stdout")?;
     let msg = [b'x'; 64];
