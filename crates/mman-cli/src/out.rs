@@ -134,10 +134,39 @@ pub fn diagnostic(args: std::fmt::Arguments<'_>) {
     let _ = io::Write::write_all(&mut io::stderr().lock(), text.as_bytes());
 }
 
-/// `eprintln!` that never panics (see [`diagnostic`]).
+/// A one-line diagnostic (see [`diagnostic`]), made terminal-safe: a file name can hold a
+/// newline or an escape sequence, and whoever named the file must not be able to forge
+/// lines of mman's output or drive the user's terminal (see [`terminal_safe`]).
+pub fn diagnostic_line(args: std::fmt::Arguments<'_>) {
+    diagnostic(format_args!("{}\n", terminal_safe(&std::fmt::format(args))));
+}
+
+/// `text` with its control characters escaped (`\n`, `\t`, `\r`, `\e`, else `\xNN` or
+/// `\u{NN}` for the C1 controls): what a file name may hold, shown as GNU tools quote it,
+/// unambiguously and harmlessly.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `eprintln!` that never panics, for one line (see [`diagnostic_line`]).
 macro_rules! errln {
     ($($arg:tt)*) => {
-        $crate::out::diagnostic(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::out::diagnostic_line(format_args!($($arg)*))
     };
 }
 

@@ -1000,3 +1000,34 @@ fn help_and_version_are_checked_writes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
 }
+
+/// A file name holding a newline and an escape sequence (anyone who can write a walked
+/// directory can make one) cannot forge a line of mman's output or drive the terminal: in
+/// `cache -v` lines and in error messages its control characters are shown escaped.
+#[test]
+fn control_characters_in_file_names_are_shown_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = "evil\nmman: forged line \u{1b}[31mred";
+    std::fs::write(tmp.path().join(evil), b"x").unwrap();
+    let out = Command::new(mman())
+        .args(["cache", "status", "-v"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("evil\\nmman: forged line \\e[31mred"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.lines().any(|l| l.starts_with("mman: forged")),
+        "{text}"
+    );
+    let out = Command::new(mman())
+        .arg("cat")
+        .arg(tmp.path().join("no\nsuch\u{1b}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no\\nsuch\\e: No such file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

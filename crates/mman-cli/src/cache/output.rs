@@ -56,9 +56,10 @@ pub(super) fn progress(enabled: bool) -> Option<indicatif::ProgressBar> {
 pub(super) fn report_skip(e: &mman::Error, pb: Option<&indicatif::ProgressBar>) {
     // The library's hint names its option; on the command line that option is `-f`.
     let line = format!("mman: {e}").replace("(WalkOptions::follow_symlinks)", "(`-f`)");
+    let line = crate::out::terminal_safe(&line).into_owned();
     match pb {
         Some(pb) => pb.println(line),
-        None => errln!("{line}"),
+        None => crate::out::diagnostic(format_args!("{line}\n")),
     }
 }
 
@@ -198,31 +199,33 @@ pub(super) fn summary(
 }
 
 pub(super) fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) -> std::io::Result<()> {
+    // A name from the walked tree is anybody's: its control characters are shown escaped.
+    let path = crate::out::terminal_safe(&e.path);
     let line = match (job, e.resident_pages) {
         (Job::Status, Some(r)) => format!(
             "{}\n{} {}/{}",
-            e.path,
+            path,
             e.bar.clone().unwrap_or_default(),
             r,
             e.pages
         ),
         (Job::Status, None) => format!(
             "{}\n[{}] unknown/{} ({})",
-            e.path,
+            path,
             "?".repeat(BAR),
             e.pages,
             e.unknown_reason.as_deref().unwrap_or("")
         ),
         (Job::Touch, r) => format!(
             "{}: touched {} of {} pages, resident {}",
-            e.path,
+            path,
             e.touched_pages.unwrap_or(0),
             e.pages,
             r.map_or("unknown".to_string(), |r| r.to_string())
         ),
         (Job::Evict { .. }, r) => format!(
             "{}: evicted {}, stayed {} of {} pages",
-            e.path,
+            path,
             e.evicted_pages.map_or("unknown".to_string(), |r| r.to_string()),
             r.map_or("unknown".to_string(), |r| r.to_string()),
             e.pages
