@@ -98,7 +98,8 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 "{:>16x} {} {:08x} {:>3x}:{:02x} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>3} {}",
                 r.start, r.perms, r.offset, r.device.0, r.device.1, r.inode, u.size, u.rss, u.pss, u.pss_dirty,
                 u.referenced, u.anonymous, u.anon_huge_pages, u.swap, u.swap_pss, u.locked, u.lazy_free,
-                r.thp_eligible.map_or("-", |t| if t { "1" } else { "0" }), r.kind
+                r.thp_eligible.map_or("-", |t| if t { "1" } else { "0" }),
+                crate::out::terminal_safe(&r.kind.to_string())
             )?;
         }
     } else {
@@ -120,7 +121,8 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 u.swap,
                 u.locked,
                 r.perms,
-                r.kind
+                // A mapped file's name is whoever made it's: shown terminal-safe.
+                crate::out::terminal_safe(&r.kind.to_string())
             )?;
         }
     }
