@@ -92,6 +92,14 @@ pub fn messages(s: &str) -> Result<u64, String> {
     count_to(s, MAX_MESSAGES)
 }
 
+/// A message size for `bench channel`: 1 byte to 1 GiB.
+pub fn message_size(s: &str) -> Result<u64, String> {
+    match size(s)? {
+        n @ 1..=0x4000_0000 => Ok(n),
+        n => Err(format!("{n} bytes: a message is 1 byte to 1 GiB")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

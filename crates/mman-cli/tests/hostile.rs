@@ -728,6 +728,8 @@ fn benchmark_counts_that_would_wrap_are_refused_by_the_parser() {
         vec!["bench", "ipc", "--rounds", "0"],
         vec!["bench", "channel", "--rounds", "18446744073709551615"],
         vec!["bench", "channel", "--messages", "18446744073709551615"],
+        vec!["bench", "channel", "--size", "0"],
+        vec!["bench", "channel", "--size", "2G"],
     ] {
         let mut child = Command::new(mman())
             .args(&args)
