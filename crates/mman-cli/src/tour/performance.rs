@@ -29,7 +29,7 @@ pub(super) fn when_mmap_pays(t: &Tour) -> Result<()> {
     let _ = std::fs::read(&path)?; // warm the page cache: we measure the CPU side
     outln!("moving a 128 MiB file (in the page cache) into a pipe, each way in turn:")?;
     outln!(
-        "  {:<34} {:>9} {:>9} {:>13}",
+        "  {:<40} {:>9} {:>9} {:>13}",
         "method",
         "seconds",
         "GiB/s",
@@ -77,7 +77,7 @@ pub(super) fn when_mmap_pays(t: &Tour) -> Result<()> {
             map_faults = faults;
         }
         outln!(
-            "  {label:<34} {secs:>9.3} {:>9.2} {:>13}",
+            "  {label:<40} {secs:>9.3} {:>9.2} {:>13}",
             LEN as f64 / (1u64 << 30) as f64 / secs,
             faults
         )?;
