@@ -16,7 +16,7 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -321,18 +321,15 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
         }
     }
     let mut regions = parse_bytes(&text).map_err(|e| e.with_path(Some(&path)))?;
-    // The kernel marks a file deleted since it was mapped by appending " (deleted)" to its
-    // name, which a file may also really be called: the file still there under the whole
-    // name, with the mapping's device and inode, is that file, not a deleted one.
+    // Two things the kernel writes are ambiguous: it marks a file deleted since it was
+    // mapped by appending " (deleted)" to its name, and it writes a newline as `\012` but a
+    // backslash as it is; a file may really be called either way. The file found under one
+    // of the spellings with the mapping's device and inode is that file.
     for r in &mut regions {
         if let Kind::File { path, deleted } = &mut r.kind {
-            if *deleted {
-                let mut whole = path.clone().into_os_string();
-                whole.push(" (deleted)");
-                if crate::sys::path_id(std::path::Path::new(&whole)) == Some((r.device, r.inode)) {
-                    *path = whole.into();
-                    *deleted = false;
-                }
+            if let Some(exact) = existing_spelling(path, *deleted, (r.device, r.inode)) {
+                *path = exact;
+                *deleted = false;
             }
         }
     }
@@ -348,6 +345,44 @@ pub fn read(pid: Option<u32>) -> Result<ProcessMaps> {
 /// not numbers, are skipped.
 pub fn parse(text: &str) -> Result<Vec<Region>> {
     parse_bytes(text.as_bytes())
+}
+
+/// The name under which the file of a mapping parsed as `path` (`deleted` if the kernel
+/// added " (deleted)") exists now with device and inode `id`, when the kernel's text could
+/// mean another name than the one parsed: a newline in `path` may have been the four
+/// characters `\012` (at most 2^8 spellings are tried), and " (deleted)" may be part of the
+/// name. `None` when the parse is unambiguous or no spelling is found (the parsed name
+/// stands: a deleted file is under no name).
+fn existing_spelling(path: &Path, deleted: bool, id: ((u32, u32), u64)) -> Option<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    const MAX_AMBIGUOUS_NEWLINES: u32 = 8;
+    let bytes = path.as_os_str().as_bytes();
+    let newlines: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == b'\n').collect();
+    if !deleted && newlines.is_empty() {
+        return None;
+    }
+    if newlines.len() as u32 > MAX_AMBIGUOUS_NEWLINES {
+        return None;
+    }
+    // Spelling 0 is the parsed one, every `\012` a newline: when the file is not marked
+    // deleted and is there under it, it stands.
+    if !deleted && crate::sys::path_id(path) == Some(id) {
+        return None;
+    }
+    (u32::from(!deleted)..1 << newlines.len()).find_map(|spelling| {
+        let mut name = Vec::with_capacity(bytes.len() + 3 * newlines.len() + 10);
+        for (i, &b) in bytes.iter().enumerate() {
+            match newlines.iter().position(|&n| n == i) {
+                Some(k) if spelling & (1 << k) != 0 => name.extend_from_slice(b"\\012"),
+                _ => name.push(b),
+            }
+        }
+        if deleted {
+            name.extend_from_slice(b" (deleted)");
+        }
+        let name = PathBuf::from(std::ffi::OsString::from_vec(name));
+        (crate::sys::path_id(&name) == Some(id)).then_some(name)
+    })
 }
 
 /// [`parse`] of the bytes as the kernel writes them: file names are any bytes but a

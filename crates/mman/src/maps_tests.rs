@@ -145,6 +145,38 @@ fn a_mapped_file_is_found_under_its_exact_name() {
     );
 }
 
+/// The kernel writes a newline in a name as `\012` but leaves a backslash as it is, so a
+/// file really named with the four characters `\012` reads like one with a newline. As
+/// with ` (deleted)`, `read` asks the file system: the name found with the mapping's device
+/// and inode is the one reported, also when the file is named both ways in one directory.
+#[test]
+fn a_name_really_holding_backslash_012_is_kept_as_it_is() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let literal = dir.path().join(std::ffi::OsStr::from_bytes(b"a\\012b"));
+    let newline = dir.path().join(std::ffi::OsStr::from_bytes(b"a\nb"));
+    std::fs::write(&literal, [1u8; 4096]).unwrap();
+    let find = |path: &std::path::Path| {
+        let map = crate::MapOptions::new().map_path(path).unwrap();
+        let at = map.as_ptr() as u64;
+        let me = read(None).unwrap();
+        me.regions
+            .iter()
+            .find(|r| r.start <= at && at < r.end)
+            .unwrap()
+            .kind
+            .clone()
+    };
+    let want = |path: &std::path::Path| Kind::File {
+        path: path.to_path_buf(),
+        deleted: false,
+    };
+    assert_eq!(find(&literal), want(&literal), "only the literal name exists");
+    std::fs::write(&newline, [2u8; 4096]).unwrap();
+    assert_eq!(find(&literal), want(&literal), "both names exist");
+    assert_eq!(find(&newline), want(&newline), "both names exist");
+}
+
 #[test]
 fn rejects_garbage_with_the_line() {
     let e = parse("hello world\n").unwrap_err();

@@ -146,9 +146,11 @@ fn open_existing(path: &Path) -> Result<File> {
         .map_err(|e| Error::os("open", e).with_path(Some(path)))
 }
 
-/// An existing file is used only if it has the format mman makes: a regular file of exactly
-/// `len` bytes. `what` names the format in the error.
-fn check_format(f: &File, path: &Path, len: u64, what: &str) -> Result<()> {
+/// An existing file is used only if it has the format mman makes: a regular file of one of
+/// the lengths in `lens` (the first is the one this system makes, named in the error).
+/// `what` names the format in the error.
+fn check_format(f: &File, path: &Path, lens: &[u64], what: &str) -> Result<()> {
+    let len = lens[0];
     let info = sys::file_info(f.as_fd()).map_err(|e| Error::os("fstat", e).with_path(Some(path)))?;
     if info.kind != sys::FileType::Regular {
         return Err(Error::new(
@@ -158,7 +160,7 @@ fn check_format(f: &File, path: &Path, len: u64, what: &str) -> Result<()> {
         )
         .with_path(Some(path)));
     }
-    if info.size != len {
+    if !lens.contains(&info.size) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "persist",
@@ -168,6 +170,25 @@ fn check_format(f: &File, path: &Path, len: u64, what: &str) -> Result<()> {
         .with_hint("it was made for another type or by another program, or truncated: it was left as it is; remove it (or choose another path) to start afresh"));
     }
     Ok(())
+}
+
+/// The lengths a file holding a `size`-byte value may have: the value rounded up to this
+/// system's pages (what mman makes here; first), to the pages of any other system (4, 16 or
+/// 64 KiB: what mman made there), or the value alone (what a C program writing it makes,
+/// the notes' `persist()` of a 4 KiB page included, on any system). Which system opens a
+/// file must not decide whether it is a persistent value.
+fn value_file_lens(size: u64) -> Vec<u64> {
+    let mut lens = vec![size.next_multiple_of(page())];
+    for l in [4u64 << 10, 16 << 10, 64 << 10]
+        .map(|p| size.next_multiple_of(p))
+        .into_iter()
+        .chain([size])
+    {
+        if !lens.contains(&l) {
+            lens.push(l);
+        }
+    }
+    lens
 }
 
 fn open_locked(path: &Path, wait: bool) -> Result<File> {

@@ -280,3 +280,39 @@ fn a_process_killed_while_creating_a_file_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A file holding exactly the value is the value, as it was before formats were checked:
+/// what a C program writes (`fwrite` of the struct, or the notes' `persist()`, which makes a
+/// 4 KiB file for its 4 KiB page also where pages are 16 KiB), and what mman made on a
+/// system of other pages (the value rounded up to 4, 16 or 64 KiB). Only the page size of
+/// the system that opens it must not decide whether a file is a persistent value.
+#[test]
+fn a_file_of_exactly_the_value_or_of_another_systems_pages_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let exact = dir.path().join("exact");
+    std::fs::write(&exact, [7u8; 100]).unwrap();
+    let v = Persistent::<[u8; 100]>::open(&exact).unwrap();
+    assert_eq!(v.get().unwrap(), [7u8; 100]);
+    v.set(&[8u8; 100]).unwrap();
+    v.flush().unwrap();
+    drop(v);
+    assert_eq!(std::fs::read(&exact).unwrap(), [8u8; 100], "not grown");
+    for pages in [4096usize, 16 << 10, 64 << 10] {
+        let p = dir.path().join(format!("pages-{pages}"));
+        let mut bytes = vec![0u8; pages];
+        bytes[..8].copy_from_slice(&41u64.to_ne_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let v = Persistent::<u64>::open(&p).unwrap();
+        assert_eq!(v.update(|n| *n += 1).unwrap(), ());
+        assert_eq!(v.get().unwrap(), 42);
+        drop(v);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), pages as u64);
+    }
+    // Any other length is still someone else's file.
+    for len in [101usize, 4095, 4097, 8192, 128 << 10] {
+        let p = dir.path().join(format!("other-{len}"));
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        let e = Persistent::<[u8; 100]>::open(&p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{len}: {e}");
+    }
+}

@@ -241,7 +241,11 @@ fn on_tmpfs(file: &std::fs::File) -> bool {
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
         return false;
     }
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+    // Magic numbers are 32 bits; f_type is a signed int on 32-bit glibc targets, where
+    // ramfs's (high bit set) is negative: only the low 32 bits are compared.
+    const TMPFS_MAGIC: u32 = 0x0102_1994;
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as u64 as u32;
+    matches!(magic, TMPFS_MAGIC | RAMFS_MAGIC)
 }

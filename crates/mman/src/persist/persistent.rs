@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::{check_format, create_atomically, open_existing, open_locked, page};
+use super::{check_format, create_atomically, open_existing, open_locked, page, value_file_lens};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::{FlushMode, MapOptions, Mapping};
 
@@ -64,9 +64,11 @@ impl<T: bytemuck::Pod> Persistent<T> {
     ///
     /// # Errors
     /// * [`ErrorKind::InvalidInput`]: `T` is aligned beyond a page, or the file is not a
-    ///   regular file of exactly `size_of::<T>()` rounded up to whole pages, the format `open`
-    ///   makes (it was made for another type or by another program, or truncated; it is not
-    ///   written).
+    ///   regular file of exactly `size_of::<T>()` rounded up to whole pages (of this system,
+    ///   the format `open` makes, or of 4, 16 or 64 KiB, as `open` makes it elsewhere), or of
+    ///   exactly `size_of::<T>()` bytes (as a C program writing the value makes it). Such a
+    ///   file was made for another type or by another program, or truncated; it is not
+    ///   written.
     /// * [`ErrorKind::PermissionDenied`]: without `wait`, another handle holds the file's
     ///   `flock`; or this user may not write the file (or, to create it, its directory).
     /// * The errors of creating a missing file atomically (a temporary file, `write`,
@@ -87,7 +89,12 @@ impl<T: bytemuck::Pod> Persistent<T> {
             create_atomically(path, &vec![0u8; file_len as usize], mode)?;
         }
         let f = open_locked(path, wait)?;
-        check_format(&f, path, file_len, "a persistent value of this type")?;
+        check_format(
+            &f,
+            path,
+            &value_file_lens(size),
+            "a persistent value of this type",
+        )?;
         let map = MapOptions::new()
             .read_write()
             .shared()
@@ -217,7 +224,7 @@ pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -
         create_atomically(path, &vec![0u8; len], 0o600)?;
     }
     let f = open_existing(path)?;
-    check_format(&f, path, len as u64, "a persistent variable of this length")?;
+    check_format(&f, path, &[len as u64], "a persistent variable of this length")?;
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         MapOptions::new()

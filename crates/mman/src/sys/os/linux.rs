@@ -247,8 +247,26 @@ pub mod seals {
 
     /// Whether the file lives on hugetlbfs (`fstatfs`): a memfd made with `MFD_HUGETLB`.
     pub fn huge_pages(fd: BorrowedFd<'_>) -> io::Result<bool> {
-        const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
-        Ok(rustix::fs::fstatfs(fd)?.f_type as u64 == HUGETLBFS_MAGIC)
+        #[allow(clippy::unnecessary_cast)]
+        Ok(is_hugetlbfs(rustix::fs::fstatfs(fd)?.f_type as u64))
+    }
+
+    /// Whether `statfs`'s `f_type` (widened to `u64` whatever its C type) is hugetlbfs's.
+    /// File-system magic numbers are 32 bits, and `f_type` is a signed `int` on 32-bit glibc
+    /// targets: hugetlbfs's, with its high bit set, reads there as negative, and widened with
+    /// its sign it matches no 64-bit constant. So only the low 32 bits are compared.
+    pub(crate) fn is_hugetlbfs(f_type: u64) -> bool {
+        const HUGETLBFS_MAGIC: u32 = 0x9584_58f6;
+        f_type as u32 == HUGETLBFS_MAGIC
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn a_magic_number_read_as_a_negative_int_is_still_hugetlbfs() {
+        // f_type as a 32-bit target's statfs holds it (int), widened as huge_pages widens it.
+        assert!(is_hugetlbfs(0x9584_58f6_u32 as i32 as u64));
+        assert!(is_hugetlbfs(0x9584_58f6));
+        assert!(!is_hugetlbfs(0x0102_1994), "tmpfs");
     }
 }
 
