@@ -64,9 +64,12 @@ pub fn persist(args: PersistArgs) -> Result<()> {
     Ok(())
 }
 
-/// An existing file is used only if it has the format: a regular file of exactly one page
-/// (the notes' C program makes the same). A missing one is created by `--write` only.
+/// An existing file is used only if it has the format: a regular file of exactly 4096 bytes
+/// (what the notes' C program makes), or of 4096 bytes rounded up to this system's page
+/// (what `Persistent` makes where pages are larger). A missing one is created by `--write`
+/// only.
 fn check_format(file: &std::path::Path, may_create: bool) -> Result<()> {
+    let ours = (PAGE as u64).next_multiple_of(mman::page_size() as u64);
     match std::fs::symlink_metadata(file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e).with_context(|| {
@@ -80,7 +83,7 @@ fn check_format(file: &std::path::Path, may_create: bool) -> Result<()> {
             "persist {}: not a regular file (a persistent page is a regular file of {PAGE} bytes)",
             file.display()
         ),
-        Ok(m) if m.len() != PAGE as u64 => bail!(
+        Ok(m) if m.len() != PAGE as u64 && m.len() != ours => bail!(
             "persist {}: {} bytes, not a persistent page (exactly {PAGE} bytes); refusing to touch it",
             file.display(),
             m.len()

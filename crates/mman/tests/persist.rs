@@ -270,7 +270,12 @@ fn a_process_killed_while_creating_a_file_leaves_nothing_behind() {
     )
     .spawn()
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Killed while it creates, or the test would prove nothing.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the child finished its 256 MiB file within 100 ms"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let left: Vec<_> = std::fs::read_dir(dir.path())

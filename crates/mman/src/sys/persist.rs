@@ -64,8 +64,9 @@ pub use super::os::fdatasync;
 /// a process that dies before naming it leaves nothing behind. `None` where the system or
 /// the file system has no such files.
 pub fn unnamed_file(dir: &Path) -> io::Result<Option<std::fs::File>> {
+    // Without /proc it could not be named (see `name_file`): not worth writing then.
     #[cfg(linux_like)]
-    {
+    if Path::new("/proc/self/fd").is_dir() {
         use rustix::fs::{Mode, OFlags};
         use rustix::io::Errno;
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
@@ -81,8 +82,10 @@ pub fn unnamed_file(dir: &Path) -> io::Result<Option<std::fs::File>> {
 }
 
 /// Give the unnamed file `f` the name `to` unless `to` exists (`Some(false)` then),
-/// atomically (`linkat` of `/proc/self/fd/N`). `None` where `/proc` is not mounted, so the
-/// file cannot be named.
+/// atomically (`linkat` of `/proc/self/fd/N`). `None` when it cannot be named this way
+/// (`/proc` not mounted, or `linkat` through it refused for any other reason than an
+/// existing `to`): the caller then writes a named temporary file, whose own errors say
+/// what is wrong.
 pub fn name_file(f: &std::fs::File, to: &Path) -> io::Result<Option<bool>> {
     use std::os::fd::AsRawFd;
     let me = format!("/proc/self/fd/{}", f.as_raw_fd());
@@ -93,7 +96,7 @@ pub fn name_file(f: &std::fs::File, to: &Path) -> io::Result<Option<bool>> {
     match rustix::fs::linkat(cwd, me.as_str(), cwd, to, follow) {
         Ok(()) => Ok(Some(true)),
         Err(rustix::io::Errno::EXIST) => Ok(Some(false)),
-        Err(e) => Err(e.into()),
+        Err(_) => Ok(None),
     }
 }
 
