@@ -516,6 +516,15 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
 /// the forks' own, and a woken waiter that cannot preempt waits longer (glibc `sem_t`'s
 /// dinner under `chrt -b 0`: 12 M against 24 M meals/s). A hint: a kernel or sandbox that
 /// refuses it leaves the dinner as it was.
+///
+/// The price is paid on a busy machine. Beside two processes that spin on both CPUs, a
+/// napper that wakes cannot preempt them either, and waits out their time slices: the fair
+/// dinner then served 3.5-10 M meals/s against glibc `sem_t`'s 15-16 M (fairness 0.98
+/// against 0.26-0.43); without `SCHED_BATCH` it served 15-19 M there, but 5-9% less on an
+/// idle machine, where the targets are measured. Batch only while napping recovers little
+/// (4-10 M). Neither nap lengths (1.2-2.1 ms either way) nor the run queue tell the two
+/// cases apart from inside a philosopher, so the idle machine's choice stands
+/// (bench/RESULTS.md, "under load").
 fn not_preempted_by_wakers() {
     #[cfg(target_os = "linux")]
     {
