@@ -71,6 +71,14 @@ fn describe(args: &[String], out: &Output) -> String {
     )
 }
 
+/// Run `args` with standard input closed: status 1, and `needle` in what it says.
+fn fails_with_stdin_closed(args: &[String], dir: &Path, needle: &str) {
+    let out = run_sh(args, "<&-", dir);
+    let text = describe(args, &out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{text}");
+}
+
 /// Run `cmd`: it must fail with status 1 and say `needle` on stderr.
 fn fails_with(cmd: &mut Command, needle: &str) {
     let out = cmd.output().unwrap();
@@ -153,23 +161,11 @@ fn a_closed_stdin_is_an_error_and_nothing_is_stored() {
         "--file".into(),
         page.display().to_string(),
     ];
-    let out = run_sh(&args, "<&-", dir.path());
-    let text = describe(&args, &out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Bad file descriptor"),
-        "{text}"
-    );
+    fails_with_stdin_closed(&args, dir.path(), "Bad file descriptor");
     assert_eq!(std::fs::read(&page).unwrap(), p, "the stored value was erased");
 
     let args = vec!["cat".to_string(), "-".into()];
-    let out = run_sh(&args, "<&-", dir.path());
-    let text = describe(&args, &out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("mman: cat: -: Bad file descriptor"),
-        "{text}"
-    );
+    fails_with_stdin_closed(&args, dir.path(), "mman: cat: -: Bad file descriptor");
 }
 
 #[test]
@@ -756,12 +752,10 @@ fn a_closed_stdin_is_an_error_for_a_list_of_files_too() {
         .map(|s| s.to_string())
         .chain([f.display().to_string()])
         .collect();
-    let out = run_sh(&args, "<&-", dir.path());
-    let text = describe(&args, &out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("file list from standard input: Bad file descriptor"),
-        "{text}"
+    fails_with_stdin_closed(
+        &args,
+        dir.path(),
+        "file list from standard input: Bad file descriptor",
     );
 }
 
