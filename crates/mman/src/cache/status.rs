@@ -84,7 +84,7 @@ impl CachedFile {
     /// for `EAGAIN`).
     pub fn page_map(&self, range: PageRange) -> Result<Option<Vec<u8>>> {
         let (first, end) = self.span(range);
-        if !sc::mincore_tells_truth(self.uid, &self.path) {
+        if !sc::mincore_tells_truth(self.uid, self.file.as_fd(), &self.path) {
             return Ok(None);
         }
         let mut out = residency_map(end - first, "mincore").map_err(|e| e.with_path(Some(&self.path)))?;

@@ -196,16 +196,24 @@ pub fn may_lock_unlimited() -> bool {
     effective_caps() & (1 << CAP_IPC_LOCK) != 0
 }
 
-/// Whether `mincore(2)` reports the page cache truthfully for this file: since Linux 5.2 it
-/// does only for the file's owner, a process that may write it, or one with `CAP_FOWNER`;
-/// for anyone else it reports every page resident.
-pub fn mincore_tells_truth(owner_uid: u32, path: &Path) -> bool {
+/// Whether `mincore(2)` reports the page cache truthfully for the open file `fd`: since
+/// Linux 5.2 it does only for the file's owner, a process that may write it, or one with
+/// `CAP_FOWNER`; for anyone else it reports every page resident. Write permission is asked of
+/// the open file itself (through `/proc/self/fd`), not of a name someone may have pointed at
+/// another file since; `path` only where `/proc` is missing.
+pub fn mincore_tells_truth(owner_uid: u32, fd: BorrowedFd<'_>, path: &Path) -> bool {
     if effective_caps() & (1 << CAP_FOWNER) != 0 || rustix::process::geteuid().as_raw() == owner_uid {
         return true;
     }
+    let me = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let name = if Path::new("/proc/self/fd").is_dir() {
+        Path::new(&me)
+    } else {
+        path
+    };
     rustix::fs::accessat(
         rustix::fs::CWD,
-        path,
+        name,
         rustix::fs::Access::WRITE_OK,
         rustix::fs::AtFlags::EACCESS,
     )
