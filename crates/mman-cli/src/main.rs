@@ -138,7 +138,7 @@ fn usage(e: clap::Error) -> ExitCode {
     if to_stdout {
         report(std::io::Write::write_all(&mut out::stdout(), text.as_bytes()).map_err(Into::into))
     } else {
-        errprint!("{text}");
+        errtext!("{text}");
         ExitCode::from(2)
     }
 }

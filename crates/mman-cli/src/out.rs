@@ -171,7 +171,7 @@ macro_rules! errln {
 }
 
 /// `eprint!` that never panics (see [`diagnostic`]).
-macro_rules! errprint {
+macro_rules! errtext {
     ($($arg:tt)*) => {
         $crate::out::diagnostic(format_args!($($arg)*))
     };

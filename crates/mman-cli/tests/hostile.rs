@@ -79,12 +79,14 @@ fn fails_with_stdin_closed(args: &[String], dir: &Path, needle: &str) {
     assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{text}");
 }
 
-/// Run `cmd`: it must fail with status 1 and say `needle` on stderr.
-fn fails_with(cmd: &mut Command, needle: &str) {
+/// Run `cmd`: it must fail with status 1 and say `needle` on stderr, which is returned for
+/// further checks.
+fn fails_with(cmd: &mut Command, needle: &str) -> String {
     let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
     assert!(err.contains(needle), "{cmd:?}: {err}");
+    err
 }
 
 fn assert_clean(tmp: &Path, what: &str) {
@@ -828,14 +830,10 @@ fn hints_name_commands_that_exist_and_would_help() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::os::unix::fs::symlink(&b, &a).unwrap();
     std::os::unix::fs::symlink(&a, &b).unwrap();
-    let out = Command::new(mman())
-        .args(["cache", "status"])
-        .arg(&a)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("a loop of symbolic links"), "{err}");
+    let err = fails_with(
+        Command::new(mman()).args(["cache", "status"]).arg(&a),
+        "a loop of symbolic links",
+    );
     assert!(!err.contains("follow_symlinks"), "{err}");
 }
 
@@ -896,13 +894,10 @@ fn a_file_that_cannot_be_created_is_named_as_asked() {
 fn a_size_no_object_can_have_is_a_clear_error() {
     // It failed with fallocate's bare "Invalid argument".
     let name = format!("huge-{}", std::process::id());
-    let out = Command::new(mman())
-        .args(["shm", "create", &name, "--size", "18446744073709551615"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("more than any object can hold"), "{err}");
+    fails_with(
+        Command::new(mman()).args(["shm", "create", &name, "--size", "18446744073709551615"]),
+        "more than any object can hold",
+    );
     assert!(!Path::new(&format!("/dev/shm/mman.{name}")).exists());
 }
 

@@ -98,7 +98,7 @@ pub(super) fn daemonize() -> Result<std::os::fd::OwnedFd> {
         let _ = std::fs::File::from(r).read_to_string(&mut text);
         let failed = text.is_empty() || text.starts_with("mman:");
         if failed {
-            errprint!(
+            errtext!(
                 "{}",
                 if text.is_empty() {
                     "mman: the lock holder exited without a report\n"
