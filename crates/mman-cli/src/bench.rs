@@ -16,6 +16,10 @@ use mman::sync::{place, PosixSemaphore, Semaphore};
 use mman::{MapOptions, Mapping};
 
 mod channel;
+mod placement;
+
+pub use placement::hog_main;
+use placement::{Placed, Placement};
 
 /// `mman bench ...`.
 #[derive(Subcommand, Debug)]
@@ -34,6 +38,10 @@ pub struct IpcArgs {
     /// Round trips measured per method (after 1000 of warm-up).
     #[arg(long, default_value_t = 100_000, value_parser = crate::args::rounds)]
     rounds: u64,
+    /// Where the two processes run: both on one CPU, on two pinned CPUs, unpinned, or
+    /// unpinned beside a CPU-bound process on every CPU; `all` measures each in turn.
+    #[arg(long, value_enum, default_value_t = Placement::Free)]
+    placement: Placement,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -64,15 +72,14 @@ fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
 }
 
 fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
-    crate::cleanup::spawn(
-        Command::new(std::env::current_exe()?)
-            .args(["__ipc-peer", kind])
-            .arg(path)
-            .arg(rounds.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    )
-    .with_context(|| format!("bench ipc: start the {kind} peer"))
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["__ipc-peer", kind])
+        .arg(path)
+        .arg(rounds.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    placement::prepare_peer(&mut cmd);
+    crate::cleanup::spawn(&mut cmd).with_context(|| format!("bench ipc: start the {kind} peer"))
 }
 
 fn finish(child: Tracked, kind: &str) -> Result<()> {
@@ -224,6 +231,36 @@ fn tempdir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// One method's round trip under one placement.
+#[derive(serde::Serialize)]
+struct IpcRow {
+    placement: &'static str,
+    method: &'static str,
+    median_ns: u64,
+    p99_ns: u64,
+}
+
+/// The round trips of every method under one placement; the spin floor only where two
+/// spinning processes can run at once.
+fn ipc_rows(dir: &Path, rounds: u32, placement: Placement) -> Result<Vec<IpcRow>> {
+    let mut rows = Vec::new();
+    let mut add = |method, l: Latency| {
+        rows.push(IpcRow {
+            placement: placement.name(),
+            method,
+            median_ns: l.median_ns,
+            p99_ns: l.p99_ns,
+        })
+    };
+    add("mman_semaphore", semaphores(dir, rounds)?);
+    add("sem_t", sem_t(dir, rounds)?);
+    add("pipe", pipe(dir, rounds)?);
+    if placement.floors_apply() {
+        add("spin_floor", spin(dir, rounds, false)?);
+    }
+    Ok(rows)
+}
+
 /// `mman bench ...`.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     let args = match cmd {
@@ -233,19 +270,34 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     // At most MAX_ROUNDS (the parser's bound): with the warm-up, it fits the peers' u32.
     let rounds = u32::try_from(args.rounds).context("bench ipc: --rounds")?;
     let dir = tempdir()?;
-    let mman_semaphore = semaphores(dir.path(), rounds)?;
-    let sem_t = sem_t(dir.path(), rounds)?;
-    let pipe = pipe(dir.path(), rounds)?;
-    let spin_floor = spin(dir.path(), rounds, false)?;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for p in args.placement.each() {
+        if !args.json {
+            errln!("bench ipc: placement {}...", p.name());
+        }
+        let placed = match Placed::enter(p)? {
+            Ok(placed) => placed,
+            Err(why) => {
+                notes.push(format!("placement {} skipped: {why}", p.name()));
+                continue;
+            }
+        };
+        rows.extend(ipc_rows(dir.path(), rounds, placed.placement())?);
+        if !p.floors_apply() {
+            notes.push(format!(
+                "placement {}: no spin floor (two spinning processes cannot both run)",
+                p.name()
+            ));
+        }
+    }
     let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
     if args.json {
         let v = serde_json::json!({
             "rounds": args.rounds,
-            "mman_semaphore": mman_semaphore,
-            "sem_t": sem_t,
-            "pipe": pipe,
-            "spin_floor": spin_floor,
+            "results": rows,
             "idle_waiter_cpu_percent": idle,
+            "notes": notes,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -255,26 +307,42 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         args.rounds
     )?;
     outln!(
-        "  {:<28} {:>10} {:>10} {:>10} {:>12}",
+        "  {:<9} {:<28} {:>10} {:>10} {:>9} {:>9} {:>12}",
+        "placement",
         "method",
         "median ns",
         "p99 ns",
         "x sem_t",
+        "x best",
         "x spin floor"
     )?;
-    for (name, l) in [
-        ("mman Semaphore (futex)", mman_semaphore),
-        ("glibc sem_t (pshared)", sem_t),
-        ("pipe (1 byte each way)", pipe),
-        ("spinning on a cache line", spin_floor),
-    ] {
+    for r in &rows {
+        let of = |m: &str| {
+            rows.iter()
+                .find(|o| o.placement == r.placement && o.method == m)
+                .map(|o| o.median_ns.max(1) as f64)
+        };
+        let best = of("sem_t")
+            .unwrap_or(f64::MAX)
+            .min(of("pipe").unwrap_or(f64::MAX));
+        let floor = of("spin_floor").map_or("-".to_string(), |f| format!("{:.2}", r.median_ns as f64 / f));
+        let name = match r.method {
+            "mman_semaphore" => "mman Semaphore (futex)",
+            "sem_t" => "glibc sem_t (pshared)",
+            "pipe" => "pipe (1 byte each way)",
+            _ => "spinning on a cache line",
+        };
         outln!(
-            "  {name:<28} {:>10} {:>10} {:>10.3} {:>12.2}",
-            l.median_ns,
-            l.p99_ns,
-            l.median_ns as f64 / sem_t.median_ns.max(1) as f64,
-            l.median_ns as f64 / spin_floor.median_ns.max(1) as f64
+            "  {:<9} {name:<28} {:>10} {:>10} {:>9.3} {:>9.3} {floor:>12}",
+            r.placement,
+            r.median_ns,
+            r.p99_ns,
+            r.median_ns as f64 / of("sem_t").unwrap_or(1.0),
+            r.median_ns as f64 / best,
         )?;
+    }
+    for n in &notes {
+        outln!("note: {n}")?;
     }
     outln!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU")?;
     Ok(())

@@ -91,6 +91,9 @@ enum Command {
     /// Internal: the child processes the tour spawns.
     #[command(hide = true, name = "__tour-child")]
     TourChild { what: String },
+    /// Internal: a CPU-bound process for `mman bench --placement busy`.
+    #[command(hide = true, name = "__hog")]
+    Hog,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
             | Command::ChannelPeer { .. }
             | Command::Philosopher { .. }
             | Command::TourChild { .. }
+            | Command::Hog
     );
     if !own_signals {
         cleanup::handle_signals();
@@ -155,6 +159,7 @@ fn run(command: Command) -> ExitCode {
         Command::Maps(args) => report(maps::run(args)),
         Command::Tour(args) => report(tour::run(args)),
         Command::TourChild { what } => report(tour::child(&what)),
+        Command::Hog => bench::hog_main(),
         Command::Bench(cmd) => report(bench::run(cmd)),
         Command::IpcPeer { kind, file, rounds } => report(bench::peer_main(&kind, &file, rounds)),
         Command::ChannelPeer {

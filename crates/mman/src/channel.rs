@@ -87,15 +87,17 @@ pub use lanes::{Message, MAX_SENDERS};
 pub use receiver::Receiver;
 pub use sender::Sender;
 
+use crate::sync::Wait;
 use lanes::Layout;
 use region::{Kind, Region, Shape};
+use wait::Waiting;
 
-/// How to make a [`Channel`]: capacity, number of senders, spin budget.
+/// How to make a [`Channel`]: capacity, number of senders, how to wait.
 #[derive(Clone, Debug)]
 pub struct Options {
     capacity: usize,
     senders: usize,
-    spin: Duration,
+    waiting: Waiting,
 }
 
 impl Default for Options {
@@ -105,12 +107,12 @@ impl Default for Options {
 }
 
 impl Options {
-    /// 64 KiB per sender, one sender, the default spin (30 µs).
+    /// 64 KiB per sender, one sender, the default waiting ([`Wait::Adaptive`], 50 µs).
     pub fn new() -> Self {
         Options {
             capacity: 64 * 1024,
             senders: 1,
-            spin: wait::SPIN,
+            waiting: Waiting::DEFAULT,
         }
     }
 
@@ -128,10 +130,19 @@ impl Options {
         self
     }
 
-    /// How long a waiting endpoint of this process spins before it sleeps (default 30 µs;
-    /// zero sleeps at once, trading latency for CPU).
+    /// How long a waiting endpoint of this process spins (or yields) before it sleeps, at
+    /// most: default [`DEFAULT_SPIN`](crate::sync::DEFAULT_SPIN) (50 µs); zero sleeps at
+    /// once, as [`Wait::Block`] does. Whether it spins at all is [`wait`](Self::wait)'s
+    /// policy.
     pub fn spin(&mut self, spin: Duration) -> &mut Self {
-        self.spin = spin;
+        self.waiting.spin = spin;
+        self
+    }
+
+    /// How a waiting endpoint of this process spends the time before it sleeps (default
+    /// [`Wait::Adaptive`]: it spins only where that can help; see [`crate::sync::wait`]).
+    pub fn wait(&mut self, how: Wait) -> &mut Self {
+        self.waiting.how = how;
         self
     }
 
@@ -195,7 +206,7 @@ impl Options {
         Ok(Channel {
             region: Arc::new(Guarded::new(region)?),
             layout,
-            spin: self.spin,
+            waiting: self.waiting,
         })
     }
 }
@@ -272,7 +283,7 @@ impl Drop for Guarded {
 pub struct Channel {
     region: Arc<Guarded>,
     layout: Layout,
-    spin: Duration,
+    waiting: Waiting,
 }
 
 impl std::fmt::Debug for Channel {
@@ -342,7 +353,7 @@ impl Channel {
     /// [`ErrorKind::ResourceLimit`] when every lane has a live sender;
     /// [`ErrorKind::Corrupted`] for garbage in the lane.
     pub fn sender(&self) -> Result<Sender> {
-        Sender::attach(self.shared(), self.layout, self.spin)
+        Sender::attach(self.shared(), self.layout, self.waiting)
     }
 
     /// Attach the receiver in this process (or take over from one that died).
@@ -351,7 +362,7 @@ impl Channel {
     /// [`ErrorKind::AddressInUse`] while a live receiver is attached;
     /// [`ErrorKind::Corrupted`] for garbage in the lanes.
     pub fn receiver(&self) -> Result<Receiver> {
-        Receiver::attach(self.shared(), self.layout, self.spin)
+        Receiver::attach(self.shared(), self.layout, self.waiting)
     }
 
     fn shared(&self) -> Arc<Guarded> {

@@ -31,11 +31,13 @@ mod barrier;
 mod locks;
 mod posix;
 mod semaphore;
+pub mod wait;
 
 pub use barrier::Barrier;
 pub use locks::{Condvar, Mutex, MutexGuard};
 pub use posix::{NamedSemaphore, PosixSemaphore};
 pub use semaphore::{Semaphore, SEMAPHORE_MAX};
+pub use wait::{usable_cpus, Wait, DEFAULT_SPIN};
 
 /// Types that may live in memory shared between processes and be used through `&T`.
 ///

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mman::channel::{Channel, Message, Options, Receiver, Sender};
 
+use super::placement::{Placed, Placement};
 use super::{measure, summarize, Latency};
 
 // Arguments of `mman bench channel` (a plain comment: as a doc comment it would replace the
@@ -33,6 +34,11 @@ pub struct ChannelArgs {
     /// 1 MiB and more).
     #[arg(long, default_value_t = 20_000, value_parser = crate::args::rounds)]
     rounds: u64,
+    /// Where the two processes run: both on one CPU, on two pinned CPUs, unpinned, or
+    /// unpinned beside a CPU-bound process on every CPU; `all` measures each in turn
+    /// (iceoryx2, whose peer program starts both of its sides, only unpinned).
+    #[arg(long, value_enum, default_value_t = Placement::Free)]
+    placement: Placement,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -44,6 +50,9 @@ const BIG: u64 = 1 << 20;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct Row {
+    /// Where the two processes ran (`--placement`).
+    #[serde(default)]
+    placement: String,
     method: String,
     size: u64,
     rtt_median_ns: u64,
@@ -55,6 +64,7 @@ struct Row {
 fn row(method: &str, size: u64, rtt: Latency, count: u64, elapsed: Duration) -> Row {
     let secs = elapsed.as_secs_f64().max(1e-9);
     Row {
+        placement: String::new(),
         method: method.into(),
         size,
         rtt_median_ns: rtt.median_ns,
@@ -94,6 +104,7 @@ fn peer(
         Some((i, o)) => c.stdin(Stdio::from(i)).stdout(Stdio::from(o)),
         None => c.stdin(Stdio::null()).stdout(Stdio::null()),
     };
+    super::placement::prepare_peer(&mut c);
     crate::cleanup::spawn(&mut c).with_context(|| format!("bench channel: start the {mode} peer"))
 }
 
@@ -173,6 +184,7 @@ fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
     drop(tx);
     finish(child, "mman in place")?;
     Ok(InPlace {
+        placement: "",
         size,
         rtt_median_ns: rtt.median_ns,
         rtt_p99_ns: rtt.p99_ns,
@@ -182,6 +194,7 @@ fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
 /// The round trip of messages written and read in place, at one size.
 #[derive(serde::Serialize)]
 struct InPlace {
+    placement: &'static str,
     size: u64,
     rtt_median_ns: u64,
     rtt_p99_ns: u64,
@@ -341,6 +354,14 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
     Ok(out)
 }
 
+/// The spin floors measured under one placement.
+#[derive(serde::Serialize)]
+struct Floors {
+    placement: &'static str,
+    one_line: Latency,
+    two_lines: Latency,
+}
+
 /// `mman bench channel`.
 pub fn run(args: ChannelArgs) -> Result<()> {
     let sizes = if args.sizes.is_empty() {
@@ -349,32 +370,63 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         args.sizes.clone()
     };
     let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
-    let floor = super::spin_floor(floor_rounds, false)?;
-    let two_lines = super::spin_floor(floor_rounds, true)?;
+    let mut floors = Vec::new();
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
-    for &size in &sizes {
-        let (rounds, count) = if size >= BIG {
-            (args.rounds.min(1000), args.messages.min(2000))
-        } else {
-            (args.rounds, args.messages)
+    for p in args.placement.each() {
+        let placed = match Placed::enter(p)? {
+            Ok(placed) => placed,
+            Err(why) => {
+                notes.push(format!("placement {} skipped: {why}", p.name()));
+                continue;
+            }
         };
-        if !args.json {
-            errln!(
-                "bench channel: {size} bytes: {rounds} round trips, {count} messages one way, each method..."
-            );
+        if p.floors_apply() {
+            floors.push(Floors {
+                placement: p.name(),
+                one_line: super::spin_floor(floor_rounds, false)?,
+                two_lines: super::spin_floor(floor_rounds, true)?,
+            });
+        } else {
+            notes.push(format!(
+                "placement {}: no spin floors (two spinning processes cannot both run)",
+                p.name()
+            ));
         }
-        rows.push(mman(size, rounds, count)?);
-        in_place_rows.push(in_place(size, rounds)?);
-        rows.push(stream("pipe", size, rounds, count)?);
-        rows.push(stream("unix_socket", size, rounds, count)?);
-        match iceoryx2(size, count) {
-            Ok(Some(r)) => rows.push(r),
-            Ok(None) => {}
-            Err(e) => notes.push(format!("iceoryx2 at {size} bytes: {e:#}")),
+        for &size in &sizes {
+            let (rounds, count) = if size >= BIG {
+                (args.rounds.min(1000), args.messages.min(2000))
+            } else {
+                (args.rounds, args.messages)
+            };
+            if !args.json {
+                errln!(
+                    "bench channel: placement {}, {size} bytes: {rounds} round trips, {count} messages one way, each method...",
+                    p.name()
+                );
+            }
+            let start = rows.len();
+            rows.push(mman(size, rounds, count)?);
+            let mut ip = in_place(size, rounds)?;
+            ip.placement = p.name();
+            in_place_rows.push(ip);
+            rows.push(stream("pipe", size, rounds, count)?);
+            rows.push(stream("unix_socket", size, rounds, count)?);
+            if p == Placement::Free {
+                match iceoryx2(size, count) {
+                    Ok(Some(r)) => rows.push(r),
+                    Ok(None) => {}
+                    Err(e) => notes.push(format!("iceoryx2 at {size} bytes: {e:#}")),
+                }
+            }
+            for r in &mut rows[start..] {
+                r.placement = p.name().into();
+            }
         }
+        drop(placed);
     }
+    let floor_of = |placement: &str| floors.iter().find(|f| f.placement == placement);
     if std::env::var_os("MMAN_ICEORYX2_PEER").is_none() {
         notes.push(
             "iceoryx2 not measured: run bench/channel.sh, which builds its peer program (bench/channel-peers) and sets MMAN_ICEORYX2_PEER".into(),
@@ -384,9 +436,11 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let idle = idle_receiver(Duration::from_secs(1))?;
     let handoff = sealed(&[4096, BIG, 64 * BIG], 200)?;
     if args.json {
+        let first = floors.first();
         let v = serde_json::json!({
-            "spin_floor_ns": floor.median_ns,
-            "two_line_floor_ns": two_lines.median_ns,
+            "spin_floor_ns": first.map(|f| f.one_line.median_ns),
+            "two_line_floor_ns": first.map(|f| f.two_lines.median_ns),
+            "floors": floors,
             "results": rows,
             "mman_in_place": in_place_rows,
             "mman_futex_only_64b_rtt": futex,
@@ -397,18 +451,19 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
+    for f in &floors {
+        outln!(
+            "placement {}: two processes spinning on one cache line (the floor): median {} ns, p99 {} ns; on two, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
+            f.placement,
+            f.one_line.median_ns,
+            f.one_line.p99_ns,
+            f.two_lines.median_ns,
+            f.two_lines.p99_ns
+        )?;
+    }
     outln!(
-        "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
-        floor.median_ns,
-        floor.p99_ns
-    )?;
-    outln!(
-        "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
-        two_lines.median_ns,
-        two_lines.p99_ns
-    )?;
-    outln!(
-        "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
+        "  {:<9} {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
+        "placement",
         "method",
         "size",
         "rtt med ns",
@@ -422,15 +477,22 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     for r in &rows {
         let mine = rows
             .iter()
-            .find(|m| m.method == "mman" && m.size == r.size)
+            .find(|m| m.method == "mman" && m.size == r.size && m.placement == r.placement)
             .unwrap_or(r);
+        let x_floor = floor_of(&r.placement).map_or("-".to_string(), |f| {
+            format!(
+                "{:.2}",
+                r.rtt_median_ns as f64 / f.one_line.median_ns.max(1) as f64
+            )
+        });
         outln!(
-            "  {:<12} {:>9} {:>11} {:>11} {:>9.2} {:>13} {:>9.3} {:>9.1} {:>10.1}",
+            "  {:<9} {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9.3} {:>9.2} {:>10.2}",
+            r.placement,
             r.method,
             r.size,
             r.rtt_median_ns,
             r.rtt_p99_ns,
-            r.rtt_median_ns as f64 / floor.median_ns.max(1) as f64,
+            x_floor,
             r.msgs_per_s,
             r.gib_per_s,
             r.rtt_median_ns as f64 / mine.rtt_median_ns.max(1) as f64,
@@ -440,10 +502,11 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     for p in &in_place_rows {
         let copying = rows
             .iter()
-            .find(|r| r.method == "mman" && r.size == p.size)
+            .find(|r| r.method == "mman" && r.size == p.size && r.placement == p.placement)
             .map_or(0, |r| r.rtt_median_ns);
         outln!(
-            "mman in place (send_in_place, recv_in_place: no copy here, one in the peer), {} B: round trip median {} ns, p99 {} ns ({:.2}x the copying round trip)",
+            "placement {}: mman in place (send_in_place, recv_in_place: no copy here, one in the peer), {} B: round trip median {} ns, p99 {} ns ({:.2}x the copying round trip)",
+            p.placement,
             p.size,
             p.rtt_median_ns,
             p.rtt_p99_ns,
@@ -451,7 +514,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         )?;
     }
     outln!(
-        "mman, 64 B, futex sleeps only (no spin): round trip median {} ns, p99 {} ns",
+        "mman, 64 B, unpinned, futex sleeps only (Wait::Block): round trip median {} ns, p99 {} ns",
         futex.median_ns,
         futex.p99_ns
     )?;

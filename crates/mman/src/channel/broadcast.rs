@@ -40,9 +40,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::region::{Kind, Region, Shape, LINE};
-use super::wait::{self, Me};
+use super::wait::{self, Me, Waiting};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync::Wait;
 
 mod publisher;
 mod subscriber;
@@ -144,7 +145,7 @@ pub struct Options {
     slots: u64,
     size: usize,
     subs: usize,
-    spin: Duration,
+    waiting: Waiting,
 }
 
 impl Default for Options {
@@ -160,7 +161,7 @@ impl Options {
             slots: 64,
             size: 4096,
             subs: 32,
-            spin: wait::SPIN,
+            waiting: Waiting::DEFAULT,
         }
     }
 
@@ -183,9 +184,19 @@ impl Options {
         self
     }
 
-    /// How long a waiting endpoint of this process spins before it sleeps.
+    /// How long a waiting endpoint of this process spins (or yields) before it sleeps, at
+    /// most: default [`DEFAULT_SPIN`](crate::sync::DEFAULT_SPIN) (50 µs); zero sleeps at
+    /// once, as [`Wait::Block`] does. Whether it spins at all is [`wait`](Self::wait)'s
+    /// policy.
     pub fn spin(&mut self, spin: Duration) -> &mut Self {
-        self.spin = spin;
+        self.waiting.spin = spin;
+        self
+    }
+
+    /// How a waiting endpoint of this process spends the time before it sleeps (default
+    /// [`Wait::Adaptive`]: it spins only where that can help; see [`crate::sync::wait`]).
+    pub fn wait(&mut self, how: Wait) -> &mut Self {
+        self.waiting.how = how;
         self
     }
 
@@ -225,7 +236,7 @@ impl Options {
         Ok(Broadcast {
             region: Arc::new(Guarded::new(region)?),
             g: geometry(shape),
-            spin: self.spin,
+            waiting: self.waiting,
         })
     }
 }
@@ -236,7 +247,7 @@ impl Options {
 pub struct Broadcast {
     region: Arc<Guarded>,
     g: Geometry,
-    spin: Duration,
+    waiting: Waiting,
 }
 
 impl std::fmt::Debug for Broadcast {
@@ -292,7 +303,7 @@ impl Broadcast {
             head,
             floor: head,
             joins: self.region.word(JOINS).load(Ordering::Relaxed),
-            spin: self.spin,
+            waiting: self.waiting,
         };
         fence(Ordering::SeqCst);
         p.floor = p.floor_now(false);
@@ -367,7 +378,7 @@ impl Broadcast {
             cursor,
             waited,
             missed: 0,
-            spin: self.spin,
+            waiting: self.waiting,
             last_look: Instant::now(),
         })
     }

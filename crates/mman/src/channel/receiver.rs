@@ -9,7 +9,7 @@ use super::lanes::{
     KIND_SEALED, RX_EVENT, RX_OWNER,
 };
 use super::sealed;
-use super::wait::{self, wake_all, Me, Waited};
+use super::wait::{self, wake_all, Me, Waited, Waiting};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -43,7 +43,11 @@ pub struct Receiver {
     lanes: Vec<RxLane>,
     /// The lane to look at first (round robin).
     next: usize,
-    spin: Duration,
+    waiting: Waiting,
+    /// Whether a receive looks a few times before the general path: while the waiting
+    /// policy's last plan spun (a peer on another CPU answers within those looks; on one
+    /// CPU, or beside CPU-bound load, they only delay the sleep).
+    fast_spin: bool,
     last_look: Instant,
     /// The header words a blocking wait watches, one per lane (kept to spare the wait
     /// an allocation or a fill).
@@ -65,7 +69,7 @@ enum Got {
 }
 
 impl Receiver {
-    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Receiver> {
+    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, waiting: Waiting) -> Result<Receiver> {
         let me = Me::now();
         let Some(slot) = region.claim(RX_OWNER, me.word, "attach receiver")? else {
             let owner = region.word(RX_OWNER).load(Ordering::Relaxed);
@@ -106,7 +110,8 @@ impl Receiver {
             _slot: slot,
             lanes,
             next: 0,
-            spin,
+            waiting,
+            fast_spin: waiting.spins(),
             last_look: Instant::now(),
             watch: vec![0; layout.lanes],
         })
@@ -130,7 +135,7 @@ impl Receiver {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        if self.lanes.len() == 1 && !self.spin.is_zero() {
+        if self.lanes.len() == 1 && self.fast_spin {
             // A short spin before the general path, reading no clock: a peer that answers
             // from another core does so well within it.
             for _ in 0..FAST_SPINS {
@@ -193,7 +198,7 @@ impl Receiver {
     /// As [`recv`](Self::recv).
     pub unsafe fn recv_in_place<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.me.check("recv")?;
-        if self.lanes.len() == 1 && !self.spin.is_zero() {
+        if self.lanes.len() == 1 && self.fast_spin {
             // As recv_into: a short clock-free spin before the general wait.
             let l = &self.lanes[0];
             let header = self.layout.header_at(&l.lane, l.tail);
@@ -505,9 +510,11 @@ impl Receiver {
         }
         loop {
             let (region, layout, headers) = (&self.region, self.layout, &self.watch);
-            let waited = match wait::wait_for(
+            let plan = self.waiting.plan(region.word(RX_EVENT));
+            self.fast_spin = !plan.spin.is_zero();
+            let waited = match wait::wait_planned(
                 region.word(RX_EVENT),
-                self.spin,
+                plan,
                 how.deadline(),
                 || {
                     headers

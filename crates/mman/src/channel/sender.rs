@@ -11,7 +11,7 @@ use super::lanes::{
 };
 use super::region::Slot;
 use super::sealed;
-use super::wait::{self, wake_all, Me, Waited};
+use super::wait::{self, wake_all, Me, Waited, Waiting};
 use super::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -33,7 +33,7 @@ pub struct Sender {
     published: u64,
     /// The receiver's position as last read.
     tail: u64,
-    spin: Duration,
+    waiting: Waiting,
     /// Sealed memfds handed over and not yet taken: (the position after the record, fd).
     inflight: VecDeque<(u64, crate::shm::Memfd)>,
     /// Which lane.
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, spin: Duration) -> Result<Sender> {
+    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, waiting: Waiting) -> Result<Sender> {
         let me = Me::now();
         let mut taken = None;
         for i in 0..layout.lanes {
@@ -121,7 +121,7 @@ impl Sender {
             head,
             published: head,
             tail,
-            spin,
+            waiting,
             inflight: VecDeque::new(),
             index: i,
             #[cfg(feature = "async")]
@@ -482,7 +482,7 @@ impl Sender {
         // A sleeping receiver must know there is something to take, or it never frees room.
         self.publish();
         loop {
-            let waited = self.wait_tail(self.spin, how.deadline(), "send", |head, t, cap| {
+            let waited = self.wait_tail(self.waiting, how.deadline(), "send", |head, t, cap| {
                 head.wrapping_sub(t) + need <= cap
             })?;
             match waited {
@@ -502,7 +502,7 @@ impl Sender {
     /// the tail is garbage: the caller's refresh reports it).
     fn wait_tail(
         &self,
-        spin: Duration,
+        waiting: Waiting,
         deadline: Option<Instant>,
         op: &'static str,
         enough: impl Fn(u64, u64, u64) -> bool,
@@ -511,7 +511,7 @@ impl Sender {
         let (cap, head, tail0) = (self.layout.cap as u64, self.head, self.tail);
         wait::wait_for(
             region.word(lane.event),
-            spin,
+            waiting,
             deadline,
             || {
                 let t = region.word(lane.tail).load(Ordering::Acquire);
@@ -566,7 +566,9 @@ impl Sender {
         let full = self.layout.cap as u64;
         // Room for a whole ring means the ring is empty.
         while !self.refresh(full)? {
-            if let Waited::TimedOut = self.wait_tail(self.spin, deadline, "flush", |head, t, _| t == head)? {
+            if let Waited::TimedOut =
+                self.wait_tail(self.waiting, deadline, "flush", |head, t, _| t == head)?
+            {
                 return Ok(false);
             }
         }

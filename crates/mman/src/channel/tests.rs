@@ -195,3 +195,60 @@ fn serde_values_round_trip_and_garbage_is_an_error() {
     );
     assert_eq!(rx.try_recv().unwrap(), None);
 }
+
+/// Garbage in the CPU hints that notifiers leave in the event words (bits 48 to 62, the
+/// waiting policy's only field in shared memory; see `sync::wait`) costs speed at most: a
+/// timed receive still ends at its deadline, and messages still flow both ways, while a
+/// peer rewrites the hints (and the rest of the high half) as fast as it can.
+#[test]
+fn garbage_in_the_cpu_hints_never_hangs_a_waiter() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::lanes::RX_EVENT;
+
+    let chan = Options::new().capacity(4096).anonymous().unwrap();
+    let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let back = Options::new().capacity(4096).anonymous().unwrap();
+    let (mut tx2, mut rx2) = (back.sender().unwrap(), back.receiver().unwrap());
+    let events = [
+        chan.region.word(RX_EVENT),
+        chan.region.word(chan.layout.lane(0).event),
+        back.region.word(RX_EVENT),
+        back.region.word(back.layout.lane(0).event),
+    ];
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                for e in events {
+                    // The high half only: the sequence and the sleeping flag are what a
+                    // waiter sleeps on, and garbage there is covered by the channel tests.
+                    e.fetch_xor(x & !0x1_ffff_ffff, Ordering::Relaxed);
+                }
+            }
+        });
+        let t = Instant::now();
+        assert!(rx.recv_timeout(Duration::from_millis(100)).unwrap().is_none());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        s.spawn(move || {
+            for _ in 0..5000 {
+                let m = rx.recv().unwrap();
+                tx2.send(&m).unwrap();
+            }
+        });
+        for i in 0..5000u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+            let m = rx2
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .expect("an answer within 10 s");
+            assert_eq!(m, i.to_le_bytes());
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}

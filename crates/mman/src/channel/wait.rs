@@ -20,12 +20,17 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync::wait::{self as policy, Plan, Wait};
 use crate::sys;
 
 /// Bit 63 of an owner word: occupied.
 const OCCUPIED: u64 = 1 << 63;
 /// The sleeping flag of an event word.
 const SLEEPING: u64 = 1 << 32;
+/// Where an event word keeps the CPU hint of the last notifier that woke a sleeper (bits
+/// 48 to 62; see `sync::wait`): set in the same step that clears `SLEEPING`.
+const HINT_SHIFT: u32 = 48;
+const HINT_FIELD: u64 = ((1 << policy::HINT_BITS) - 1) << HINT_SHIFT;
 /// How long a sleeper sleeps before it checks on its peers again: the bound on how late a
 /// peer's death is noticed (the promise is 100 ms).
 pub(super) const SLICE: Duration = Duration::from_millis(50);
@@ -102,16 +107,19 @@ pub(super) fn notify(event: &AtomicU64) {
 #[cold]
 #[inline(never)]
 fn wake(event: &AtomicU64) {
+    let here = policy::cpu_hint() << HINT_SHIFT;
     let mut s = event.load(Ordering::Relaxed);
     while s & SLEEPING != 0 {
-        // Bump the sequence and clear the flag; keep the rest (garbage included).
-        let next = (s & !0x1_ffff_ffff) | ((s as u32).wrapping_add(1) as u64);
+        // Bump the sequence, clear the flag and leave this CPU as the hint; keep the rest
+        // (garbage included).
+        let next = (s & !0x1_ffff_ffff & !HINT_FIELD) | ((s as u32).wrapping_add(1) as u64) | here;
         match event.compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => break,
             Err(now) => s = now,
         }
     }
     sys::futex_wake(event, u32::MAX);
+    policy::note_woke();
 }
 
 /// Announce a sleeper on `event` (as `wait_for` does before it sleeps) and return the
@@ -132,12 +140,39 @@ pub(super) enum Waited {
     TimedOut,
 }
 
-/// The spin budget before sleeping: long enough to catch a peer's answer on another core
-/// (a round trip is well under a microsecond there), short enough that a sleeper that
-/// sleeps after all wasted little.
-pub(super) const SPIN: Duration = Duration::from_micros(30);
+/// How an endpoint waits: the policy and the bound of its spin (`Options::wait`, `spin`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Waiting {
+    pub how: Wait,
+    pub spin: Duration,
+}
 
-/// Wait until `ready()` holds: spin for `spin`, then sleep on `event` in slices, calling
+impl Waiting {
+    /// [`Wait::Adaptive`] with the crate's default spin bound.
+    pub const DEFAULT: Waiting = Waiting {
+        how: Wait::Adaptive,
+        spin: policy::DEFAULT_SPIN,
+    };
+
+    /// Whether a receive may look a few times before taking the general path: not where
+    /// the policy never spins.
+    #[inline]
+    pub fn spins(&self) -> bool {
+        !self.spin.is_zero() && matches!(self.how, Wait::Adaptive | Wait::Spin)
+    }
+
+    /// What a waiter on `event` does before it sleeps now: the policy's plan, given the
+    /// CPU hint the last waking notifier left in the word. The spin never outlasts one
+    /// slice (a dead peer is looked for after it): whatever spin the caller configured,
+    /// the waits keep their bounds.
+    pub fn plan(&self, event: &AtomicU64) -> Plan {
+        let hint = event.load(Ordering::Relaxed) >> HINT_SHIFT;
+        self.how.plan(self.spin.min(SLICE), hint)
+    }
+}
+
+/// Wait until `ready()` holds: spend the time before sleeping as `waiting` says (spin,
+/// yield; see `sync::wait`), then sleep on `event` in slices, calling
 /// `check(look)` before each sleep to learn that waiting is pointless (a peer gone: an
 /// error). `look` is true once per slice of waiting, whatever woke the sleeper (a peer
 /// bumping the word, a signal): the time to ask the kernel whether the peers' locks are
@@ -145,18 +180,23 @@ pub(super) const SPIN: Duration = Duration::from_micros(30);
 /// whole wait.
 pub(super) fn wait_for(
     event: &AtomicU64,
-    spin: Duration,
+    waiting: Waiting,
+    deadline: Option<Instant>,
+    ready: impl FnMut() -> bool,
+    check: impl FnMut(bool) -> Result<()>,
+) -> Result<Waited> {
+    wait_planned(event, waiting.plan(event), deadline, ready, check)
+}
+
+/// [`wait_for`] with the plan made already ([`Waiting::plan`]).
+pub(super) fn wait_planned(
+    event: &AtomicU64,
+    plan: Plan,
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> bool,
     mut check: impl FnMut(bool) -> Result<()>,
 ) -> Result<Waited> {
-    // The spin never outlasts the deadline or one slice (a dead peer is looked for after
-    // it): whatever spin the caller configured, the waits keep their bounds.
-    let mut spin = spin.min(SLICE);
-    if let Some(d) = deadline {
-        spin = spin.min(d.saturating_duration_since(Instant::now()));
-    }
-    if spin_until(spin, &mut ready) {
+    if policy::before_sleep(plan, deadline, &mut ready) {
         return Ok(Waited::Ready);
     }
     let mut last_look = Instant::now();
@@ -184,33 +224,6 @@ pub(super) fn wait_for(
         }
         if ready() {
             return Ok(Waited::Ready);
-        }
-    }
-}
-
-/// Spin up to `budget` for `ready()`; the clock is read once per 64 checks.
-#[inline]
-fn spin_until(budget: Duration, ready: &mut impl FnMut() -> bool) -> bool {
-    if budget.is_zero() {
-        return ready();
-    }
-    // The first checks read no clock: a reply that comes within them costs no clock read.
-    for _ in 0..64 {
-        if ready() {
-            return true;
-        }
-        std::hint::spin_loop();
-    }
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            if ready() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        if start.elapsed() >= budget {
-            return ready();
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::locks::init_once;
 use super::slot;
+use super::wait::{self, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::Mapping;
 use crate::sys;
@@ -116,6 +117,10 @@ impl Barrier {
                 Err(now) => s = now,
             }
         };
+        let plan = Wait::Adaptive.plan(wait::DEFAULT_SPIN, 0);
+        wait::before_sleep(plan, deadline, || {
+            self.round.load(Ordering::Relaxed) as u32 != gen
+        });
         loop {
             let now = self.round.load(Ordering::Acquire);
             if now as u32 != gen {

@@ -13,6 +13,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::wait::{self, Wait};
 use super::{slot, ProcessShared};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::Mapping;
@@ -126,8 +127,6 @@ const TOKEN_SHIFT: u32 = 32;
 /// How often a waiter checks that the owner still runs: an owner that dies holding the lock
 /// is noticed within about this long.
 const LIVENESS_CHECK: Duration = Duration::from_millis(50);
-/// Bounded spin before sleeping, as std's futex mutex does.
-const LOCK_SPIN: u32 = 100;
 
 fn tid_of(word: u64) -> u32 {
     (word & TID) as u32
@@ -227,7 +226,16 @@ impl<T: bytemuck::Pod> Mutex<T> {
     /// [`MutexGuard::make_consistent`]), or this thread already holds it (a wait that could
     /// never end).
     pub fn lock(&self) -> Result<MutexGuard<'_, T>> {
-        match self.acquire(None)? {
+        self.lock_with(Wait::Adaptive)
+    }
+
+    /// [`lock`](Self::lock), spending the time before sleeping as `how` says (see
+    /// [`Wait`]; `lock` is [`Wait::Adaptive`]).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub fn lock_with(&self, how: Wait) -> Result<MutexGuard<'_, T>> {
+        match self.acquire(None, how)? {
             Some(g) => Ok(g),
             None => Err(self.at(Error::new(ErrorKind::Os, "mutex lock", "not acquired"))),
         }
@@ -240,7 +248,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
     /// # Errors
     /// As [`lock`](Self::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_, T>>> {
-        self.acquire(Instant::now().checked_add(timeout))
+        self.acquire(Instant::now().checked_add(timeout), Wait::Adaptive)
     }
 
     /// Lock if nobody holds it now (a dead holder's lock is taken over).
@@ -261,7 +269,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
         Ok(got.map(|g| self.guard(g)))
     }
 
-    fn acquire(&self, deadline: Option<Instant>) -> Result<Option<MutexGuard<'_, T>>> {
+    fn acquire(&self, deadline: Option<Instant>, how: Wait) -> Result<Option<MutexGuard<'_, T>>> {
         let (mine, tid, token) = me();
         // Fast path: free and consistent.
         if self
@@ -271,7 +279,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
         {
             return Ok(Some(self.guard(Got::Yes)));
         }
-        self.acquire_contended(mine, tid, token, deadline)
+        self.acquire_contended(mine, tid, token, deadline, how)
             .map(|g| g.map(|g| self.guard(g)))
     }
 
@@ -282,8 +290,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
         tid: u32,
         token: u32,
         deadline: Option<Instant>,
+        how: Wait,
     ) -> Result<Option<Got>> {
-        let mut spins = 0;
+        let mut spun = false;
         // When to look next whether the owner still runs. By the clock, not by futex waits
         // that time out: in a process whose signal handlers run more often than every
         // LIVENESS_CHECK (a profiler's timer), every wait ends early with EINTR, and a dead
@@ -320,9 +329,12 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 }
                 continue;
             }
-            if spins < LOCK_SPIN {
-                spins += 1;
-                std::hint::spin_loop();
+            if !spun {
+                // Before the first sleep, as the waiting policy says (no owner's CPU is
+                // known here: the lock word holds its thread).
+                spun = true;
+                let plan = how.plan(wait::DEFAULT_SPIN, 0);
+                wait::before_sleep(plan, deadline, || is_free(self.word.load(Ordering::Relaxed)));
                 continue;
             }
             if s & WAITERS == 0
@@ -557,7 +569,13 @@ impl Condvar {
         // wait below returns at once instead of missing it.
         let seen = self.seq.load(Ordering::Relaxed) as u32;
         drop(guard);
-        let woken = sys::futex_wait(&self.seq, seen, timeout).unwrap_or(true);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let plan = Wait::Adaptive.plan(wait::DEFAULT_SPIN, 0);
+        let changed = || self.seq.load(Ordering::Relaxed) as u32 != seen;
+        let woken = wait::before_sleep(plan, deadline, changed) || {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            sys::futex_wait(&self.seq, seen, left.or(timeout)).unwrap_or(true)
+        };
         Ok((mutex.lock()?, !woken))
     }
 

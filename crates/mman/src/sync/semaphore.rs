@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::wait::{self, Wait};
 use super::ProcessShared;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -79,10 +80,6 @@ fn count(state: u64) -> u32 {
 fn futex_value(state: u64) -> u32 {
     state as u32
 }
-
-/// How long a waiter spins before it sleeps: long enough to cover a peer's hand-off on
-/// another core (a few microseconds), short enough not to matter when it sleeps after all.
-const SPIN: u32 = 200;
 
 impl Semaphore {
     /// A semaphore with `count` permits, to be written into shared memory before peers use it.
@@ -165,6 +162,7 @@ impl Semaphore {
     fn wake_one(&self) {
         self.state.fetch_and(!CONTENDED, Ordering::Relaxed);
         sys::futex_wake(&self.state, 1);
+        wait::note_woke();
     }
 
     /// Take a permit if one is available now (`sem_trywait`). Unlike a wait, it does not
@@ -200,11 +198,18 @@ impl Semaphore {
         false
     }
 
-    /// Take a permit, waiting as long as it takes (`sem_wait`).
+    /// Take a permit, waiting as long as it takes (`sem_wait`), by the default policy,
+    /// [`Wait::Adaptive`].
     #[inline]
     pub fn wait(&self) {
+        self.wait_with(Wait::Adaptive)
+    }
+
+    /// [`wait`](Self::wait), spending the time before sleeping as `how` says.
+    #[inline]
+    pub fn wait_with(&self, how: Wait) {
         if !self.take(true) {
-            self.wait_until(None);
+            self.wait_until(None, how);
         }
     }
 
@@ -212,21 +217,34 @@ impl Semaphore {
     /// permit was taken.
     #[inline]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_timeout_with(timeout, Wait::Adaptive)
+    }
+
+    /// [`wait_timeout`](Self::wait_timeout), spending the time before sleeping as `how`
+    /// says.
+    #[inline]
+    pub fn wait_timeout_with(&self, timeout: Duration, how: Wait) -> bool {
         // The uncontended path reads no clock.
-        self.take(true) || self.wait_until(Instant::now().checked_add(timeout))
+        self.take(true) || self.wait_until(Instant::now().checked_add(timeout), how)
     }
 
     #[inline(never)]
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        for _ in 0..SPIN {
-            std::hint::spin_loop();
+    fn wait_until(&self, deadline: Option<Instant>, how: Wait) -> bool {
+        // No CPU hint here: the word has no room that the fast paths' guesses (0 and 1)
+        // could ignore; the policy learns from this thread's last waits instead.
+        let plan = how.plan(wait::DEFAULT_SPIN, 0);
+        let mut starved_out = false;
+        let got = wait::before_sleep(plan, deadline, || {
             let s = self.state.load(Ordering::Relaxed);
             if starvers(s) != 0 {
-                break; // sleepers are served first: spinning would not get a permit
-            }
-            if count(s) > 0 && self.take(true) {
+                // Sleepers are served first: spinning would not get a permit.
+                starved_out = true;
                 return true;
             }
+            count(s) > 0 && self.take(true)
+        });
+        if got && !starved_out {
+            return true;
         }
         let mut since = Instant::now();
         let (mut slept, mut starving) = (false, false);

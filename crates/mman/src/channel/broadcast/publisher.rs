@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Geometry, HEAD, JOINS, PUB_EVENT, SPACE_EVENT, WAIT_FOR_ME};
 use crate::channel::region::Slot;
-use crate::channel::wait::{self, wake_all, Me, Waited};
+use crate::channel::wait::{self, wake_all, Me, Waited, Waiting};
 use crate::channel::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -24,7 +24,7 @@ pub struct Publisher {
     pub(super) floor: u64,
     /// The join count the floor was computed at.
     pub(super) joins: u64,
-    pub(super) spin: Duration,
+    pub(super) waiting: Waiting,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -150,7 +150,7 @@ impl Publisher {
         let this = &*self;
         let waited = wait::wait_for(
             region.word(SPACE_EVENT),
-            self.spin,
+            self.waiting,
             deadline,
             || this.head.wrapping_sub(this.floor_now(false)) < this.g.slots,
             |look| {

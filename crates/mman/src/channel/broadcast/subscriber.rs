@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Geometry, EVER_PUB, HEAD, PUB_EVENT, PUB_OWNER, SPACE_EVENT};
 use crate::channel::region::{Region, Slot};
-use crate::channel::wait::{self, wake_all, Me, Waited};
+use crate::channel::wait::{self, wake_all, Me, Waited, Waiting};
 use crate::channel::Guarded;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -32,7 +32,7 @@ pub struct Subscriber {
     pub(super) cursor: u64,
     pub(super) waited: bool,
     pub(super) missed: u64,
-    pub(super) spin: Duration,
+    pub(super) waiting: Waiting,
     /// When the publisher's process was last looked at (async and try receives).
     pub(super) last_look: Instant,
 }
@@ -148,7 +148,7 @@ impl Subscriber {
             let cursor = self.cursor;
             let waited = wait::wait_for(
                 region.word(PUB_EVENT),
-                self.spin,
+                self.waiting,
                 deadline,
                 || region.word(at).load(Ordering::Acquire) != seen,
                 |look| publisher_present(&region, cursor, look),
