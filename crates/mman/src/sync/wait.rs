@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn waits_are_counted_by_how_they_ended() {
         let before = Stats::this_thread();
-        assert!(before_sleep(Wait::Block.plan(DEFAULT_SPIN, 0), None, || true) == false);
+        assert!(!before_sleep(Wait::Block.plan(DEFAULT_SPIN, 0), None, || true));
         let mut n = 0;
         assert!(before_sleep(Wait::Spin.plan(DEFAULT_SPIN, 0), None, || {
             n += 1;
