@@ -242,7 +242,7 @@ fn a_persistent_value_in_a_sparse_file_on_a_full_disk_is_refused_at_open() {
     // SAFETY: our own page, not borrowed across the call; on success the mapping would
     // replace it (and is dropped, leaving the range unmapped, which `scratch` then owns).
     let r = unsafe { persist_fixed(&path, addr, ps) };
-    let e = r.err().expect("persist_fixed on a full disk");
+    let e = r.expect_err("persist_fixed on a full disk");
     assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
     assert_eq!(scratch[0], 7, "the caller's memory was replaced");
 }

@@ -23,6 +23,8 @@ pub enum FileEnd {
     /// the end of a file raises SIGBUS.
     Keep,
     /// Extend the file to the new end first (`ftruncate`: the new bytes read as zeros).
+    /// They are a hole: [`Mapping::allocate`] backs them, so that a full disk is an error
+    /// then rather than a fault when they are first written.
     Extend,
 }
 
