@@ -25,21 +25,25 @@ impl Tmpfs {
     /// A tmpfs of `pages` pages, or `None` (with the reason printed) when this process may
     /// not mount one.
     fn mount(pages: usize) -> Option<Tmpfs> {
+        Self::mount_fs("tmpfs", &format!("size={}", pages * mman::page_size()))
+    }
+
+    /// A file system of type `fstype` mounted with `options`, or `None` (said why).
+    fn mount_fs(fstype: &str, options: &str) -> Option<Tmpfs> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
+            eprintln!("skipped: mounting a {fstype} needs root");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let size = format!("size={}", pages * mman::page_size());
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &size, "mman-test"])
+            .args(["-t", fstype, "-o", options, "mman-test"])
             .arg(dir.path())
             .status();
         match st {
             Ok(s) if s.success() => Some(Tmpfs { dir }),
             other => {
-                eprintln!("skipped: mount -t tmpfs failed: {other:?}");
+                eprintln!("skipped: mount -t {fstype} failed: {other:?}");
                 None
             }
         }
@@ -311,4 +315,21 @@ fn copying_a_sparse_file_on_a_full_tmpfs_through_a_mapping_falls_back_to_read() 
         assert_eq!(&got[..4], b"head");
         assert!(got[ps..].iter().all(|&b| b == 0), "{method:?}");
     }
+}
+
+#[cfg(feature = "sync")]
+#[test]
+fn a_file_system_that_cannot_allocate_ahead_is_no_error() {
+    use mman::sync::{place, Semaphore};
+    // ramfs has no fallocate (EOPNOTSUPP), and no size limit to run into.
+    let Some(fs) = Tmpfs::mount_fs("ramfs", "mode=0700") else {
+        return;
+    };
+    let path = fs.path("table");
+    sparse_file(&path, 2, &[]);
+    let map = MapOptions::new().read_write().shared().map_path(&path).unwrap();
+    map.allocate(..).unwrap();
+    let sem: &Semaphore = place(&map, 0).unwrap();
+    sem.post().unwrap();
+    assert!(sem.try_wait());
 }

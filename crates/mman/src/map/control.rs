@@ -148,9 +148,9 @@ impl Mapping {
     /// [`FileEnd::Extend`], or a hole punched in it.
     ///
     /// The range is widened to whole pages and never reaches past the file's end: the file
-    /// is not grown. Anonymous memory has nothing to allocate, and a file system that cannot
-    /// allocate ahead (`EOPNOTSUPP`) is left to back the pages when they are touched: both
-    /// are `Ok`.
+    /// is not grown. Anonymous memory and devices have nothing to allocate, and a file system
+    /// that cannot allocate ahead (`EOPNOTSUPP`) is left to back the pages when they are
+    /// touched: all are `Ok`.
     ///
     /// # Errors
     /// * [`ErrorKind::InvalidInput`] when `range` lies outside the mapping.
@@ -172,9 +172,12 @@ impl Mapping {
             return Ok(());
         }
         let page = sys::page_size() as u64;
-        let size = sys::file_info(fd)
-            .map_err(|e| self.err(Error::os("fstat", e)))?
-            .size;
+        let info = sys::file_info(fd).map_err(|e| self.err(Error::os("fstat", e)))?;
+        if info.kind != sys::FileType::Regular {
+            // A device has no blocks to allocate: its pages are its driver's.
+            return Ok(());
+        }
+        let size = info.size;
         let from = (self.file_offset + a as u64) / page * page;
         let to = (self.file_offset + b as u64).next_multiple_of(page).min(size);
         if from >= to {
