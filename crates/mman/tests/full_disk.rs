@@ -333,3 +333,94 @@ fn a_file_system_that_cannot_allocate_ahead_is_no_error() {
     sem.post().unwrap();
     assert!(sem.try_wait());
 }
+
+/// The role of a re-run of this binary inside a mount namespace of its own.
+const IN_NAMESPACE: &str = "MMAN_FULL_DISK_NAMESPACE";
+
+/// A channel whose object another process left with holes, on a `/dev/shm` that is full: in
+/// a mount namespace of its own (`unshare -m`), so the small tmpfs over `/dev/shm` is this
+/// test's alone. Opening it backs every page first, and fails then; the creator's handle,
+/// whose pages were punched out under it, says the tmpfs is full, not "truncated".
+#[cfg(feature = "channel")]
+#[test]
+fn a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open() {
+    if std::env::var_os(IN_NAMESPACE).is_some() {
+        return channel_on_a_full_dev_shm();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a mount namespace needs root");
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open",
+            "--nocapture",
+        ])
+        .env(IN_NAMESPACE, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if text.contains("skipped:") {
+        eprintln!("{text}");
+        return;
+    }
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[cfg(feature = "channel")]
+fn channel_on_a_full_dev_shm() {
+    use mman::channel::Options;
+    let ps = mman::page_size();
+    let st = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={}", 32 * ps),
+            "mman-test",
+            "/dev/shm",
+        ])
+        .status();
+    if !st.as_ref().is_ok_and(|s| s.success()) {
+        println!("skipped: mount -t tmpfs on /dev/shm in a namespace failed: {st:?}");
+        return;
+    }
+    let ch = Options::new().capacity(4 * ps).create("full-disk").unwrap();
+    let mut tx = ch.sender().unwrap();
+    let object = Path::new("/dev/shm/mman.full-disk");
+    let len = std::fs::metadata(object).unwrap().len();
+    assert!(len > ps as u64);
+    // Another process punches out every page but the first, then the tmpfs fills up.
+    let f = std::fs::OpenOptions::new().write(true).open(object).unwrap();
+    // SAFETY: fallocate on our own open file.
+    let r = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            ps as i64,
+            len as i64 - ps as i64,
+        )
+    };
+    assert_eq!(r, 0);
+    let mut filler = std::fs::File::create("/dev/shm/filler").unwrap();
+    while filler.write_all(&vec![0u8; ps]).is_ok() {}
+
+    let e = mman::channel::Channel::open("full-disk").expect_err("open on a full /dev/shm");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    // The creator's sender writes into a punched page: the fault is a backing failure.
+    let mut sent = Ok(());
+    for _ in 0..64 {
+        sent = tx.send(&[7u8; 512]);
+        if sent.is_err() {
+            break;
+        }
+    }
+    let e = sent.expect_err("sends into pages the tmpfs cannot back");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    assert!(!e.to_string().contains("truncated"), "{e}");
+}
