@@ -229,3 +229,22 @@ fn the_tour_on_a_full_tmpdir_fails_instead_of_printing_empty_values() {
         assert!(fs.left().is_empty(), "section {section} left {:?}", fs.left());
     }
 }
+
+#[test]
+fn cache_lock_of_a_sparse_file_on_a_full_tmpfs_says_why_not_bad_address() {
+    let Some(fs) = Tmpfs::mount(4) else { return };
+    let path = fs.path("sparse");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(4 * page() as u64)
+        .unwrap();
+    fs.fill_leaving(0);
+    let out = run_within(mman().args(["cache", "lock"]).arg(&path), Duration::from_secs(60));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("Bad address"), "{err}");
+    assert!(
+        err.contains("could not be backed") && err.contains("ENOSPC"),
+        "{err}"
+    );
+}
