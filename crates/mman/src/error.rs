@@ -394,6 +394,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_or_quota_is_storage_full() {
+        let e = Error::os("fallocate", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::StorageFull);
+        let e = Error::os("fallocate", io::Error::from_raw_os_error(libc::EDQUOT));
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::QuotaExceeded);
+        let e = Error::unbacked("write", Some(Path::new("/t/f")), 8192, 16384, true);
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(e.unbacked_offset(), Some((8192, 16384)));
+        assert_eq!(e.truncation(), None);
+        assert!(
+            e.to_string()
+                .starts_with("write /t/f: could not back the page holding byte 8192"),
+            "{e}"
+        );
+        let t = Error::truncated("read", None, 10, 5);
+        assert_eq!((t.truncation(), t.unbacked_offset()), (Some((10, 5)), None));
+    }
+
+    #[test]
     fn eagain_is_a_limit_only_from_the_calls_that_mean_it() {
         let eagain = || io::Error::from_raw_os_error(libc::EAGAIN);
         assert_eq!(
