@@ -424,3 +424,23 @@ fn channel_on_a_full_dev_shm() {
     assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
     assert!(!e.to_string().contains("truncated"), "{e}");
 }
+
+#[test]
+fn the_page_named_is_the_file_s_whatever_the_mapping_s_offset() {
+    let Some(fs) = Tmpfs::mount(4) else { return };
+    let ps = mman::page_size();
+    let path = fs.path("sparse");
+    sparse_file(&path, 6, &[2]);
+    fs.fill();
+    // From byte 2 pages + 100 of the file: mapping byte ps - 100 + 10 is file byte 3 pages + 10.
+    let map = MapOptions::new()
+        .read_write()
+        .shared()
+        .offset(2 * ps as u64 + 100)
+        .len(3 * ps)
+        .map_path(&path)
+        .unwrap();
+    let e = map.write_at(ps - 100 + 10, b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    assert_eq!(e.unbacked_offset(), Some((3 * ps as u64, 6 * ps as u64)), "{e}");
+}

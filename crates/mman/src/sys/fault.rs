@@ -31,11 +31,11 @@ use super::signal::{self, Hook, Ranges};
 
 /// As many slots as a process can have mappings (vm.max_map_count defaults to 65530).
 const SLOTS: usize = 65536;
-/// mman's file mappings: `[start, end)` and three words: the protection bits (`PROT_*`) to
+/// mman's file mappings: `[start, end)` and four words: the protection bits (`PROT_*`) to
 /// map zero pages with, the descriptor of the mapped file plus one (0: none known), and the
-/// file offset of `start`. The mark is a [`caught`] fault: the offset of the faulting page
+/// file offset of `start` (its low and high 32 bits: a word is 32 bits on some targets). The mark is a [`caught`] fault: the offset of the faulting page
 /// from `start`, or'ed with [`TRUNCATED`] or [`UNBACKED`].
-static MAPPINGS: Ranges<SLOTS, 3> = Ranges::new();
+static MAPPINGS: Ranges<SLOTS, 4> = Ranges::new();
 static SIGBUS: Hook = Hook::new(libc::SIGBUS);
 
 /// The mark of a fault past the end of the file.
@@ -50,10 +50,15 @@ pub fn install() -> io::Result<()> {
 
 /// The words a registration holds: `file` is the mapped file's descriptor and the file
 /// offset of `start`, when known (without it, every fault counts as a truncation).
-fn words(prot: i32, file: Option<(BorrowedFd<'_>, u64)>) -> [usize; 3] {
+fn words(prot: i32, file: Option<(BorrowedFd<'_>, u64)>) -> [usize; 4] {
     match file {
-        Some((fd, offset)) => [prot as usize, fd.as_raw_fd() as usize + 1, offset as usize],
-        None => [prot as usize, 0, 0],
+        Some((fd, offset)) => [
+            prot as usize,
+            fd.as_raw_fd() as usize + 1,
+            (offset & 0xFFFF_FFFF) as usize,
+            (offset >> 32) as usize,
+        ],
+        None => [prot as usize, 0, 0, 0],
     }
 }
 
@@ -141,7 +146,8 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             // A page inside the file: the file system could not back it. Only that page is
             // replaced; the others are still the file's. Past the end: every page from here on
             // is gone.
-            let unbacked = inside_file(hit.data[1], hit.data[2] as u64 + offset as u64);
+            let start_offset = (hit.data[3] as u64) << 32 | hit.data[2] as u64;
+            let unbacked = inside_file(hit.data[1], start_offset + offset as u64);
             let to = if unbacked { from + page } else { hit.end };
             // SAFETY: `from..to` lies inside a mapping mman owns and registered (the registry
             // holds only mman's own mappings, unregistered before they are unmapped, and
