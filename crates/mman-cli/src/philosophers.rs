@@ -191,14 +191,14 @@ fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<std::f
     Ok(file)
 }
 
-/// Zero the table, back every page of it in the file (`fallocate`, through
-/// [`Mapping::allocate`]), then write its mark. Backed first, so that a full disk or tmpfs
-/// is this error, not a fork posted into a page the file system cannot hold (the post
-/// would land in a private copy and its philosopher's neighbour wait for good).
+/// Back every page of the table in the file (`fallocate`, through [`Mapping::allocate`]),
+/// then write it afresh: zeros and its mark. Backed first, so that a full disk or tmpfs is
+/// this error, not a fork posted into a page the file system cannot hold (the post would
+/// land in a private copy and its philosopher's neighbour wait for good); and an existing
+/// table that cannot be backed is left as it was, mark and all, not cut to nothing first.
 fn reset_table(file: &std::fs::File, path: &std::path::Path, size: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    file.set_len(0)
-        .and_then(|_| file.set_len(size))
+    file.set_len(size)
         .with_context(|| format!("philosophers: size {}", path.display()))?;
     MapOptions::new()
         .read_write()
@@ -206,7 +206,9 @@ fn reset_table(file: &std::fs::File, path: &std::path::Path, size: u64) -> Resul
         .map(file)
         .and_then(|map| map.allocate(..))
         .with_context(|| format!("philosophers: prepare the table {}", path.display()))?;
-    file.write_all_at(&MAGIC.to_le_bytes(), MAGIC_AT as u64)
+    let mut image = vec![0u8; size as usize];
+    image[MAGIC_AT..MAGIC_AT + 8].copy_from_slice(&MAGIC.to_le_bytes());
+    file.write_all_at(&image, 0)
         .with_context(|| format!("philosophers: write {}", path.display()))?;
     Ok(())
 }

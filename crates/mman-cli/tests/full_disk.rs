@@ -248,3 +248,45 @@ fn cache_lock_of_a_sparse_file_on_a_full_tmpfs_says_why_not_bad_address() {
         "{err}"
     );
 }
+
+#[test]
+fn an_existing_table_that_cannot_be_backed_is_left_as_it_was() {
+    let Some(fs) = Tmpfs::mount(16) else { return };
+    let table = fs.path("table");
+    let run = || {
+        run_within(
+            mman()
+                .args(["philosophers", "-n", "64", "--meals", "1", "--file"])
+                .arg(&table),
+            Duration::from_secs(60),
+        )
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::read(&table).unwrap();
+    // Another program punches its later pages out (a table of an older mman was sparse),
+    // and the disk fills up.
+    let f = std::fs::OpenOptions::new().write(true).open(&table).unwrap();
+    // SAFETY: fallocate on our own open file.
+    let r = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            page() as i64,
+            before.len() as i64 - page() as i64,
+        )
+    };
+    assert_eq!(r, 0);
+    fs.fill_leaving(0);
+    let out = run();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let after = std::fs::read(&table).unwrap();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(&after[8..16], b"MMANPHIL", "the table lost its mark");
+    // With room again, the same table serves.
+    std::fs::remove_file(fs.path(".filler")).unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
