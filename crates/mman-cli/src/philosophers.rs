@@ -164,6 +164,9 @@ fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<std::f
                 path.display()
             );
         }
+        if fresh {
+            remove_if_same(path, &file);
+        }
         return Err(std::io::Error::from(e))
             .with_context(|| format!("philosophers: flock {}", path.display()));
     }
@@ -176,13 +179,51 @@ fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<std::f
             return Err(refuse());
         }
     }
-    // A fresh table: zeros, then the mark.
-    file.set_len(0)
-        .and_then(|_| file.set_len(size))
-        .with_context(|| format!("philosophers: size {}", path.display()))?;
-    file.write_all_at(&MAGIC.to_le_bytes(), MAGIC_AT as u64)
-        .with_context(|| format!("philosophers: write {}", path.display()))?;
+    // A fresh table: zeros, every page backed, then the mark. A file this run created and
+    // could not prepare (a full disk, a quota) is removed again: left half-made, without its
+    // mark, every later dinner given the path would refuse it.
+    if let Err(e) = reset_table(&file, path, size) {
+        if fresh {
+            remove_if_same(path, &file);
+        }
+        return Err(e);
+    }
     Ok(file)
+}
+
+/// Back every page of the table in the file (`fallocate`, through [`Mapping::allocate`]),
+/// then write it afresh: zeros and its mark. Backed first, so that a full disk or tmpfs is
+/// this error, not a fork posted into a page the file system cannot hold (the post would
+/// land in a private copy and its philosopher's neighbour wait for good); and an existing
+/// table that cannot be backed is left as it was, mark and all, not cut to nothing first.
+fn reset_table(file: &std::fs::File, path: &std::path::Path, size: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.set_len(size)
+        .with_context(|| format!("philosophers: size {}", path.display()))?;
+    MapOptions::new()
+        .read_write()
+        .shared()
+        .map(file)
+        .and_then(|map| map.allocate(..))
+        .with_context(|| format!("philosophers: prepare the table {}", path.display()))?;
+    let mut image = vec![0u8; size as usize];
+    image[MAGIC_AT..MAGIC_AT + 8].copy_from_slice(&MAGIC.to_le_bytes());
+    file.write_all_at(&image, 0)
+        .with_context(|| format!("philosophers: write {}", path.display()))?;
+    Ok(())
+}
+
+/// Remove `path` if it still names `file` (the file this run created): never another file
+/// put in its place since.
+fn remove_if_same(path: &std::path::Path, file: &std::fs::File) {
+    use std::os::unix::fs::MetadataExt;
+    let same = match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    if same {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.

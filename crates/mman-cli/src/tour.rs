@@ -111,12 +111,62 @@ impl Tour {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// Run `mman ARGS` and return its output, or an error when it failed: every section
+    /// shows what its children printed, and a child that failed (a full disk, a limit, a
+    /// signal) must not be shown as empty values of a tour that ends with status 0.
     fn mman(&self, args: &[&str]) -> Result<std::process::Output> {
+        let out = self.run_child(args)?;
+        if !out.status.success() {
+            bail!(
+                "mman {} {}: {}",
+                args.join(" "),
+                crate::cleanup::how(out.status),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+
+    /// Run `mman ARGS`, a child that is meant to die of signal `sig`; its output, or an
+    /// error when it ended any other way.
+    fn mman_killed(&self, args: &[&str], sig: i32) -> Result<std::process::Output> {
+        use std::os::unix::process::ExitStatusExt;
+        let out = self.run_child(args)?;
+        if out.status.signal() != Some(sig) {
+            bail!(
+                "mman {} was to be killed by signal {sig}, and {}: {}",
+                args.join(" "),
+                crate::cleanup::how(out.status),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+
+    fn run_child(&self, args: &[&str]) -> Result<std::process::Output> {
         // Its temporary files go in the tour's directory, so that they go with it even if
         // the child is killed before it removes them.
         crate::cleanup::output(Command::new(&self.exe).args(args).env("TMPDIR", self.dir.path()))
             .with_context(|| format!("run mman {}", args.join(" ")))
     }
+}
+
+/// The lines of a child's standard output, or an error naming `what` when it printed
+/// fewer than `at_least`.
+fn lines_of(out: &std::process::Output, what: &str, at_least: usize) -> Result<Vec<String>> {
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.len() < at_least {
+        bail!(
+            "{what} printed {} line(s) where {at_least} were expected: {:?}",
+            lines.len(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(lines)
 }
 
 /// `mman __tour-child WHAT`: the throwaway processes the tour demonstrates with.

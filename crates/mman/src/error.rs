@@ -31,6 +31,13 @@ pub enum ErrorKind {
     Truncated,
     /// The other end of a channel is gone: closed, or its process died.
     Disconnected,
+    /// The file system has no room for the bytes: it is full (a disk, a tmpfs such as
+    /// `/dev/shm`), or a quota is used up (`ENOSPC`, `EDQUOT`). Also a page of a mapped file
+    /// *inside* its size that the kernel could not back when it was touched: mman turned
+    /// the SIGBUS into this error, and [`Error::unbacked_offset`] gives the page's offset
+    /// (such a fault also comes from a disk that failed to read the page, `EIO`, which the
+    /// fault does not tell apart).
+    StorageFull,
     /// Shared or persistent state holds values no mman peer writes (a peer scribbled over
     /// it, a durable file's copies all fail their checksums, or it is not what it claims to
     /// be): the operation refused to go on.
@@ -150,7 +157,52 @@ impl Error {
 
     /// For [`ErrorKind::Truncated`]: (the bytes the mapping needed, the file's size now).
     pub fn truncation(&self) -> Option<(u64, u64)> {
-        self.0.sizes
+        match self.0.kind {
+            ErrorKind::Truncated => self.0.sizes,
+            _ => None,
+        }
+    }
+
+    /// The page holding byte `offset` of a mapped file, which the kernel could not back when
+    /// it was touched although the file (now `size` bytes) did not shrink past it. `caught`:
+    /// a fault of this process's own access (the SIGBUS handler replaced the page with a
+    /// zero page), rather than a copy the kernel refused (`EFAULT`).
+    pub(crate) fn unbacked(
+        op: &'static str,
+        path: Option<&Path>,
+        offset: u64,
+        size: u64,
+        caught: bool,
+    ) -> Self {
+        let after = if caught {
+            "; that page reads as zeros in this mapping now, and what is written there does not reach the file"
+        } else {
+            ""
+        };
+        let mut e = Error::new(
+            ErrorKind::StorageFull,
+            op,
+            format!(
+                "could not back the page holding byte {offset} of the mapped file ({size} bytes: it did not \
+                 shrink, so this is no truncation): the file system is full or over a quota, or it could not \
+                 fill a hole or read the page (ENOSPC, EDQUOT or EIO){after}"
+            ),
+        )
+        .with_path(path)
+        .with_hint(STORAGE_HINT);
+        e.0.sizes = Some((offset, size));
+        e
+    }
+
+    /// For a page of a mapped file the kernel could not back ([`ErrorKind::StorageFull`]
+    /// from a fault or a copy the kernel refused): the file offset of the first byte that
+    /// could not be reached (the start of the faulting page, or the first byte a copy out of
+    /// the mapping did not copy), and the file's size.
+    pub fn unbacked_offset(&self) -> Option<(u64, u64)> {
+        match self.0.kind {
+            ErrorKind::StorageFull => self.0.sizes,
+            _ => None,
+        }
     }
 
     /// An error of a call that locks memory (`mlock`, `mlockall`, a locked mapping): the
@@ -264,6 +316,8 @@ impl From<Error> for io::Error {
             ErrorKind::ResourceLimit => io::ErrorKind::OutOfMemory,
             ErrorKind::Truncated => io::ErrorKind::UnexpectedEof,
             ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::StorageFull if e.raw_os_error() == Some(libc::EDQUOT) => io::ErrorKind::QuotaExceeded,
+            ErrorKind::StorageFull => io::ErrorKind::StorageFull,
             ErrorKind::Corrupted => io::ErrorKind::InvalidData,
             ErrorKind::Os => {
                 e.0.source
@@ -294,6 +348,11 @@ pub(crate) fn memlock_hint(needed: Option<u64>) -> String {
     )
 }
 
+/// The hint of every [`ErrorKind::StorageFull`] error mman makes.
+pub(crate) const STORAGE_HINT: &str =
+    "the file system holding the file is full or over a quota: see `df` and \
+     `quota`, free some space (or remount a tmpfs larger: `mount -o remount,size=...`) and try again";
+
 /// The kind of an OS error. `EAGAIN` is "would block" here ([`ErrorKind::Os`]); the calls
 /// that use it for a resource limit make their errors with [`Error::os_limited`].
 fn kind_of(e: &io::Error) -> ErrorKind {
@@ -305,6 +364,7 @@ fn kind_of(e: &io::Error) -> ErrorKind {
         Some(libc::EEXIST) => ErrorKind::AddressInUse,
         Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
         Some(libc::ENOENT) => ErrorKind::NotFound,
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::StorageFull,
         _ => ErrorKind::Os,
     }
 }
@@ -331,6 +391,27 @@ mod tests {
         assert_eq!(e.to_string(), "mmap /tmp/f: is a FIFO");
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_storage_full() {
+        let e = Error::os("fallocate", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::StorageFull);
+        let e = Error::os("fallocate", io::Error::from_raw_os_error(libc::EDQUOT));
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::QuotaExceeded);
+        let e = Error::unbacked("write", Some(Path::new("/t/f")), 8192, 16384, true);
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(e.unbacked_offset(), Some((8192, 16384)));
+        assert_eq!(e.truncation(), None);
+        assert!(
+            e.to_string()
+                .starts_with("write /t/f: could not back the page holding byte 8192"),
+            "{e}"
+        );
+        let t = Error::truncated("read", None, 10, 5);
+        assert_eq!((t.truncation(), t.unbacked_offset()), (Some((10, 5)), None));
     }
 
     #[test]

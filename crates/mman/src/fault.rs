@@ -16,6 +16,15 @@
 //!   followed by the handler it replaced put back: mman's, or one installed over mman's).
 //!   A file mapping that
 //!   cannot be registered with the handler is refused with an error.
+//! * **Full disks told apart.** A fault on a page *inside* the file's size is no truncation:
+//!   the file system could not back the page (a full disk or tmpfs, a quota: `ENOSPC`,
+//!   `EDQUOT`; or a read error, `EIO`). The handler measures the file (`fstat`) to tell;
+//!   then only that page is replaced, every other page stays shared, and every API that
+//!   touches the mapping returns [`ErrorKind::StorageFull`] with the page's offset
+//!   ([`Error::unbacked_offset`](crate::Error::unbacked_offset)). The write that faulted is
+//!   reported, never passed off as stored. [`Mapping::allocate`](crate::Mapping::allocate)
+//!   backs pages ahead of use, so the error comes before anything is written; mman does that
+//!   for the memory it places objects, channels and persistent values in.
 //! * **Guard pages.** [`GuardedBuffer`] and [`GuardedStack`] put `PROT_NONE` pages around
 //!   memory; a touch of one is reported with the faulting address and which guard was hit
 //!   before the process dies of the SIGSEGV it would have died of anyway.

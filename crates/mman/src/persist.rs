@@ -65,6 +65,24 @@ fn page() -> u64 {
     sys::page_size() as u64
 }
 
+/// Give the first `len` bytes of the open file `f` (`path`) real backing store now
+/// (`fallocate`), before they are mapped: a value written through the mapping then never
+/// meets a full disk or tmpfs as a fault, only here, as [`ErrorKind::StorageFull`]. A file
+/// mman created is complete already (written, not sparse); one made by another program
+/// (`ftruncate`) may have holes. Never grows the file (the callers check its size first);
+/// nothing to do where the file system cannot allocate ahead.
+fn back(f: &File, path: &Path, len: u64) -> Result<()> {
+    sys::allocate_range(f.as_fd(), 0, len).map(drop).map_err(|e| {
+        let err = Error::os("fallocate", e)
+            .with_path(Some(path))
+            .with_range(0, Some(len as usize));
+        match err.kind() {
+            ErrorKind::StorageFull => err.with_hint(crate::error::STORAGE_HINT),
+            _ => err,
+        }
+    })
+}
+
 /// Create `path` atomically with `bytes` as its contents and `mode`, unless it exists: a
 /// process killed while creating leaves no file or a complete one, and nothing else. The
 /// file is written without a name (`O_TMPFILE`) and linked into place once complete; where

@@ -148,8 +148,8 @@ impl SharedMemory {
     /// * [`ErrorKind::AddressInUse`] when the name exists; else the error of `shm_open` or
     ///   `fchmod` (such as [`ErrorKind::PermissionDenied`]).
     /// * The error of `fallocate` (`ftruncate` outside Linux, and for size 0), after which the
-    ///   new name is removed again: `ENOSPC` when `/dev/shm` lacks the room, with a hint
-    ///   giving what it holds and has free.
+    ///   new name is removed again: `ENOSPC` ([`ErrorKind::StorageFull`]) when `/dev/shm`
+    ///   lacks the room, with a hint giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
         let full = object_name(name)?;
         // A file's size is an off_t: beyond it fallocate says only EINVAL.

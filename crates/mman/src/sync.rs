@@ -4,7 +4,10 @@
 //! A value of a [`ProcessShared`] type is placed in a [`Mapping`] with [`place`]; every
 //! process that maps the same memory gets a `&T` to the same object. All-zero bytes are a
 //! valid initial state of each such type (a fresh shared mapping is zero-filled), so placing
-//! is all it takes; a type that needs another initial value says how to get it.
+//! is all it takes; a type that needs another initial value says how to get it. In a shared
+//! file mapping, placing first gives the object's pages real backing store in the file
+//! ([`Mapping::allocate`]): a full disk or tmpfs is an error when the object is placed, never
+//! a wait or a post that faults later.
 //!
 //! Nothing here stores a pointer in shared memory, and every word is an `AtomicU64` (the
 //! crate's one access scheme for shared memory): a peer that writes garbage over an object
@@ -57,6 +60,9 @@ pub unsafe trait ProcessShared: Sync {}
 /// - [`ErrorKind::InvalidInput`]: the object would not fit in the mapping, or `offset` is
 ///   not aligned for `T`.
 /// - [`ErrorKind::PermissionDenied`]: the mapping is not readable and writable.
+/// - [`ErrorKind::StorageFull`]: the object lies in a shared file mapping whose file system
+///   has no room for its pages (see [`Mapping::allocate`], which `place` calls: the pages
+///   that hold a placed object are backed before it is used).
 pub fn place<T: ProcessShared>(map: &Mapping, offset: usize) -> Result<&T> {
     let p = slot::<T>(map, offset, "place")?;
     // SAFETY: in bounds, aligned, readable and writable (checked by `slot`); `T:
@@ -98,6 +104,11 @@ fn slot<T>(map: &Mapping, offset: usize, op: &'static str) -> Result<*mut T> {
             op,
             format!("the mapping is {} and shared objects need rw-", map.protection()),
         ));
+    }
+    // The object's pages backed in the file now: a full disk or tmpfs is an error here,
+    // not a post or a wait that faults later and lands in a private zero page.
+    if map.is_shared() {
+        map.allocate(offset..offset + size)?;
     }
     Ok(addr as *mut T)
 }

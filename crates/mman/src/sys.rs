@@ -45,7 +45,10 @@ pub mod words;
 pub use file::*;
 pub use mm::*;
 // Truncation protection of file mappings (sys/fault.rs on Linux; no-ops on other Unix).
-pub use os::{guard_mapping, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping};
+pub use os::allocate_range;
+pub use os::{
+    guard_mapping, mapping_fault, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping,
+};
 pub use os::{madv, zerocopy};
 
 /// The error a libc call left in `errno`. Every raw call's failure goes through here or

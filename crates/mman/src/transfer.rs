@@ -48,6 +48,11 @@
 //! truncation; `Splice` and `Vmsplice` hand the pipe *references* to page-cache pages, and
 //! pages the truncation dropped reach the reader as zeros. That is the price of zero-copy,
 //! and why the error matters.
+//!
+//! A page that a mapping cannot be given is not a truncation: a hole in a sparse file on a
+//! full tmpfs needs a page of memory to be mapped, even to be read, and the kernel's copy
+//! out of the mapping fails (`EFAULT`) with the file whole. `Map` and `Vmsplice` then hand
+//! the rest of the file to `read()`, which reads a hole as zeros without allocating.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -372,7 +377,7 @@ impl<'fd> Sink<'fd> {
     ) -> Result<u64, TransferError> {
         let mut done = 0u64;
         let mut window = WINDOW;
-        while pos + done < end {
+        'windows: while pos + done < end {
             let Some(map) = map_window(input, name, pos + done, end, &mut window, t)? else {
                 break; // the rest goes through read()
             };
@@ -380,13 +385,23 @@ impl<'fd> Sink<'fd> {
             while at < map.len() {
                 let step = (map.len() - at).min(64 << 20);
                 // One write() per step; write_to loops on short writes.
-                let n = map.write_to(self.fd, at..at + step).map_err(|e| {
-                    if e.kind() == ErrorKind::Truncated || e.raw_os_error() == Some(libc::EFAULT) {
-                        TransferError::input(e)
-                    } else {
-                        TransferError::output(e)
-                    }
-                })?;
+                let n = match map.write_to(self.fd, at..at + step) {
+                    Ok(n) => n,
+                    Err(e) => match e.unbacked_offset() {
+                        // A page the file system cannot back for the mapping (a hole on a
+                        // full tmpfs): everything before it was written; read() takes over
+                        // there, which needs no page of its own for a hole.
+                        Some((stopped, _)) if e.kind() == ErrorKind::StorageFull => {
+                            t.syscalls += 1;
+                            done = stopped.saturating_sub(pos).max(done);
+                            break 'windows;
+                        }
+                        _ if e.kind() == ErrorKind::Truncated || e.raw_os_error() == Some(libc::EFAULT) => {
+                            return Err(TransferError::input(e));
+                        }
+                        _ => return Err(TransferError::output(e)),
+                    },
+                };
                 t.syscalls += 1;
                 at += n as usize;
             }
@@ -435,7 +450,11 @@ impl<'fd> Sink<'fd> {
                     Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
                         // The pages past the file's new end are gone: report the shrink.
                         map.verify_file_size().map_err(TransferError::input)?;
-                        return Err(TransferError::input(Error::os("vmsplice", e)));
+                        // The file is whole: a page of it the file system cannot back for
+                        // the mapping (a hole on a full tmpfs). Everything before it went
+                        // into the pipe; read() takes over there.
+                        done += at as u64;
+                        break 'windows;
                     }
                     Err(e) => return Err(TransferError::output(Error::os("vmsplice", e))),
                 }

@@ -48,8 +48,9 @@ pub(super) fn section(t: &Tour) -> Result<()> {
         times.push(t0.elapsed().as_nanos() as u64);
     }
     drop(tx);
-    if !child.wait()?.success() {
-        bail!("the echoing child failed");
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the echoing child {}", crate::cleanup::how(status));
     }
     let channel = median(times);
     let pipe = pipe_round_trip(t)?;
@@ -92,8 +93,9 @@ fn pipe_round_trip(t: &Tour) -> Result<u64> {
     drop(to);
     let mut rest = [0u8; 8];
     from.read_exact(&mut rest)?;
-    if !child.wait()?.success() {
-        bail!("the pipe peer failed");
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the pipe peer {}", crate::cleanup::how(status));
     }
     Ok(median(times))
 }

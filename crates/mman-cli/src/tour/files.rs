@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use mman::MapOptions;
 
 use super::Tour;
@@ -18,25 +18,36 @@ pub(super) fn persistence(t: &Tour) -> Result<()> {
             .stdin(std::process::Stdio::piped()),
     )
     .context("run mman persist --write")?;
-    w.stdin
+    const LINE: &str = "written by one process, read by the next";
+    // A writer that failed early has closed its end: its status says why, not the EPIPE.
+    let fed = w
+        .stdin
         .take()
         .context("persist: stdin")?
-        .write_all(b"written by one process, read by the next")?;
-    w.wait()?;
+        .write_all(LINE.as_bytes());
+    let status = w.wait()?;
+    if !status.success() {
+        bail!("mman persist --write {}", crate::cleanup::how(status));
+    }
+    fed.context("feed mman persist --write")?;
     let r = t.mman(&["persist", "--read", "--file", &page_s])?;
+    let read = String::from_utf8_lossy(&r.stdout);
+    if read != LINE {
+        bail!("mman persist --read gave {read:?}, not the line written: {LINE:?}");
+    }
     outln!("process 1 stored a line in a 4096-byte page that IS the file (MAP_SHARED):")?;
-    outln!(
-        "process 2 mapped the same file and read: {:?}",
-        String::from_utf8_lossy(&r.stdout)
-    )?;
+    outln!("process 2 mapped the same file and read: {read:?}")?;
     let counter = t.path("counter");
     let c = counter.to_string_lossy().into_owned();
     t.mman(&["counter", "--add", "100000", "--file", &c])?;
     t.mman(&["counter", "--add", "100", "--durable", "--file", &c])?;
     let n = t.mman(&["counter", "--check", "--file", &c])?;
+    let value = String::from_utf8_lossy(&n.stdout).trim().to_string();
+    if value.is_empty() {
+        bail!("mman counter --check printed nothing");
+    }
     outln!(
-        "a Durable<T> counter: 100000 process-crash-safe and 100 durable transactions later it reads {}",
-        String::from_utf8_lossy(&n.stdout).trim()
+        "a Durable<T> counter: 100000 process-crash-safe and 100 durable transactions later it reads {value}"
     )?;
     outln!("each commit writes the inactive of two checksummed copies; a kill or a power loss mid-way")?;
     outln!("leaves the previous value, never a torn one.")?;

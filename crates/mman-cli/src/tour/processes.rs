@@ -9,9 +9,8 @@ use super::Tour;
 pub(super) fn sharing(t: &Tour) -> Result<()> {
     for args in [&["share"][..], &["share", "--private"][..]] {
         let out = t.mman(args)?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines();
-        let (addr, numbers) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        let lines = super::lines_of(&out, &format!("mman {}", args.join(" ")), 2)?;
+        let (addr, numbers) = (&lines[0], &lines[1]);
         outln!(
             "mman {:<16} {addr}; the child wrote 0..9, the parent reads: {numbers}",
             args.join(" ")
@@ -23,9 +22,10 @@ pub(super) fn sharing(t: &Tour) -> Result<()> {
 
 pub(super) fn semaphore(t: &Tour) -> Result<()> {
     let out = t.mman(&["semaphore"])?;
+    let lines = super::lines_of(&out, "mman semaphore", 1)?;
     outln!(
         "the parent waits on a semaphore that lives in the shared page; the child fills the numbers and posts: {}",
-        String::from_utf8_lossy(&out.stdout).trim()
+        lines.join(" ")
     )?;
     outln!(
         "mman's Semaphore is 8 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
@@ -39,10 +39,7 @@ pub(super) fn file_between_processes(t: &Tour) -> Result<()> {
     let map = MapOptions::new().read_write().shared().map_path(&path)?;
     let word = map.atomic_u64(0)?;
     let path_s = path.to_string_lossy().into_owned();
-    let out = t.mman(&["__tour-child", &format!("file-writer:{path_s}")])?;
-    if !out.status.success() {
-        bail!("the writer failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    t.mman(&["__tour-child", &format!("file-writer:{path_s}")])?;
     outln!(
         "a separate process (started, not forked) mapped {} MAP_SHARED and stored a value;\nwe read it through our own mapping of the same file: {:#x}",
         path.file_name().unwrap_or_default().to_string_lossy(),
@@ -53,16 +50,12 @@ pub(super) fn file_between_processes(t: &Tour) -> Result<()> {
 
 pub(super) fn philosophers(t: &Tour) -> Result<()> {
     let out = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5", "--greedy"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = dinner_summary(&out)?;
     outln!("five philosopher processes, forks as semaphores in a MAP_SHARED file, half a second, no rule at the table (--greedy):")?;
-    if let Some(summary) = text.lines().last() {
-        outln!("  {summary}")?;
-    }
+    outln!("  {summary}")?;
     outln!("each takes the lower-numbered fork first: no cycle of waiting, so no deadlock.")?;
-    let fairness = text
-        .lines()
-        .last()
-        .and_then(|l| l.rsplit_once('('))
+    let fairness = summary
+        .rsplit_once('(')
         .and_then(|(_, f)| f.trim_end_matches(')').parse::<f64>().ok());
     if let Some(f) = fairness.filter(|f| *f < 0.5) {
         outln!(
@@ -71,10 +64,18 @@ pub(super) fn philosophers(t: &Tour) -> Result<()> {
         outln!("promise no order: a philosopher still running takes its forks back before a sleeping neighbour wakes (for up to a millisecond).")?;
     }
     let fair = t.mman(&["philosophers", "-n", "5", "--seconds", "0.5"])?;
-    let fair = String::from_utf8_lossy(&fair.stdout);
+    let summary = dinner_summary(&fair)?;
     outln!("the dinner as mman serves it by default (whoever gets 2% ahead of the hungriest waits for it, asleep):")?;
-    if let Some(summary) = fair.lines().last() {
-        outln!("  {summary}")?;
-    }
+    outln!("  {summary}")?;
     Ok(())
+}
+
+/// The last line of `mman philosophers`, its summary ("total N meals in ..."), or an error.
+fn dinner_summary(out: &std::process::Output) -> Result<String> {
+    let lines = super::lines_of(out, "mman philosophers", 1)?;
+    let last = lines[lines.len() - 1].clone();
+    if !last.starts_with("total ") {
+        bail!("mman philosophers ended without its summary line: {last:?}");
+    }
+    Ok(last)
 }

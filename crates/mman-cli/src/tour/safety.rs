@@ -28,8 +28,14 @@ pub(super) fn truncation(t: &Tour) -> Result<()> {
 }
 
 pub(super) fn guards_and_secrets(t: &Tour) -> Result<()> {
-    let out = t.mman(&["__tour-child", "guard-overflow"])?;
+    let out = t.mman_killed(&["__tour-child", "guard-overflow"], libc::SIGSEGV)?;
     let said = String::from_utf8_lossy(&out.stderr);
+    if !said.contains("guard page hit") {
+        bail!(
+            "the guarded child died without naming the guard page: {:?}",
+            said.trim()
+        );
+    }
     let sig = out
         .status
         .signal()

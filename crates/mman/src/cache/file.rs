@@ -117,12 +117,25 @@ impl CachedFile {
         }
     }
 
-    /// The error for a fault (`EFAULT` from populating): a truncation if the file shrank.
+    /// The error for a fault (`EFAULT` from populating): a truncation if the file shrank;
+    /// else a page the file system could not back (a hole of a sparse file on a full tmpfs
+    /// needs a page of memory even to be read): [`ErrorKind::StorageFull`], not "Bad
+    /// address".
     pub(super) fn fault_error(&self, op: &'static str, e: std::io::Error, addr: usize, len: usize) -> Error {
         if e.raw_os_error() == Some(libc::EFAULT) {
             if let Some(t) = self.truncated(op) {
                 return t;
             }
+            return Error::new(
+                ErrorKind::StorageFull,
+                op,
+                "a page of the file could not be backed (the file did not shrink, so this is no \
+                 truncation): the file system is full or over a quota, or it could not fill a hole \
+                 or read the page (ENOSPC, EDQUOT or EIO)",
+            )
+            .with_path(Some(&self.path))
+            .with_addr(addr, len)
+            .with_hint(crate::error::STORAGE_HINT);
         }
         Error::os(op, e).with_path(Some(&self.path)).with_addr(addr, len)
     }

@@ -13,8 +13,9 @@ impl CachedFile {
     /// * [`ErrorKind::ResourceLimit`], with a hint giving `RLIMIT_MEMLOCK` and the bytes
     ///   needed, when `mlock2` refuses (`ENOMEM`, `EAGAIN`, `EPERM`).
     /// * [`ErrorKind::Truncated`] when the file shrank while its pages were read in
-    ///   (`MADV_POPULATE_READ` met `EFAULT`); [`ErrorKind::InvalidInput`] before Linux 5.14,
-    ///   which lacks that advice.
+    ///   (`MADV_POPULATE_READ` met `EFAULT`); [`ErrorKind::StorageFull`] when it met a page
+    ///   that could not be backed with the file whole (a hole of a sparse file on a full
+    ///   tmpfs); [`ErrorKind::InvalidInput`] before Linux 5.14, which lacks that advice.
     pub fn lock(&self, range: PageRange) -> Result<LockedFile> {
         let (first, end) = self.span(range);
         if end == first {

@@ -64,13 +64,18 @@ enum Backing {
 
 /// Map a region's memory shared and writable, with its page-table entries made now
 /// (`MAP_POPULATE`): the ring's first lap would otherwise take a page fault every 4 KiB
-/// on each side, in the middle of the messages.
+/// on each side, in the middle of the messages. Every page is backed in the object first
+/// ([`Mapping::allocate`]; the creator's `fallocate` made it so already, but an object
+/// opened by name or received may have been left sparse): a full `/dev/shm` is an error
+/// when the channel is made or opened, never a fault in the middle of a send.
 fn map_populated(fd: &impl AsFd) -> Result<Mapping> {
-    MapOptions::new()
+    let map = MapOptions::new()
         .read_write()
         .shared()
         .populate(true)
-        .map(fd.as_fd())
+        .map(fd.as_fd())?;
+    map.allocate(..)?;
+    Ok(map)
 }
 
 /// An endpoint's claim on its slot: the owner word it wrote, and the description whose
@@ -359,14 +364,25 @@ impl Region {
         self.word(offset / 8)
     }
 
-    /// Whether a peer truncated the object under the mapping (the SIGBUS handler replaced
-    /// the lost pages with zeros and marked the mapping).
+    /// Whether a peer truncated the object under the mapping, or a page of it could not be
+    /// backed when touched (an object a peer left sparse on a full `/dev/shm`): the SIGBUS
+    /// handler replaced the lost pages with zeros and marked the mapping, so this process no
+    /// longer shares them with its peers.
     pub fn is_truncated(&self) -> bool {
-        self.map.is_truncated()
+        self.map.is_truncated() || self.map.is_unbacked()
     }
 
-    /// The error for a region found truncated.
+    /// The error for a region found truncated (or with a page that could not be backed).
     pub fn truncated_error(&self, op: &'static str) -> Error {
+        if self.map.is_unbacked() {
+            return Error::new(
+                ErrorKind::StorageFull,
+                op,
+                "a page of the channel's shared object could not be backed when touched: the tmpfs \
+                 holding it is full (another process left the object sparse)",
+            )
+            .with_hint("the channel cannot be used any more: free room in /dev/shm and make a new one");
+        }
         Error::new(
             ErrorKind::Corrupted,
             op,

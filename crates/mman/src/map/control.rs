@@ -23,6 +23,8 @@ pub enum FileEnd {
     /// the end of a file raises SIGBUS.
     Keep,
     /// Extend the file to the new end first (`ftruncate`: the new bytes read as zeros).
+    /// They are a hole: [`Mapping::allocate`] backs them, so that a full disk is an error
+    /// then rather than a fault when they are first written.
     Extend,
 }
 
@@ -130,6 +132,67 @@ impl Mapping {
         // after the msync: strace -c counted 12,000 msyncs in 2 s instead of 19,000.
         // verify_file_size measures.)
         self.check_intact("msync", false)
+    }
+
+    /// Give the file's bytes under `range` real backing store now (`fallocate(2)`): blocks
+    /// on a disk, pages of memory on a tmpfs such as `/dev/shm`. Then a full file system or
+    /// a used-up quota is an error here, [`ErrorKind::StorageFull`], rather than a page that
+    /// cannot be backed when it is first touched: mman turns that SIGBUS into the same
+    /// error, but only after the write that touched the page landed in a zero page instead
+    /// of the file (and a sparse file on a full tmpfs faults even on a read).
+    ///
+    /// mman does this itself for the memory it places synchronisation objects
+    /// ([`sync::place`](crate::sync) and the types' `open`), channels and persistent values
+    /// in. Call it before placing anything of your own (an [`atomic_u64`](Self::atomic_u64)
+    /// word, a table) in a file that may be sparse: one made with `ftruncate` or
+    /// [`FileEnd::Extend`], or a hole punched in it.
+    ///
+    /// The range is widened to whole pages and never reaches past the file's end: the file
+    /// is not grown. Anonymous memory and devices have nothing to allocate, and a file system
+    /// that cannot allocate ahead (`EOPNOTSUPP`) is left to back the pages when they are
+    /// touched: all are `Ok`.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidInput`] when `range` lies outside the mapping.
+    /// * [`ErrorKind::StorageFull`] when the file system is full or over a quota (`ENOSPC`,
+    ///   `EDQUOT`); [`ErrorKind::PermissionDenied`] when the file is not open for writing
+    ///   (`EBADF`) or is a write-sealed memfd (`EPERM`); else the error of `fstat` or
+    ///   `fallocate`.
+    pub fn allocate(&self, range: impl RangeBounds<usize>) -> Result<()> {
+        let (a, b) = resolve(range, self.len).ok_or_else(|| {
+            self.err(
+                Error::new(ErrorKind::InvalidInput, "fallocate", "range outside the mapping")
+                    .with_addr(self.addr(), self.len),
+            )
+        })?;
+        let Some(fd) = self.file.as_ref().map(AsFd::as_fd) else {
+            return Ok(());
+        };
+        if a == b {
+            return Ok(());
+        }
+        let page = sys::page_size() as u64;
+        let info = sys::file_info(fd).map_err(|e| self.err(Error::os("fstat", e)))?;
+        if info.kind != sys::FileType::Regular {
+            // A device has no blocks to allocate: its pages are its driver's.
+            return Ok(());
+        }
+        let size = info.size;
+        let from = (self.file_offset + a as u64) / page * page;
+        let to = (self.file_offset + b as u64).next_multiple_of(page).min(size);
+        if from >= to {
+            return Ok(());
+        }
+        sys::allocate_range(fd, from, to - from).map(drop).map_err(|e| {
+            let err = self.err(Error::os("fallocate", e).with_range(from, Some((to - from) as usize)));
+            match err.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => err.with_hint(crate::error::STORAGE_HINT),
+                Some(libc::EBADF) => err
+                    .with_kind(ErrorKind::PermissionDenied)
+                    .with_hint("the file is not open for writing, and only a writer can allocate its blocks"),
+                _ => err,
+            }
+        })
     }
 
     /// Give the kernel advice about `range` (`madvise(2)`) that leaves the contents as they
@@ -341,10 +404,17 @@ impl Mapping {
         (start, start + self.os_len.next_multiple_of(sys::page_size()))
     }
 
+    /// The file behind the mapping, as the SIGBUS handler is told it: the descriptor the
+    /// mapping keeps, and the file offset of its first page.
+    fn fault_file(&self) -> Option<(BorrowedFd<'_>, u64)> {
+        let fd = self.file.as_ref()?.as_fd();
+        Some((fd, self.file_offset - self.delta as u64))
+    }
+
     /// Register a file mapping with the SIGBUS handler.
     pub(super) fn register_fault_guard(&self) -> Result<Option<usize>> {
         let (a, b) = self.fault_range();
-        sys::guard_mapping(a, b, self.prot).map_err(|e| {
+        sys::guard_mapping(a, b, self.prot, self.fault_file()).map_err(|e| {
             // The registry answers `Other` when its table is full; anything else is sigaction.
             let full = e.kind() == std::io::ErrorKind::Other;
             let err = self.err(Error::os("register with the SIGBUS handler", e).with_addr(a, b - a));
@@ -362,7 +432,7 @@ impl Mapping {
     pub(super) fn follow_fault_guard(&self) {
         if let Some(slot) = self.guard {
             let (a, b) = self.fault_range();
-            sys::reguard_mapping(slot, a, b, self.prot);
+            sys::reguard_mapping(slot, a, b, self.prot, self.fault_file());
         }
     }
 }

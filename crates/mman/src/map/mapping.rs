@@ -160,23 +160,43 @@ impl Mapping {
     /// (the pages past the new end now read as zeros).
     #[inline]
     pub fn is_truncated(&self) -> bool {
-        self.guard.is_some_and(sys::mapping_poisoned)
+        self.guard
+            .and_then(sys::mapping_fault)
+            .is_some_and(|(_, unbacked)| !unbacked)
+    }
+
+    /// Whether a touch of a page inside the file was caught that the file system could not
+    /// back (a full disk or tmpfs, a quota, a read error): that page now reads as zeros, and
+    /// what was written to it did not reach the file.
+    #[inline]
+    pub fn is_unbacked(&self) -> bool {
+        self.guard
+            .and_then(sys::mapping_fault)
+            .is_some_and(|(_, unbacked)| unbacked)
     }
 
     /// `Err(`[`ErrorKind::Truncated`]`)` if the file shrank under the mapping: a caught
     /// fault, or (when `measure` is set) a file now shorter than the mapped range.
+    /// `Err(`[`ErrorKind::StorageFull`]`)` if a caught fault was on a page inside the file
+    /// that could not be backed.
     #[inline]
     pub(super) fn check_intact(&self, op: &'static str, measure: bool) -> Result<()> {
         if self.file.is_none() {
             return Ok(());
         }
+        let caught = self.guard.and_then(sys::mapping_fault);
         let needed = self.file_offset + self.len as u64;
-        if let (true, Some(f)) = (self.is_truncated() || measure, self.file.as_ref()) {
+        if let (true, Some(f)) = (caught.is_some() || measure, self.file.as_ref()) {
             // A failed fstat is its own error, not an empty file.
             let now = sys::file_info(std::os::fd::AsFd::as_fd(f))
                 .map_err(|e| self.err(Error::os("fstat", e)))?
                 .size;
-            if self.is_truncated() || now < needed {
+            if let Some((page, true)) = caught {
+                // `page` counts from the mapping's first page, `delta` bytes before ours.
+                let offset = (self.file_offset - self.delta as u64) + page as u64;
+                return Err(Error::unbacked(op, self.path.as_deref(), offset, now, true));
+            }
+            if caught.is_some() || now < needed {
                 return Err(Error::truncated(
                     op,
                     self.path.as_deref(),
@@ -365,6 +385,10 @@ impl Mapping {
     ///   one), or a write of 0 bytes.
     /// * [`ErrorKind::Truncated`] when the kernel's copy met a page past the file's end
     ///   (`EFAULT`) because the file shrank.
+    /// * [`ErrorKind::StorageFull`] when it met a page inside the file that the file system
+    ///   could not back (`EFAULT` with the file whole: a hole on a full tmpfs, say, or a
+    ///   read error); [`Error::unbacked_offset`] gives the first byte not written, and
+    ///   everything before it was. `read(2)` of the file may still work there.
     pub fn write_to(&self, fd: impl AsFd, range: impl RangeBounds<usize>) -> Result<u64> {
         let (a, b) = resolve(range, self.len).ok_or_else(|| {
             self.err(Error::new(
@@ -381,8 +405,17 @@ impl Mapping {
             let n = match unsafe { sys::write_raw(fd, self.start().add(done), b - done) } {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                    // The kernel's copy met a page past the file's end: it shrank.
+                    // The kernel's copy met a page past the file's end (it shrank), or one
+                    // inside it that the file system could not back (a hole on a full
+                    // tmpfs faults even on a read).
                     self.check_intact("write", true)?;
+                    if let (Some(f), false) = (self.file.as_ref(), self.is_anonymous()) {
+                        let size = sys::file_info(f.as_fd())
+                            .map_err(|e| self.err(Error::os("fstat", e)))?
+                            .size;
+                        let at = self.file_offset + done as u64;
+                        return Err(Error::unbacked("write", self.path.as_deref(), at, size, false));
+                    }
                     return Err(self.err(Error::os("write", e)));
                 }
                 Err(e) => return Err(self.err(Error::os("write", e))),

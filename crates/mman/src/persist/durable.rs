@@ -206,6 +206,8 @@ impl<T: bytemuck::Pod> Durable<T> {
     /// * [`ErrorKind::InvalidInput`] when it is not a durable variable of this type: too
     ///   short, wrong magic, header checksum, version, tag, or size and alignment of `T`.
     /// * [`ErrorKind::Corrupted`] when both copies fail their checksums.
+    /// * [`ErrorKind::StorageFull`] when the file has holes (cut by another program) and
+    ///   its file system has no room to back them (`fallocate`, made before any commit).
     /// * As [`MapOptions::map`] for the mapping.
     pub fn open_existing(path: &Path, tag: [u8; 8]) -> Result<Self> {
         Self::open_checked(path, tag, true)
@@ -296,6 +298,9 @@ impl<T: bytemuck::Pod> Durable<T> {
         }
         let mut options = MapOptions::new();
         if write {
+            // A file with holes (cut by another program) backed before any commit is
+            // written through the mapping: a full disk is an error here, not a lost commit.
+            super::back(&file, path, layout.file_len())?;
             options.read_write();
         }
         let map = options

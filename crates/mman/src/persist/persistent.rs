@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::{check_format, create_atomically, open_existing, open_locked, page, value_file_lens};
+use super::{back, check_format, create_atomically, open_existing, open_locked, page, value_file_lens};
 use crate::error::{Error, ErrorKind, Result};
 use crate::map::{FlushMode, MapOptions, Mapping};
 
@@ -74,6 +74,9 @@ impl<T: bytemuck::Pod> Persistent<T> {
     /// * The errors of creating a missing file atomically (a temporary file, `write`,
     ///   `fsync`, `link`, `fsync` of the directory: [`ErrorKind::NotFound`] for a missing
     ///   directory), of `open`, `flock` and `fstat`, and as [`MapOptions::map`].
+    /// * [`ErrorKind::StorageFull`]: an existing file with holes (made by `ftruncate`) whose
+    ///   file system has no room to back the value (`fallocate`): the value's pages are
+    ///   backed before it is mapped, so a full disk is an error here, never a lost write.
     pub fn open_with(path: &Path, mode: u32, wait: bool) -> Result<Self> {
         let size = std::mem::size_of::<T>().max(1) as u64;
         if std::mem::align_of::<T>() as u64 > page() {
@@ -95,6 +98,7 @@ impl<T: bytemuck::Pod> Persistent<T> {
             &value_file_lens(size),
             "a persistent value of this type",
         )?;
+        back(&f, path, size)?;
         let map = MapOptions::new()
             .read_write()
             .shared()
@@ -216,6 +220,8 @@ impl<T: bytemuck::Pod> Persistent<T> {
 /// * [`ErrorKind::InvalidInput`]: an existing file that is not a regular file of exactly
 ///   `len` bytes, the format this function makes. Such a file was made by something else,
 ///   and is neither grown nor written.
+/// * [`ErrorKind::StorageFull`]: the file system has no room to back an existing file's
+///   holes (`fallocate`, made before `addr` is touched).
 /// * As [`MapOptions::map_fixed_replace`]: [`ErrorKind::InvalidInput`] for an `addr` not
 ///   page-aligned; the errors of `mmap`.
 pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -> Result<Mapping> {
@@ -225,6 +231,8 @@ pub unsafe fn persist_fixed(path: impl AsRef<Path>, addr: *mut u8, len: usize) -
     }
     let f = open_existing(path)?;
     check_format(&f, path, &[len as u64], "a persistent variable of this length")?;
+    // Backed before the caller's memory is replaced: a full disk leaves it as it was.
+    back(&f, path, len as u64)?;
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         MapOptions::new()

@@ -88,8 +88,8 @@ impl Memfd {
     /// # Errors
     /// * The error of `memfd_create`: [`ErrorKind::Unsupported`] outside Linux,
     ///   [`ErrorKind::InvalidInput`] for a name longer than 249 bytes or holding a NUL.
-    /// * The error of `fallocate` when memory is short (`ENOSPC`, or `ENOMEM`:
-    ///   [`ErrorKind::ResourceLimit`]).
+    /// * The error of `fallocate` when memory is short (`ENOSPC`:
+    ///   [`ErrorKind::StorageFull`], or `ENOMEM`: [`ErrorKind::ResourceLimit`]).
     pub fn create(name: &str, size: u64) -> Result<Self> {
         let fd = sys::seals::memfd(name).map_err(|e| Error::os("memfd_create", e))?;
         sys::allocate(fd.as_fd(), size).map_err(|e| Error::os("fallocate", e))?;

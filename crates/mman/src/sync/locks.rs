@@ -204,7 +204,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
     ///
     /// # Errors
     /// The object does not fit or is misaligned, the mapping is not readable and writable,
-    /// the bytes there are not an mman object, or a live initialiser is stuck.
+    /// its file has no room for the object's pages ([`ErrorKind::StorageFull`], as
+    /// [`place`](super::place)), the bytes there are not an mman object, or a live
+    /// initialiser is stuck.
     pub fn open(map: &Mapping, offset: usize, init: impl FnOnce() -> T) -> Result<&Self> {
         let p = slot::<Self>(map, offset, "mutex")?;
         // SAFETY: `p` is in bounds, aligned and read-write (slot), and stays mapped as long

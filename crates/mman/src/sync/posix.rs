@@ -99,7 +99,8 @@ impl PosixSemaphore {
     /// # Errors
     /// * As [`place`](super::place): [`ErrorKind::InvalidInput`] when a `sem_t` does not fit
     ///   at `offset` or `offset` is not aligned for it; [`ErrorKind::PermissionDenied`] when
-    ///   the mapping is not readable and writable.
+    ///   the mapping is not readable and writable; [`ErrorKind::StorageFull`] when its file
+    ///   has no room for the semaphore's page.
     /// * The error of `sem_init`: [`ErrorKind::InvalidInput`] for a `value` above
     ///   `SEM_VALUE_MAX` (`EINVAL`).
     pub unsafe fn init_in(map: &Mapping, offset: usize, value: u32) -> Result<&Self> {
@@ -234,7 +235,7 @@ impl NamedSemaphore {
         let sem = raw::sem_open(name, create, value).map_err(|e| named(Error::os("sem_open", e)))?;
         let page = crate::sys::page_size();
         let start = sem as usize & !(page - 1);
-        match crate::sys::guard_mapping(start, start + page, crate::map::Protection::READ_WRITE) {
+        match crate::sys::guard_mapping(start, start + page, crate::map::Protection::READ_WRITE, None) {
             Ok(Some(guard)) => Ok(NamedSemaphore {
                 sem,
                 name: name.to_string(),

@@ -19,7 +19,7 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// A handler taking a `siginfo_t` (installed with `SA_SIGINFO`).
@@ -204,13 +204,14 @@ pub unsafe fn kernel_fault(info: *const libc::siginfo_t) -> Option<Fault> {
 /// One range: `[start, end)` and `W` words of its owner's data. `start == 0` is a free slot,
 /// `usize::MAX` one being filled or moved. `seq` is odd while the fields change (a seqlock):
 /// a reader uses a slot only if it read the same even `seq` before and after the fields.
-/// `mark` is set by a handler and read by the owner, outside the seqlock.
+/// `mark` is set by a handler and read by the owner, outside the seqlock: 0 until a
+/// handler leaves a (non-zero) word there, and the first such word is kept.
 struct Slot<const W: usize> {
     seq: AtomicUsize,
     start: AtomicUsize,
     end: AtomicUsize,
     data: [AtomicUsize; W],
-    mark: AtomicBool,
+    mark: AtomicUsize,
 }
 
 impl<const W: usize> Slot<W> {
@@ -220,7 +221,7 @@ impl<const W: usize> Slot<W> {
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             data: [const { AtomicUsize::new(0) }; W],
-            mark: AtomicBool::new(false),
+            mark: AtomicUsize::new(0),
         }
     }
 }
@@ -230,6 +231,8 @@ impl<const W: usize> Slot<W> {
 pub struct Found<const W: usize> {
     /// Its slot, as [`Ranges::insert`] returned it.
     pub slot: usize,
+    /// Its first byte.
+    pub start: usize,
     /// One past its last byte.
     pub end: usize,
     /// Its owner's data.
@@ -292,7 +295,7 @@ impl<const N: usize, const W: usize> Ranges<N, W> {
             d.store(v, Ordering::Relaxed);
         }
         if !keep_mark {
-            slot.mark.store(false, Ordering::Relaxed);
+            slot.mark.store(0, Ordering::Relaxed);
         }
         slot.start.store(start, Ordering::Release);
         slot.seq.fetch_add(1, Ordering::AcqRel);
@@ -317,14 +320,17 @@ impl<const N: usize, const W: usize> Ranges<N, W> {
         self.slots[i].start.store(0, Ordering::Release);
     }
 
-    /// Mark a slot (from a handler).
-    pub fn mark(&self, i: usize) {
-        self.slots[i].mark.store(true, Ordering::Release);
+    /// Mark a slot with `word` (non-zero; from a handler). The first mark stays: later
+    /// ones are dropped.
+    pub fn mark(&self, i: usize, word: usize) {
+        let _ = self.slots[i]
+            .mark
+            .compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// Whether a handler marked the slot.
+    /// The word a handler marked the slot with, or 0.
     #[inline]
-    pub fn marked(&self, i: usize) -> bool {
+    pub fn marked(&self, i: usize) -> usize {
         self.slots[i].mark.load(Ordering::Acquire)
     }
 
@@ -340,7 +346,12 @@ impl<const N: usize, const W: usize> Ranges<N, W> {
             let end = s.end.load(Ordering::Acquire);
             let data = std::array::from_fn(|k| s.data[k].load(Ordering::Acquire));
             let inside = start != 0 && start != usize::MAX && addr >= start && addr < end;
-            (inside && s.seq.load(Ordering::Acquire) == seq).then_some(Found { slot: i, end, data })
+            (inside && s.seq.load(Ordering::Acquire) == seq).then_some(Found {
+                slot: i,
+                start,
+                end,
+                data,
+            })
         })
     }
 }

@@ -118,8 +118,15 @@ pub mod madv {
 // Truncation protection of file mappings: the SIGBUS handler of `sys/fault.rs`.
 
 /// Register a mapping with the SIGBUS handler; an error when it cannot be registered.
-pub fn guard_mapping(start: usize, end: usize, prot: Protection) -> io::Result<Option<usize>> {
-    super::fault::register(start, end, super::prot_bits(prot) as i32).map(Some)
+/// `file`: the mapped file's descriptor (open until [`unguard_mapping`]) and the file offset
+/// of `start`, which let the handler tell a truncation from a page it could not back.
+pub fn guard_mapping(
+    start: usize,
+    end: usize,
+    prot: Protection,
+    file: Option<(BorrowedFd<'_>, u64)>,
+) -> io::Result<Option<usize>> {
+    super::fault::register(start, end, super::prot_bits(prot) as i32, file).map(Some)
 }
 
 /// Hide a registered mapping from the handler while it moves (before mremap).
@@ -128,8 +135,14 @@ pub fn suspend_guard(slot: usize) {
 }
 
 /// Follow a registered mapping that moved or changed protection.
-pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Protection) {
-    super::fault::update(slot, start, end, super::prot_bits(prot) as i32);
+pub fn reguard_mapping(
+    slot: usize,
+    start: usize,
+    end: usize,
+    prot: Protection,
+    file: Option<(BorrowedFd<'_>, u64)>,
+) {
+    super::fault::update(slot, start, end, super::prot_bits(prot) as i32, file);
 }
 
 /// Forget a registered mapping; call before unmapping it.
@@ -137,10 +150,19 @@ pub fn unguard_mapping(slot: usize) {
     super::fault::unregister(slot);
 }
 
-/// Whether the registered mapping took a fault past the end of its file.
+/// Whether the registered mapping took a fault (past the end of its file, or on a page
+/// the file system could not back).
 #[inline]
 pub fn mapping_poisoned(slot: usize) -> bool {
     super::fault::poisoned(slot)
+}
+
+/// The first fault the registered mapping took: the offset of the faulting page from the
+/// mapping's first page, and whether that page lay inside the file (it could not be
+/// backed) rather than past its end (a truncation).
+#[inline]
+pub fn mapping_fault(slot: usize) -> Option<(usize, bool)> {
+    super::fault::caught(slot)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -154,6 +176,25 @@ pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
         return Ok(());
     }
     Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// Give bytes `offset..offset + len` of a file real backing store now (`fallocate` mode 0,
+/// which grows a file that ends before `offset + len` and never shrinks one): blocks on a
+/// disk, pages on a tmpfs, so that a full file system or a quota is `ENOSPC` or `EDQUOT`
+/// here rather than SIGBUS when a mapping first writes (or, on tmpfs, reads) the range.
+/// `Ok(false)` when the file system cannot allocate ahead (`EOPNOTSUPP`: nothing done).
+pub fn allocate_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    loop {
+        match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), offset, len) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Flags every `shm_open` adds. Objects are files in `/dev/shm`, a directory every user may

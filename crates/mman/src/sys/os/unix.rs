@@ -116,8 +116,13 @@ pub mod madv {
 // Truncation protection of file mappings: there is no SIGBUS handler here.
 
 /// No handler to register with: `Ok(None)`.
-pub fn guard_mapping(start: usize, end: usize, prot: Protection) -> io::Result<Option<usize>> {
-    let _ = (start, end, prot);
+pub fn guard_mapping(
+    start: usize,
+    end: usize,
+    prot: Protection,
+    file: Option<(BorrowedFd<'_>, u64)>,
+) -> io::Result<Option<usize>> {
+    let _ = (start, end, prot, file);
     Ok(None)
 }
 
@@ -127,8 +132,14 @@ pub fn suspend_guard(slot: usize) {
 }
 
 /// Nothing registered, nothing to follow.
-pub fn reguard_mapping(slot: usize, start: usize, end: usize, prot: Protection) {
-    let _ = (slot, start, end, prot);
+pub fn reguard_mapping(
+    slot: usize,
+    start: usize,
+    end: usize,
+    prot: Protection,
+    file: Option<(BorrowedFd<'_>, u64)>,
+) {
+    let _ = (slot, start, end, prot, file);
 }
 
 /// Nothing registered, nothing to forget.
@@ -143,12 +154,25 @@ pub fn mapping_poisoned(slot: usize) -> bool {
     false
 }
 
+/// Never: no mapping is registered.
+#[inline]
+pub fn mapping_fault(slot: usize) -> Option<(usize, bool)> {
+    let _ = slot;
+    None
+}
+
 // ---------------------------------------------------------------------------------------
 // Files and shared-memory objects.
 
 /// Give the object its size (`ftruncate`; there is no portable `fallocate`).
 pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// No portable `fallocate` here: `Ok(false)`, nothing done.
+pub fn allocate_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
+    let _ = (fd, offset, len);
+    Ok(false)
 }
 
 /// No extended attributes here: `ENOTSUP`.
