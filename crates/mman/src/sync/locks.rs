@@ -423,6 +423,7 @@ impl<T: bytemuck::Pod> Mutex<T> {
         } else if s & WAITERS != 0 {
             // Free: the woken one takes it. Abandoned: the woken one takes it over.
             sys::futex_wake(&self.word, 1);
+            wait::note_woke();
         }
     }
 
