@@ -41,12 +41,14 @@ pub(super) fn section(t: &Tour) -> Result<()> {
     let msg = [b'x'; 64];
     let mut back = Vec::new();
     let mut times = Vec::with_capacity(ROUNDS);
+    let before = mman::sync::wait::Stats::this_thread();
     for _ in 0..ROUNDS {
         let t0 = Instant::now();
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
         times.push(t0.elapsed().as_nanos() as u64);
     }
+    let after = mman::sync::wait::Stats::this_thread();
     drop(tx);
     let status = child.wait()?;
     if !status.success() {
@@ -58,7 +60,16 @@ pub(super) fn section(t: &Tour) -> Result<()> {
         "{ROUNDS} round trips of 64 bytes: median {channel} ns through the channel, {pipe} ns through a pipe ({:.0}x)",
         pipe as f64 / channel.max(1) as f64
     )?;
-    outln!("the receiver spins a few microseconds, then sleeps on a futex: fast when busy, free when idle.")?;
+    outln!(
+        "how the receiver's waits ended here: {} answered while spinning, {} after yielding the CPU, {} asleep ({} at once)",
+        after.spun - before.spun,
+        after.yielded - before.yielded,
+        (after.gave_up - before.gave_up) + (after.slept_at_once - before.slept_at_once),
+        after.slept_at_once - before.slept_at_once
+    )?;
+    outln!("a receiver spins only while its peer runs on another CPU (a reply then comes within a cache-line transfer),")?;
+    outln!("yields to a peer that shares its CPU, and sleeps on a futex beside CPU-bound load: idle, it costs nothing.")?;
+    outln!("each placement measured: `mman bench channel --placement all`; figures in bench/RESULTS.md.")?;
     outln!(
         "a peer that dies is noticed within 100 ms (Disconnected), never a hang. More: `mman bench channel`."
     )?;
@@ -84,6 +95,7 @@ fn pipe_round_trip(t: &Tour) -> Result<u64> {
     let msg = [b'x'; 64];
     let mut back = [0u8; 64];
     let mut times = Vec::with_capacity(ROUNDS);
+    let before = mman::sync::wait::Stats::this_thread();
     for _ in 0..ROUNDS {
         let t0 = Instant::now();
         to.write_all(&msg)?;

@@ -28,7 +28,14 @@ pub(super) fn semaphore(t: &Tour) -> Result<()> {
         lines.join(" ")
     )?;
     outln!(
-        "mman's Semaphore is 8 bytes: a count and a sleeper count; it spins briefly, then sleeps on a futex."
+        "mman's Semaphore is one 8-byte word: the count, a flag for sleepers, and the number of waiters that starve."
+    )?;
+    outln!(
+        "a waiter spins only where a poster on another CPU can answer, yields to one on its own CPU, and sleeps on a"
+    )?;
+    outln!(
+        "futex beside CPU-bound load (mman::sync::Wait::Adaptive; this process may use {} CPU(s)).",
+        mman::sync::usable_cpus()
     )?;
     Ok(())
 }
