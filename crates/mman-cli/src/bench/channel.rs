@@ -100,7 +100,11 @@ fn peer(
 fn finish(mut child: Tracked, what: &str) -> Result<()> {
     let st = child.wait()?;
     if !st.success() {
-        bail!("bench channel: the {what} peer failed: {st}");
+        bail!(
+            "bench channel: the {what} peer (pid {}) {}",
+            child.id(),
+            crate::cleanup::how(st)
+        );
     }
     Ok(())
 }
@@ -120,13 +124,27 @@ fn channels(tag: &str, size: u64, spin: Option<Duration>) -> Result<(Sender, Rec
     Ok((ping.sender()?, pong.receiver()?))
 }
 
-/// `rounds` timed round trips of `size` bytes through the peer.
-fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
+/// Unlink the names of the channel pair `tag` (see [`channels`]) as soon as the peer has
+/// opened both (its first answer says so): from then on the endpoints hold the memory, and
+/// a SIGKILL of this run leaves no name behind.
+fn unlink_pair(tag: &str) {
+    for dir in ["ping", "pong"] {
+        let _ = mman::shm::SharedMemory::unlink(&format!("bench-{}-{tag}-{dir}", std::process::id()));
+    }
+}
+
+/// `rounds` timed round trips of `size` bytes through the peer of the pair `tag`, whose
+/// names are unlinked after the first.
+fn round_trips(tag: &str, tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
+    let mut opened = false;
     measure(rounds, || {
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(tag);
+        }
         Ok(())
     })
 }
@@ -134,19 +152,24 @@ fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Re
 fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     let tag = format!("mman{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
+    let rtt = round_trips(&tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman peer")?;
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
     // One way: batches of up to 256 messages, the peer counts and answers once.
     let t0 = Instant::now();
     let mut left = count;
-    while left > 0 {
-        let k = left.min(256);
-        tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
-        left -= k;
-    }
-    rx.recv_into(&mut back)?;
+    let one_way = (|| -> Result<()> {
+        while left > 0 {
+            let k = left.min(256);
+            tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
+            left -= k;
+        }
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })();
+    child.check(one_way, "bench channel: the mman peer")?;
     let elapsed = t0.elapsed();
     if back != count.to_le_bytes() {
         bail!("bench channel: the mman peer counted {back:?}, not {count}");
@@ -161,15 +184,20 @@ fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
 fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
     let tag = format!("inplace{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut opened = false;
     let rtt = measure(rounds, || {
         // SAFETY: as in the peer: the benchmark's own channels, used by it and its peer.
         unsafe {
             tx.send_in_place(size as usize, |m| m.fill(0x5a))?;
             rx.recv_in_place(|m| std::hint::black_box(m.len()))?;
         }
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(&tag);
+        }
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, "bench channel: the mman in-place peer")?;
     drop(tx);
     finish(child, "mman in place")?;
     Ok(InPlace {
@@ -189,9 +217,14 @@ struct InPlace {
 
 /// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
 fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
-    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
-        let (r1, w1) = rustix::pipe::pipe()?;
-        let (r2, w2) = rustix::pipe::pipe()?;
+    let (mut to, mut from, mut child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
+        // Close-on-exec, all four ends: the peer gets its two as its standard input and
+        // output (dup2 clears the flag there) and must not inherit ours, or it would hold
+        // the write end of its own input and never see it end.
+        let pipe =
+            || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("bench channel: pipe");
+        let (r1, w1) = pipe()?;
+        let (r2, w2) = pipe()?;
         let child = peer("stream", "-", size, rounds + WARMUP, count, Some((r1, w2)))?;
         (
             Box::new(std::fs::File::from(w1)),
@@ -213,18 +246,24 @@ fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
     };
     let msg = vec![0x5au8; size as usize];
     let mut back = vec![0u8; size as usize];
+    let what = format!("bench channel: the {method} peer");
     let rtt = measure(rounds, || {
         to.write_all(&msg)?;
         from.read_exact(&mut back)?;
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, &what)?;
     // One way: one write per message; the peer reads everything, then answers 8 bytes.
     let mut total = [0u8; 8];
     let t0 = Instant::now();
-    for _ in 0..count {
-        to.write_all(&msg)?;
-    }
-    from.read_exact(&mut total)?;
+    let one_way = (|| -> Result<()> {
+        for _ in 0..count {
+            to.write_all(&msg)?;
+        }
+        from.read_exact(&mut total)?;
+        Ok(())
+    })();
+    child.check(one_way, &what)?;
     drop(to);
     let elapsed = t0.elapsed();
     if u64::from_le_bytes(total) != count * size {
@@ -274,8 +313,9 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
 fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
     let tag = "futex";
     let (mut tx, mut rx) = channels(tag, size, Some(Duration::ZERO))?;
-    let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
+    let rtt = round_trips(tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman-futex peer")?;
     drop(tx);
     finish(child, "mman-futex")?;
     Ok(rtt)
@@ -306,7 +346,21 @@ struct Handoff {
 fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
     let tag = "sealed";
     let (mut tx, mut rx) = channels(tag, 64, None)?;
-    let child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let mut child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let out = sealed_rounds(tag, sizes, rounds, &mut tx, &mut rx);
+    let out = child.check(out, "bench channel: the sealed peer")?;
+    drop(tx);
+    finish(child, "sealed")?;
+    Ok(out)
+}
+
+fn sealed_rounds(
+    tag: &str,
+    sizes: &[u64],
+    rounds: u64,
+    tx: &mut Sender,
+    rx: &mut Receiver,
+) -> Result<Vec<Handoff>> {
     let mut out = Vec::new();
     let mut back = Vec::new();
     for &size in sizes {
@@ -325,6 +379,9 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             tx.send_sealed(fd)?;
             rx.recv_into(&mut back)?;
             v.push(t0.elapsed().as_nanos() as u64);
+            if v.len() == 1 {
+                unlink_pair(tag);
+            }
             // Close the memfd the peer has taken (freeing its pages is not the hand-off).
             tx.flush()?;
         }
@@ -336,8 +393,6 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             rtt_p99_ns: l.p99_ns,
         });
     }
-    drop(tx);
-    finish(child, "sealed")?;
     Ok(out)
 }
 
@@ -349,8 +404,14 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         args.sizes.clone()
     };
     let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
-    let floor = super::spin_floor(floor_rounds, false)?;
-    let two_lines = super::spin_floor(floor_rounds, true)?;
+    let skipped = super::floor_skipped();
+    let (floor, two_lines) = match skipped {
+        None => (
+            Some(super::spin_floor("bench channel", floor_rounds, false)?),
+            Some(super::spin_floor("bench channel", floor_rounds, true)?),
+        ),
+        Some(_) => (None, None),
+    };
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
@@ -385,8 +446,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let handoff = sealed(&[4096, BIG, 64 * BIG], 200)?;
     if args.json {
         let v = serde_json::json!({
-            "spin_floor_ns": floor.median_ns,
-            "two_line_floor_ns": two_lines.median_ns,
+            "spin_floor_ns": floor.map(|f| f.median_ns),
+            "two_line_floor_ns": two_lines.map(|f| f.median_ns),
+            "spin_floor_skipped": skipped,
             "results": rows,
             "mman_in_place": in_place_rows,
             "mman_futex_only_64b_rtt": futex,
@@ -397,16 +459,21 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    outln!(
-        "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
-        floor.median_ns,
-        floor.p99_ns
-    )?;
-    outln!(
-        "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
-        two_lines.median_ns,
-        two_lines.p99_ns
-    )?;
+    if let (Some(floor), Some(two_lines)) = (floor, two_lines) {
+        outln!(
+            "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
+            floor.median_ns,
+            floor.p99_ns
+        )?;
+        outln!(
+            "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
+            two_lines.median_ns,
+            two_lines.p99_ns
+        )?;
+    }
+    if let Some(why) = &skipped {
+        outln!("{why}; the \"x floor\" column is left empty")?;
+    }
     outln!(
         "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
         "method",
@@ -424,13 +491,16 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             .iter()
             .find(|m| m.method == "mman" && m.size == r.size)
             .unwrap_or(r);
+        let x_floor = floor.map_or("-".to_string(), |f| {
+            format!("{:.2}", r.rtt_median_ns as f64 / f.median_ns.max(1) as f64)
+        });
         outln!(
-            "  {:<12} {:>9} {:>11} {:>11} {:>9.2} {:>13} {:>9.3} {:>9.1} {:>10.1}",
+            "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9.3} {:>9.1} {:>10.1}",
             r.method,
             r.size,
             r.rtt_median_ns,
             r.rtt_p99_ns,
-            r.rtt_median_ns as f64 / floor.median_ns.max(1) as f64,
+            x_floor,
             r.msgs_per_s,
             r.gib_per_s,
             r.rtt_median_ns as f64 / mine.rtt_median_ns.max(1) as f64,
