@@ -182,8 +182,9 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         let Some(child) = self.0.as_mut() else { return };
         // `try_wait` on a child already waited for returns its status without a system
-        // call; one still running is killed (its number is ours until it is reaped).
-        if !matches!(child.try_wait(), Ok(Some(_))) {
+        // call; one still running is killed (its number is ours until it is reaped). An
+        // error (ECHILD: reaped by other means) kills nothing: the number may be another's.
+        if let Ok(None) = child.try_wait() {
             let _ = child.kill();
             let _ = child.wait();
         }
