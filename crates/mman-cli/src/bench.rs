@@ -17,6 +17,7 @@ use mman::sync::{place, PosixSemaphore, Semaphore};
 use mman::{MapOptions, Mapping};
 
 mod channel;
+mod channel_peer;
 
 /// `mman bench ...`.
 #[derive(Subcommand, Debug)]
@@ -107,18 +108,44 @@ pub(crate) fn measure(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Resul
     Ok(summarize(v))
 }
 
+/// How long a live peer is given to answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How often, while it has not answered, the peer is looked at: a dead one is noticed at
+/// once, not after [`PATIENCE`].
+const LOOK: Duration = Duration::from_millis(100);
+
+/// Wait for the answer of `child` (`what`: "bench ipc: the sem_t peer"): `answered(slice)`
+/// waits up to `slice` and says whether the answer came. Between slices the peer is looked
+/// at; the error names it if it has ended (see `Tracked::check`), or says it stopped
+/// answering after [`PATIENCE`].
+fn await_answer(
+    child: &mut Tracked,
+    what: &str,
+    mut answered: impl FnMut(Duration) -> Result<bool>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    while !answered(LOOK)? {
+        if child.try_wait()?.is_some() {
+            // `check` puts the peer and how it ended above this.
+            bail!("no answer to the round trip");
+        }
+        if t0.elapsed() > PATIENCE {
+            bail!("{what} stopped answering");
+        }
+    }
+    Ok(())
+}
+
 fn semaphores(rounds: u32) -> Result<Latency> {
     let (fd, map) = table()?;
     let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
     let mut child = peer("bench ipc", "semaphore", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the semaphore peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10)) {
-            bail!("bench ipc: the semaphore peer stopped answering");
-        }
-        Ok(())
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)))
     });
-    let r = child.check(r, "bench ipc: the semaphore peer")?;
+    let r = child.check(r, what)?;
     finish("bench ipc", child, "semaphore")?;
     Ok(r)
 }
@@ -133,14 +160,12 @@ fn sem_t(rounds: u32) -> Result<Latency> {
         )
     };
     let mut child = peer("bench ipc", "sem_t", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the sem_t peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10))? {
-            bail!("bench ipc: the sem_t peer stopped answering");
-        }
-        Ok(())
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)?))
     });
-    let r = child.check(r, "bench ipc: the sem_t peer")?;
+    let r = child.check(r, what)?;
     finish("bench ipc", child, "sem_t")?;
     Ok(r)
 }
@@ -157,19 +182,24 @@ fn spin(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
     let kind = if two_lines { "spin2" } else { "spin" };
     let mut child = peer(op, kind, &fd, rounds + WARMUP)?;
     let mut k = 0u64;
+    let what = format!("{op}: the spinning peer");
     let r = measure(rounds as u64, || {
         ping.store(2 * k + 1, Ordering::Release);
-        let t0 = Instant::now();
-        while pong.load(Ordering::Acquire) != 2 * k + 2 {
-            std::hint::spin_loop();
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("{op}: the spinning peer stopped answering");
+        let want = 2 * k + 2;
+        await_answer(&mut child, &what, |slice| {
+            let t0 = Instant::now();
+            while pong.load(Ordering::Acquire) != want {
+                std::hint::spin_loop();
+                if t0.elapsed() > slice {
+                    return Ok(false);
+                }
             }
-        }
+            Ok(true)
+        })?;
         k += 1;
         Ok(())
     });
-    let r = child.check(r, &format!("{op}: the spinning peer"))?;
+    let r = child.check(r, &what)?;
     finish(op, child, "spin")?;
     Ok(r)
 }
@@ -310,7 +340,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     Ok(())
 }
 
-pub use channel::peer_main as channel_peer_main;
+pub use channel_peer::peer_main as channel_peer_main;
 
 /// `mman __ipc-peer KIND FILE ROUNDS`: the other side of each ping-pong.
 pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {

@@ -44,15 +44,23 @@ fn processes_of(tmp: &Path, except: Option<u32>) -> Vec<(u32, String)> {
     found
 }
 
-/// Wait until a process of the run with `tmp` has `what` in its command line; its pid.
-fn wait_for_process(tmp: &Path, what: &str, secs: u64) -> u32 {
+/// Wait until a process of the run with `tmp` (whose first process is `parent`) has `what`
+/// in its command line; its pid.
+fn wait_for_process(parent: &mut Child, tmp: &Path, what: &str) -> u32 {
     let t0 = Instant::now();
     loop {
         if let Some((pid, _)) = processes_of(tmp, None).iter().find(|(_, c)| c.contains(what)) {
             return *pid;
         }
-        assert!(t0.elapsed().as_secs() < secs, "no {what} started within {secs} s");
-        std::thread::sleep(Duration::from_millis(5));
+        if let Some(status) = parent.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = parent.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+            }
+            panic!("the run ended ({status}) before it started {what}: {err}");
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no {what} started within 300 s");
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -121,7 +129,7 @@ fn assert_empty(dir: &Path, what: &str) {
 fn killed_parent_leaves_nothing(args: &[&str], child: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mut parent = start(args, tmp.path());
-    wait_for_process(tmp.path(), child, 60);
+    wait_for_process(&mut parent, tmp.path(), child);
     kill(parent.id(), libc::SIGKILL);
     assert_eq!(parent.wait().unwrap().signal(), Some(libc::SIGKILL));
     let left = left_running(tmp.path(), Duration::from_millis(300));
@@ -184,7 +192,7 @@ fn blocked(pid: u32) -> u64 {
 fn children_start_with_no_signal_blocked() {
     let tmp = tempfile::tempdir().unwrap();
     let mut parent = start(&["bench", "ipc", "--rounds", "100000000"], tmp.path());
-    let peer = wait_for_process(tmp.path(), "__ipc-peer", 60);
+    let peer = wait_for_process(&mut parent, tmp.path(), "__ipc-peer");
     let mask = blocked(peer);
     kill(parent.id(), libc::SIGKILL);
     parent.wait().unwrap();
@@ -218,8 +226,8 @@ fn a_killed_peer_is_named_with_its_signal_and_nothing_is_left() {
         ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let parent = start(args, tmp.path());
-        let pid = wait_for_process(tmp.path(), peer, 60);
+        let mut parent = start(args, tmp.path());
+        let pid = wait_for_process(&mut parent, tmp.path(), peer);
         kill(pid, libc::SIGKILL);
         let (out, left) = end_of(parent, tmp.path(), 60, "a bench whose peer was killed");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -238,8 +246,8 @@ fn a_peer_that_stops_answering_is_named_and_ended() {
     // A stopped peer: `bench ipc` gives up on it after its 10 s, and used to leave it
     // there, stopped, for ever.
     let tmp = tempfile::tempdir().unwrap();
-    let parent = start(&["bench", "ipc", "--rounds", "100000000"], tmp.path());
-    let pid = wait_for_process(tmp.path(), "__ipc-peer", 60);
+    let mut parent = start(&["bench", "ipc", "--rounds", "100000000"], tmp.path());
+    let pid = wait_for_process(&mut parent, tmp.path(), "__ipc-peer");
     kill(pid, libc::SIGSTOP);
     let (out, left) = end_of(parent, tmp.path(), 60, "a bench whose peer was stopped");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -251,8 +259,8 @@ fn a_peer_that_stops_answering_is_named_and_ended() {
 #[test]
 fn a_stopped_philosopher_is_not_blamed_on_the_table() {
     let tmp = tempfile::tempdir().unwrap();
-    let parent = start(&["philosophers", "-n", "3", "--seconds", "1"], tmp.path());
-    let pid = wait_for_process(tmp.path(), "__philosopher", 60);
+    let mut parent = start(&["philosophers", "-n", "3", "--seconds", "1"], tmp.path());
+    let pid = wait_for_process(&mut parent, tmp.path(), "__philosopher");
     kill(pid, libc::SIGSTOP);
     let (out, left) = end_of(parent, tmp.path(), 60, "a dinner with a stopped philosopher");
     let err = String::from_utf8_lossy(&out.stderr);
