@@ -437,3 +437,52 @@ fn one_cpu_skips_the_spin_floors_and_says_why() {
         "{text}"
     );
 }
+
+/// The shared-memory objects whose names start with `prefix` (in /dev/shm).
+fn shm_objects(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn bench_channel_unlinks_its_channels_once_its_peer_has_them() {
+    // The names stayed for the whole measurement: a SIGKILL left them in /dev/shm.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut parent = start(
+        &[
+            "bench",
+            "channel",
+            "--size",
+            "64",
+            "--rounds",
+            "10",
+            "--messages",
+            "100000000",
+        ],
+        tmp.path(),
+    );
+    let peer = wait_for_process(&mut parent, tmp.path(), "__channel-peer mman ");
+    let ours = format!("mman.bench-{}-", parent.id());
+    let t0 = Instant::now();
+    let mut gone_while_in_use = false;
+    while Path::new(&format!("/proc/{peer}")).exists() && t0.elapsed() < Duration::from_secs(60) {
+        if shm_objects(&format!("{ours}mman64-")).is_empty() {
+            // Gone while the peer still uses the channels.
+            gone_while_in_use = processes_of(tmp.path(), None).iter().any(|(p, _)| *p == peer);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(parent.id(), libc::SIGKILL);
+    parent.wait().unwrap();
+    let left = left_running(tmp.path(), Duration::from_millis(300));
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(gone_while_in_use, "the names stayed while the peer ran");
+    assert_eq!(shm_objects(&ours), Vec::<String>::new());
+}
