@@ -156,7 +156,7 @@ pub fn file_size_limit_is_an_error() {
 pub fn limit_hint(e: &anyhow::Error) -> Option<String> {
     let efbig = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
+            .and_then(crate::out::raw_os_error)
             .or_else(|| {
                 c.downcast_ref::<mman::Error>()
                     .and_then(mman::Error::raw_os_error)

@@ -4,8 +4,6 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Command;
-
-use crate::cleanup::Tracked;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mman::sync::{place, Barrier, Semaphore};
 use mman::{MapOptions, Mapping};
+
+use crate::cleanup::Tracked;
 
 // Arguments of `mman philosophers` (a plain comment: as a doc comment it would replace the
 // subcommand's about text, the arguments being added last, see `Command` in main.rs).

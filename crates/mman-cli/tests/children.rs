@@ -271,10 +271,14 @@ fn a_stopped_philosopher_is_not_blamed_on_the_table() {
     assert_empty(tmp.path(), "a dinner with a stopped philosopher");
 }
 
-/// Run mman with RLIMIT_FSIZE at `bytes` (as `ulimit -f` sets it).
-fn under_file_size_limit(args: &[&str], bytes: u64, tmp: &Path) -> Output {
+/// Run mman with RLIMIT_FSIZE at `bytes` (as `ulimit -f` sets it), its standard output
+/// into `stdout` when given.
+fn under_file_size_limit(args: &[&str], bytes: u64, tmp: &Path, stdout: Option<&Path>) -> Output {
     let mut cmd = Command::new(mman());
     cmd.args(args).env("TMPDIR", tmp).stdin(Stdio::null());
+    if let Some(path) = stdout {
+        cmd.stdout(std::fs::File::create(path).unwrap());
+    }
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(move || {
@@ -300,7 +304,7 @@ fn a_file_size_limit_is_an_error_that_cleans_up() {
         (&["tour", "--section", "1"][..], 1024),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let out = under_file_size_limit(args, limit, tmp.path());
+        let out = under_file_size_limit(args, limit, tmp.path(), None);
         let err = String::from_utf8_lossy(&out.stderr);
         let what = format!(
             "mman {} under RLIMIT_FSIZE {limit}: {:?} {err}",
@@ -313,6 +317,15 @@ fn a_file_size_limit_is_an_error_that_cleans_up() {
         assert!(err.contains("RLIMIT_FSIZE"), "{what}");
         assert_empty(tmp.path(), &what);
     }
+    // Standard output into a file that may not grow: a write error, not a death.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = under_file_size_limit(&["maps"], 1024, tmp.path(), Some(&dir.path().join("out")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), None, "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("write error: File too large"), "{err}");
+    assert!(err.contains("RLIMIT_FSIZE"), "{err}");
 }
 
 #[test]
