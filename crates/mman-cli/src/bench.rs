@@ -3,6 +3,7 @@
 //! all in one run; plus the CPU an idle waiter burns.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -16,6 +17,7 @@ use mman::sync::{place, PosixSemaphore, Semaphore};
 use mman::{MapOptions, Mapping};
 
 mod channel;
+mod channel_peer;
 
 /// `mman bench ...`.
 #[derive(Subcommand, Debug)]
@@ -56,29 +58,38 @@ pub(crate) fn summarize(mut v: Vec<u64>) -> Latency {
     }
 }
 
-fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
-    let path = dir.join("ipc");
-    std::fs::write(&path, vec![0u8; 4096]).context("bench ipc: create the shared file")?;
-    let map = MapOptions::new().read_write().shared().map_path(&path)?;
-    Ok((path, map))
+/// The page both sides of one measurement share: a memfd, handed to the peer as its
+/// descriptor 3, so that no file exists anywhere (a SIGKILL leaves nothing behind).
+fn table() -> Result<(mman::shm::Memfd, Mapping)> {
+    let fd =
+        mman::shm::Memfd::create("mman-bench-ipc", 4096).context("bench: create the shared page (memfd)")?;
+    let map = fd.map()?;
+    Ok((fd, map))
 }
 
-fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
-    crate::cleanup::spawn(
-        Command::new(std::env::current_exe()?)
-            .args(["__ipc-peer", kind])
-            .arg(path)
-            .arg(rounds.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    )
-    .with_context(|| format!("bench ipc: start the {kind} peer"))
+/// Where the peer finds the table: its descriptor 3 (see [`table`]).
+const PEER_TABLE: &str = "/proc/self/fd/3";
+
+/// Start the peer `kind` (`op`, "bench ipc", names the command in errors).
+fn peer(op: &str, kind: &str, table: &mman::shm::Memfd, rounds: u32) -> Result<Tracked> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["__ipc-peer", kind, PEER_TABLE])
+        .arg(rounds.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    crate::children::pass_fd(&mut cmd, table.as_fd(), 3);
+    crate::cleanup::spawn(&mut cmd).with_context(|| format!("{op}: start the {kind} peer"))
 }
 
-fn finish(child: Tracked, kind: &str) -> Result<()> {
+/// Wait for the peer `kind`: an error naming it unless it exited with status 0.
+fn finish(op: &str, child: Tracked, kind: &str) -> Result<()> {
+    let pid = child.id();
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("bench ipc: the {kind} peer failed: {}", out.status);
+        bail!(
+            "{op}: the {kind} peer (pid {pid}) {}",
+            crate::cleanup::how(out.status)
+        );
     }
     Ok(())
 }
@@ -97,23 +108,50 @@ pub(crate) fn measure(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Resul
     Ok(summarize(v))
 }
 
-fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+/// How long a live peer is given to answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How often, while it has not answered, the peer is looked at: a dead one is noticed at
+/// once, not after [`PATIENCE`].
+const LOOK: Duration = Duration::from_millis(100);
+
+/// Wait for the answer of `child` (`what`: "bench ipc: the sem_t peer"): `answered(slice)`
+/// waits up to `slice` and says whether the answer came. Between slices the peer is looked
+/// at; the error names it if it has ended (see `Tracked::check`), or says it stopped
+/// answering after [`PATIENCE`].
+fn await_answer(
+    child: &mut Tracked,
+    what: &str,
+    mut answered: impl FnMut(Duration) -> Result<bool>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    while !answered(LOOK)? {
+        if child.try_wait()?.is_some() {
+            // `check` puts the peer and how it ended above this.
+            bail!("no answer to the round trip");
+        }
+        if t0.elapsed() > PATIENCE {
+            bail!("{what} stopped answering");
+        }
+    }
+    Ok(())
+}
+
+fn semaphores(rounds: u32) -> Result<Latency> {
+    let (fd, map) = table()?;
     let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
-    let child = peer("semaphore", &path, rounds + WARMUP)?;
+    let mut child = peer("bench ipc", "semaphore", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the semaphore peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10)) {
-            bail!("bench ipc: the semaphore peer stopped answering");
-        }
-        Ok(())
-    })?;
-    finish(child, "semaphore")?;
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)))
+    });
+    let r = child.check(r, what)?;
+    finish("bench ipc", child, "semaphore")?;
     Ok(r)
 }
 
-fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+fn sem_t(rounds: u32) -> Result<Latency> {
+    let (fd, map) = table()?;
     // SAFETY: a fresh file no process uses yet.
     let (ping, pong) = unsafe {
         (
@@ -121,15 +159,14 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
             PosixSemaphore::init_in(&map, 64, 0)?,
         )
     };
-    let child = peer("sem_t", &path, rounds + WARMUP)?;
+    let mut child = peer("bench ipc", "sem_t", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the sem_t peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10))? {
-            bail!("bench ipc: the sem_t peer stopped answering");
-        }
-        Ok(())
-    })?;
-    finish(child, "sem_t")?;
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)?))
+    });
+    let r = child.check(r, what)?;
+    finish("bench ipc", child, "sem_t")?;
     Ok(r)
 }
 
@@ -138,31 +175,38 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
 /// of one-way channels has).
 const REPLY_WORD: [usize; 2] = [0, 16];
 
-fn spin(dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+fn spin(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
+    let (fd, map) = table()?;
     let ping = map.atomic_u64(0)?;
     let pong = map.atomic_u64(REPLY_WORD[two_lines as usize] * 8)?;
-    let child = peer(if two_lines { "spin2" } else { "spin" }, &path, rounds + WARMUP)?;
+    let kind = if two_lines { "spin2" } else { "spin" };
+    let mut child = peer(op, kind, &fd, rounds + WARMUP)?;
     let mut k = 0u64;
+    let what = format!("{op}: the spinning peer");
     let r = measure(rounds as u64, || {
         ping.store(2 * k + 1, Ordering::Release);
-        let t0 = Instant::now();
-        while pong.load(Ordering::Acquire) != 2 * k + 2 {
-            std::hint::spin_loop();
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("bench ipc: the spinning peer stopped answering");
+        let want = 2 * k + 2;
+        await_answer(&mut child, &what, |slice| {
+            let t0 = Instant::now();
+            while pong.load(Ordering::Acquire) != want {
+                std::hint::spin_loop();
+                if t0.elapsed() > slice {
+                    return Ok(false);
+                }
             }
-        }
+            Ok(true)
+        })?;
         k += 1;
         Ok(())
-    })?;
-    finish(child, "spin")?;
+    });
+    let r = child.check(r, &what)?;
+    finish(op, child, "spin")?;
     Ok(r)
 }
 
-fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, _map) = table_file(dir)?;
-    let mut child = peer("pipe", &path, rounds + WARMUP)?;
+fn pipe(rounds: u32) -> Result<Latency> {
+    let (fd, _map) = table()?;
+    let mut child = peer("bench ipc", "pipe", &fd, rounds + WARMUP)?;
     let mut to = child.stdin.take().context("bench ipc: peer stdin")?;
     let mut from = child.stdout.take().context("bench ipc: peer stdout")?;
     let mut b = [0u8; 1];
@@ -170,17 +214,18 @@ fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
         to.write_all(b"x")?;
         from.read_exact(&mut b)?;
         Ok(())
-    })?;
+    });
+    let r = child.check(r, "bench ipc: the pipe peer")?;
     drop(to);
-    finish(child, "pipe")?;
+    finish("bench ipc", child, "pipe")?;
     Ok(r)
 }
 
 /// CPU used by a peer blocked in `Semaphore::wait` for `idle`, in percent of that time.
-fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
-    let (path, map) = table_file(dir)?;
+fn idle_waiter(idle: Duration) -> Result<f64> {
+    let (fd, map) = table()?;
     let sem: &Semaphore = place(&map, 0)?;
-    let child = peer("idle", &path, 1)?;
+    let child = peer("bench ipc", "idle", &fd, 1)?;
     std::thread::sleep(idle);
     sem.post()?;
     child_cpu_percent(child, idle, "bench ipc")
@@ -210,18 +255,23 @@ pub(crate) fn child_cpu_percent(child: Tracked, idle: Duration, op: &str) -> Res
 /// Two processes handing a value back and forth through one cache line (`two_lines`
 /// false: the floor of any cross-process round trip), or through two, a request line and
 /// a reply line (the floor of a pair of one-way channels).
-pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
-    let dir = tempdir()?;
-    spin(dir.path(), rounds, two_lines)
+/// `op` names the command in errors.
+pub(crate) fn spin_floor(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
+    spin(op, rounds, two_lines)
 }
 
-fn tempdir() -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix("mman-bench-ipc")
-        .tempdir_in(crate::cleanup::temp_root())
-        .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
-    crate::cleanup::remove_on_signal(dir.path());
-    Ok(dir)
+/// Why the spin floors are not measured here, when they are not: with one usable CPU
+/// (`taskset -c 0`, a cgroup quota under two CPUs) the two spinning processes never run at
+/// once, and each hand-off waits for the scheduler to switch: a time slice, milliseconds a
+/// round trip (`bench ipc`'s defaults would have run for 13 minutes), not a floor.
+pub(crate) fn floor_skipped() -> Option<String> {
+    let cpus = mman::sync::usable_cpus();
+    (cpus < 2).then(|| {
+        format!(
+            "spin floor skipped: this process can use only {cpus} CPU (its affinity mask and cgroup CPU limit), \
+             where two spinning processes take turns a scheduler time slice at a time, milliseconds a round trip"
+        )
+    })
 }
 
 /// `mman bench ...`.
@@ -232,12 +282,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     };
     // At most MAX_ROUNDS (the parser's bound): with the warm-up, it fits the peers' u32.
     let rounds = u32::try_from(args.rounds).context("bench ipc: --rounds")?;
-    let dir = tempdir()?;
-    let mman_semaphore = semaphores(dir.path(), rounds)?;
-    let sem_t = sem_t(dir.path(), rounds)?;
-    let pipe = pipe(dir.path(), rounds)?;
-    let spin_floor = spin(dir.path(), rounds, false)?;
-    let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
+    let mman_semaphore = semaphores(rounds)?;
+    let sem_t = sem_t(rounds)?;
+    let pipe = pipe(rounds)?;
+    let skipped = floor_skipped();
+    let spin_floor = match skipped {
+        None => Some(spin("bench ipc", rounds, false)?),
+        Some(_) => None,
+    };
+    let idle = idle_waiter(Duration::from_secs(1))?;
     if args.json {
         let v = serde_json::json!({
             "rounds": args.rounds,
@@ -245,6 +298,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             "sem_t": sem_t,
             "pipe": pipe,
             "spin_floor": spin_floor,
+            "spin_floor_skipped": skipped,
             "idle_waiter_cpu_percent": idle,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -262,25 +316,31 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         "x sem_t",
         "x spin floor"
     )?;
-    for (name, l) in [
+    let mut rows = vec![
         ("mman Semaphore (futex)", mman_semaphore),
         ("glibc sem_t (pshared)", sem_t),
         ("pipe (1 byte each way)", pipe),
-        ("spinning on a cache line", spin_floor),
-    ] {
+    ];
+    rows.extend(spin_floor.map(|l| ("spinning on a cache line", l)));
+    for (name, l) in rows {
+        let x_floor = spin_floor.map_or("-".to_string(), |f| {
+            format!("{:.2}", l.median_ns as f64 / f.median_ns.max(1) as f64)
+        });
         outln!(
-            "  {name:<28} {:>10} {:>10} {:>10.3} {:>12.2}",
+            "  {name:<28} {:>10} {:>10} {:>10.3} {x_floor:>12}",
             l.median_ns,
             l.p99_ns,
             l.median_ns as f64 / sem_t.median_ns.max(1) as f64,
-            l.median_ns as f64 / spin_floor.median_ns.max(1) as f64
         )?;
+    }
+    if let Some(why) = &skipped {
+        outln!("  {why}")?;
     }
     outln!("an mman Semaphore waiter whose peer is idle for 1 s used {idle:.2}% of a CPU")?;
     Ok(())
 }
 
-pub use channel::peer_main as channel_peer_main;
+pub use channel_peer::peer_main as channel_peer_main;
 
 /// `mman __ipc-peer KIND FILE ROUNDS`: the other side of each ping-pong.
 pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {

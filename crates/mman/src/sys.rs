@@ -18,6 +18,8 @@ use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 
 #[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
+#[cfg(all(linux_like, feature = "sync"))]
+pub mod cpus;
 #[cfg(linux_like)]
 pub mod fault;
 mod file;

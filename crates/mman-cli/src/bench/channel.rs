@@ -4,6 +4,7 @@
 //! floor (and on two, a request line and a reply line, as the floor of any pair of one-way
 //! channels). For each size: the round trip (median, p99) and one-way throughput; then what a
 //! blocked receiver costs when idle, and the sealed hand-off of large messages.
+//! The peer of each measurement, `mman __channel-peer`, is in `channel_peer.rs`.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mman::channel::{Channel, Message, Options, Receiver, Sender};
+use mman::channel::{Channel, Options, Receiver, Sender};
 
 use super::{measure, summarize, Latency};
 
@@ -100,7 +101,11 @@ fn peer(
 fn finish(mut child: Tracked, what: &str) -> Result<()> {
     let st = child.wait()?;
     if !st.success() {
-        bail!("bench channel: the {what} peer failed: {st}");
+        bail!(
+            "bench channel: the {what} peer (pid {}) {}",
+            child.id(),
+            crate::cleanup::how(st)
+        );
     }
     Ok(())
 }
@@ -120,13 +125,27 @@ fn channels(tag: &str, size: u64, spin: Option<Duration>) -> Result<(Sender, Rec
     Ok((ping.sender()?, pong.receiver()?))
 }
 
-/// `rounds` timed round trips of `size` bytes through the peer.
-fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
+/// Unlink the names of the channel pair `tag` (see [`channels`]) as soon as the peer has
+/// opened both (its first answer says so): from then on the endpoints hold the memory, and
+/// a SIGKILL of this run leaves no name behind.
+fn unlink_pair(tag: &str) {
+    for dir in ["ping", "pong"] {
+        let _ = mman::shm::SharedMemory::unlink(&format!("bench-{}-{tag}-{dir}", std::process::id()));
+    }
+}
+
+/// `rounds` timed round trips of `size` bytes through the peer of the pair `tag`, whose
+/// names are unlinked after the first.
+fn round_trips(tag: &str, tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
+    let mut opened = false;
     measure(rounds, || {
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(tag);
+        }
         Ok(())
     })
 }
@@ -134,19 +153,24 @@ fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Re
 fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     let tag = format!("mman{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
+    let rtt = round_trips(&tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman peer")?;
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
     // One way: batches of up to 256 messages, the peer counts and answers once.
     let t0 = Instant::now();
     let mut left = count;
-    while left > 0 {
-        let k = left.min(256);
-        tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
-        left -= k;
-    }
-    rx.recv_into(&mut back)?;
+    let one_way = (|| -> Result<()> {
+        while left > 0 {
+            let k = left.min(256);
+            tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
+            left -= k;
+        }
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })();
+    child.check(one_way, "bench channel: the mman peer")?;
     let elapsed = t0.elapsed();
     if back != count.to_le_bytes() {
         bail!("bench channel: the mman peer counted {back:?}, not {count}");
@@ -161,15 +185,20 @@ fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
 fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
     let tag = format!("inplace{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut opened = false;
     let rtt = measure(rounds, || {
         // SAFETY: as in the peer: the benchmark's own channels, used by it and its peer.
         unsafe {
             tx.send_in_place(size as usize, |m| m.fill(0x5a))?;
             rx.recv_in_place(|m| std::hint::black_box(m.len()))?;
         }
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(&tag);
+        }
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, "bench channel: the mman in-place peer")?;
     drop(tx);
     finish(child, "mman in place")?;
     Ok(InPlace {
@@ -189,9 +218,14 @@ struct InPlace {
 
 /// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
 fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
-    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
-        let (r1, w1) = rustix::pipe::pipe()?;
-        let (r2, w2) = rustix::pipe::pipe()?;
+    let (mut to, mut from, mut child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
+        // Close-on-exec, all four ends: the peer gets its two as its standard input and
+        // output (dup2 clears the flag there) and must not inherit ours, or it would hold
+        // the write end of its own input and never see it end.
+        let pipe =
+            || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("bench channel: pipe");
+        let (r1, w1) = pipe()?;
+        let (r2, w2) = pipe()?;
         let child = peer("stream", "-", size, rounds + WARMUP, count, Some((r1, w2)))?;
         (
             Box::new(std::fs::File::from(w1)),
@@ -213,18 +247,24 @@ fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
     };
     let msg = vec![0x5au8; size as usize];
     let mut back = vec![0u8; size as usize];
+    let what = format!("bench channel: the {method} peer");
     let rtt = measure(rounds, || {
         to.write_all(&msg)?;
         from.read_exact(&mut back)?;
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, &what)?;
     // One way: one write per message; the peer reads everything, then answers 8 bytes.
     let mut total = [0u8; 8];
     let t0 = Instant::now();
-    for _ in 0..count {
-        to.write_all(&msg)?;
-    }
-    from.read_exact(&mut total)?;
+    let one_way = (|| -> Result<()> {
+        for _ in 0..count {
+            to.write_all(&msg)?;
+        }
+        from.read_exact(&mut total)?;
+        Ok(())
+    })();
+    child.check(one_way, &what)?;
     drop(to);
     let elapsed = t0.elapsed();
     if u64::from_le_bytes(total) != count * size {
@@ -274,8 +314,9 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
 fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
     let tag = "futex";
     let (mut tx, mut rx) = channels(tag, size, Some(Duration::ZERO))?;
-    let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
+    let rtt = round_trips(tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman-futex peer")?;
     drop(tx);
     finish(child, "mman-futex")?;
     Ok(rtt)
@@ -306,7 +347,21 @@ struct Handoff {
 fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
     let tag = "sealed";
     let (mut tx, mut rx) = channels(tag, 64, None)?;
-    let child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let mut child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let out = sealed_rounds(tag, sizes, rounds, &mut tx, &mut rx);
+    let out = child.check(out, "bench channel: the sealed peer")?;
+    drop(tx);
+    finish(child, "sealed")?;
+    Ok(out)
+}
+
+fn sealed_rounds(
+    tag: &str,
+    sizes: &[u64],
+    rounds: u64,
+    tx: &mut Sender,
+    rx: &mut Receiver,
+) -> Result<Vec<Handoff>> {
     let mut out = Vec::new();
     let mut back = Vec::new();
     for &size in sizes {
@@ -325,6 +380,9 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             tx.send_sealed(fd)?;
             rx.recv_into(&mut back)?;
             v.push(t0.elapsed().as_nanos() as u64);
+            if v.len() == 1 {
+                unlink_pair(tag);
+            }
             // Close the memfd the peer has taken (freeing its pages is not the hand-off).
             tx.flush()?;
         }
@@ -336,8 +394,6 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             rtt_p99_ns: l.p99_ns,
         });
     }
-    drop(tx);
-    finish(child, "sealed")?;
     Ok(out)
 }
 
@@ -349,8 +405,14 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         args.sizes.clone()
     };
     let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
-    let floor = super::spin_floor(floor_rounds, false)?;
-    let two_lines = super::spin_floor(floor_rounds, true)?;
+    let skipped = super::floor_skipped();
+    let (floor, two_lines) = match skipped {
+        None => (
+            Some(super::spin_floor("bench channel", floor_rounds, false)?),
+            Some(super::spin_floor("bench channel", floor_rounds, true)?),
+        ),
+        Some(_) => (None, None),
+    };
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
@@ -385,8 +447,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let handoff = sealed(&[4096, BIG, 64 * BIG], 200)?;
     if args.json {
         let v = serde_json::json!({
-            "spin_floor_ns": floor.median_ns,
-            "two_line_floor_ns": two_lines.median_ns,
+            "spin_floor_ns": floor.map(|f| f.median_ns),
+            "two_line_floor_ns": two_lines.map(|f| f.median_ns),
+            "spin_floor_skipped": skipped,
             "results": rows,
             "mman_in_place": in_place_rows,
             "mman_futex_only_64b_rtt": futex,
@@ -397,16 +460,21 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    outln!(
-        "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
-        floor.median_ns,
-        floor.p99_ns
-    )?;
-    outln!(
-        "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
-        two_lines.median_ns,
-        two_lines.p99_ns
-    )?;
+    if let (Some(floor), Some(two_lines)) = (floor, two_lines) {
+        outln!(
+            "two processes spinning on one cache line (the floor): median {} ns, p99 {} ns",
+            floor.median_ns,
+            floor.p99_ns
+        )?;
+        outln!(
+            "two processes spinning on two cache lines, a request line and a reply line (the floor of two one-way channels): median {} ns, p99 {} ns",
+            two_lines.median_ns,
+            two_lines.p99_ns
+        )?;
+    }
+    if let Some(why) = &skipped {
+        outln!("{why}; the \"x floor\" column is left empty")?;
+    }
     outln!(
         "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
         "method",
@@ -424,13 +492,16 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             .iter()
             .find(|m| m.method == "mman" && m.size == r.size)
             .unwrap_or(r);
+        let x_floor = floor.map_or("-".to_string(), |f| {
+            format!("{:.2}", r.rtt_median_ns as f64 / f.median_ns.max(1) as f64)
+        });
         outln!(
-            "  {:<12} {:>9} {:>11} {:>11} {:>9.2} {:>13} {:>9.3} {:>9.1} {:>10.1}",
+            "  {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9.3} {:>9.1} {:>10.1}",
             r.method,
             r.size,
             r.rtt_median_ns,
             r.rtt_p99_ns,
-            r.rtt_median_ns as f64 / floor.median_ns.max(1) as f64,
+            x_floor,
             r.msgs_per_s,
             r.gib_per_s,
             r.rtt_median_ns as f64 / mine.rtt_median_ns.max(1) as f64,
@@ -467,93 +538,6 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     }
     for n in &notes {
         outln!("note: {n}")?;
-    }
-    Ok(())
-}
-
-/// `mman __channel-peer MODE NAME SIZE ROUNDS COUNT`: the other side of each measurement.
-pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> Result<()> {
-    let open = |dir: &str| -> Result<Channel> { Ok(Channel::open(&format!("{name}-{dir}"))?) };
-    match mode {
-        "mman" | "mman-futex" => {
-            let mut o = Options::new();
-            if mode == "mman-futex" {
-                o.spin(Duration::ZERO);
-            }
-            let ping = o.open(&format!("{name}-ping"))?;
-            let pong = o.open(&format!("{name}-pong"))?;
-            let (mut rx, mut tx): (Receiver, Sender) = (ping.receiver()?, pong.sender()?);
-            let mut buf = Vec::new();
-            for _ in 0..rounds {
-                rx.recv_into(&mut buf)?;
-                tx.send(&buf)?;
-            }
-            if count > 0 {
-                // Then the one-way stream: `count` messages, answered with their number.
-                let mut n = 0u64;
-                let mut bytes = 0u64;
-                while n < count {
-                    rx.recv_batch((count - n) as usize, |m| {
-                        n += 1;
-                        bytes += m.len() as u64;
-                    })?;
-                }
-                if bytes != count * size {
-                    bail!("{bytes} bytes in {n} messages of {size}");
-                }
-                tx.send(&n.to_le_bytes())?;
-                tx.flush()?;
-            }
-        }
-        "mman-in-place" => {
-            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
-            for _ in 0..rounds {
-                // From one ring to the other, one copy, no buffer between.
-                // SAFETY: both channels are this benchmark's own (mode 0600, names only it
-                // knows), used by it and this peer, which follow the protocol.
-                unsafe { rx.recv_in_place(|m| tx.send_in_place(m.len(), |out| out.copy_from_slice(m))) }??;
-            }
-        }
-        "sealed" => {
-            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
-            loop {
-                match rx.recv_message() {
-                    Ok(Message::Sealed(view)) => {
-                        if view.get(..5) != Some(b"frame".as_slice()) {
-                            bail!("a sealed frame without its mark");
-                        }
-                        tx.send(b"k")?;
-                    }
-                    Ok(Message::Bytes(_)) => bail!("bytes where a sealed frame was expected"),
-                    Err(e) if e.kind() == mman::ErrorKind::Disconnected => break,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        "idle" => {
-            let mut rx = Channel::open(name)?.receiver()?;
-            rx.recv()?;
-        }
-        "stream" => {
-            let (mut i, mut o) = (std::io::stdin().lock(), std::io::stdout().lock());
-            let mut buf = vec![0u8; size as usize];
-            for _ in 0..rounds {
-                i.read_exact(&mut buf)?;
-                o.write_all(&buf)?;
-                o.flush()?;
-            }
-            let mut total = 0u64;
-            let mut chunk = vec![0u8; 1 << 20];
-            while total < count * size {
-                match i.read(&mut chunk)? {
-                    0 => bail!("the stream ended after {total} bytes"),
-                    n => total += n as u64,
-                }
-            }
-            o.write_all(&total.to_le_bytes())?;
-            o.flush()?;
-        }
-        other => bail!("unknown channel peer {other:?}"),
     }
     Ok(())
 }
