@@ -3,6 +3,7 @@
 //! all in one run; plus the CPU an idle waiter burns.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -16,6 +17,7 @@ use mman::sync::{place, PosixSemaphore, Semaphore};
 use mman::{MapOptions, Mapping};
 
 mod channel;
+mod channel_peer;
 mod placement;
 
 pub use placement::hog_main;
@@ -64,28 +66,39 @@ pub(crate) fn summarize(mut v: Vec<u64>) -> Latency {
     }
 }
 
-fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
-    let path = dir.join("ipc");
-    std::fs::write(&path, vec![0u8; 4096]).context("bench ipc: create the shared file")?;
-    let map = MapOptions::new().read_write().shared().map_path(&path)?;
-    Ok((path, map))
+/// The page both sides of one measurement share: a memfd, handed to the peer as its
+/// descriptor 3, so that no file exists anywhere (a SIGKILL leaves nothing behind).
+fn table() -> Result<(mman::shm::Memfd, Mapping)> {
+    let fd =
+        mman::shm::Memfd::create("mman-bench-ipc", 4096).context("bench: create the shared page (memfd)")?;
+    let map = fd.map()?;
+    Ok((fd, map))
 }
 
-fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
+/// Where the peer finds the table: its descriptor 3 (see [`table`]).
+const PEER_TABLE: &str = "/proc/self/fd/3";
+
+/// Start the peer `kind` (`op`, "bench ipc", names the command in errors).
+fn peer(op: &str, kind: &str, table: &mman::shm::Memfd, rounds: u32) -> Result<Tracked> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["__ipc-peer", kind])
-        .arg(path)
+    cmd.args(["__ipc-peer", kind, PEER_TABLE])
         .arg(rounds.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
+    crate::children::pass_fd(&mut cmd, table.as_fd(), 3);
     placement::prepare_peer(&mut cmd);
-    crate::cleanup::spawn(&mut cmd).with_context(|| format!("bench ipc: start the {kind} peer"))
+    crate::cleanup::spawn(&mut cmd).with_context(|| format!("{op}: start the {kind} peer"))
 }
 
-fn finish(child: Tracked, kind: &str) -> Result<()> {
+/// Wait for the peer `kind`: an error naming it unless it exited with status 0.
+fn finish(op: &str, child: Tracked, kind: &str) -> Result<()> {
+    let pid = child.id();
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("bench ipc: the {kind} peer failed: {}", out.status);
+        bail!(
+            "{op}: the {kind} peer (pid {pid}) {}",
+            crate::cleanup::how(out.status)
+        );
     }
     Ok(())
 }
@@ -104,23 +117,50 @@ pub(crate) fn measure(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Resul
     Ok(summarize(v))
 }
 
-fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+/// How long a live peer is given to answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How often, while it has not answered, the peer is looked at: a dead one is noticed at
+/// once, not after [`PATIENCE`].
+const LOOK: Duration = Duration::from_millis(100);
+
+/// Wait for the answer of `child` (`what`: "bench ipc: the sem_t peer"): `answered(slice)`
+/// waits up to `slice` and says whether the answer came. Between slices the peer is looked
+/// at; the error names it if it has ended (see `Tracked::check`), or says it stopped
+/// answering after [`PATIENCE`].
+fn await_answer(
+    child: &mut Tracked,
+    what: &str,
+    mut answered: impl FnMut(Duration) -> Result<bool>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    while !answered(LOOK)? {
+        if child.try_wait()?.is_some() {
+            // `check` puts the peer and how it ended above this.
+            bail!("no answer to the round trip");
+        }
+        if t0.elapsed() > PATIENCE {
+            bail!("{what} stopped answering");
+        }
+    }
+    Ok(())
+}
+
+fn semaphores(rounds: u32) -> Result<Latency> {
+    let (fd, map) = table()?;
     let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
-    let child = peer("semaphore", &path, rounds + WARMUP)?;
+    let mut child = peer("bench ipc", "semaphore", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the semaphore peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10)) {
-            bail!("bench ipc: the semaphore peer stopped answering");
-        }
-        Ok(())
-    })?;
-    finish(child, "semaphore")?;
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)))
+    });
+    let r = child.check(r, what)?;
+    finish("bench ipc", child, "semaphore")?;
     Ok(r)
 }
 
-fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+fn sem_t(rounds: u32) -> Result<Latency> {
+    let (fd, map) = table()?;
     // SAFETY: a fresh file no process uses yet.
     let (ping, pong) = unsafe {
         (
@@ -128,15 +168,14 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
             PosixSemaphore::init_in(&map, 64, 0)?,
         )
     };
-    let child = peer("sem_t", &path, rounds + WARMUP)?;
+    let mut child = peer("bench ipc", "sem_t", &fd, rounds + WARMUP)?;
+    let what = "bench ipc: the sem_t peer";
     let r = measure(rounds as u64, || {
         ping.post()?;
-        if !pong.wait_timeout(Duration::from_secs(10))? {
-            bail!("bench ipc: the sem_t peer stopped answering");
-        }
-        Ok(())
-    })?;
-    finish(child, "sem_t")?;
+        await_answer(&mut child, what, |t| Ok(pong.wait_timeout(t)?))
+    });
+    let r = child.check(r, what)?;
+    finish("bench ipc", child, "sem_t")?;
     Ok(r)
 }
 
@@ -145,31 +184,38 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
 /// of one-way channels has).
 const REPLY_WORD: [usize; 2] = [0, 16];
 
-fn spin(dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+fn spin(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
+    let (fd, map) = table()?;
     let ping = map.atomic_u64(0)?;
     let pong = map.atomic_u64(REPLY_WORD[two_lines as usize] * 8)?;
-    let child = peer(if two_lines { "spin2" } else { "spin" }, &path, rounds + WARMUP)?;
+    let kind = if two_lines { "spin2" } else { "spin" };
+    let mut child = peer(op, kind, &fd, rounds + WARMUP)?;
     let mut k = 0u64;
+    let what = format!("{op}: the spinning peer");
     let r = measure(rounds as u64, || {
         ping.store(2 * k + 1, Ordering::Release);
-        let t0 = Instant::now();
-        while pong.load(Ordering::Acquire) != 2 * k + 2 {
-            std::hint::spin_loop();
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("bench ipc: the spinning peer stopped answering");
+        let want = 2 * k + 2;
+        await_answer(&mut child, &what, |slice| {
+            let t0 = Instant::now();
+            while pong.load(Ordering::Acquire) != want {
+                std::hint::spin_loop();
+                if t0.elapsed() > slice {
+                    return Ok(false);
+                }
             }
-        }
+            Ok(true)
+        })?;
         k += 1;
         Ok(())
-    })?;
-    finish(child, "spin")?;
+    });
+    let r = child.check(r, &what)?;
+    finish(op, child, "spin")?;
     Ok(r)
 }
 
-fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, _map) = table_file(dir)?;
-    let mut child = peer("pipe", &path, rounds + WARMUP)?;
+fn pipe(rounds: u32) -> Result<Latency> {
+    let (fd, _map) = table()?;
+    let mut child = peer("bench ipc", "pipe", &fd, rounds + WARMUP)?;
     let mut to = child.stdin.take().context("bench ipc: peer stdin")?;
     let mut from = child.stdout.take().context("bench ipc: peer stdout")?;
     let mut b = [0u8; 1];
@@ -177,17 +223,18 @@ fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
         to.write_all(b"x")?;
         from.read_exact(&mut b)?;
         Ok(())
-    })?;
+    });
+    let r = child.check(r, "bench ipc: the pipe peer")?;
     drop(to);
-    finish(child, "pipe")?;
+    finish("bench ipc", child, "pipe")?;
     Ok(r)
 }
 
 /// CPU used by a peer blocked in `Semaphore::wait` for `idle`, in percent of that time.
-fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
-    let (path, map) = table_file(dir)?;
+fn idle_waiter(idle: Duration) -> Result<f64> {
+    let (fd, map) = table()?;
     let sem: &Semaphore = place(&map, 0)?;
-    let child = peer("idle", &path, 1)?;
+    let child = peer("bench ipc", "idle", &fd, 1)?;
     std::thread::sleep(idle);
     sem.post()?;
     child_cpu_percent(child, idle, "bench ipc")
@@ -217,18 +264,23 @@ pub(crate) fn child_cpu_percent(child: Tracked, idle: Duration, op: &str) -> Res
 /// Two processes handing a value back and forth through one cache line (`two_lines`
 /// false: the floor of any cross-process round trip), or through two, a request line and
 /// a reply line (the floor of a pair of one-way channels).
-pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
-    let dir = tempdir()?;
-    spin(dir.path(), rounds, two_lines)
+/// `op` names the command in errors.
+pub(crate) fn spin_floor(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
+    spin(op, rounds, two_lines)
 }
 
-fn tempdir() -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix("mman-bench-ipc")
-        .tempdir_in(crate::cleanup::temp_root())
-        .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
-    crate::cleanup::remove_on_signal(dir.path());
-    Ok(dir)
+/// Why the spin floors are not measured here, when they are not: with one usable CPU
+/// (`taskset -c 0`, a cgroup quota under two CPUs) the two spinning processes never run at
+/// once, and each hand-off waits for the scheduler to switch: a time slice, milliseconds a
+/// round trip (`bench ipc`'s defaults would have run for 13 minutes), not a floor.
+pub(crate) fn floor_skipped() -> Option<String> {
+    let cpus = mman::sync::usable_cpus();
+    (cpus < 2).then(|| {
+        format!(
+            "spin floor skipped: this process can use only {cpus} CPU (its affinity mask and cgroup CPU limit), \
+             where two spinning processes take turns a scheduler time slice at a time, milliseconds a round trip"
+        )
+    })
 }
 
 /// One method's round trip under one placement.
@@ -240,27 +292,6 @@ struct IpcRow {
     p99_ns: u64,
 }
 
-/// The round trips of every method under one placement; the spin floor only where two
-/// spinning processes can run at once.
-fn ipc_rows(dir: &Path, rounds: u32, placement: Placement) -> Result<Vec<IpcRow>> {
-    let mut rows = Vec::new();
-    let mut add = |method, l: Latency| {
-        rows.push(IpcRow {
-            placement: placement.name(),
-            method,
-            median_ns: l.median_ns,
-            p99_ns: l.p99_ns,
-        })
-    };
-    add("mman_semaphore", semaphores(dir, rounds)?);
-    add("sem_t", sem_t(dir, rounds)?);
-    add("pipe", pipe(dir, rounds)?);
-    if placement.floors_apply() {
-        add("spin_floor", spin(dir, rounds, false)?);
-    }
-    Ok(rows)
-}
-
 /// `mman bench ...`.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     let args = match cmd {
@@ -269,32 +300,57 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     };
     // At most MAX_ROUNDS (the parser's bound): with the warm-up, it fits the peers' u32.
     let rounds = u32::try_from(args.rounds).context("bench ipc: --rounds")?;
-    let dir = tempdir()?;
+    // Asked before any placement pins this process: of the CPUs it was given.
+    let skipped = floor_skipped();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for p in args.placement.each() {
-        if !args.json {
+        if !args.json && args.placement == Placement::All {
             errln!("bench ipc: placement {}...", p.name());
         }
-        let placed = match Placed::enter(p)? {
+        let _placed = match Placed::enter(p)? {
             Ok(placed) => placed,
             Err(why) => {
                 notes.push(format!("placement {} skipped: {why}", p.name()));
                 continue;
             }
         };
-        rows.extend(ipc_rows(dir.path(), rounds, placed.placement())?);
-        if !p.floors_apply() {
+        let mut add = |method, l: Latency| {
+            rows.push(IpcRow {
+                placement: p.name(),
+                method,
+                median_ns: l.median_ns,
+                p99_ns: l.p99_ns,
+            })
+        };
+        add("mman_semaphore", semaphores(rounds)?);
+        add("sem_t", sem_t(rounds)?);
+        add("pipe", pipe(rounds)?);
+        if p.floors_apply() && skipped.is_none() {
+            add("spin_floor", spin("bench ipc", rounds, false)?);
+        } else if skipped.is_none() {
             notes.push(format!(
-                "placement {}: no spin floor (two spinning processes cannot both run)",
+                "placement {}: no spin floor (two spinning processes cannot both run there)",
                 p.name()
             ));
         }
     }
-    let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
+    let idle = idle_waiter(Duration::from_secs(1))?;
     if args.json {
+        // The first placement's figures also under their methods' names, as before
+        // placements were measured.
+        let first = |m: &str| {
+            rows.iter()
+                .find(|r| r.method == m && r.placement == rows[0].placement)
+                .map(|r| serde_json::json!({"median_ns": r.median_ns, "p99_ns": r.p99_ns}))
+        };
         let v = serde_json::json!({
             "rounds": args.rounds,
+            "mman_semaphore": first("mman_semaphore"),
+            "sem_t": first("sem_t"),
+            "pipe": first("pipe"),
+            "spin_floor": first("spin_floor"),
+            "spin_floor_skipped": skipped,
             "results": rows,
             "idle_waiter_cpu_percent": idle,
             "notes": notes,
@@ -325,7 +381,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         let best = of("sem_t")
             .unwrap_or(f64::MAX)
             .min(of("pipe").unwrap_or(f64::MAX));
-        let floor = of("spin_floor").map_or("-".to_string(), |f| format!("{:.2}", r.median_ns as f64 / f));
+        let x_floor = of("spin_floor").map_or("-".to_string(), |f| format!("{:.2}", r.median_ns as f64 / f));
         let name = match r.method {
             "mman_semaphore" => "mman Semaphore (futex)",
             "sem_t" => "glibc sem_t (pshared)",
@@ -333,13 +389,16 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             _ => "spinning on a cache line",
         };
         outln!(
-            "  {:<9} {name:<28} {:>10} {:>10} {:>9.3} {:>9.3} {floor:>12}",
+            "  {:<9} {name:<28} {:>10} {:>10} {:>9.3} {:>9.3} {x_floor:>12}",
             r.placement,
             r.median_ns,
             r.p99_ns,
             r.median_ns as f64 / of("sem_t").unwrap_or(1.0),
             r.median_ns as f64 / best,
         )?;
+    }
+    if let Some(why) = &skipped {
+        outln!("  {why}")?;
     }
     for n in &notes {
         outln!("note: {n}")?;
@@ -348,7 +407,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     Ok(())
 }
 
-pub use channel::peer_main as channel_peer_main;
+pub use channel_peer::peer_main as channel_peer_main;
 
 /// `mman __ipc-peer KIND FILE ROUNDS`: the other side of each ping-pong.
 pub fn peer_main(kind: &str, path: &Path, rounds: u32) -> Result<()> {

@@ -92,75 +92,13 @@ pub fn forget_child(pid: u32) {
     registry().children.retain(|&c| c != pid);
 }
 
-/// A child that is killed if mman is interrupted, until it has been waited for: a child
-/// reaped is forgotten (its number may go to another process, which must not be killed)
-/// when this is dropped, or at once by [`Tracked::wait_with_output`].
-#[derive(Debug)]
-pub struct Tracked(Option<std::process::Child>);
+pub use crate::children::{how, output, spawn, spawn_error, Tracked};
 
-impl Tracked {
-    /// `Child::wait_with_output`, forgetting the child once it is reaped.
-    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
-        let child = self.0.take().expect("a tracked child");
-        let pid = child.id();
-        let out = child.wait_with_output();
-        forget_child(pid);
-        out
-    }
-
-    /// The child was reaped by other means (`wait4` for its resource usage): forget it,
-    /// and let go of its pipes (a `Child` dropped neither waits nor kills).
-    pub fn reaped_elsewhere(mut self) {
-        if let Some(child) = self.0.take() {
-            forget_child(child.id());
-        }
-    }
-}
-
-impl std::ops::Deref for Tracked {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        self.0.as_ref().expect("a tracked child")
-    }
-}
-
-impl std::ops::DerefMut for Tracked {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("a tracked child")
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        // `try_wait` on a child already waited for returns its status without a system call.
-        if let Some(child) = self.0.as_mut() {
-            if let Ok(Some(_)) = child.try_wait() {
-                forget_child(child.id());
-            }
-        }
-    }
-}
-
-/// Start `cmd` as a child that is killed if mman is interrupted. Every child mman starts
-/// goes through this, [`output`] or [`kill_on_signal`]: one started with `Command` directly
-/// outlived an interrupted mman (`mman tour`'s `mman philosophers`, killed with SIGTERM,
-/// dined on).
-pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<Tracked> {
-    let child = cmd.spawn()?;
-    kill_on_signal(child.id());
-    Ok(Tracked(Some(child)))
-}
-
-/// [`spawn`] `cmd` with its standard output and error captured, and wait for it: the
-/// `Command::output` of a child that is killed if mman is interrupted.
-pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
-    use std::process::Stdio;
-    spawn(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )?
-    .wait_with_output()
+/// A path registered with [`remove_on_signal`] that is gone already (removed early, so
+/// that even a SIGKILL leaves nothing): not removed again, since another file may take its
+/// name.
+pub fn forget_path(path: &Path) {
+    registry().paths.retain(|p| p != path);
 }
 
 /// Kill the registered children and remove the registered paths, now; whatever is
@@ -203,32 +141,34 @@ fn clean(r: Registry) {
 /// The signals [`handle_signals`] takes.
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// In a child made by `fork` (which inherits the blocked mask but not the signal thread):
-/// let the signals act again.
-pub fn unblock_in_child() {
-    // SAFETY: sigset manipulation on a set we own, and this thread's mask; async-signal-safe.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in SIGNALS {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
+/// A file grown past RLIMIT_FSIZE (`ulimit -f`) is an error, not a death: SIGXFSZ, whose
+/// default kills the process (and left `philosophers` and `tour` temporary files behind),
+/// is ignored, so `write`, `ftruncate` and `fallocate` fail with EFBIG instead, which the
+/// command reports, cleaning up as on any error. Children get the default back (see
+/// `children`).
+pub fn file_size_limit_is_an_error() {
+    // SAFETY: sets this process's disposition of one signal; no handler runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
-/// Why a new process could not be made, when the reason is a limit: `fork`/`spawn` fail with
-/// EAGAIN when this user runs RLIMIT_NPROC processes already.
-pub fn spawn_error(e: std::io::Error, what: String) -> anyhow::Error {
-    if e.raw_os_error() == Some(libc::EAGAIN) {
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nproc)
-            .current
-            .map_or("unlimited".to_string(), |n| n.to_string());
-        return anyhow::Error::new(e).context(format!(
-            "{what} (hint: this user may run at most {soft} processes, RLIMIT_NPROC; `ulimit -u` shows and raises it)"
-        ));
-    }
-    anyhow::Error::new(e).context(what)
+/// The hint for an error caused by a limit the user can change, when `e`'s chain holds one:
+/// EFBIG, a file grown past RLIMIT_FSIZE.
+pub fn limit_hint(e: &anyhow::Error) -> Option<String> {
+    let efbig = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(crate::out::raw_os_error)
+            .or_else(|| {
+                c.downcast_ref::<mman::Error>()
+                    .and_then(mman::Error::raw_os_error)
+            })
+            == Some(libc::EFBIG)
+    });
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current?;
+    efbig.then(|| {
+        format!(
+            "hint: files may grow to at most {limit} bytes here, RLIMIT_FSIZE; `ulimit -f` shows and raises it"
+        )
+    })
 }
 
 /// Catch SIGINT, SIGTERM and SIGHUP on a thread of their own (sigwait): clean up, then die
@@ -271,16 +211,6 @@ pub fn handle_signals() {
         // Without the thread the signals must not stay blocked: their default is better.
         // SAFETY: as above, on this thread.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-    }
-}
-
-/// How a child process ended, for an error message ("exited with status 3", "was killed by
-/// signal 9").
-pub fn how(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
-        Some(sig) => format!("was killed by signal {sig}"),
-        None => format!("exited with status {}", status.code().unwrap_or(-1)),
     }
 }
 

@@ -8,6 +8,7 @@ mod args;
 mod bench;
 mod cache;
 mod cat;
+mod children;
 mod cleanup;
 mod maps;
 mod persist;
@@ -115,6 +116,7 @@ fn main() -> ExitCode {
     if !own_signals {
         cleanup::handle_signals();
     }
+    cleanup::file_size_limit_is_an_error();
     let code = run(cli.command);
     cleanup::hold_if_dying();
     code
@@ -196,7 +198,10 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             cleanup::hold_if_dying();
             // Each cause once: mman errors carry their OS error in their own message and do
             // not repeat it as a source.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let mut msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            if let Some(hint) = cleanup::limit_hint(&e).filter(|_| !msg.contains("hint:")) {
+                msg = format!("{msg} ({hint})");
+            }
             errln!("mman: {msg}");
             ExitCode::FAILURE
         }

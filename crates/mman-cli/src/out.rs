@@ -72,6 +72,13 @@ pub fn write_error(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), WriteError(e))
 }
 
+/// The OS error code of `e`, a write error made by [`write_error`] included (its message
+/// drops the code).
+pub fn raw_os_error(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+        .or_else(|| e.get_ref()?.downcast_ref::<WriteError>()?.0.raw_os_error())
+}
+
 /// End the process as GNU tools do when their reader has gone: killed by SIGPIPE (Rust
 /// ignores SIGPIPE, so the default action is restored first).
 pub fn die_of_sigpipe() -> ! {

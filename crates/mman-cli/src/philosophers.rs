@@ -1,9 +1,9 @@
 //! `mman philosophers`: the dining philosophers as processes, the forks semaphores in a
 //! shared file; and the hidden `__philosopher` each process runs.
 
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mman::sync::{place, Barrier, Semaphore};
 use mman::{MapOptions, Mapping};
+
+use crate::cleanup::Tracked;
 
 // Arguments of `mman philosophers` (a plain comment: as a doc comment it would replace the
 // subcommand's about text, the arguments being added last, see `Command` in main.rs).
@@ -232,61 +234,63 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     if !(2..=1024).contains(&n) {
         bail!("philosophers: -n must be between 2 and 1024, not {n}");
     }
-    let tmp;
+    let mut tmp = None;
     let path = match &args.file {
         Some(p) => p.clone(),
         None => {
-            tmp = tempfile::Builder::new()
+            let t = tmp.insert(tempfile::Builder::new()
                 .prefix("mman-philosophers")
                 .tempfile_in(crate::cleanup::temp_root())
                 .context(
                     "philosophers: create the table file (in $TMPDIR, which must be a writable directory)",
-                )?;
-            crate::cleanup::remove_on_signal(tmp.path());
-            tmp.path().to_path_buf()
+                )?);
+            crate::cleanup::remove_on_signal(t.path());
+            t.path().to_path_buf()
         }
     };
     // Held until the dinner ends: no other dinner resets this table meanwhile.
-    let _held = prepare_table(&path, n, args.file.is_some())?;
+    let held = prepare_table(&path, n, args.file.is_some())?;
     let table = Table::open(&path, n)?;
+    // A temporary table is unlinked at once: the philosophers get it as their descriptor 3,
+    // and a SIGKILL of the dinner leaves no file behind.
+    let (child_path, shown) = match tmp.take() {
+        Some(t) => {
+            let name = t.path().to_path_buf();
+            t.close()
+                .with_context(|| format!("philosophers: remove {}", name.display()))?;
+            crate::cleanup::forget_path(&name);
+            (
+                PathBuf::from("/proc/self/fd/3"),
+                "a temporary file (unlinked once open)".to_string(),
+            )
+        }
+        None => (path.clone(), path.display().to_string()),
+    };
     for i in 0..n {
         table.fork(i)?.post()?; // every fork starts on the table
     }
     table.gate()?; // made here, before any philosopher opens it
     let exe = std::env::current_exe().context("philosophers: find the mman executable")?;
-    let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
+    let mut children: Vec<Option<Tracked>> = Vec::with_capacity(n);
     for i in 0..n {
         let mut cmd = Command::new(&exe);
         cmd.arg("__philosopher")
-            .arg(&path)
+            .arg(&child_path)
             .arg(n.to_string())
             .arg(i.to_string())
             .arg(args.meals.unwrap_or(0).to_string());
         if args.greedy {
             cmd.arg("--greedy");
         }
-        let parent = std::process::id();
-        // SAFETY: prctl, getppid and _exit are async-signal-safe. prctl asks the kernel to
-        // kill this child when the parent dies, so no philosopher outlives the dinner; a
-        // parent that died before that request (the child then has another parent) is
-        // caught by the look at getppid after it.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
+        if args.file.is_none() {
+            crate::children::pass_fd(&mut cmd, held.as_fd(), 3);
         }
-        match cmd.spawn() {
+        // Dies with the dinner (see `children`): no philosopher outlives it.
+        match crate::cleanup::spawn(&mut cmd) {
             Ok(c) => children.push(Some(c)),
             Err(e) => {
                 end_dinner(&table, &mut children)?;
-                return Err(crate::cleanup::spawn_error(
-                    e,
-                    format!("philosophers: start philosopher {i}"),
-                ));
+                return Err(e.context(format!("philosophers: start philosopher {i}")));
             }
         }
     }
@@ -308,16 +312,15 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
             }
         });
         if ended.is_some() || seated.elapsed() >= GATE_PATIENCE {
-            end_dinner(&table, &mut children)?;
-            bail!(
-                "philosophers: the dinner was not started: {}",
-                ended.unwrap_or_else(|| format!(
+            let why = ended.or_else(|| stopped_one(&children)).unwrap_or_else(|| {
+                format!(
                     "not every philosopher sat down within {} s of the last one's start \
-                     (garbage in the table file {}, or a machine too loaded to run {n} processes)",
+                         (garbage in the table file {shown}, or a machine too loaded to run {n} processes)",
                     GATE_PATIENCE.as_secs(),
-                    path.display()
-                ))
-            );
+                )
+            });
+            end_dinner(&table, &mut children)?;
+            bail!("philosophers: the dinner was not started: {why}");
         }
     }
     let start = Instant::now();
@@ -367,13 +370,16 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
                 .enumerate()
                 .find_map(|(i, c)| c.as_ref().map(|c| (i, c.id())))
                 .unwrap_or_default();
+            let stopped = stopped_one(&children);
             end_dinner(&table, &mut children)?;
+            if let Some(stopped) = stopped {
+                bail!("philosophers: {stopped}, so the dinner could not end; every philosopher was ended");
+            }
             bail!(
                 "philosophers: philosopher {i} (pid {pid}) and {} more had not left the table {} s after the \
-                 dinner was stopped (garbage in the table file {}?); every philosopher was ended",
+                 dinner was stopped (garbage in the table file {shown}?); every philosopher was ended",
                 left - 1,
                 STOP_PATIENCE.as_secs(),
-                path.display()
             );
         }
         let tick = Duration::from_millis(20);
@@ -397,10 +403,7 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
         meals.iter().copied().min().unwrap_or(0),
         meals.iter().copied().max().unwrap_or(0),
     );
-    outln!(
-        "Dining philosophers: {n} processes, forks are semaphores in {}",
-        path.display()
-    )?;
+    outln!("Dining philosophers: {n} processes, forks are semaphores in {shown}")?;
     for (i, m) in meals.iter().enumerate() {
         outln!("  philosopher {i:>3}: {m} meals")?;
     }
@@ -412,20 +415,28 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     Ok(())
 }
 
-/// End every philosopher: raise the stop flag, give them a moment to see it and exit, then
-/// kill and reap the rest.
-fn end_dinner(table: &Table, children: &mut [Option<Child>]) -> Result<()> {
-    table.stop()?.store(1, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(200));
-    reap_all(children);
-    Ok(())
+/// A philosopher that is stopped (SIGSTOP, SIGTSTP, a debugger): alive, but it moves no
+/// fork until it is continued. Named as such, not blamed on the table.
+fn stopped_one(children: &[Option<Tracked>]) -> Option<String> {
+    children.iter().enumerate().find_map(|(i, c)| {
+        let pid = c.as_ref()?.id();
+        crate::children::is_stopped(pid).then(|| {
+            format!(
+                "philosopher {i} (pid {pid}) is stopped (SIGSTOP, SIGTSTP or a debugger: state T) and does not move"
+            )
+        })
+    })
 }
 
-fn reap_all(children: &mut [Option<Child>]) {
-    for c in children.iter_mut().flatten() {
-        let _ = c.kill();
-        let _ = c.wait();
+/// End every philosopher: raise the stop flag, give them a moment to see it and exit, then
+/// kill and reap the rest (dropping a `Tracked` kills and reaps it).
+fn end_dinner(table: &Table, children: &mut [Option<Tracked>]) -> Result<()> {
+    table.stop()?.store(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    for c in children.iter_mut() {
+        drop(c.take());
     }
+    Ok(())
 }
 
 /// A fair dinner's rule: a philosopher that has eaten more than `FAIR_PERMILLE`/1000 of the

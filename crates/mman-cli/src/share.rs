@@ -22,6 +22,7 @@ pub struct ShareArgs {
 /// Only called while the CLI's one other thread is the signal thread, parked in sigwait and
 /// holding no lock (see `cleanup::handle_signals`), so the child may run ordinary Rust code.
 fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t> {
+    let parent = std::process::id();
     // SAFETY: the only other thread holds no lock while it waits in sigwait, so the child
     // inherits no lock held by another thread.
     let pid = unsafe { libc::fork() };
@@ -31,8 +32,9 @@ fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t> {
             "fork".into(),
         )),
         0 => {
-            // The child has no signal thread: Ctrl-C must act on it directly.
-            crate::cleanup::unblock_in_child();
+            // The child has no signal thread: Ctrl-C must act on it directly (a clean mask);
+            // and it dies with its parent.
+            crate::children::in_child(parent);
             let code = child();
             // SAFETY: _exit ends the child without running the parent's atexit handlers or
             // flushing its inherited stdio buffers twice.

@@ -102,12 +102,30 @@ pub fn run(args: TourArgs) -> Result<()> {
         }
         outln!("\n== {}. {title} ==", i + 1)?;
         section(&tour).with_context(|| format!("tour section {}: {title}", i + 1))?;
+        tour.clear();
     }
     outln!("\nThat was the tour. `mman --help` lists the commands; the README has the library.")?;
     Ok(())
 }
 
 impl Tour {
+    /// Remove what a section left in the working directory, as soon as it is done with it:
+    /// a tour killed (SIGKILL, which nothing can clean up after) leaves at most the files of
+    /// the section it was in (the 128 MiB of section 6 only while section 6 runs). Failures
+    /// are left to the directory's own removal at the end.
+    fn clear(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                _ => std::fs::remove_file(&p),
+            };
+        }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

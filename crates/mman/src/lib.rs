@@ -143,7 +143,8 @@
 //!   `Durable<T>` transactions.
 //! * [`shm`]: shared memory between processes: anonymous, named POSIX objects, sealed
 //!   memfds, descriptor passing.
-//! * `sync` (Linux): process-shared semaphores and locks that live inside mappings.
+//! * `sync` (Linux): process-shared semaphores and locks that live inside mappings; how
+//!   many CPUs the process can use (`usable_cpus`: whether a waiter may spin).
 //! * [`transfer`]: copying a file to a descriptor by `read`, mapping, `vmsplice`, `splice`
 //!   or `copy_file_range`.
 //!

@@ -40,7 +40,32 @@ pub use barrier::Barrier;
 pub use locks::{Condvar, Mutex, MutexGuard};
 pub use posix::{NamedSemaphore, PosixSemaphore};
 pub use semaphore::{Semaphore, SEMAPHORE_MAX};
-pub use wait::{usable_cpus, Wait, DEFAULT_SPIN};
+pub use wait::{Wait, DEFAULT_SPIN};
+
+/// How many CPUs this process can use at once: the CPUs the calling thread's affinity mask
+/// allows (`sched_getaffinity`; threads inherit the mask, and `taskset -c 0` makes it 1),
+/// bounded by the CPU bandwidth limit of
+/// its cgroup and of every cgroup above it (cgroup v2 `cpu.max`, quota / period, rounded
+/// down: a container limited to 1.5 CPUs counts as 1). Always at least 1.
+///
+/// The answer to "may a waiter spin?": spinning for a peer pays only when the peer runs on
+/// another CPU at the same time. With one usable CPU, a spinning waiter only delays the
+/// peer it waits for, by up to a time slice (`mman bench ipc` skips its spin floors there).
+///
+/// Read afresh at each call (affinity and limits can change while the process runs; a call
+/// reads a few small `/proc` and cgroup files, tens of microseconds): callers on a hot path
+/// keep the answer. Where the cgroup files cannot be read (no cgroup v2, a sandbox), only
+/// the affinity mask counts; cgroup v1 quotas are not read.
+///
+/// ```
+/// let cpus = mman::sync::usable_cpus();
+/// assert!(cpus >= 1);
+/// let spin = cpus > 1; // spinning can only help when the peer has a CPU of its own
+/// # let _ = spin;
+/// ```
+pub fn usable_cpus() -> usize {
+    crate::sys::cpus::usable()
+}
 
 /// Types that may live in memory shared between processes and be used through `&T`.
 ///

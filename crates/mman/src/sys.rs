@@ -19,7 +19,7 @@ use rustix::mm::{MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 #[cfg(all(linux_like, feature = "cache"))]
 pub mod cache;
 #[cfg(all(linux_like, feature = "sync"))]
-pub mod cpu;
+pub mod cpus;
 #[cfg(linux_like)]
 pub mod fault;
 mod file;

@@ -4,6 +4,7 @@
 //! floor (and on two, a request line and a reply line, as the floor of any pair of one-way
 //! channels). For each size: the round trip (median, p99) and one-way throughput; then what a
 //! blocked receiver costs when idle, and the sealed hand-off of large messages.
+//! The peer of each measurement, `mman __channel-peer`, is in `channel_peer.rs`.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mman::channel::{Channel, Message, Options, Receiver, Sender};
+use mman::channel::{Channel, Options, Receiver, Sender};
 
 use super::placement::{Placed, Placement};
 use super::{measure, summarize, Latency};
@@ -111,7 +112,11 @@ fn peer(
 fn finish(mut child: Tracked, what: &str) -> Result<()> {
     let st = child.wait()?;
     if !st.success() {
-        bail!("bench channel: the {what} peer failed: {st}");
+        bail!(
+            "bench channel: the {what} peer (pid {}) {}",
+            child.id(),
+            crate::cleanup::how(st)
+        );
     }
     Ok(())
 }
@@ -131,13 +136,27 @@ fn channels(tag: &str, size: u64, spin: Option<Duration>) -> Result<(Sender, Rec
     Ok((ping.sender()?, pong.receiver()?))
 }
 
-/// `rounds` timed round trips of `size` bytes through the peer.
-fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
+/// Unlink the names of the channel pair `tag` (see [`channels`]) as soon as the peer has
+/// opened both (its first answer says so): from then on the endpoints hold the memory, and
+/// a SIGKILL of this run leaves no name behind.
+fn unlink_pair(tag: &str) {
+    for dir in ["ping", "pong"] {
+        let _ = mman::shm::SharedMemory::unlink(&format!("bench-{}-{tag}-{dir}", std::process::id()));
+    }
+}
+
+/// `rounds` timed round trips of `size` bytes through the peer of the pair `tag`, whose
+/// names are unlinked after the first.
+fn round_trips(tag: &str, tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Result<Latency> {
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
+    let mut opened = false;
     measure(rounds, || {
         tx.send(&msg)?;
         rx.recv_into(&mut back)?;
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(tag);
+        }
         Ok(())
     })
 }
@@ -145,19 +164,24 @@ fn round_trips(tx: &mut Sender, rx: &mut Receiver, size: u64, rounds: u64) -> Re
 fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
     let tag = format!("mman{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman", &unique(&tag), size, rounds + WARMUP, count, None)?;
+    let rtt = round_trips(&tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman peer")?;
     let msg = vec![0x5au8; size as usize];
     let mut back = Vec::new();
     // One way: batches of up to 256 messages, the peer counts and answers once.
     let t0 = Instant::now();
     let mut left = count;
-    while left > 0 {
-        let k = left.min(256);
-        tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
-        left -= k;
-    }
-    rx.recv_into(&mut back)?;
+    let one_way = (|| -> Result<()> {
+        while left > 0 {
+            let k = left.min(256);
+            tx.send_batch(std::iter::repeat_n(msg.as_slice(), k as usize))?;
+            left -= k;
+        }
+        rx.recv_into(&mut back)?;
+        Ok(())
+    })();
+    child.check(one_way, "bench channel: the mman peer")?;
     let elapsed = t0.elapsed();
     if back != count.to_le_bytes() {
         bail!("bench channel: the mman peer counted {back:?}, not {count}");
@@ -172,15 +196,20 @@ fn mman(size: u64, rounds: u64, count: u64) -> Result<Row> {
 fn in_place(size: u64, rounds: u64) -> Result<InPlace> {
     let tag = format!("inplace{size}");
     let (mut tx, mut rx) = channels(&tag, size, None)?;
-    let child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut child = peer("mman-in-place", &unique(&tag), size, rounds + WARMUP, 0, None)?;
+    let mut opened = false;
     let rtt = measure(rounds, || {
         // SAFETY: as in the peer: the benchmark's own channels, used by it and its peer.
         unsafe {
             tx.send_in_place(size as usize, |m| m.fill(0x5a))?;
             rx.recv_in_place(|m| std::hint::black_box(m.len()))?;
         }
+        if !std::mem::replace(&mut opened, true) {
+            unlink_pair(&tag);
+        }
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, "bench channel: the mman in-place peer")?;
     drop(tx);
     finish(child, "mman in place")?;
     Ok(InPlace {
@@ -202,9 +231,14 @@ struct InPlace {
 
 /// A pipe or a Unix stream socket: the peer reads its stdin, answers on its stdout.
 fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
-    let (mut to, mut from, child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
-        let (r1, w1) = rustix::pipe::pipe()?;
-        let (r2, w2) = rustix::pipe::pipe()?;
+    let (mut to, mut from, mut child): (Box<dyn Write>, Box<dyn Read>, Tracked) = if method == "pipe" {
+        // Close-on-exec, all four ends: the peer gets its two as its standard input and
+        // output (dup2 clears the flag there) and must not inherit ours, or it would hold
+        // the write end of its own input and never see it end.
+        let pipe =
+            || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("bench channel: pipe");
+        let (r1, w1) = pipe()?;
+        let (r2, w2) = pipe()?;
         let child = peer("stream", "-", size, rounds + WARMUP, count, Some((r1, w2)))?;
         (
             Box::new(std::fs::File::from(w1)),
@@ -226,18 +260,24 @@ fn stream(method: &str, size: u64, rounds: u64, count: u64) -> Result<Row> {
     };
     let msg = vec![0x5au8; size as usize];
     let mut back = vec![0u8; size as usize];
+    let what = format!("bench channel: the {method} peer");
     let rtt = measure(rounds, || {
         to.write_all(&msg)?;
         from.read_exact(&mut back)?;
         Ok(())
-    })?;
+    });
+    let rtt = child.check(rtt, &what)?;
     // One way: one write per message; the peer reads everything, then answers 8 bytes.
     let mut total = [0u8; 8];
     let t0 = Instant::now();
-    for _ in 0..count {
-        to.write_all(&msg)?;
-    }
-    from.read_exact(&mut total)?;
+    let one_way = (|| -> Result<()> {
+        for _ in 0..count {
+            to.write_all(&msg)?;
+        }
+        from.read_exact(&mut total)?;
+        Ok(())
+    })();
+    child.check(one_way, &what)?;
     drop(to);
     let elapsed = t0.elapsed();
     if u64::from_le_bytes(total) != count * size {
@@ -287,8 +327,9 @@ fn iceoryx2(size: u64, count: u64) -> Result<Option<Row>> {
 fn futex_only(size: u64, rounds: u64) -> Result<Latency> {
     let tag = "futex";
     let (mut tx, mut rx) = channels(tag, size, Some(Duration::ZERO))?;
-    let child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
-    let rtt = round_trips(&mut tx, &mut rx, size, rounds)?;
+    let mut child = peer("mman-futex", &unique(tag), size, rounds + WARMUP, 0, None)?;
+    let rtt = round_trips(tag, &mut tx, &mut rx, size, rounds);
+    let rtt = child.check(rtt, "bench channel: the mman-futex peer")?;
     drop(tx);
     finish(child, "mman-futex")?;
     Ok(rtt)
@@ -319,7 +360,21 @@ struct Handoff {
 fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
     let tag = "sealed";
     let (mut tx, mut rx) = channels(tag, 64, None)?;
-    let child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let mut child = peer("sealed", &unique(tag), 0, 0, 0, None)?;
+    let out = sealed_rounds(tag, sizes, rounds, &mut tx, &mut rx);
+    let out = child.check(out, "bench channel: the sealed peer")?;
+    drop(tx);
+    finish(child, "sealed")?;
+    Ok(out)
+}
+
+fn sealed_rounds(
+    tag: &str,
+    sizes: &[u64],
+    rounds: u64,
+    tx: &mut Sender,
+    rx: &mut Receiver,
+) -> Result<Vec<Handoff>> {
     let mut out = Vec::new();
     let mut back = Vec::new();
     for &size in sizes {
@@ -338,6 +393,9 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             tx.send_sealed(fd)?;
             rx.recv_into(&mut back)?;
             v.push(t0.elapsed().as_nanos() as u64);
+            if v.len() == 1 {
+                unlink_pair(tag);
+            }
             // Close the memfd the peer has taken (freeing its pages is not the hand-off).
             tx.flush()?;
         }
@@ -349,8 +407,6 @@ fn sealed(sizes: &[u64], rounds: u64) -> Result<Vec<Handoff>> {
             rtt_p99_ns: l.p99_ns,
         });
     }
-    drop(tx);
-    finish(child, "sealed")?;
     Ok(out)
 }
 
@@ -370,27 +426,29 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         args.sizes.clone()
     };
     let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
+    // Asked before any placement pins this process: of the CPUs it was given.
+    let skipped = super::floor_skipped();
     let mut floors = Vec::new();
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
     for p in args.placement.each() {
-        let placed = match Placed::enter(p)? {
+        let _placed = match Placed::enter(p)? {
             Ok(placed) => placed,
             Err(why) => {
                 notes.push(format!("placement {} skipped: {why}", p.name()));
                 continue;
             }
         };
-        if p.floors_apply() {
+        if p.floors_apply() && skipped.is_none() {
             floors.push(Floors {
                 placement: p.name(),
-                one_line: super::spin_floor(floor_rounds, false)?,
-                two_lines: super::spin_floor(floor_rounds, true)?,
+                one_line: super::spin_floor("bench channel", floor_rounds, false)?,
+                two_lines: super::spin_floor("bench channel", floor_rounds, true)?,
             });
-        } else {
+        } else if skipped.is_none() {
             notes.push(format!(
-                "placement {}: no spin floors (two spinning processes cannot both run)",
+                "placement {}: no spin floors (two spinning processes cannot both run there)",
                 p.name()
             ));
         }
@@ -424,7 +482,6 @@ pub fn run(args: ChannelArgs) -> Result<()> {
                 r.placement = p.name().into();
             }
         }
-        drop(placed);
     }
     let floor_of = |placement: &str| floors.iter().find(|f| f.placement == placement);
     if std::env::var_os("MMAN_ICEORYX2_PEER").is_none() {
@@ -440,6 +497,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         let v = serde_json::json!({
             "spin_floor_ns": first.map(|f| f.one_line.median_ns),
             "two_line_floor_ns": first.map(|f| f.two_lines.median_ns),
+            "spin_floor_skipped": skipped,
             "floors": floors,
             "results": rows,
             "mman_in_place": in_place_rows,
@@ -460,6 +518,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             f.two_lines.median_ns,
             f.two_lines.p99_ns
         )?;
+    }
+    if let Some(why) = &skipped {
+        outln!("{why}; the \"x floor\" column is left empty")?;
     }
     outln!(
         "  {:<9} {:<12} {:>9} {:>11} {:>11} {:>9} {:>13} {:>9} {:>9} {:>10}",
@@ -530,93 +591,6 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     }
     for n in &notes {
         outln!("note: {n}")?;
-    }
-    Ok(())
-}
-
-/// `mman __channel-peer MODE NAME SIZE ROUNDS COUNT`: the other side of each measurement.
-pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> Result<()> {
-    let open = |dir: &str| -> Result<Channel> { Ok(Channel::open(&format!("{name}-{dir}"))?) };
-    match mode {
-        "mman" | "mman-futex" => {
-            let mut o = Options::new();
-            if mode == "mman-futex" {
-                o.spin(Duration::ZERO);
-            }
-            let ping = o.open(&format!("{name}-ping"))?;
-            let pong = o.open(&format!("{name}-pong"))?;
-            let (mut rx, mut tx): (Receiver, Sender) = (ping.receiver()?, pong.sender()?);
-            let mut buf = Vec::new();
-            for _ in 0..rounds {
-                rx.recv_into(&mut buf)?;
-                tx.send(&buf)?;
-            }
-            if count > 0 {
-                // Then the one-way stream: `count` messages, answered with their number.
-                let mut n = 0u64;
-                let mut bytes = 0u64;
-                while n < count {
-                    rx.recv_batch((count - n) as usize, |m| {
-                        n += 1;
-                        bytes += m.len() as u64;
-                    })?;
-                }
-                if bytes != count * size {
-                    bail!("{bytes} bytes in {n} messages of {size}");
-                }
-                tx.send(&n.to_le_bytes())?;
-                tx.flush()?;
-            }
-        }
-        "mman-in-place" => {
-            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
-            for _ in 0..rounds {
-                // From one ring to the other, one copy, no buffer between.
-                // SAFETY: both channels are this benchmark's own (mode 0600, names only it
-                // knows), used by it and this peer, which follow the protocol.
-                unsafe { rx.recv_in_place(|m| tx.send_in_place(m.len(), |out| out.copy_from_slice(m))) }??;
-            }
-        }
-        "sealed" => {
-            let (mut rx, mut tx) = (open("ping")?.receiver()?, open("pong")?.sender()?);
-            loop {
-                match rx.recv_message() {
-                    Ok(Message::Sealed(view)) => {
-                        if view.get(..5) != Some(b"frame".as_slice()) {
-                            bail!("a sealed frame without its mark");
-                        }
-                        tx.send(b"k")?;
-                    }
-                    Ok(Message::Bytes(_)) => bail!("bytes where a sealed frame was expected"),
-                    Err(e) if e.kind() == mman::ErrorKind::Disconnected => break,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        "idle" => {
-            let mut rx = Channel::open(name)?.receiver()?;
-            rx.recv()?;
-        }
-        "stream" => {
-            let (mut i, mut o) = (std::io::stdin().lock(), std::io::stdout().lock());
-            let mut buf = vec![0u8; size as usize];
-            for _ in 0..rounds {
-                i.read_exact(&mut buf)?;
-                o.write_all(&buf)?;
-                o.flush()?;
-            }
-            let mut total = 0u64;
-            let mut chunk = vec![0u8; 1 << 20];
-            while total < count * size {
-                match i.read(&mut chunk)? {
-                    0 => bail!("the stream ended after {total} bytes"),
-                    n => total += n as u64,
-                }
-            }
-            o.write_all(&total.to_le_bytes())?;
-            o.flush()?;
-        }
-        other => bail!("unknown channel peer {other:?}"),
     }
     Ok(())
 }

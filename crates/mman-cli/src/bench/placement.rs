@@ -88,7 +88,6 @@ static PEER: Mutex<Option<CpuSet>> = Mutex::new(None);
 /// A placement in force: this process pinned, the CPUs its peers get, the CPU-bound load.
 /// Dropping it ends the load and gives this process back every CPU it had.
 pub struct Placed {
-    placement: Placement,
     before: CpuSet,
     hogs: Vec<Tracked>,
 }
@@ -116,7 +115,6 @@ impl Placed {
         rustix::thread::sched_setaffinity(None, &own).context("bench: sched_setaffinity")?;
         *PEER.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
         let mut placed = Placed {
-            placement,
             before,
             hogs: Vec::new(),
         };
@@ -128,18 +126,13 @@ impl Placed {
                     .stdout(std::process::Stdio::null());
                 pin(&mut cmd, set_of(&[c]));
                 let hog = crate::cleanup::spawn(&mut cmd)
-                    .map_err(|e| crate::cleanup::spawn_error(e, "bench: start a CPU-bound process".into()))?;
+                    .context("bench: start a CPU-bound process (--placement busy)")?;
                 placed.hogs.push(hog);
             }
             // Let the load take its CPUs before anything is measured.
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Ok(Ok(placed))
-    }
-
-    /// The placement in force.
-    pub fn placement(&self) -> Placement {
-        self.placement
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// A pid file mman created (O_EXCL, O_NOFOLLOW), removed on drop only if the path still
 /// names that same file: an existing file is never overwritten, and a file someone put in
@@ -84,13 +84,16 @@ impl StopSignals {
 /// Fork; the parent waits for the child's report on a pipe, prints it and exits; the child
 /// returns the pipe's write end, in a new session.
 pub(super) fn daemonize() -> Result<std::os::fd::OwnedFd> {
-    let (r, w) = rustix::pipe::pipe().context("lock --daemon: pipe")?;
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("lock --daemon: pipe")?;
     crate::out::stdout().flush()?;
     // SAFETY: no other thread exists yet (the walk's pool is started later), so the child
     // may do anything the parent could.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        bail!("lock --daemon: fork: {}", std::io::Error::last_os_error());
+        return Err(crate::children::spawn_error(
+            std::io::Error::last_os_error(),
+            "lock --daemon: fork".into(),
+        ));
     }
     if pid > 0 {
         drop(w);

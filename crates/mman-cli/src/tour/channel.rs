@@ -30,9 +30,18 @@ pub(super) fn section(t: &Tour) -> Result<()> {
             .stdin(Stdio::null()),
     )
     .context("start the echoing child")?;
-    for line in ["hello, child", "the page became a ring", "goodbye"] {
+    for (i, line) in ["hello, child", "the page became a ring", "goodbye"]
+        .iter()
+        .enumerate()
+    {
         tx.send(line.as_bytes())?;
         let answer = rx.recv()?;
+        if i == 0 {
+            // The child has opened both: the names can go (a SIGKILL then leaves none).
+            for dir in ["ping", "pong"] {
+                let _ = mman::shm::SharedMemory::unlink(&format!("{base}-{dir}"));
+            }
+        }
         outln!(
             "  parent -> child: {line:<24} child -> parent: {}",
             String::from_utf8_lossy(&answer)
@@ -95,7 +104,6 @@ fn pipe_round_trip(t: &Tour) -> Result<u64> {
     let msg = [b'x'; 64];
     let mut back = [0u8; 64];
     let mut times = Vec::with_capacity(ROUNDS);
-    let before = mman::sync::wait::Stats::this_thread();
     for _ in 0..ROUNDS {
         let t0 = Instant::now();
         to.write_all(&msg)?;

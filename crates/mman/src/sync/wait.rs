@@ -103,7 +103,7 @@ const HINT_MASK: u64 = (1 << HINT_BITS) - 1;
 /// hint's bits).
 #[inline]
 pub(crate) fn cpu_hint() -> u64 {
-    match sys::cpu::current_cpu() {
+    match sys::cpus::current_cpu() {
         Some(c) if u64::from(c) < HINT_MASK => u64::from(c) + 1,
         _ => 0,
     }
@@ -203,14 +203,14 @@ struct Seen {
 
 fn adaptive(spin: Duration, peer_hint: u64) -> Plan {
     let woke = WOKE.with(|w| w.replace(false));
-    let oversubscribed = sys::cpu::oversubscribed();
+    let oversubscribed = sys::cpus::oversubscribed();
     decide(
         spin,
         Seen {
             oversubscribed,
             // Not asked when the answer cannot matter (both are cached, but not free).
-            one_at_a_time: !oversubscribed && sys::cpu::shared_cpus() < 2,
-            pinned: !oversubscribed && sys::cpu::pinned_cpus() < 2,
+            one_at_a_time: !oversubscribed && sys::cpus::shared_cpus() < 2,
+            pinned: !oversubscribed && sys::cpus::pinned_cpus() < 2,
             peer_here: !oversubscribed && peer_hint != 0 && peer_hint == cpu_hint(),
             woke,
             last: LAST.with(Cell::get),
@@ -270,7 +270,7 @@ pub(crate) fn before_sleep(plan: Plan, deadline: Option<Instant>, mut ready: imp
 fn carry_out(plan: Plan, deadline: Option<Instant>, ready: &mut impl FnMut() -> bool) -> Last {
     let yields = |n: u32, ready: &mut dyn FnMut() -> bool| {
         (0..n).any(|_| {
-            sys::cpu::yield_cpu();
+            sys::cpus::yield_cpu();
             ready()
         })
     };
@@ -322,17 +322,6 @@ fn spin(budget: Duration, ready: &mut impl FnMut() -> bool) -> bool {
     }
 }
 
-/// How many CPUs this process may use at once: its affinity mask (`taskset`), lowered to
-/// its control group's CPU quota (cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`, rounded
-/// down, at least 1). [`Wait::Adaptive`] never spins where this is 1. Cached for 100 ms.
-///
-/// ```
-/// assert!(mman::sync::usable_cpus() >= 1);
-/// ```
-pub fn usable_cpus() -> u32 {
-    sys::cpu::usable_cpus()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +338,7 @@ mod tests {
     #[test]
     fn adaptive_never_spins_beside_a_peer_on_this_cpu() {
         let plan = Wait::Adaptive.plan(DEFAULT_SPIN, cpu_hint());
-        if sys::cpu::current_cpu().is_some() {
+        if sys::cpus::current_cpu().is_some() {
             // The hint names this CPU (unless the thread moved in between: then it may spin).
             assert!(plan.yields <= 1, "{plan:?}");
         }
