@@ -28,7 +28,13 @@ pub use memfd::{peer_credentials, recv_fd, send_fd, Memfd, PeerCredentials, Seal
 /// The prefix of every object mman creates, so [`list`] can tell them apart.
 pub const PREFIX: &str = "mman.";
 
+/// The attribute holding the creator's stamp: `PID:START`, or `PID:START:kept` for an object
+/// kept on purpose. An older mman reads the kept form as no stamp (creator unknown), so it
+/// never calls a kept object stale either.
 const CREATOR_TAG: &str = "user.mman.creator";
+
+/// The stamp's suffix on an object kept on purpose.
+const KEPT: &str = "kept";
 
 /// Anonymous memory shared with the children this process creates by `fork` after mapping
 /// it (`MAP_SHARED | MAP_ANONYMOUS`): what one writes, the others see.
@@ -104,6 +110,12 @@ pub struct OpenCheck {
 /// The handle that created the object unlinks its name when dropped, unless
 /// [`keep`](Self::keep) was called; handles from [`open`](Self::open) never unlink.
 ///
+/// Every handle marks the object in use while it lives (an OFD lock on its own open file
+/// description, which the kernel drops when the process dies or execs, as channel endpoints
+/// do). An object no handle holds any more is stale ([`list`], [`remove_stale`]), unless it
+/// was created to be kept ([`create_kept`](Self::create_kept)): that one stays until it is
+/// removed by name.
+///
 /// ```
 /// # fn main() -> mman::Result<()> {
 /// use mman::{shm::SharedMemory, ErrorKind};
@@ -151,6 +163,34 @@ impl SharedMemory {
     ///   new name is removed again: `ENOSPC` when `/dev/shm` lacks the room, with a hint
     ///   giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
+        Self::create_full(name, size, mode, false)
+    }
+
+    /// Create `/mman.NAME` to be kept: like [`create_with_mode`](Self::create_with_mode),
+    /// but marked as kept on purpose. The handle never unlinks it; [`list`] shows it as
+    /// kept (never stale, whether a handle holds it or not) and [`remove_stale`] leaves it
+    /// alone. It stays until it is removed by name ([`unlink`](Self::unlink)) or the
+    /// system restarts. This is what `mman shm create` makes.
+    ///
+    /// ```
+    /// # fn main() -> mman::Result<()> {
+    /// use mman::shm::{self, SharedMemory};
+    /// let name = format!("doc-kept-{}", std::process::id());
+    /// drop(SharedMemory::create_kept(&name, 4096, 0o600)?); // outlives its handle
+    /// let info = shm::list()?.into_iter().find(|o| o.name == name).unwrap();
+    /// assert!(info.kept && !info.is_stale());
+    /// assert!(!shm::remove_stale()?.contains(&name));
+    /// SharedMemory::unlink(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`create_with_mode`](Self::create_with_mode).
+    pub fn create_kept(name: &str, size: u64, mode: u32) -> Result<Self> {
+        Self::create_full(name, size, mode, true)
+    }
+
+    fn create_full(name: &str, size: u64, mode: u32, kept: bool) -> Result<Self> {
         let full = object_name(name)?;
         // A file's size is an off_t: beyond it fallocate says only EINVAL.
         if size > i64::MAX as u64 {
@@ -173,10 +213,11 @@ impl SharedMemory {
                 _ => err,
             }
         })?;
-        let obj = SharedMemory {
+        let mut obj = SharedMemory {
             name: full,
             fd,
             size,
+            // Until it is ready, a failure removes the name again, kept or not.
             unlink_on_drop: true,
         };
         sys::allocate(obj.fd.as_fd(), size).map_err(|e| {
@@ -195,15 +236,30 @@ impl SharedMemory {
                 err
             }
         })?;
-        let me = sys::pid();
-        let stamp = format!("{me}:{}", sys::start_time(me).unwrap_or(0));
-        // Best effort: without xattrs `list` reports the creator as unknown.
-        let _ = sys::set_tag(obj.fd.as_fd(), CREATOR_TAG, stamp.as_bytes());
+        // In use from now on: the lock first, then the stamp, so that no sweeper ever sees
+        // the stamp of an object whose creator has not yet marked it (it judges only
+        // objects with a stamp). An object that could not be marked gets no stamp (unless it
+        // is kept, which needs no lock): without one it is never called stale.
+        let marked = matches!(sys::mark_in_use(obj.fd.as_fd()), Ok(true));
+        if marked || kept {
+            let me = sys::pid();
+            let start = sys::start_time(me).unwrap_or(0);
+            let stamp = if kept {
+                format!("{me}:{start}:{KEPT}")
+            } else {
+                format!("{me}:{start}")
+            };
+            // Best effort: without xattrs `list` reports the state as unknown, and
+            // `remove_stale` leaves the object alone.
+            let _ = sys::set_tag(obj.fd.as_fd(), CREATOR_TAG, stamp.as_bytes());
+        }
+        obj.unlink_on_drop = !kept;
         Ok(obj)
     }
 
     /// Open an existing `/mman.NAME`, checking before any mapping that it is a regular file
-    /// owned by this user, writable by nobody else, and at least `min_size` bytes.
+    /// owned by this user, writable by nobody else, and at least `min_size` bytes. The
+    /// object is in use while the handle lives (it is not stale).
     ///
     /// # Errors
     /// As [`open_checked`](Self::open_checked) with those checks.
@@ -306,6 +362,10 @@ impl SharedMemory {
                 .with_hint("a mapping past its end would raise SIGBUS; recreate it larger"),
             ));
         }
+        // In use while this handle lives. Best effort: refused only while a sweeper that
+        // found the object unused is removing its name (the handle stays valid; the name
+        // goes), or where there are no OFD locks.
+        let _ = sys::mark_in_use(fd.as_fd());
         Ok(SharedMemory {
             name: full,
             fd,
@@ -333,7 +393,10 @@ impl SharedMemory {
     pub fn size(&self) -> u64 {
         self.size
     }
-    /// Keep the name after this handle is dropped.
+    /// Keep the name after this handle is dropped. The object is not marked as kept: once no
+    /// handle holds it, [`list`] calls it stale and [`remove_stale`] removes it (as a named
+    /// channel's region, which its last handle removes, is removed after a crash). To keep
+    /// an object on purpose, create it with [`create_kept`](Self::create_kept).
     pub fn keep(&mut self) {
         self.unlink_on_drop = false;
     }
@@ -377,10 +440,15 @@ pub struct ObjectInfo {
     pub uid: u32,
     /// Permission bits.
     pub mode: u32,
-    /// The PID of the creating process, when recorded.
+    /// The PID of the creating process, when recorded (shown for information: the PID may
+    /// name another process by now; staleness is judged by [`in_use`](Self::in_use)).
     pub creator: Option<u32>,
-    /// Whether that process still runs (`None` when unknown).
-    pub creator_alive: Option<bool>,
+    /// Created to be kept ([`SharedMemory::create_kept`], `mman shm create`): never stale.
+    pub kept: bool,
+    /// Whether a live handle holds it (a process that has it open through mman, or a child
+    /// that inherited such a handle). `None` when unknown: another program's object, one
+    /// this user may not open, or a system without OFD locks.
+    pub in_use: Option<bool>,
     /// Whether mman made it (its name has the `mman.` prefix). When false, `name` is the
     /// object's name verbatim, to give [`SharedMemory::open_foreign`] or
     /// [`SharedMemory::unlink_foreign`].
@@ -388,10 +456,27 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
-    /// Whether the creator is known to be gone.
+    /// Whether it is stale: mman's, with its creator's stamp, not kept, and held by no live
+    /// handle. Without a stamp (no extended attributes on `/dev/shm`, or another program's
+    /// object) nothing is stale.
     pub fn is_stale(&self) -> bool {
-        self.creator_alive == Some(false)
+        self.mman && self.creator.is_some() && !self.kept && self.in_use == Some(false)
     }
+}
+
+/// The creator's PID and whether the object is kept, from its stamp (`PID:START` or
+/// `PID:START:kept`); `None` for no stamp or one that does not parse.
+fn read_stamp(fd: BorrowedFd<'_>) -> Option<(u32, bool)> {
+    let stamp = String::from_utf8(sys::tag(fd, CREATOR_TAG)?).ok()?;
+    let mut parts = stamp.split(':');
+    let pid = parts.next()?.parse::<u32>().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
+    let kept = match parts.next() {
+        None => false,
+        Some(KEPT) => true,
+        Some(_) => return None,
+    };
+    parts.next().is_none().then_some((pid, kept))
 }
 
 /// The objects mman created that exist now (Linux: the `mman.*` entries of `/dev/shm`).
@@ -427,7 +512,8 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
                     uid: m.uid(),
                     mode: m.mode() & 0o7777,
                     creator: None,
-                    creator_alive: None,
+                    kept: false,
+                    in_use: None,
                     mman: false,
                 });
             }
@@ -454,25 +540,23 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
                     uid: m.uid(),
                     mode: m.mode() & 0o7777,
                     creator: None,
-                    creator_alive: None,
+                    kept: false,
+                    in_use: None,
                     mman,
                 });
                 continue;
             }
         };
         let Ok(o) = sys::owner(fd.as_fd()) else { continue };
-        let stamp = sys::tag(fd.as_fd(), CREATOR_TAG).and_then(|v| String::from_utf8(v).ok());
-        let (creator, alive) = match stamp.as_deref().and_then(|s| s.split_once(':')) {
-            Some((pid, start)) => match (pid.parse::<u32>(), start.parse::<u64>()) {
-                (Ok(pid), Ok(start)) => {
-                    // Alive only if the PID exists and is the same process (start time).
-                    let alive =
-                        sys::process_exists(pid) && (start == 0 || sys::start_time(pid) == Some(start));
-                    (Some(pid), Some(alive))
-                }
-                _ => (None, None),
-            },
-            None => (None, None),
+        let (creator, kept) = match read_stamp(fd.as_fd()) {
+            Some((pid, kept)) => (Some(pid), kept),
+            None => (None, false),
+        };
+        // Only mman's handles mark what they use; another program's object says nothing.
+        let in_use = if mman {
+            sys::in_use(fd.as_fd()).ok()
+        } else {
+            None
         };
         out.push(ObjectInfo {
             name: bare.to_string(),
@@ -480,7 +564,8 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
             uid: o.uid,
             mode: o.mode,
             creator,
-            creator_alive: alive,
+            kept,
+            in_use,
             mman,
         });
     }
@@ -488,18 +573,38 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
     Ok(out)
 }
 
-/// Unlink every object whose creator is known to be gone; returns their names.
+/// Unlink every stale object of this user (see [`ObjectInfo::is_stale`]): mman's, not
+/// kept, held by no live handle. Returns their names. Kept objects, objects in use and
+/// objects without a creator's stamp are never removed.
+///
+/// Each is claimed before its name goes (a write lock on the in-use byte, which succeeds
+/// only while no handle holds it and keeps new handles from marking it meanwhile), and its
+/// stamp and identity are checked again under the claim: an object opened, kept, or removed
+/// and created again since it was listed is left alone.
 ///
 /// # Errors
-/// As [`list`], and as [`SharedMemory::unlink`] for a stale object (say
-/// [`ErrorKind::NotFound`] when another process removed it first): the first such error
-/// stops the sweep, and the objects removed before it stay removed.
+/// As [`list`]; the error of opening a stale object (other than its having vanished, which
+/// is skipped) or of `shm_unlink`: the first such error stops the sweep, and the objects
+/// removed before it stay removed.
 pub fn remove_stale() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for o in list()? {
         if o.is_stale() && o.uid == sys::euid() {
-            SharedMemory::unlink(&o.name)?;
-            removed.push(o.name);
+            let full = object_name(&o.name)?;
+            let fd = match sys::shm_open(&full, true) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::os("shm_open", e).with_path(Some(full.as_ref()))),
+            };
+            let claimed = sys::try_claim(fd.as_fd())
+                .map_err(|e| Error::os("fcntl", e).with_path(Some(full.as_ref())))?;
+            let still_stale = matches!(read_stamp(fd.as_fd()), Some((_, false)));
+            if claimed && still_stale && sys::still_named(fd.as_fd(), &full) {
+                sys::shm_unlink(&full)
+                    .map_err(|e| Error::os("shm_unlink", e).with_path(Some(full.as_ref())))?;
+                removed.push(o.name);
+            }
+            // The claim ends with `fd`, after the name is gone.
         }
     }
     Ok(removed)
