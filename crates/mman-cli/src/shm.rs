@@ -78,8 +78,7 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
     use mman::shm::{self, SharedMemory};
     match cmd {
         ShmCommand::Create { name, size } => {
-            let obj =
-                SharedMemory::create_kept(&name, size, 0o600).map_err(|e| command_hint(e, &name))?;
+            let obj = SharedMemory::create_kept(&name, size, 0o600).map_err(|e| command_hint(e, &name))?;
             outln!("created {} ({size} bytes, mode 0600, kept)", obj.name())?;
         }
         ShmCommand::List { all } => {

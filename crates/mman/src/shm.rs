@@ -553,11 +553,7 @@ pub fn list_all() -> Result<Vec<ObjectInfo>> {
             None => (None, false),
         };
         // Only mman's handles mark what they use; another program's object says nothing.
-        let in_use = if mman {
-            sys::in_use(fd.as_fd()).ok()
-        } else {
-            None
-        };
+        let in_use = if mman { sys::in_use(fd.as_fd()).ok() } else { None };
         out.push(ObjectInfo {
             name: bare.to_string(),
             size: o.size,
