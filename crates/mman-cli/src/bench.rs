@@ -41,6 +41,9 @@ pub struct IpcArgs {
 
 const WARMUP: u32 = 1000;
 
+/// The command the helpers below run for, named in their errors.
+const IPC: &str = "bench ipc";
+
 #[derive(serde::Serialize, Clone, Copy)]
 pub(crate) struct Latency {
     median_ns: u64,
@@ -56,14 +59,16 @@ pub(crate) fn summarize(mut v: Vec<u64>) -> Latency {
     }
 }
 
-fn table_file(dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
+/// The errors of the helpers below name `op`, the command they run for (`bench ipc`, or
+/// `bench channel`, whose floors they measure too).
+fn table_file(op: &str, dir: &Path) -> Result<(std::path::PathBuf, Mapping)> {
     let path = dir.join("ipc");
-    std::fs::write(&path, vec![0u8; 4096]).context("bench ipc: create the shared file")?;
+    std::fs::write(&path, vec![0u8; 4096]).with_context(|| format!("{op}: create the shared file"))?;
     let map = MapOptions::new().read_write().shared().map_path(&path)?;
     Ok((path, map))
 }
 
-fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
+fn peer(op: &str, kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
     crate::cleanup::spawn(
         Command::new(std::env::current_exe()?)
             .args(["__ipc-peer", kind])
@@ -72,13 +77,13 @@ fn peer(kind: &str, path: &Path, rounds: u32) -> Result<Tracked> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     )
-    .with_context(|| format!("bench ipc: start the {kind} peer"))
+    .with_context(|| format!("{op}: start the {kind} peer"))
 }
 
-fn finish(child: Tracked, kind: &str) -> Result<()> {
+fn finish(op: &str, child: Tracked, kind: &str) -> Result<()> {
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("bench ipc: the {kind} peer failed: {}", out.status);
+        bail!("{op}: the {kind} peer failed: {}", out.status);
     }
     Ok(())
 }
@@ -98,9 +103,9 @@ pub(crate) fn measure(rounds: u64, mut one: impl FnMut() -> Result<()>) -> Resul
 }
 
 fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+    let (path, map) = table_file(IPC, dir)?;
     let (ping, pong): (&Semaphore, &Semaphore) = (place(&map, 0)?, place(&map, 64)?);
-    let child = peer("semaphore", &path, rounds + WARMUP)?;
+    let child = peer(IPC, "semaphore", &path, rounds + WARMUP)?;
     let r = measure(rounds as u64, || {
         ping.post()?;
         if !pong.wait_timeout(Duration::from_secs(10)) {
@@ -108,12 +113,12 @@ fn semaphores(dir: &Path, rounds: u32) -> Result<Latency> {
         }
         Ok(())
     })?;
-    finish(child, "semaphore")?;
+    finish(IPC, child, "semaphore")?;
     Ok(r)
 }
 
 fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+    let (path, map) = table_file(IPC, dir)?;
     // SAFETY: a fresh file no process uses yet.
     let (ping, pong) = unsafe {
         (
@@ -121,7 +126,7 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
             PosixSemaphore::init_in(&map, 64, 0)?,
         )
     };
-    let child = peer("sem_t", &path, rounds + WARMUP)?;
+    let child = peer(IPC, "sem_t", &path, rounds + WARMUP)?;
     let r = measure(rounds as u64, || {
         ping.post()?;
         if !pong.wait_timeout(Duration::from_secs(10))? {
@@ -129,7 +134,7 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
         }
         Ok(())
     })?;
-    finish(child, "sem_t")?;
+    finish(IPC, child, "sem_t")?;
     Ok(r)
 }
 
@@ -138,11 +143,16 @@ fn sem_t(dir: &Path, rounds: u32) -> Result<Latency> {
 /// of one-way channels has).
 const REPLY_WORD: [usize; 2] = [0, 16];
 
-fn spin(dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
-    let (path, map) = table_file(dir)?;
+fn spin(op: &str, dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
+    let (path, map) = table_file(op, dir)?;
     let ping = map.atomic_u64(0)?;
     let pong = map.atomic_u64(REPLY_WORD[two_lines as usize] * 8)?;
-    let child = peer(if two_lines { "spin2" } else { "spin" }, &path, rounds + WARMUP)?;
+    let child = peer(
+        op,
+        if two_lines { "spin2" } else { "spin" },
+        &path,
+        rounds + WARMUP,
+    )?;
     let mut k = 0u64;
     let r = measure(rounds as u64, || {
         ping.store(2 * k + 1, Ordering::Release);
@@ -150,19 +160,19 @@ fn spin(dir: &Path, rounds: u32, two_lines: bool) -> Result<Latency> {
         while pong.load(Ordering::Acquire) != 2 * k + 2 {
             std::hint::spin_loop();
             if t0.elapsed() > Duration::from_secs(10) {
-                bail!("bench ipc: the spinning peer stopped answering");
+                bail!("{op}: the spinning peer stopped answering");
             }
         }
         k += 1;
         Ok(())
     })?;
-    finish(child, "spin")?;
+    finish(op, child, "spin")?;
     Ok(r)
 }
 
 fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
-    let (path, _map) = table_file(dir)?;
-    let mut child = peer("pipe", &path, rounds + WARMUP)?;
+    let (path, _map) = table_file(IPC, dir)?;
+    let mut child = peer(IPC, "pipe", &path, rounds + WARMUP)?;
     let mut to = child.stdin.take().context("bench ipc: peer stdin")?;
     let mut from = child.stdout.take().context("bench ipc: peer stdout")?;
     let mut b = [0u8; 1];
@@ -172,15 +182,15 @@ fn pipe(dir: &Path, rounds: u32) -> Result<Latency> {
         Ok(())
     })?;
     drop(to);
-    finish(child, "pipe")?;
+    finish(IPC, child, "pipe")?;
     Ok(r)
 }
 
 /// CPU used by a peer blocked in `Semaphore::wait` for `idle`, in percent of that time.
 fn idle_waiter(dir: &Path, idle: Duration) -> Result<f64> {
-    let (path, map) = table_file(dir)?;
+    let (path, map) = table_file(IPC, dir)?;
     let sem: &Semaphore = place(&map, 0)?;
-    let child = peer("idle", &path, 1)?;
+    let child = peer(IPC, "idle", &path, 1)?;
     std::thread::sleep(idle);
     sem.post()?;
     child_cpu_percent(child, idle, "bench ipc")
@@ -210,16 +220,19 @@ pub(crate) fn child_cpu_percent(child: Tracked, idle: Duration, op: &str) -> Res
 /// Two processes handing a value back and forth through one cache line (`two_lines`
 /// false: the floor of any cross-process round trip), or through two, a request line and
 /// a reply line (the floor of a pair of one-way channels).
-pub(crate) fn spin_floor(rounds: u32, two_lines: bool) -> Result<Latency> {
-    let dir = tempdir()?;
-    spin(dir.path(), rounds, two_lines)
+/// Errors name `op`, the command measuring it.
+pub(crate) fn spin_floor(op: &str, rounds: u32, two_lines: bool) -> Result<Latency> {
+    let dir = tempdir(op)?;
+    spin(op, dir.path(), rounds, two_lines)
 }
 
-fn tempdir() -> Result<tempfile::TempDir> {
+fn tempdir(op: &str) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("mman-bench-ipc")
         .tempdir_in(crate::cleanup::temp_root())
-        .context("bench: create a temporary directory (in $TMPDIR, which must be a writable directory)")?;
+        .with_context(|| {
+            format!("{op}: create a temporary directory (in $TMPDIR, which must be a writable directory)")
+        })?;
     crate::cleanup::remove_on_signal(dir.path());
     Ok(dir)
 }
@@ -232,11 +245,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     };
     // At most MAX_ROUNDS (the parser's bound): with the warm-up, it fits the peers' u32.
     let rounds = u32::try_from(args.rounds).context("bench ipc: --rounds")?;
-    let dir = tempdir()?;
+    let dir = tempdir(IPC)?;
     let mman_semaphore = semaphores(dir.path(), rounds)?;
     let sem_t = sem_t(dir.path(), rounds)?;
     let pipe = pipe(dir.path(), rounds)?;
-    let spin_floor = spin(dir.path(), rounds, false)?;
+    let spin_floor = spin(IPC, dir.path(), rounds, false)?;
     let idle = idle_waiter(dir.path(), Duration::from_secs(1))?;
     if args.json {
         let v = serde_json::json!({

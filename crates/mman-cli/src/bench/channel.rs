@@ -349,8 +349,8 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         args.sizes.clone()
     };
     let floor_rounds = args.rounds.min(u32::MAX as u64) as u32;
-    let floor = super::spin_floor(floor_rounds, false)?;
-    let two_lines = super::spin_floor(floor_rounds, true)?;
+    let floor = super::spin_floor("bench channel", floor_rounds, false)?;
+    let two_lines = super::spin_floor("bench channel", floor_rounds, true)?;
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
     let mut notes = Vec::new();
