@@ -213,6 +213,59 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_whole_numbers_of_bytes() {
+        assert_eq!(size("1.5k"), Ok(1536));
+        assert_eq!(size("0.5K"), Ok(512));
+        assert_eq!(size(".5k"), Ok(512));
+        assert_eq!(size("2.000"), Ok(2));
+        assert_eq!(size("1.25M"), Ok(1_310_720));
+        assert_eq!(
+            size("16777215.999999999999999999T").map_err(|e| e.contains("whole")),
+            Err(true)
+        );
+        for frac in ["1.5", "0.5", "0.1k", "1.0001", "0.000000000000000000001T"] {
+            let e = size(frac).unwrap_err();
+            assert!(e.contains("not a whole number of bytes"), "{frac}: {e}");
+        }
+        for big in [
+            "18446744073709551616",
+            "99999999999999999999999",
+            "16777216T",
+            "17179869184G",
+        ] {
+            let e = size(big).unwrap_err();
+            assert!(e.contains("too large"), "{big}: {e}");
+        }
+        assert_eq!(size("18446744073709551615"), Ok(u64::MAX));
+        assert!(size("-1").unwrap_err().contains("negative"));
+        assert!(size(".").is_err() && size("1..2").is_err() && size("k").is_err());
+    }
+
+    #[test]
+    fn numbers_past_their_range_are_too_large() {
+        for s in ["1025", "99999999999999999999", "184467440737095516160"] {
+            let e = philosophers(s).unwrap_err();
+            assert!(e.contains("too large (at most 1024)"), "{s}: {e}");
+        }
+        assert!(positive("99999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(pid("2147483648").unwrap_err().contains("too large"));
+        assert!(threads("-1").unwrap_err().contains("negative"));
+        assert!(positive("1.5").unwrap_err().contains("whole number"));
+        assert_eq!(count("0"), Ok(0));
+        assert_eq!(positive("+7"), Ok(7));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range("-4k"), Ok(mman::cache::PageRange::bytes(0, Some(4096))));
+        assert_eq!(range("4k-"), Ok(mman::cache::PageRange::bytes(4096, None)));
+        assert!(range("5-1").unwrap_err().contains("before the start"));
+        assert!(range("5").is_err() && range("a-b").is_err());
+    }
+
+    #[test]
     fn durations_and_counts() {
         assert_eq!(seconds("0.5"), Ok(0.5));
         for bad in ["0", "-1", "inf", "nan", "1e99", "x"] {

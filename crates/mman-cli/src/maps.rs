@@ -99,7 +99,7 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 r.start, r.perms, r.offset, r.device.0, r.device.1, r.inode, u.size, u.rss, u.pss, u.pss_dirty,
                 u.referenced, u.anonymous, u.anon_huge_pages, u.swap, u.swap_pss, u.locked, u.lazy_free,
                 r.thp_eligible.map_or("-", |t| if t { "1" } else { "0" }),
-                crate::out::terminal_safe(&r.kind.to_string())
+                crate::out::name_safe(&r.kind.to_string())
             )?;
         }
     } else {
@@ -122,7 +122,7 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 u.locked,
                 r.perms,
                 // A mapped file's name is whoever made it's: shown terminal-safe.
-                crate::out::terminal_safe(&r.kind.to_string())
+                crate::out::name_safe(&r.kind.to_string())
             )?;
         }
     }

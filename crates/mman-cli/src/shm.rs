@@ -39,15 +39,9 @@ pub enum ShmCommand {
 }
 
 /// A name as one table cell: control characters (a newline would break the table) and
-/// backslashes escaped, as `\n`, `\x1b`, `\\`.
-fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| match c {
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => c.escape_default().collect(),
-            c => vec![c],
-        })
-        .collect()
+/// backslashes escaped, as `\n`, `\e`, `\\`, as every name mman prints.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    crate::out::name_safe(name)
 }
 
 /// A library error with its hint in this command's terms: the library's hints name its
