@@ -104,6 +104,14 @@ impl NameList {
                 self.done = true;
                 break;
             }
+            if name.is_empty() {
+                // A run of empty names, skipped at once.
+                let empty = leading(buf, self.sep);
+                if empty > 0 {
+                    self.reader.consume(empty);
+                    continue;
+                }
+            }
             let (part, used, ended) = match buf.iter().position(|&b| b == self.sep) {
                 Some(i) => (&buf[..i], i + 1, true),
                 None => (buf, buf.len(), false),
@@ -132,5 +140,38 @@ impl NameList {
                 &name,
             ))
         }))
+    }
+}
+
+/// How many bytes at the start of `buf` are `b`: eight at a time, so that a list of endless
+/// empty names (`-0 -b /dev/zero`) is skipped at the speed of the pipe.
+fn leading(buf: &[u8], b: u8) -> usize {
+    let word = u64::from_ne_bytes([b; 8]);
+    let mut i = 0;
+    let mut w = [0u8; 8];
+    while i + 8 <= buf.len() {
+        w.copy_from_slice(&buf[i..i + 8]);
+        if u64::from_ne_bytes(w) != word {
+            break;
+        }
+        i += 8;
+    }
+    while i < buf.len() && buf[i] == b {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading;
+
+    #[test]
+    fn leading_counts_a_run() {
+        assert_eq!(leading(b"", 0), 0);
+        assert_eq!(leading(&[0; 20], 0), 20);
+        assert_eq!(leading(&[0, 0, 0, 1, 0], 0), 3);
+        assert_eq!(leading(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], 0), 10);
+        assert_eq!(leading(b"\n\nx", b'\n'), 2);
     }
 }
