@@ -195,3 +195,31 @@ fn serde_values_round_trip_and_garbage_is_an_error() {
     );
     assert_eq!(rx.try_recv().unwrap(), None);
 }
+
+/// `wait_for` answered `Ready` whenever the watched words had changed, without looking at
+/// the deadline: a caller that looked again, found nothing, and called again with the same
+/// deadline (every retry loop of the channels) spun for as long as a peer kept changing a
+/// word. Past the deadline, the answer is `TimedOut`, whatever `ready()` says.
+#[test]
+fn a_deadline_past_ends_a_wait_whatever_the_words_say() {
+    use super::wait::{wait_for, Waited};
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+    let event = AtomicU64::new(0);
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(20);
+    let mut rounds = 0u64;
+    // The callers' loop: Ready, nothing found, wait again.
+    loop {
+        match wait_for(&event, Duration::ZERO, Some(deadline), || true, |_| Ok(())).unwrap() {
+            Waited::Ready => rounds += 1,
+            Waited::TimedOut => break,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still answered Ready {:?} after a 20 ms deadline ({rounds} rounds)",
+            start.elapsed()
+        );
+    }
+    assert!(Instant::now() >= deadline, "timed out before the deadline");
+}

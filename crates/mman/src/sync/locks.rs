@@ -49,6 +49,9 @@ pub(crate) fn init_once(
                 {
                     break;
                 }
+                if past(Some(deadline)) {
+                    return Err(changing(what));
+                }
             }
             s if s & BUSY != 0 && s & !BUSY <= u32::MAX as u64 => {
                 let pid = (s & !BUSY) as u32;
@@ -59,6 +62,9 @@ pub(crate) fn init_once(
                         .is_ok()
                     {
                         break;
+                    }
+                    if past(Some(deadline)) {
+                        return Err(changing(what));
                     }
                     continue;
                 }
@@ -89,6 +95,24 @@ pub(crate) fn init_once(
     finish.to = if r.is_ok() { READY } else { 0 };
     drop(finish);
     r
+}
+
+/// Whether `deadline` has passed. Every loop that retries after a failed compare-and-swap
+/// asks before it retries: a peer that keeps changing the word cannot keep a timed wait
+/// past its deadline.
+pub(crate) fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// The error of an [`init_once`] whose state word kept changing under it until the timeout.
+#[cold]
+fn changing(what: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Os,
+        what,
+        format!("the init state word kept changing for {INIT_TIMEOUT:?}: another process keeps writing it"),
+    )
+    .with_hint("some process writes this memory without being an mman object's user")
 }
 
 /// Ends an [`init_once`]: stores `to` (0 unless the initialiser returned Ok) and wakes the
@@ -300,6 +324,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 {
                     return Ok(Some(Got::Yes));
                 }
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             if is_unrecoverable(s) {
@@ -318,6 +345,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 if let Some(got) = self.take_if_dead(s, mine | WAITERS, tid, token)? {
                     return Ok(Some(got));
                 }
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             if spins < LOCK_SPIN {
@@ -331,6 +361,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                     .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             let now = Instant::now();
