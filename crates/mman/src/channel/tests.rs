@@ -210,11 +210,8 @@ fn a_deadline_past_ends_a_wait_whatever_the_words_say() {
     let deadline = start + Duration::from_millis(20);
     let mut rounds = 0u64;
     // The callers' loop: Ready, nothing found, wait again.
-    loop {
-        match wait_for(&event, Duration::ZERO, Some(deadline), || true, |_| Ok(())).unwrap() {
-            Waited::Ready => rounds += 1,
-            Waited::TimedOut => break,
-        }
+    while let Waited::Ready = wait_for(&event, Duration::ZERO, Some(deadline), || true, |_| Ok(())).unwrap() {
+        rounds += 1;
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "still answered Ready {:?} after a 20 ms deadline ({rounds} rounds)",
