@@ -111,3 +111,81 @@ fn a_changing_header_does_not_outlive_the_receivers_deadline() {
         "recv_timeout(100 ms) returned after {took:?}, when the peer stopped"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 1. The copying receives copied a sealed hand-off whole, whatever its size: a sparse
+//    1 TiB memfd killed the receiver (SIGABRT, the allocation failed).
+
+const HUGE: &str = "a_sparse_terabyte_sealed_hand_off_is_refused_and_the_next_message_arrives";
+
+/// A peer sends a sealed memfd of 1 TiB (sparse: it costs the peer nothing), then a plain
+/// message. The receiver, in a process of its own (so that an abort is seen as one), gets
+/// an error for the first and the second intact; a limit raised with `max_sealed` lets a
+/// sealed hand-off through `recv`.
+#[test]
+fn a_sparse_terabyte_sealed_hand_off_is_refused_and_the_next_message_arrives() {
+    if common::is("receiver") {
+        let name = std::env::var("MMAN_AUDIT_NAME").unwrap();
+        let chan = Options::new().max_sealed(8192).open(&name).unwrap();
+        let mut rx = chan.receiver().unwrap();
+        // Attached: the sender may start.
+        println!("attached");
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
+        assert!(e.to_string().contains("1099511627776 bytes"), "{e}");
+        assert_eq!(rx.recv().unwrap(), b"next");
+        // Within the limit: copied.
+        assert_eq!(&rx.recv().unwrap()[..5], b"small");
+        // Every copying receive refuses it, and the channel goes on.
+        let e = rx.recv_timeout(Duration::from_secs(10)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
+        let mut buf = Vec::new();
+        let e = rx.recv_into(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
+        // The sealed view maps it without copying.
+        match rx.recv_message().unwrap() {
+            mman::channel::Message::Sealed(view) => assert_eq!(view.len(), 1 << 40),
+            other => panic!("not a sealed view: {other:?}"),
+        }
+        assert_eq!(rx.recv().unwrap(), b"last");
+        return;
+    }
+    if common::role().is_some() {
+        return;
+    }
+    use std::io::BufRead;
+    let name = unique("huge");
+    let chan = Options::new().capacity(4096).create(&name).unwrap();
+    let mut child = common::rerun(HUGE, "receiver")
+        .env("MMAN_AUDIT_NAME", &name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut tx = chan.sender().unwrap();
+    let huge = || {
+        // Sparse: made empty, then given its size (Memfd::create allocates the pages).
+        let fd = mman::shm::Memfd::create("huge", 0).unwrap();
+        fd.set_len(1 << 40).unwrap();
+        fd
+    };
+    tx.send_sealed(huge()).unwrap();
+    tx.send(b"next").unwrap();
+    let small = mman::shm::Memfd::create("small", 8192).unwrap();
+    small.map().unwrap().write_at(0, b"small").unwrap();
+    tx.send_sealed(small).unwrap();
+    tx.send_sealed(huge()).unwrap();
+    tx.send_sealed(huge()).unwrap();
+    tx.send_sealed(huge()).unwrap();
+    tx.send(b"last").unwrap();
+    let flushed = tx.flush();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the receiver of a 1 TiB sealed hand-off ended with {status:?} (see its output above)"
+    );
+    flushed.unwrap();
+}
