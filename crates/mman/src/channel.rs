@@ -50,7 +50,9 @@
 //! [`ErrorKind::Disconnected`]. Whether a peer exists is
 //! the kernel's answer, not the shared memory's: each endpoint holds an OFD lock on the
 //! bytes of its slot through a descriptor of its own, which the kernel drops when the
-//! process dies or execs; a peer writing into the region cannot fake one.
+//! process dies or execs; a peer writing into the region cannot fake one. A child created
+//! by `fork` does not keep its parent's endpoints alive, however many the parent holds and
+//! whenever the fork comes: the descriptors it inherits are closed as it starts.
 //!
 //! ## Soundness
 //! Every access mman makes to the shared region is an 8-byte atomic or a copy made of

@@ -53,6 +53,21 @@ fn while_changing<R>(
     })
 }
 
+/// What follows `prefix` on the first line of `out` (a re-run test binary's standard
+/// output, where the harness writes too) that holds it; empty at the end of the output.
+/// (The pipe stays open: a child writing to a closed one would fail.)
+fn line_starting(out: &mut std::process::ChildStdout, prefix: &str) -> String {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        // The harness may have begun the line ("test NAME ... ").
+        if let Some(at) = line.find(prefix) {
+            return line[at + prefix.len()..].to_string();
+        }
+    }
+    String::new()
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. `wait_for` answered Ready without looking at the deadline: a peer that keeps changing
 //    a watched word to values that still mean "nothing" kept recv_timeout spinning past it
@@ -153,7 +168,6 @@ fn a_sparse_terabyte_sealed_hand_off_is_refused_and_the_next_message_arrives() {
     if common::role().is_some() {
         return;
     }
-    use std::io::BufRead;
     let name = unique("huge");
     let chan = Options::new().capacity(4096).create(&name).unwrap();
     let mut child = common::rerun(HUGE, "receiver")
@@ -161,10 +175,7 @@ fn a_sparse_terabyte_sealed_hand_off_is_refused_and_the_next_message_arrives() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    line_starting(child.stdout.as_mut().unwrap(), "attached");
     let mut tx = chan.sender().unwrap();
     let huge = || {
         // Sparse: made empty, then given its size (Memfd::create allocates the pages).
@@ -188,4 +199,155 @@ fn a_sparse_terabyte_sealed_hand_off_is_refused_and_the_next_message_arrives() {
         "the receiver of a 1 TiB sealed hand-off ended with {status:?} (see its output above)"
     );
     flushed.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The table of descriptors closed in a forked child had 1,024 entries: past them, a
+//    child created by fork kept the parent's endpoint locks, and a peer killed afterwards
+//    was never reported gone while that child lived.
+
+const MANY: &str = "a_forked_child_does_not_keep_the_1100th_endpoint_alive";
+
+/// A peer holds 1,100 channel handles, attaches a sender to ours, forks a child that only
+/// sleeps, and is killed: the receiver is told the sender is gone, although the child
+/// (which inherited the sender's descriptors) lives on.
+#[test]
+fn a_forked_child_does_not_keep_the_1100th_endpoint_alive() {
+    if common::is("peer") {
+        // 1,100 handles hold 2,200 descriptors: raise the soft limit if it is lower.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct we own.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            if lim.rlim_cur < 4096 && lim.rlim_max >= 4096 {
+                lim.rlim_cur = 4096;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+        let handles: Vec<_> = (0..1100)
+            .map(|_| mman::channel::Channel::anonymous(4096).unwrap())
+            .collect();
+        let chan = mman::channel::Channel::open(&std::env::var("MMAN_AUDIT_NAME").unwrap()).unwrap();
+        let mut tx = chan.sender().unwrap();
+        tx.send(b"attached").unwrap();
+        // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let ts = libc::timespec {
+                tv_sec: 30,
+                tv_nsec: 0,
+            };
+            // SAFETY: nanosleep and _exit are async-signal-safe.
+            unsafe {
+                libc::nanosleep(&ts, std::ptr::null_mut());
+                libc::_exit(0);
+            }
+        }
+        println!("forked {child}");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = &handles;
+        }
+    }
+    if common::role().is_some() {
+        return;
+    }
+    let name = unique("many");
+    let chan = Options::new().capacity(4096).create(&name).unwrap();
+    let mut rx = chan.receiver().unwrap();
+    let mut peer = common::rerun(MANY, "peer")
+        .env("MMAN_AUDIT_NAME", &name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = line_starting(peer.stdout.as_mut().unwrap(), "forked ");
+    let grandchild: i32 = line.trim().parse().unwrap_or_else(|_| {
+        let _ = peer.kill();
+        panic!("the peer did not fork: {line:?}")
+    });
+    assert_eq!(rx.recv().unwrap(), b"attached");
+    peer.kill().unwrap();
+    peer.wait().unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(5));
+    // SAFETY: kill(2) of the sleeping child this test's peer forked (reparented to init or
+    // a subreaper, still ours to end).
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    match r {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}"),
+        Ok(m) => panic!("the killed sender was not reported gone (its forked child lives): {m:?}"),
+    }
+}
+
+const WINDOW: &str = "forks_racing_attaches_leave_no_lock_in_a_child";
+
+/// One thread attaches and drops senders without pause while another forks children that
+/// only sleep: a fork that came between opening a lock's descriptor and registering it (or
+/// between unregistering and closing it) left the child holding the lock, so the lane
+/// stayed "occupied" by a sender long gone while the child slept.
+#[test]
+fn forks_racing_attaches_leave_no_lock_in_a_child() {
+    if common::is("forker") {
+        let chan = Options::new().capacity(4096).anonymous().unwrap();
+        let stop = AtomicBool::new(false);
+        let mut children = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    // Refused for a moment after a fork: the child holds the copies of the
+                    // descriptors until its fork handler has closed them.
+                    drop(chan.sender());
+                }
+            });
+            for _ in 0..300 {
+                // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    let ts = libc::timespec {
+                        tv_sec: 3,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: nanosleep and _exit are async-signal-safe.
+                    unsafe {
+                        libc::nanosleep(&ts, std::ptr::null_mut());
+                        libc::_exit(0);
+                    }
+                }
+                children.push(child);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        // Every sender was dropped; the children sleep on (3 s), each past its fork handler
+        // within moments of its fork.
+        let t = Instant::now();
+        let attached = loop {
+            match chan.sender() {
+                Ok(_) => break Ok(()),
+                Err(e) if t.elapsed() > Duration::from_secs(1) => break Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        for c in children {
+            // SAFETY: kill(2) and waitpid(2) of this process's own children.
+            unsafe {
+                libc::kill(c, libc::SIGKILL);
+                libc::waitpid(c, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Err(e) = attached {
+            panic!("a forked child kept a dropped sender's lock: {e}");
+        }
+        return;
+    }
+    if common::role().is_some() {
+        return;
+    }
+    let status = common::rerun(WINDOW, "forker").status().unwrap();
+    assert!(
+        status.success(),
+        "the forker ended with {status:?} (see its output)"
+    );
 }
