@@ -157,7 +157,7 @@ pub fn owner_alive(tid: u32, token: u32) -> bool {
     }
     match task_state(tid) {
         Ok(None) => false,
-        Ok(Some((state, _))) if matches!(state, b'Z' | b'X' | b'x') => false,
+        Ok(Some((b'Z' | b'X' | b'x', _))) => false,
         Ok(Some((_, start))) => match token >> MARK_SHIFT {
             // No mark; start time 0: the owner could not read it, its TID alone must do.
             NO_MARK => token & LOW == 0 || start as u32 & LOW == token & LOW,
