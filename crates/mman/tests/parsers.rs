@@ -97,8 +97,14 @@ fn region_writes() -> impl Strategy<Value = Vec<(usize, u64)>> {
     let value = prop_oneof![
         any::<u64>(),
         0..64u64,
-        (0..4096u64, 0..3u64, any::<u32>())
-            .prop_map(|(len, kind, stamp)| len | kind << 32 | (stamp as u64) << 36),
+        // A record header: length, kind, and the stamp of lap 0 or 1 (what the receiver
+        // expects at the start), or any.
+        (
+            0..4096u64,
+            0..3u64,
+            prop_oneof![Just(0x0800_0000u32), Just(0x0800_0001), any::<u32>()]
+        )
+            .prop_map(|(len, kind, stamp)| len | kind << 32 | (stamp as u64 & 0x0fff_ffff) << 36),
         Just(u64::MAX),
         Just(1 << 63 | std::process::id() as u64),
     ];
