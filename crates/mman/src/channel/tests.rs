@@ -220,3 +220,29 @@ fn a_deadline_past_ends_a_wait_whatever_the_words_say() {
     }
     assert!(Instant::now() >= deadline, "timed out before the deadline");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The parameters and record headers a peer writes, as the receiving side parses them:
+    /// any words give a layout whose sizes fit, or an error; any header gives a length the
+    /// ring can hold, or nothing. Never a panic.
+    #[test]
+    fn configuration_words_and_headers_of_any_value_never_panic(
+        lanes in prop_oneof![any::<u64>(), 0..70u64],
+        cap in prop_oneof![any::<u64>(), (0..45u32).prop_map(|k| 1u64 << k)],
+        h in any::<u64>(),
+        pos in any::<u64>(),
+        params in any::<[u64; 3]>(),
+    ) {
+        if let Ok(layout) = super::lanes::Layout::check(lanes, cap) {
+            prop_assert!(layout.len() >= layout.cap);
+            if let Some((len, _)) = layout.parse(h, pos) {
+                prop_assert!(len <= layout.max_message());
+            }
+            let lane = layout.lane(layout.lanes - 1);
+            prop_assert!(layout.header_at(&lane, pos) * 8 < layout.len());
+        }
+        let _ = super::broadcast::check_shape(params);
+    }
+}
