@@ -113,8 +113,10 @@ fn register(fd: RawFd) -> &'static AtomicI32 {
     let mut chunk: &'static Chunk = &FIRST;
     loop {
         for e in &chunk.fds {
-            if e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            // A plain load first: a failed compare-and-swap costs a locked instruction.
+            if e.load(Ordering::Relaxed) == -1
+                && e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
             {
                 return e;
             }
