@@ -305,7 +305,10 @@ impl Receiver {
         })
     }
 
-    /// Take the next message as it came: bytes, or a sealed memory view (zero-copy).
+    /// Take the next message as it came: bytes, or a sealed memory view (zero-copy). A
+    /// sealed hand-off of any size is taken ([`Options::max_sealed`](super::Options::max_sealed)
+    /// bounds only the receives that copy): the view maps the memfd without allocating, and
+    /// what it costs to read is the caller's choice.
     ///
     /// # Errors
     /// As [`recv`](Self::recv); a sealed hand-off whose sender died before it was taken is
