@@ -43,7 +43,8 @@ pub fn fork_generation() -> u64 {
 const MARK_NAME: &str = "mman-image";
 /// The token's high bits: the mark's descriptor number, or [`NO_MARK`].
 const MARK_SHIFT: u32 = 20;
-/// The token's low bits: the low bits of the mark's inode, or of the start time.
+/// The token's low bits: the low bits of the mark's inode XOR the start time, or of the
+/// start time.
 const LOW: u32 = (1 << MARK_SHIFT) - 1;
 /// The descriptor field of a token without a mark (none could be made, or its number did
 /// not fit): the low bits are then the thread's start time, as before marks.
@@ -97,8 +98,9 @@ fn mark_of(tid: u32, fd: u32) -> io::Result<Option<u64>> {
 /// this process image from a later thread that reuses the TID, and from this same thread
 /// after an `exec` (which keeps the TID of the thread that calls it, and the start time,
 /// of the process's first thread). The token is the image mark's descriptor number (12
-/// bits) and the low 20 bits of its inode (see `image_mark`); without a mark, the low 20
-/// bits of the thread's start time (clock ticks since boot, from `/proc/TID/stat`).
+/// bits) and the low 20 bits of its inode XOR the thread's start time (clock ticks since
+/// boot, from `/proc/TID/stat`), so that both a new image and a new thread of the same
+/// image change it (see `image_mark`); without a mark, the low 20 bits of the start time.
 /// Cached per thread; a fork invalidates the cache.
 pub fn thread_identity() -> (u32, u32) {
     thread_local! {
@@ -111,15 +113,14 @@ pub fn thread_identity() -> (u32, u32) {
             return (tid, token);
         }
         let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-        let token = match image_mark() {
-            Some((fd, ino)) => fd << MARK_SHIFT | (ino as u32 & LOW),
-            None => {
-                let start = match task_state(tid) {
-                    Ok(Some((_, start))) => start as u32 & LOW,
-                    _ => 0,
-                };
-                NO_MARK << MARK_SHIFT | start
-            }
+        let start = match task_state(tid) {
+            Ok(Some((_, start))) => Some(start as u32),
+            _ => None,
+        };
+        let token = match (image_mark(), start) {
+            (Some((fd, ino)), Some(start)) => fd << MARK_SHIFT | ((ino as u32 ^ start) & LOW),
+            // Without a start time, no mark either: a token of 0 low bits is the TID alone.
+            (_, start) => NO_MARK << MARK_SHIFT | (start.unwrap_or(0) & LOW),
         };
         me.set((forks, tid, token));
         (tid, token)
@@ -162,7 +163,7 @@ pub fn owner_alive(tid: u32, token: u32) -> bool {
             // No mark; start time 0: the owner could not read it, its TID alone must do.
             NO_MARK => token & LOW == 0 || start as u32 & LOW == token & LOW,
             fd => match mark_of(tid, fd) {
-                Ok(Some(ino)) => ino as u32 & LOW == token & LOW,
+                Ok(Some(ino)) => (ino as u32 ^ start as u32) & LOW == token & LOW,
                 Ok(None) => false,
                 Err(_) => true,
             },
