@@ -70,12 +70,15 @@ fn line_starting(out: &mut std::process::ChildStdout, prefix: &str) -> String {
 
 // ---------------------------------------------------------------------------------------
 // 5. `wait_for` answered Ready without looking at the deadline: a peer that keeps changing
-//    a watched word to values that still mean "nothing" kept recv_timeout spinning past it
-//    (for as long as the peer went on).
+//    a watched word to values that still mean "nothing" kept recv_timeout retrying past it,
+//    until a look happened to find the word unchanged. Which look that is, the race
+//    decides: the unit test `a_deadline_past_ends_a_wait_whatever_the_words_say` (in
+//    `channel/tests.rs`) is the one that fails without the fix; these two keep the
+//    end-to-end behaviour.
 
 /// A subscriber's slot whose sequence word counts down from 0 (2^64 - 1, 2^64 - 2...: all
-/// "not published yet" for message 0, each a change): recv_timeout(100 ms) times out. The bound, 2 s, is not a
-/// measurement: before the fix it returned only when the peer stopped changing the word, or a little past the deadline.
+/// "not published yet" for message 0, each a change): recv_timeout(100 ms) times out. The
+/// bound, 2 s, is not a measurement: only that the wait ends while the peer goes on.
 #[test]
 fn a_changing_slot_word_does_not_outlive_the_subscribers_deadline() {
     let name = unique("flipslot");
