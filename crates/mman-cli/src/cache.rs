@@ -6,17 +6,19 @@
 //! locks files and holds them, with the process machinery of holding (stop signals, pid
 //! file, daemon) in [`holder`].
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use mman::cache::{self, DirtyPages, PageRange, WalkOptions};
+use mman::cache::{self, DirtyPages, PageRange, WalkOptions, WalkTotals};
 
 mod holder;
 mod jobs;
+mod list;
 mod lock;
 mod output;
+
+use list::Roots;
 
 use jobs::{walk_job, Job};
 use lock::lock;
@@ -77,6 +79,7 @@ pub enum CacheCommand {
 #[derive(Args, Debug)]
 pub struct WalkArgs {
     /// Files and directories (directories are walked recursively).
+    #[arg(required_unless_present = "batch")]
     paths: Vec<PathBuf>,
     /// `-v`, given to the subcommand (each says what it prints).
     #[arg(skip)]
@@ -88,17 +91,17 @@ pub struct WalkArgs {
     #[arg(short = 'f', long = "follow")]
     follow: bool,
     /// Ignore files and directories whose name matches GLOB (repeatable).
-    #[arg(short = 'i', long = "ignore", value_name = "GLOB")]
-    ignore: Vec<String>,
+    #[arg(short = 'i', long = "ignore", value_name = "GLOB", value_parser = crate::args::glob)]
+    ignore: Vec<globset::Glob>,
     /// Only files whose name matches GLOB (repeatable).
-    #[arg(short = 'I', long = "include", value_name = "GLOB")]
-    include: Vec<String>,
+    #[arg(short = 'I', long = "include", value_name = "GLOB", value_parser = crate::args::glob)]
+    include: Vec<globset::Glob>,
     /// Skip files larger than SIZE (such as 500M, 4k, 1.5G).
     #[arg(short = 'm', long = "max-size", value_name = "SIZE", value_parser = crate::args::size)]
     max_size: Option<u64>,
     /// Only this byte range of each file: A-B, A- or -B (such as 4k-10M).
-    #[arg(short = 'p', long = "range", value_name = "RANGE")]
-    range: Option<String>,
+    #[arg(short = 'p', long = "range", value_name = "RANGE", allow_hyphen_values = true, value_parser = crate::args::range)]
+    range: Option<PageRange>,
     /// Read the list of files from FILE ("-": standard input), one a line.
     #[arg(short = 'b', long = "batch", value_name = "FILE")]
     batch: Option<PathBuf>,
@@ -108,7 +111,7 @@ pub struct WalkArgs {
     /// Threads for the walk, 0 to 256 (default, or 0: one a core); evict also drops a file
     /// with a GiB or more resident on up to this many threads (default 8). Page-cache work is
     /// bound by the kernel, not by threads: more than a few per core only adds overhead.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=256))]
+    #[arg(long, value_parser = crate::args::threads)]
     threads: Option<u16>,
 }
 
@@ -135,42 +138,17 @@ pub fn run(cmd: CacheCommand) -> Result<std::process::ExitCode> {
     }
 }
 
-/// The roots, the options and the page range a `WalkArgs` asks for.
-fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
-    let mut roots = w.paths.clone();
-    if let Some(list) = &w.batch {
-        let mut text = Vec::new();
-        if list.as_os_str() == "-" {
-            // A closed standard input is an error, not an empty list (Rust's runtime
-            // reopened it on /dev/null).
-            if crate::out::stdin_closed() {
-                return Err(crate::out::stdin_closed_error())
-                    .context("read the file list from standard input");
-            }
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut text)
-                .context("read the file list from standard input")?;
-        } else {
-            text = std::fs::read(list).with_context(|| format!("read the file list {}", list.display()))?;
-        }
-        let sep = if w.nul { b'\0' } else { b'\n' };
-        for item in text.split(|&b| b == sep).filter(|s| !s.is_empty()) {
-            roots.push(PathBuf::from(
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(item),
-            ));
-        }
-    }
-    if roots.is_empty() {
-        bail!("no files or directories given (name them, or -b FILE for a list)");
-    }
-    let globs = |pats: &[String]| -> Result<Option<globset::GlobSet>> {
+/// The roots (a batch at a time), the options and the page range a `WalkArgs` asks for.
+/// Everything the arguments alone decide was checked by the parser (a usage error).
+fn prepare(w: &WalkArgs) -> Result<(Roots, WalkOptions, PageRange)> {
+    let roots = Roots::new(w.paths.clone(), w.batch.as_deref(), w.nul)?;
+    let globs = |pats: &[globset::Glob]| -> Result<Option<globset::GlobSet>> {
         if pats.is_empty() {
             return Ok(None);
         }
         let mut b = globset::GlobSetBuilder::new();
         for p in pats {
-            b.add(globset::Glob::new(p).with_context(|| format!("bad pattern {p:?}"))?);
+            b.add(p.clone());
         }
         Ok(Some(b.build()?))
     };
@@ -187,37 +165,21 @@ fn prepare(w: &WalkArgs) -> Result<(Vec<PathBuf>, WalkOptions, PageRange)> {
             is_dir || include.as_ref().is_none_or(|g| g.is_match(name))
         }))
     };
-    let max_size = w.max_size;
-    let range = match &w.range {
-        None => PageRange::ALL,
-        Some(r) => {
-            let (a, b) = r
-                .split_once('-')
-                .with_context(|| format!("bad range {r:?}: expected A-B, A- or -B"))?;
-            let a = if a.is_empty() {
-                0
-            } else {
-                crate::args::size(a).map_err(anyhow::Error::msg)?
-            };
-            let b = if b.is_empty() {
-                None
-            } else {
-                Some(crate::args::size(b).map_err(anyhow::Error::msg)?)
-            };
-            if b.is_some_and(|b| b < a) {
-                bail!("bad range {r:?}: the end comes before the start");
-            }
-            PageRange::bytes(a, b)
-        }
-    };
     let mut opts = WalkOptions {
         follow_symlinks: w.follow,
-        max_size,
+        max_size: w.max_size,
         filter,
         ..WalkOptions::default()
     };
     if let Some(t) = w.threads {
         opts.threads = t as usize;
     }
-    Ok((roots, opts, range))
+    Ok((roots, opts, w.range.unwrap_or(PageRange::ALL)))
+}
+
+/// `a` plus the totals of one more walk.
+fn add_totals(a: &mut WalkTotals, b: WalkTotals) {
+    a.files += b.files;
+    a.directories += b.directories;
+    a.skipped += b.skipped;
 }

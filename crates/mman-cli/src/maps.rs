@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use mman::maps::{self, Kind, Region, Usage};
 
@@ -12,6 +12,7 @@ use mman::maps::{self, Kind, Region, Usage};
 #[derive(Args, Debug)]
 pub struct MapsArgs {
     /// The process (default: mman itself).
+    #[arg(value_parser = crate::args::pid)]
     pid: Option<u32>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -20,8 +21,8 @@ pub struct MapsArgs {
     #[arg(long, value_enum)]
     sort: Option<SortKey>,
     /// Only mappings whose name (path, or [heap], [stack], [anon]...) matches GLOB or equals it.
-    #[arg(long, value_name = "GLOB")]
-    filter: Option<String>,
+    #[arg(long, value_name = "GLOB", value_parser = crate::args::glob)]
+    filter: Option<globset::Glob>,
     /// Every smaps figure, as pmap -X prints them.
     #[arg(short = 'X', long)]
     extended: bool,
@@ -41,13 +42,12 @@ enum SortKey {
 pub fn run(args: MapsArgs) -> Result<()> {
     let m = maps::read(args.pid)?;
     let mut regions: Vec<&Region> = m.regions.iter().collect();
-    if let Some(pat) = &args.filter {
-        let glob = globset::Glob::new(pat)
-            .with_context(|| format!("bad pattern {pat:?}"))?
-            .compile_matcher();
+    if let Some(glob) = &args.filter {
+        let pat = glob.glob();
+        let glob = glob.compile_matcher();
         regions.retain(|r| {
             let name = r.kind.to_string();
-            name == *pat || glob.is_match(&name)
+            name == pat || glob.is_match(&name)
         });
     }
     if let Some(key) = args.sort {
@@ -99,7 +99,7 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 r.start, r.perms, r.offset, r.device.0, r.device.1, r.inode, u.size, u.rss, u.pss, u.pss_dirty,
                 u.referenced, u.anonymous, u.anon_huge_pages, u.swap, u.swap_pss, u.locked, u.lazy_free,
                 r.thp_eligible.map_or("-", |t| if t { "1" } else { "0" }),
-                crate::out::terminal_safe(&r.kind.to_string())
+                crate::out::name_safe(&r.kind.to_string())
             )?;
         }
     } else {
@@ -122,7 +122,7 @@ pub fn run(args: MapsArgs) -> Result<()> {
                 u.locked,
                 r.perms,
                 // A mapped file's name is whoever made it's: shown terminal-safe.
-                crate::out::terminal_safe(&r.kind.to_string())
+                crate::out::name_safe(&r.kind.to_string())
             )?;
         }
     }

@@ -152,12 +152,25 @@ pub fn diagnostic_line(args: std::fmt::Arguments<'_>) {
 /// `\u{NN}` for the C1 controls): what a file name may hold, shown as GNU tools quote it,
 /// unambiguously and harmlessly.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    escaped(text, false)
+}
+
+/// A name (a path, an object's name) as printed in mman's output: [`terminal_safe`], and
+/// its backslashes doubled, so that a name holding a backslash and an `n` is told from one
+/// holding a newline. (Diagnostics keep their backslashes: they quote strings with `{:?}`,
+/// whose escapes must not be doubled.)
+pub fn name_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, true)
+}
+
+fn escaped(text: &str, backslashes: bool) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || (backslashes && c == '\\')) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
+            '\\' if backslashes => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),

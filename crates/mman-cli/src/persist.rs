@@ -116,12 +116,13 @@ impl Counter {
 // Arguments of `mman counter` (a plain comment: as a doc comment it would replace the
 // subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("action").required(true).args(["add", "check"]))]
 pub struct CounterArgs {
     /// The counter's file (created when adding, if missing).
     #[arg(long)]
     file: PathBuf,
     /// Run this many transactions, each adding 1.
-    #[arg(long, conflicts_with = "check")]
+    #[arg(long, conflicts_with = "check", value_parser = crate::args::count)]
     add: Option<u64>,
     /// Make every transaction durable (msync) instead of process-crash-safe only.
     #[arg(long, requires = "add")]
@@ -189,6 +190,7 @@ pub fn counter(args: CounterArgs) -> Result<()> {
             outln!("{}", c.count)?;
             Ok(())
         }
+        // The parser requires exactly one of them (a usage error, status 2).
         _ => bail!("counter: give --add N or --check"),
     }
 }

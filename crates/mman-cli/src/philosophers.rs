@@ -19,7 +19,7 @@ use crate::cleanup::Tracked;
 #[derive(Args, Debug)]
 pub struct PhilosophersArgs {
     /// Number of philosophers (processes), 2 to 1024.
-    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=1024))]
+    #[arg(short = 'n', long, default_value_t = 5, value_parser = crate::args::philosophers)]
     philosophers: u32,
     /// Meals each philosopher eats (at least 1), then the dinner ends.
     #[arg(long, conflicts_with = "seconds", value_parser = crate::args::positive)]
@@ -230,10 +230,8 @@ fn remove_if_same(path: &std::path::Path, file: &std::fs::File) {
 
 /// `mman philosophers`: Dining Philosophers with processes and semaphores in a shared file.
 pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
+    // 2 to 1024, checked by the parser.
     let n = args.philosophers as usize;
-    if !(2..=1024).contains(&n) {
-        bail!("philosophers: -n must be between 2 and 1024, not {n}");
-    }
     let mut tmp = None;
     let path = match &args.file {
         Some(p) => p.clone(),

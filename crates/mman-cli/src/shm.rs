@@ -7,7 +7,7 @@ use clap::Subcommand;
 #[derive(Subcommand, Debug)]
 #[command(defer = true)]
 pub enum ShmCommand {
-    /// Create /dev/shm/mman.NAME of the given size (mode 0600), and keep it.
+    /// Create /dev/shm/mman.NAME of the given size (mode 0600), kept until removed by name.
     Create {
         /// The name (without the mman. prefix).
         name: String,
@@ -15,17 +15,20 @@ pub enum ShmCommand {
         #[arg(long, value_parser = crate::args::size)]
         size: u64,
     },
-    /// List the objects mman created, with size, owner, and whether the creator still runs.
+    /// List the objects mman created, with size, owner, creator, and whether they are kept,
+    /// in use or stale.
     List {
         /// Every object in /dev/shm, other programs' too (marked "foreign", named verbatim).
         #[arg(long)]
         all: bool,
     },
-    /// Remove objects by name, or every object whose creator is gone (--stale).
+    /// Remove objects by name, or every stale object (--stale).
     Rm {
         /// Names to remove.
+        #[arg(required_unless_present = "stale")]
         names: Vec<String>,
-        /// Remove the objects whose creating process is gone.
+        /// Remove the stale objects: mman's, not kept, held by no running process (never one
+        /// made by `mman shm create`, which is kept).
         #[arg(long)]
         stale: bool,
         /// The names are other programs' objects, given verbatim (`/ring`, `psm_1a2b`): no
@@ -36,15 +39,9 @@ pub enum ShmCommand {
 }
 
 /// A name as one table cell: control characters (a newline would break the table) and
-/// backslashes escaped, as `\n`, `\x1b`, `\\`.
-fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| match c {
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => c.escape_default().collect(),
-            c => vec![c],
-        })
-        .collect()
+/// backslashes escaped, as `\n`, `\e`, `\\`, as every name mman prints.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    crate::out::name_safe(name)
 }
 
 /// A library error with its hint in this command's terms: the library's hints name its
@@ -75,14 +72,13 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
     use mman::shm::{self, SharedMemory};
     match cmd {
         ShmCommand::Create { name, size } => {
-            let mut obj = SharedMemory::create(&name, size).map_err(|e| command_hint(e, &name))?;
-            obj.keep();
-            outln!("created {} ({size} bytes, mode 0600)", obj.name())?;
+            let obj = SharedMemory::create_kept(&name, size, 0o600).map_err(|e| command_hint(e, &name))?;
+            outln!("created {} ({size} bytes, mode 0600, kept)", obj.name())?;
         }
         ShmCommand::List { all } => {
             let objs = if all { shm::list_all()? } else { shm::list()? };
             outln!(
-                "{:<24} {:>12} {:>6} {:>5} {:>8} CREATOR",
+                "{:<24} {:>12} {:>6} {:>5} {:>8} STATE",
                 "NAME",
                 "SIZE",
                 "UID",
@@ -91,11 +87,12 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             )?;
             for o in objs {
                 let pid = o.creator.map_or("-".to_string(), |p| p.to_string());
-                let alive = match o.creator_alive {
+                let alive = match o.in_use {
                     _ if !o.mman => "foreign",
-                    Some(true) => "running",
-                    Some(false) => "gone (stale)",
-                    None => "unknown",
+                    _ if o.kept => "kept",
+                    Some(true) => "in use",
+                    _ if o.is_stale() => "unused (stale)",
+                    _ => "unknown",
                 };
                 outln!(
                     "{:<24} {:>12} {:>6} {:>5o} {:>8} {alive}",
@@ -112,9 +109,6 @@ pub fn shm(cmd: ShmCommand) -> Result<()> {
             stale,
             foreign,
         } => {
-            if names.is_empty() && !stale {
-                bail!("shm rm: name objects to remove, or pass --stale");
-            }
             // Like rm: every name is tried; a failure is reported and the status is 1.
             let mut failed = 0;
             for name in &names {

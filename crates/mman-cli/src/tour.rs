@@ -28,7 +28,7 @@ pub struct TourArgs {
     /// unrelated processes; 10 dining philosophers; 11 a truncated file survived; 12 guard
     /// pages and secrets; 13 persistent variables; 14 the page cache and our own mappings;
     /// 15 parent and child talking through a channel.
-    #[arg(long)]
+    #[arg(long, value_parser = section)]
     section: Option<usize>,
 }
 
@@ -72,16 +72,21 @@ const SECTIONS: &[Section] = &[
     ("Parent and child talking through a channel", channel::section),
 ];
 
+/// A section number, 1 to the number of sections (a usage error otherwise).
+fn section(s: &str) -> Result<usize, String> {
+    let last = SECTIONS.len();
+    match crate::args::whole_in(s, "section", 1, last as u64) {
+        Ok(n) => Ok(n as usize),
+        Err(_) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "there is no section {}; sections are 1 to {last}",
+            s.trim()
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// `mman tour`.
 pub fn run(args: TourArgs) -> Result<()> {
-    if let Some(s) = args.section {
-        if s == 0 || s > SECTIONS.len() {
-            bail!(
-                "tour: there is no section {s}; sections are 1 to {}",
-                SECTIONS.len()
-            );
-        }
-    }
     let tour = Tour {
         dir: tempfile::Builder::new()
             .prefix("mman-tour")

@@ -211,7 +211,7 @@ fn shm_objects_are_0600_whatever_the_umask() {
     assert_eq!(meta.len(), 12345);
     let list = stdout(&mman(&["shm", "list"]));
     let line = list.lines().find(|l| l.starts_with(&name)).expect("listed");
-    assert!(line.contains("12345") && line.contains("gone (stale)"), "{line}");
+    assert!(line.contains("12345") && line.contains("kept"), "{line}");
     let o = mman(&["shm", "create", &name, "--size", "1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

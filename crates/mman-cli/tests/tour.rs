@@ -59,7 +59,7 @@ fn one_section_and_a_bad_section_number() {
         .args(["tour", "--section", "99"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no section 99"));
     assert!(out.stdout.is_empty());
 }

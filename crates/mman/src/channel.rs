@@ -23,7 +23,8 @@
 //!   ([`Sender::send_batch`], [`Receiver::recv_batch`]) that wake the other side once,
 //!   messages written and read in place in the ring by callers who vouch for their peers
 //!   ([`Sender::send_in_place`], [`Receiver::recv_in_place`]), and large messages without
-//!   copies ([`Sender::send_sealed`]: a sealed memfd).
+//!   copies ([`Sender::send_sealed`]: a sealed memfd, received as a view; the receives
+//!   that copy take one up to a limit, [`Options::max_sealed`]).
 //! * [`broadcast`]: one publisher, any number of subscribers joining and leaving; a
 //!   subscriber that falls behind is told exactly how many messages it missed, or the
 //!   publisher waits for it.
@@ -52,7 +53,9 @@
 //! [`ErrorKind::Disconnected`]. Whether a peer exists is
 //! the kernel's answer, not the shared memory's: each endpoint holds an OFD lock on the
 //! bytes of its slot through a descriptor of its own, which the kernel drops when the
-//! process dies or execs; a peer writing into the region cannot fake one.
+//! process dies or execs; a peer writing into the region cannot fake one. A child created
+//! by `fork` does not keep its parent's endpoints alive, however many the parent holds and
+//! whenever the fork comes: the descriptors it inherits are closed as it starts.
 //!
 //! ## Soundness
 //! Every access mman makes to the shared region is an 8-byte atomic or a copy made of
@@ -95,13 +98,19 @@ use lanes::Layout;
 use region::{Kind, Region, Shape};
 use wait::Waiting;
 
-/// How to make a [`Channel`]: capacity, number of senders, how to wait.
+/// How to make a [`Channel`]: capacity, number of senders, how to wait, the largest
+/// sealed hand-off a receive copies.
 #[derive(Clone, Debug)]
 pub struct Options {
     capacity: usize,
     senders: usize,
     waiting: Waiting,
+    max_sealed: Option<usize>,
 }
+
+/// The default limit of a sealed hand-off copied by a receive, in rings: 16 times the
+/// capacity (1 MiB for the default 64 KiB ring).
+pub const SEALED_RINGS: usize = 16;
 
 impl Default for Options {
     fn default() -> Self {
@@ -116,6 +125,7 @@ impl Options {
             capacity: 64 * 1024,
             senders: 1,
             waiting: Waiting::DEFAULT,
+            max_sealed: None,
         }
     }
 
@@ -146,6 +156,20 @@ impl Options {
     /// [`Wait::Adaptive`]: it spins only where that can help; see [`crate::sync::wait`]).
     pub fn wait(&mut self, how: Wait) -> &mut Self {
         self.waiting.how = how;
+        self
+    }
+
+    /// The largest sealed hand-off ([`Sender::send_sealed`]) that the receives copying
+    /// messages into this process ([`Receiver::recv`], `recv_into`, `try_recv`,
+    /// `recv_timeout`, `recv_value`, `recv_serde`, `recv_async`) take, in bytes; default
+    /// [`SEALED_RINGS`] times the capacity. The size of a memfd is its sender's choice (a
+    /// sparse one of a terabyte costs it nothing); a larger one is refused with
+    /// [`ErrorKind::ResourceLimit`] before anything is mapped or copied, and consumed, so
+    /// the next message follows. [`Receiver::recv_message`] (a sealed view, no copy),
+    /// `recv_in_place` and `recv_batch` (which lend a view) map without allocating and take
+    /// any size. A setting of the process that attaches the receiver, as `spin` is.
+    pub fn max_sealed(&mut self, bytes: usize) -> &mut Self {
+        self.max_sealed = Some(bytes);
         self
     }
 
@@ -210,6 +234,7 @@ impl Options {
             region: Arc::new(Guarded::new(region)?),
             layout,
             waiting: self.waiting,
+            max_sealed: self.max_sealed.unwrap_or(layout.cap.saturating_mul(SEALED_RINGS)),
         })
     }
 }
@@ -287,6 +312,7 @@ pub struct Channel {
     region: Arc<Guarded>,
     layout: Layout,
     waiting: Waiting,
+    max_sealed: usize,
 }
 
 impl std::fmt::Debug for Channel {
@@ -365,7 +391,7 @@ impl Channel {
     /// [`ErrorKind::AddressInUse`] while a live receiver is attached;
     /// [`ErrorKind::Corrupted`] for garbage in the lanes.
     pub fn receiver(&self) -> Result<Receiver> {
-        Receiver::attach(self.shared(), self.layout, self.waiting)
+        Receiver::attach(self.shared(), self.layout, self.waiting, self.max_sealed)
     }
 
     fn shared(&self) -> Arc<Guarded> {
@@ -380,6 +406,11 @@ impl Channel {
     /// The largest message, in bytes.
     pub fn max_message(&self) -> usize {
         self.layout.max_message()
+    }
+
+    /// The largest sealed hand-off its receivers copy (see [`Options::max_sealed`]).
+    pub fn max_sealed(&self) -> usize {
+        self.max_sealed
     }
 
     /// How many senders may be attached at once.

@@ -407,12 +407,16 @@ pub fn parse_bytes(text: &[u8]) -> Result<Vec<Region>> {
                 format!("line {}: {what}: {line:?}", n + 1),
             )
         };
-        let first = line.split_ascii_whitespace().next().unwrap_or("");
+        // The first word is a prefix of the line without its leading whitespace: what
+        // follows it is cut there (cutting the whole line at the word's length could split
+        // a multi-byte character after leading blanks).
+        let trimmed = line.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let first = trimmed.split_ascii_whitespace().next().unwrap_or("");
         if let Some(key) = first.strip_suffix(':') {
             let Some(region) = regions.last_mut() else {
                 return Err(bad("a field before any mapping"));
             };
-            let rest = line[first.len()..].trim();
+            let rest = trimmed[first.len()..].trim();
             match key {
                 "VmFlags" => region.vm_flags = rest.split_ascii_whitespace().map(String::from).collect(),
                 "THPeligible" => region.thp_eligible = Some(rest == "1"),

@@ -184,3 +184,63 @@ fn rejects_garbage_with_the_line() {
     let e = parse("Size: 4 kB\n").unwrap_err();
     assert!(e.to_string().contains("before any mapping"), "{e}");
 }
+
+/// A field line with leading blanks and a multi-byte key panicked ("not a char boundary")
+/// when the line was cut at the key's length counted from the line's start.
+#[test]
+fn a_field_with_leading_blanks_and_a_multibyte_key_does_not_panic() {
+    let text = "7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n  é: 4 kB\n \u{1F600}x: 1\n";
+    let regions = parse(text).unwrap();
+    assert_eq!(regions.len(), 1);
+    // Fields after blanks are still fields (kernels write none, but they parse).
+    let text = "7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n   Rss:   8 kB\n";
+    assert_eq!(parse(text).unwrap()[0].usage.rss, 8);
+}
+
+mod no_panic {
+    use proptest::prelude::*;
+
+    /// Lines made of what the parser looks for (numbers, colons, dashes, blanks, multi-byte
+    /// characters, field names): arbitrary bytes rarely reach past the first check.
+    fn line() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(" ".to_string()),
+                Just("\t".to_string()),
+                Just(":".to_string()),
+                Just("-".to_string()),
+                Just("é".to_string()),
+                Just("\u{1F600}".to_string()),
+                Just("kB".to_string()),
+                Just("Rss:".to_string()),
+                Just("VmFlags:".to_string()),
+                Just("THPeligible:".to_string()),
+                Just("7f0000000000-7f0000001000 rw-p 00000000 00:00 0".to_string()),
+                Just("\\012".to_string()),
+                Just(" (deleted)".to_string()),
+                "[0-9a-f]{1,17}",
+                "\\PC{0,4}",
+            ],
+            0..12,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Any bytes: an error or regions, never a panic.
+        #[test]
+        fn parse_bytes_never_panics(text in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = super::parse_bytes(&text);
+        }
+
+        /// Text shaped like the kernel's, after a mapping line (so that field lines are
+        /// parsed, not refused): an error or regions, never a panic.
+        #[test]
+        fn parse_never_panics(lines in proptest::collection::vec(line(), 0..12)) {
+            let text = format!("7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n{}", lines.join("\n"));
+            let _ = super::parse(&text);
+        }
+    }
+}

@@ -105,9 +105,14 @@ fn create_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         };
         let why = match e.raw_os_error() {
             Some(libc::ENOENT) => format!("the directory {} does not exist", dir.display()),
-            Some(libc::EACCES) | Some(libc::EROFS) => {
+            Some(libc::EACCES) => {
                 format!("this user may not create files in {} ({how})", dir.display())
             }
+            // Not a permission: nobody may write there, root included.
+            Some(libc::EROFS) => format!(
+                "{} is on a read-only file system: no file can be created there; choose a directory on a writable one",
+                dir.display()
+            ),
             _ => how,
         };
         fail("create", e, path).with_hint(why)
@@ -161,7 +166,19 @@ fn open_existing(path: &Path) -> Result<File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| Error::os("open", e).with_path(Some(path)))
+        .map_err(|e| {
+            if sys::opened_a_socket(&e, path) {
+                // What check_format says of a FIFO, which opens.
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "persist",
+                    "not a regular file: a persistent value is a regular file",
+                )
+                .with_path(Some(path))
+            } else {
+                Error::os("open", e).with_path(Some(path))
+            }
+        })
 }
 
 /// An existing file is used only if it has the format mman makes: a regular file of one of
@@ -185,7 +202,7 @@ fn check_format(f: &File, path: &Path, lens: &[u64], what: &str) -> Result<()> {
             format!("the file has {} bytes; {what} has exactly {len}", info.size),
         )
         .with_path(Some(path))
-        .with_hint("it was made for another type or by another program, or truncated: it was left as it is; remove it (or choose another path) to start afresh"));
+        .with_hint("it was made for another type or by another program, or truncated: it was left as it is; give another path"));
     }
     Ok(())
 }

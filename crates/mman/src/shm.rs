@@ -21,14 +21,22 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::map::{MapOptions, Mapping};
 use crate::sys::shm as sys;
 
+mod list;
 mod memfd;
 
+pub use list::{list, list_all, remove_stale, ObjectInfo};
 pub use memfd::{peer_credentials, recv_fd, send_fd, Memfd, PeerCredentials, SealedMap, Seals};
 
 /// The prefix of every object mman creates, so [`list`] can tell them apart.
 pub const PREFIX: &str = "mman.";
 
+/// The attribute holding the creator's stamp: `PID:START`, or `PID:START:kept` for an object
+/// kept on purpose. An older mman reads the kept form as no stamp (creator unknown), so it
+/// never calls a kept object stale either.
 const CREATOR_TAG: &str = "user.mman.creator";
+
+/// The stamp's suffix on an object kept on purpose.
+const KEPT: &str = "kept";
 
 /// Anonymous memory shared with the children this process creates by `fork` after mapping
 /// it (`MAP_SHARED | MAP_ANONYMOUS`): what one writes, the others see.
@@ -104,6 +112,12 @@ pub struct OpenCheck {
 /// The handle that created the object unlinks its name when dropped, unless
 /// [`keep`](Self::keep) was called; handles from [`open`](Self::open) never unlink.
 ///
+/// Every handle marks the object in use while it lives (an OFD lock on its own open file
+/// description, which the kernel drops when the process dies or execs, as channel endpoints
+/// do). An object no handle holds any more is stale ([`list`], [`remove_stale`]), unless it
+/// was created to be kept ([`create_kept`](Self::create_kept)): that one stays until it is
+/// removed by name.
+///
 /// ```
 /// # fn main() -> mman::Result<()> {
 /// use mman::{shm::SharedMemory, ErrorKind};
@@ -151,6 +165,34 @@ impl SharedMemory {
     ///   new name is removed again: `ENOSPC` ([`ErrorKind::StorageFull`]) when `/dev/shm`
     ///   lacks the room, with a hint giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
+        Self::create_full(name, size, mode, false)
+    }
+
+    /// Create `/mman.NAME` to be kept: like [`create_with_mode`](Self::create_with_mode),
+    /// but marked as kept on purpose. The handle never unlinks it; [`list`] shows it as
+    /// kept (never stale, whether a handle holds it or not) and [`remove_stale`] leaves it
+    /// alone. It stays until it is removed by name ([`unlink`](Self::unlink)) or the
+    /// system restarts. This is what `mman shm create` makes.
+    ///
+    /// ```
+    /// # fn main() -> mman::Result<()> {
+    /// use mman::shm::{self, SharedMemory};
+    /// let name = format!("doc-kept-{}", std::process::id());
+    /// drop(SharedMemory::create_kept(&name, 4096, 0o600)?); // outlives its handle
+    /// let info = shm::list()?.into_iter().find(|o| o.name == name).unwrap();
+    /// assert!(info.kept && !info.is_stale());
+    /// assert!(!shm::remove_stale()?.contains(&name));
+    /// SharedMemory::unlink(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`create_with_mode`](Self::create_with_mode).
+    pub fn create_kept(name: &str, size: u64, mode: u32) -> Result<Self> {
+        Self::create_full(name, size, mode, true)
+    }
+
+    fn create_full(name: &str, size: u64, mode: u32, kept: bool) -> Result<Self> {
         let full = object_name(name)?;
         // A file's size is an off_t: beyond it fallocate says only EINVAL.
         if size > i64::MAX as u64 {
@@ -173,10 +215,11 @@ impl SharedMemory {
                 _ => err,
             }
         })?;
-        let obj = SharedMemory {
+        let mut obj = SharedMemory {
             name: full,
             fd,
             size,
+            // Until it is ready, a failure removes the name again, kept or not.
             unlink_on_drop: true,
         };
         sys::allocate(obj.fd.as_fd(), size).map_err(|e| {
@@ -187,7 +230,7 @@ impl SharedMemory {
                         "{size} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
                     )),
                     Some((_, free)) => err.with_hint(format!(
-                        "/dev/shm has {free} bytes free: remove the objects whose creator is gone (shm::remove_stale) or grow the tmpfs"
+                        "/dev/shm has {free} bytes free: remove the stale objects, which no process uses (shm::remove_stale), or grow the tmpfs"
                     )),
                     None => err.with_hint("/dev/shm is full: remove objects no longer needed or grow the tmpfs"),
                 }
@@ -195,15 +238,30 @@ impl SharedMemory {
                 err
             }
         })?;
-        let me = sys::pid();
-        let stamp = format!("{me}:{}", sys::start_time(me).unwrap_or(0));
-        // Best effort: without xattrs `list` reports the creator as unknown.
-        let _ = sys::set_tag(obj.fd.as_fd(), CREATOR_TAG, stamp.as_bytes());
+        // In use from now on: the lock first, then the stamp, so that no sweeper ever sees
+        // the stamp of an object whose creator has not yet marked it (it judges only
+        // objects with a stamp). An object that could not be marked gets no stamp (unless it
+        // is kept, which needs no lock): without one it is never called stale.
+        let marked = matches!(sys::mark_in_use(obj.fd.as_fd()), Ok(true));
+        if marked || kept {
+            let me = sys::pid();
+            let start = sys::start_time(me).unwrap_or(0);
+            let stamp = if kept {
+                format!("{me}:{start}:{KEPT}")
+            } else {
+                format!("{me}:{start}")
+            };
+            // Best effort: without xattrs `list` reports the state as unknown, and
+            // `remove_stale` leaves the object alone.
+            let _ = sys::set_tag(obj.fd.as_fd(), CREATOR_TAG, stamp.as_bytes());
+        }
+        obj.unlink_on_drop = !kept;
         Ok(obj)
     }
 
     /// Open an existing `/mman.NAME`, checking before any mapping that it is a regular file
-    /// owned by this user, writable by nobody else, and at least `min_size` bytes.
+    /// owned by this user, writable by nobody else, and at least `min_size` bytes. The
+    /// object is in use while the handle lives (it is not stale).
     ///
     /// # Errors
     /// As [`open_checked`](Self::open_checked) with those checks.
@@ -306,6 +364,10 @@ impl SharedMemory {
                 .with_hint("a mapping past its end would raise SIGBUS; recreate it larger"),
             ));
         }
+        // In use while this handle lives. Best effort: refused only while a sweeper that
+        // found the object unused is removing its name (the handle stays valid; the name
+        // goes), or where there are no OFD locks.
+        let _ = sys::mark_in_use(fd.as_fd());
         Ok(SharedMemory {
             name: full,
             fd,
@@ -333,7 +395,10 @@ impl SharedMemory {
     pub fn size(&self) -> u64 {
         self.size
     }
-    /// Keep the name after this handle is dropped.
+    /// Keep the name after this handle is dropped. The object is not marked as kept: once no
+    /// handle holds it, [`list`] calls it stale and [`remove_stale`] removes it (as a named
+    /// channel's region, which its last handle removes, is removed after a crash). To keep
+    /// an object on purpose, create it with [`create_kept`](Self::create_kept).
     pub fn keep(&mut self) {
         self.unlink_on_drop = false;
     }
@@ -364,145 +429,6 @@ impl Drop for SharedMemory {
             let _ = sys::shm_unlink(&self.name);
         }
     }
-}
-
-/// One object found by [`list`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// The name without the leading `/mman.`.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Owner uid.
-    pub uid: u32,
-    /// Permission bits.
-    pub mode: u32,
-    /// The PID of the creating process, when recorded.
-    pub creator: Option<u32>,
-    /// Whether that process still runs (`None` when unknown).
-    pub creator_alive: Option<bool>,
-    /// Whether mman made it (its name has the `mman.` prefix). When false, `name` is the
-    /// object's name verbatim, to give [`SharedMemory::open_foreign`] or
-    /// [`SharedMemory::unlink_foreign`].
-    pub mman: bool,
-}
-
-impl ObjectInfo {
-    /// Whether the creator is known to be gone.
-    pub fn is_stale(&self) -> bool {
-        self.creator_alive == Some(false)
-    }
-}
-
-/// The objects mman created that exist now (Linux: the `mman.*` entries of `/dev/shm`).
-///
-/// # Errors
-/// As [`list_all`].
-pub fn list() -> Result<Vec<ObjectInfo>> {
-    Ok(list_all()?.into_iter().filter(|o| o.mman).collect())
-}
-
-/// Every shared-memory object that exists now, mman's and others' (glibc's named
-/// semaphores, `sem.*`, included). Foreign objects have [`ObjectInfo::mman`] false and their
-/// name verbatim.
-///
-/// # Errors
-/// The error of reading the directory `/dev/shm`: [`ErrorKind::NotFound`] where there is
-/// none (as on macOS), [`ErrorKind::PermissionDenied`]. An object that vanishes or cannot
-/// be opened while listed is skipped or listed from its directory entry, not an error.
-pub fn list_all() -> Result<Vec<ObjectInfo>> {
-    let dir = std::path::Path::new("/dev/shm");
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::os("readdir", e).with_path(Some(dir)))?;
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let fname = entry.file_name();
-        let Some(fname) = fname.to_str() else {
-            // Not UTF-8: shown with its bytes escaped, never dropped.
-            let shown = fname.as_encoded_bytes().escape_ascii().to_string();
-            if let Ok(m) = entry.metadata() {
-                use std::os::unix::fs::MetadataExt;
-                out.push(ObjectInfo {
-                    name: shown,
-                    size: m.len(),
-                    uid: m.uid(),
-                    mode: m.mode() & 0o7777,
-                    creator: None,
-                    creator_alive: None,
-                    mman: false,
-                });
-            }
-            continue;
-        };
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let (bare, mman) = match fname.strip_prefix(PREFIX) {
-            Some(bare) => (bare, true),
-            None => (fname, false),
-        };
-        let fd = match sys::shm_open(&format!("/{fname}"), false) {
-            Ok(fd) => fd,
-            // It vanished between readdir and open: it is gone, nothing to list.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            // Another user's object this user may not open: listed from its directory entry.
-            Err(_) => {
-                let Ok(m) = entry.metadata() else { continue };
-                use std::os::unix::fs::MetadataExt;
-                out.push(ObjectInfo {
-                    name: bare.to_string(),
-                    size: m.len(),
-                    uid: m.uid(),
-                    mode: m.mode() & 0o7777,
-                    creator: None,
-                    creator_alive: None,
-                    mman,
-                });
-                continue;
-            }
-        };
-        let Ok(o) = sys::owner(fd.as_fd()) else { continue };
-        let stamp = sys::tag(fd.as_fd(), CREATOR_TAG).and_then(|v| String::from_utf8(v).ok());
-        let (creator, alive) = match stamp.as_deref().and_then(|s| s.split_once(':')) {
-            Some((pid, start)) => match (pid.parse::<u32>(), start.parse::<u64>()) {
-                (Ok(pid), Ok(start)) => {
-                    // Alive only if the PID exists and is the same process (start time).
-                    let alive =
-                        sys::process_exists(pid) && (start == 0 || sys::start_time(pid) == Some(start));
-                    (Some(pid), Some(alive))
-                }
-                _ => (None, None),
-            },
-            None => (None, None),
-        };
-        out.push(ObjectInfo {
-            name: bare.to_string(),
-            size: o.size,
-            uid: o.uid,
-            mode: o.mode,
-            creator,
-            creator_alive: alive,
-            mman,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// Unlink every object whose creator is known to be gone; returns their names.
-///
-/// # Errors
-/// As [`list`], and as [`SharedMemory::unlink`] for a stale object (say
-/// [`ErrorKind::NotFound`] when another process removed it first): the first such error
-/// stops the sweep, and the objects removed before it stay removed.
-pub fn remove_stale() -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for o in list()? {
-        if o.is_stale() && o.uid == sys::euid() {
-            SharedMemory::unlink(&o.name)?;
-            removed.push(o.name);
-        }
-    }
-    Ok(removed)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::Result;
 use mman::cache::{self, DirtyPages, Visit};
 
 use super::output::{bar, print_entry, progress, report_skip, summary, Entry};
-use super::{prepare, WalkArgs};
+use super::{add_totals, prepare, WalkArgs};
 
 /// Totals over a walk; one mutex, taken once a file.
 #[derive(Default)]
@@ -37,7 +37,7 @@ pub(super) enum Job {
 /// `mman cache status|touch|evict`: do `job` on every file of the walk and print the summary;
 /// the status is a failure when a file was skipped or its job failed.
 pub(super) fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> {
-    let (roots, opts, range) = prepare(&w)?;
+    let (mut roots, opts, range) = prepare(&w)?;
     let start = Instant::now();
     let pb = progress(!w.json);
     let sums = Mutex::new(Sums::default());
@@ -128,7 +128,11 @@ pub(super) fn walk_job(w: WalkArgs, job: Job) -> Result<std::process::ExitCode> 
             pb.inc(1);
         }
     };
-    let totals = cache::walk(&roots, &opts, &visit);
+    // The list is read as it is walked, a batch at a time.
+    let mut totals = cache::WalkTotals::default();
+    while let Some(batch) = roots.next_batch()? {
+        add_totals(&mut totals, cache::walk(&batch, &opts, &visit));
+    }
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }

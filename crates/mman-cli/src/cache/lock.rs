@@ -11,7 +11,7 @@ use mman::cache::{self, CachedFile, Visit};
 
 use super::holder::{block_stop_signals, daemonize, detach_stdio, PidFile};
 use super::output::{human, report_skip};
-use super::{prepare, WalkArgs};
+use super::{add_totals, prepare, WalkArgs};
 
 /// `mman cache lock`: lock every file, then wait for SIGTERM or SIGINT.
 pub(super) fn lock(w: WalkArgs, daemon: bool, pidfile: Option<PathBuf>) -> Result<std::process::ExitCode> {
@@ -34,13 +34,13 @@ fn lock_and_hold(
 ) -> Result<std::process::ExitCode> {
     let daemon = notify.is_some();
     let signals = block_stop_signals();
-    let (roots, opts, range) = prepare(w)?;
+    let (mut roots, opts, range) = prepare(w)?;
     let start = Instant::now();
     // First the walk, keeping paths and sizes only (not the open files: a big tree would
     // exhaust RLIMIT_NOFILE), so the limits are checked before anything is locked; then
     // each file is opened again and locked.
     let found = Mutex::new(Vec::new());
-    let totals = cache::walk(&roots, &opts, &|v| match v {
+    let visit = |v: Visit<'_>| match v {
         Visit::File(f) => {
             let ps = mman::page_size() as u64;
             let n = f.pages_in(range);
@@ -52,7 +52,11 @@ fn lock_and_hold(
             }
         }
         Visit::Skipped(e) => report_skip(&e, None),
-    });
+    };
+    let mut totals = cache::WalkTotals::default();
+    while let Some(batch) = roots.next_batch()? {
+        add_totals(&mut totals, cache::walk(&batch, &opts, &visit));
+    }
     let mut skipped = totals.skipped;
     let found = found.into_inner().unwrap_or_else(|e| e.into_inner());
     let bytes: u64 = found.iter().map(|(_, b)| b).sum();

@@ -38,16 +38,59 @@ pub(super) struct Entry {
     pub(super) bar: Option<String>,
 }
 
-/// A spinner on standard error, when it is a terminal and `enabled`.
+/// How the spinner may be drawn on this terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spinner {
+    /// Not at all: `TERM=dumb` (or unset) cannot move the cursor back over it.
+    None,
+    /// In ASCII, for a locale whose characters are not UTF-8.
+    Ascii,
+    /// indicatif's own (Braille) frames.
+    Unicode,
+}
+
+/// The spinner for a terminal of type `term` in a locale whose character set is named by
+/// `ctype` (the first set of `LC_ALL`, `LC_CTYPE`, `LANG`; none is the C locale, ASCII).
+fn spinner_for(term: Option<&str>, ctype: Option<&str>) -> Spinner {
+    match term {
+        None | Some("") | Some("dumb") => return Spinner::None,
+        Some(_) => {}
+    }
+    let utf8 = ctype.is_some_and(|c| {
+        let c = c.to_ascii_lowercase();
+        c.contains("utf-8") || c.contains("utf8")
+    });
+    if utf8 {
+        Spinner::Unicode
+    } else {
+        Spinner::Ascii
+    }
+}
+
+/// The locale's character set, as the C library picks it: the first of `LC_ALL`,
+/// `LC_CTYPE` and `LANG` that is set and not empty.
+fn locale_ctype() -> Option<String> {
+    ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.is_empty())
+}
+
+/// A spinner on standard error, when it is a terminal that can draw one and `enabled`.
 pub(super) fn progress(enabled: bool) -> Option<indicatif::ProgressBar> {
     if !enabled || !std::io::stderr().is_terminal() {
         return None;
     }
+    let term = std::env::var("TERM").ok();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {pos} files {msg} [{elapsed}]")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let style = match spinner_for(term.as_deref(), locale_ctype().as_deref()) {
+        Spinner::None => return None,
+        Spinner::Ascii => style.tick_chars("|/-\\ "),
+        Spinner::Unicode => style,
+    };
     let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} files {msg} [{elapsed}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    pb.set_style(style);
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     Some(pb)
 }
@@ -200,7 +243,7 @@ pub(super) fn summary(
 
 pub(super) fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBar>) -> std::io::Result<()> {
     // A name from the walked tree is anybody's: its control characters are shown escaped.
-    let path = crate::out::terminal_safe(&e.path);
+    let path = crate::out::name_safe(&e.path);
     let line = match (job, e.resident_pages) {
         (Job::Status, Some(r)) => format!(
             "{}\n{} {}/{}",
@@ -240,7 +283,21 @@ pub(super) fn print_entry(e: &Entry, job: Job, pb: Option<&indicatif::ProgressBa
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{human, spinner_for, Spinner};
+
+    #[test]
+    fn the_spinner_respects_dumb_terminals_and_non_utf8_locales() {
+        assert_eq!(spinner_for(Some("dumb"), Some("en_US.UTF-8")), Spinner::None);
+        assert_eq!(spinner_for(None, Some("en_US.UTF-8")), Spinner::None);
+        assert_eq!(spinner_for(Some("xterm"), Some("en_US.UTF-8")), Spinner::Unicode);
+        assert_eq!(spinner_for(Some("xterm"), Some("C.utf8")), Spinner::Unicode);
+        assert_eq!(spinner_for(Some("xterm"), Some("C")), Spinner::Ascii);
+        assert_eq!(
+            spinner_for(Some("xterm"), Some("en_US.ISO-8859-1")),
+            Spinner::Ascii
+        );
+        assert_eq!(spinner_for(Some("xterm"), None), Spinner::Ascii);
+    }
 
     #[test]
     fn human_sizes_read_as_vmtouch_prints_them() {

@@ -50,12 +50,7 @@ impl CachedFile {
     pub(super) fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<CachedFile> {
         let st = sys::file_info(fd.as_fd()).map_err(|e| Error::os("fstat", e).with_path(Some(&path)))?;
         if st.kind != sys::FileType::Regular {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "page cache",
-                "not a regular file: only regular files have page-cache residency to report",
-            )
-            .with_path(Some(&path)));
+            return Err(not_regular(&path));
         }
         Ok(CachedFile {
             file: File::from(fd),
@@ -148,4 +143,15 @@ impl CachedFile {
                 .with_hint("the file was truncated while in use; it was skipped")
         })
     }
+}
+
+/// What anything but a regular file gets (a FIFO after `fstat`, a socket, which `open`
+/// refuses, before).
+pub(super) fn not_regular(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "page cache",
+        "not a regular file: only regular files have page-cache residency to report",
+    )
+    .with_path(Some(path))
 }

@@ -5,6 +5,9 @@ use super::*;
 /// The error of opening `path`; `followed`: whether the open followed symbolic links (a
 /// root, a named file), which decides what ELOOP means.
 pub(super) fn open_error(e: std::io::Error, path: &Path, followed: bool) -> Error {
+    if sys::opened_a_socket(&e, path) {
+        return super::file::not_regular(path);
+    }
     let err = Error::os("open", e).with_path(Some(path));
     match err.raw_os_error() {
         Some(libc::ENOENT) => err.with_hint("it vanished, or never existed"),

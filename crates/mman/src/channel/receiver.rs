@@ -48,6 +48,8 @@ pub struct Receiver {
     /// policy's last plan spun (a peer on another CPU answers within those looks; on one
     /// CPU, or beside CPU-bound load, they only delay the sleep).
     fast_spin: bool,
+    /// The largest sealed hand-off the copying receives take (see `Options::max_sealed`).
+    max_sealed: usize,
     last_look: Instant,
     /// The header words a blocking wait watches, one per lane (kept to spare the wait
     /// an allocation or a fill).
@@ -69,7 +71,12 @@ enum Got {
 }
 
 impl Receiver {
-    pub(super) fn attach(region: Arc<Guarded>, layout: Layout, waiting: Waiting) -> Result<Receiver> {
+    pub(super) fn attach(
+        region: Arc<Guarded>,
+        layout: Layout,
+        waiting: Waiting,
+        max_sealed: usize,
+    ) -> Result<Receiver> {
         let me = Me::now();
         let Some(slot) = region.claim(RX_OWNER, me.word, "attach receiver")? else {
             let owner = region.word(RX_OWNER).load(Ordering::Relaxed);
@@ -112,18 +119,22 @@ impl Receiver {
             next: 0,
             waiting,
             fast_spin: waiting.spins(),
+            max_sealed,
             last_look: Instant::now(),
             watch: vec![0; layout.lanes],
         })
     }
 
     /// Take the next message, waiting as long as it takes. A sealed hand-off is copied
-    /// out (use [`recv_message`](Self::recv_message) to keep it zero-copy).
+    /// out (use [`recv_message`](Self::recv_message) to keep it zero-copy), if it is no
+    /// larger than the receiver's limit ([`Options::max_sealed`](super::Options::max_sealed)).
     ///
     /// # Errors
     /// [`ErrorKind::Disconnected`] once every sender is gone and every message sent has
     /// been taken (a sender's death is noticed within 100 ms); [`ErrorKind::Corrupted`] if
-    /// the shared state is garbage.
+    /// the shared state is garbage; [`ErrorKind::ResourceLimit`] for a sealed hand-off
+    /// larger than the limit, which is consumed unread (nothing is mapped or copied; the
+    /// next receive gets the next message).
     pub fn recv(&mut self) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.recv_into(&mut buf)?;
@@ -241,7 +252,7 @@ impl Receiver {
                 // until our published position passes it).
                 let mut rec = Vec::with_capacity(len);
                 layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), len, &mut rec);
-                let r = sealed::open(&self.region, i, self.lanes[i].lane.owner, &rec).map(|m| f(&m));
+                let r = sealed::open(&self.region, i, self.lanes[i].lane.owner, &rec, None).map(|m| f(&m));
                 self.lanes[i].tail = l.tail.wrapping_add(record_len(len));
                 self.publish(i);
                 r
@@ -249,7 +260,7 @@ impl Receiver {
             None => {
                 // Garbage: read_record reports it.
                 let mut buf = Vec::new();
-                Ok(match self.read_record(i, &mut buf)? {
+                Ok(match self.read_record(i, &mut buf, None)? {
                     Got::Bytes => f(&buf),
                     Got::Sealed(m) => f(&m),
                 })
@@ -299,7 +310,10 @@ impl Receiver {
         })
     }
 
-    /// Take the next message as it came: bytes, or a sealed memory view (zero-copy).
+    /// Take the next message as it came: bytes, or a sealed memory view (zero-copy). A
+    /// sealed hand-off of any size is taken ([`Options::max_sealed`](super::Options::max_sealed)
+    /// bounds only the receives that copy): the view maps the memfd without allocating, and
+    /// what it costs to read is the caller's choice.
     ///
     /// # Errors
     /// As [`recv`](Self::recv); a sealed hand-off whose sender died before it was taken is
@@ -310,7 +324,7 @@ impl Receiver {
         let Some(i) = self.wait_ready(How::Block)? else {
             unreachable!("a blocking wait ends with a lane or an error")
         };
-        Ok(match self.read_record(i, &mut buf)? {
+        Ok(match self.read_record(i, &mut buf, None)? {
             Got::Bytes => Message::Bytes(buf),
             Got::Sealed(m) => Message::Sealed(m),
         })
@@ -336,7 +350,7 @@ impl Receiver {
             if self.take_now(i, &mut buf) {
                 f(&buf);
             } else {
-                match self.read_record(i, &mut buf)? {
+                match self.read_record(i, &mut buf, None)? {
                     Got::Bytes => f(&buf),
                     Got::Sealed(m) => f(&m),
                 }
@@ -453,7 +467,7 @@ impl Receiver {
         if self.take_now(i, buf) {
             return Ok(true);
         }
-        if let Got::Sealed(m) = self.read_record(i, buf)? {
+        if let Got::Sealed(m) = self.read_record(i, buf, Some(self.max_sealed))? {
             buf.clear();
             buf.extend_from_slice(&m);
         }
@@ -552,9 +566,10 @@ impl Receiver {
         Err(e)
     }
 
-    /// Read the record at lane `i`'s position into `buf` and move past it.
+    /// Read the record at lane `i`'s position into `buf` and move past it; a sealed
+    /// hand-off larger than `max_sealed` (when given) is refused, and moved past all the same.
     #[inline]
-    fn read_record(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<Got> {
+    fn read_record(&mut self, i: usize, buf: &mut Vec<u8>, max_sealed: Option<usize>) -> Result<Got> {
         let l = self.lanes[i];
         let layout = self.layout;
         let h = self
@@ -577,7 +592,8 @@ impl Receiver {
         if kind == KIND_SEALED {
             // The sender keeps the memfd open until our published position passes the
             // record: publish once it is open here (or failed for good).
-            let got = sealed::open(&self.region, i, self.lanes[i].lane.owner, buf).map(Got::Sealed);
+            let got =
+                sealed::open(&self.region, i, self.lanes[i].lane.owner, buf, max_sealed).map(Got::Sealed);
             self.publish(i);
             return got;
         }

@@ -401,9 +401,8 @@ impl Region {
 
     /// A fresh description of the region's file, for a lock of its own.
     fn description(&self, op: &'static str) -> Result<sys::liveness::Held> {
-        let fd = sys::liveness::reopen(self.fd())
-            .map_err(|e| Error::os(op, e).with_path(Some("/proc/self/fd".as_ref())))?;
-        Ok(sys::liveness::Held::new(fd))
+        sys::liveness::Held::reopen(self.fd())
+            .map_err(|e| Error::os(op, e).with_path(Some("/proc/self/fd".as_ref())))
     }
 
     /// Claim the endpoint slot whose owner word is `word`: take the kernel lock on its

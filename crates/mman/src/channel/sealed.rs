@@ -6,6 +6,13 @@
 //! find there (device, inode, length). Everything in it is memory a peer can write, so the
 //! receiver trusts none of it: the process must be the lane's live owner and belong to the
 //! channel's owner, and the file must be that memfd, sealed against writes and shrinking.
+//!
+//! Its size is the sender's choice, and a memfd can be sparse (a terabyte of holes costs
+//! the sender nothing): the receives that copy the message into this process refuse one
+//! larger than the receiver's limit from the record's length, before anything is opened or
+//! mapped; the file found must then have exactly that length. The sealed view
+//! (`recv_message`) is not limited: it maps without allocating, and the caller decides how
+//! much of it to read.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
@@ -36,8 +43,15 @@ pub(super) fn record(memfd: &Memfd) -> Result<[u8; SEALED_LEN]> {
 }
 
 /// Open the memfd that record `rec`, taken from lane `lane` (for messages) whose owner word
-/// is `owner`, describes, and map it sealed.
-pub(super) fn open(region: &Region, lane: usize, owner: usize, rec: &[u8]) -> Result<SealedMap> {
+/// is `owner`, describes, and map it sealed; one larger than `max` bytes (when given) is
+/// refused before anything is opened (the file must then be the size the record says).
+pub(super) fn open(
+    region: &Region,
+    lane: usize,
+    owner: usize,
+    rec: &[u8],
+    max: Option<usize>,
+) -> Result<SealedMap> {
     if rec.len() != SEALED_LEN {
         return Err(corrupted(
             "recv",
@@ -46,6 +60,14 @@ pub(super) fn open(region: &Region, lane: usize, owner: usize, rec: &[u8]) -> Re
     }
     let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
     let (pid, fd, dev, ino, len) = (w(0) as u32, (w(0) >> 32) as u32, w(1), w(2), w(3));
+    if let Some(max) = max.filter(|&m| len > m as u64) {
+        return Err(Error::new(
+            ErrorKind::ResourceLimit,
+            "recv",
+            format!("lane {lane}: a sealed hand-off of {len} bytes, more than this receiver copies ({max} bytes); it was dropped unread"),
+        )
+        .with_hint("raise the limit with channel::Options::max_sealed, or take such messages with recv_message (a sealed view, no copy)"));
+    }
     // The record names the lane's owner, whose lock says it lives (a record alone
     // cannot make us open some other process's files)...
     let owner_word = region.word(owner).load(Ordering::Acquire);

@@ -252,3 +252,65 @@ fn garbage_in_the_cpu_hints_never_hangs_a_waiter() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// `wait_for` answered `Ready` whenever the watched words had changed, without looking at
+/// the deadline: a caller that looked again, found nothing, and called again with the same
+/// deadline (every retry loop of the channels) spun for as long as a peer kept changing a
+/// word. Past the deadline, the answer is `TimedOut`, whatever `ready()` says.
+#[test]
+fn a_deadline_past_ends_a_wait_whatever_the_words_say() {
+    use super::wait::{wait_for, Waited, Waiting};
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+    let event = AtomicU64::new(0);
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(20);
+    let mut rounds = 0u64;
+    // The callers' loop: Ready, nothing found, wait again.
+    while let Waited::Ready = wait_for(
+        &event,
+        Waiting {
+            how: crate::sync::Wait::Block,
+            spin: Duration::ZERO,
+        },
+        Some(deadline),
+        || true,
+        |_| Ok(()),
+    )
+    .unwrap()
+    {
+        rounds += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still answered Ready {:?} after a 20 ms deadline ({rounds} rounds)",
+            start.elapsed()
+        );
+    }
+    assert!(Instant::now() >= deadline, "timed out before the deadline");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The parameters and record headers a peer writes, as the receiving side parses them:
+    /// any words give a layout whose sizes fit, or an error; any header gives a length the
+    /// ring can hold, or nothing. Never a panic.
+    #[test]
+    fn configuration_words_and_headers_of_any_value_never_panic(
+        lanes in prop_oneof![any::<u64>(), 0..70u64],
+        cap in prop_oneof![any::<u64>(), (0..45u32).prop_map(|k| 1u64 << k)],
+        h in any::<u64>(),
+        pos in any::<u64>(),
+        params in any::<[u64; 3]>(),
+    ) {
+        if let Ok(layout) = super::lanes::Layout::check(lanes, cap) {
+            prop_assert!(layout.len() >= layout.cap);
+            if let Some((len, _)) = layout.parse(h, pos) {
+                prop_assert!(len <= layout.max_message());
+            }
+            let lane = layout.lane(layout.lanes - 1);
+            prop_assert!(layout.header_at(&lane, pos) * 8 < layout.len());
+        }
+        let _ = super::broadcast::check_shape(params);
+    }
+}

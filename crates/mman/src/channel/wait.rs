@@ -178,6 +178,12 @@ impl Waiting {
 /// bumping the word, a signal): the time to ask the kernel whether the peers' locks are
 /// still held (a system call each, too dear for every wake-up). `deadline` bounds the
 /// whole wait.
+///
+/// `Ready` means only that the watched words changed: callers look again and, finding
+/// nothing (a peer may keep changing a word to values that still mean "nothing"), call
+/// again with the same deadline. So a deadline already past is answered first, before
+/// `ready()` is asked (after `check(false)`, so that a peer's clean departure is still
+/// told): every such retry loop ends at its deadline.
 pub(super) fn wait_for(
     event: &AtomicU64,
     waiting: Waiting,
@@ -196,6 +202,10 @@ pub(super) fn wait_planned(
     mut ready: impl FnMut() -> bool,
     mut check: impl FnMut(bool) -> Result<()>,
 ) -> Result<Waited> {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        check(false)?;
+        return Ok(Waited::TimedOut);
+    }
     if policy::before_sleep(plan, deadline, &mut ready) {
         return Ok(Waited::Ready);
     }

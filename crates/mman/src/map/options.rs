@@ -170,7 +170,19 @@ impl MapOptions {
             .read(true)
             .write(prot.writable() && shared)
             .open(path)
-            .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
+            .map_err(|e| {
+                if sys::opened_a_socket(&e, path) {
+                    // As mmap refuses a FIFO (ENODEV).
+                    Error::new(
+                        ErrorKind::NotMappable,
+                        "open",
+                        "not a regular file: a socket cannot be mapped",
+                    )
+                    .with_path(Some(path))
+                } else {
+                    Error::os("open", e).with_path(Some(path))
+                }
+            })?;
         self.map_fd(file.as_fd(), Some(path), sys::Placement::Anywhere)
     }
 

@@ -225,10 +225,20 @@ impl<T: bytemuck::Pod> Durable<T> {
 
     fn open_checked(path: &Path, tag: [u8; 8], write: bool) -> Result<Self> {
         let layout = Self::layout();
+        // A FIFO (after fstat) and a socket (which open refuses) alike.
+        let not_regular = || {
+            Error::new(
+                ErrorKind::NotMappable,
+                "open durable",
+                "not a regular file: a durable variable is a regular file",
+            )
+            .with_path(Some(path))
+        };
+        // Never "remove it": the file may be the user's own, or another program's.
         let bad = |why: String| {
             Error::new(ErrorKind::InvalidInput, "open durable", why)
                 .with_path(Some(path))
-                .with_hint("not a durable variable of this type; remove it to start afresh")
+                .with_hint("not a durable variable of this type: it was left as it is; give another path")
         };
         // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; it is
         // refused below as not a regular file. (No effect on regular files.)
@@ -237,17 +247,18 @@ impl<T: bytemuck::Pod> Durable<T> {
             .write(write)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| Error::os("open", e).with_path(Some(path)))?;
+            .map_err(|e| {
+                if crate::sys::opened_a_socket(&e, path) {
+                    not_regular()
+                } else {
+                    Error::os("open", e).with_path(Some(path))
+                }
+            })?;
         let meta = file
             .metadata()
             .map_err(|e| Error::os("fstat", e).with_path(Some(path)))?;
         if !meta.file_type().is_file() {
-            return Err(Error::new(
-                ErrorKind::NotMappable,
-                "open durable",
-                "not a regular file: a durable variable is a regular file",
-            )
-            .with_path(Some(path)));
+            return Err(not_regular());
         }
         let len = meta.len();
         if len < 64 {

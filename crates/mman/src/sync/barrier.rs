@@ -114,6 +114,9 @@ impl Barrier {
                     return Some(true);
                 }
                 Ok(_) => break gen,
+                // Not counted yet: a peer that keeps changing the word cannot keep this
+                // wait past its deadline.
+                Err(_) if super::locks::past(deadline) => return None,
                 Err(now) => s = now,
             }
         };

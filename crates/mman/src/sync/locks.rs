@@ -4,8 +4,8 @@
 //! All of them are pointer-free words in shared memory (`AtomicU64`, the crate's one access
 //! scheme): no list pointers a peer could rewrite and a C library would follow, no address of
 //! this process's thread descriptors exposed to others. Robustness comes from the lock word
-//! itself: it names its owner by TID and start time, and a waiter that has slept a while
-//! checks that the owner still runs.
+//! itself: it names its owner by TID and a token of its process image, and a waiter that
+//! has slept a while checks that the owner still runs, in that image (an `exec` ends it).
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
@@ -50,6 +50,9 @@ pub(crate) fn init_once(
                 {
                     break;
                 }
+                if past(Some(deadline)) {
+                    return Err(changing(what));
+                }
             }
             s if s & BUSY != 0 && s & !BUSY <= u32::MAX as u64 => {
                 let pid = (s & !BUSY) as u32;
@@ -60,6 +63,9 @@ pub(crate) fn init_once(
                         .is_ok()
                     {
                         break;
+                    }
+                    if past(Some(deadline)) {
+                        return Err(changing(what));
                     }
                     continue;
                 }
@@ -92,6 +98,24 @@ pub(crate) fn init_once(
     r
 }
 
+/// Whether `deadline` has passed. Every loop that retries after a failed compare-and-swap
+/// asks before it retries: a peer that keeps changing the word cannot keep a timed wait
+/// past its deadline.
+pub(crate) fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// The error of an [`init_once`] whose state word kept changing under it until the timeout.
+#[cold]
+fn changing(what: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Os,
+        what,
+        format!("the init state word kept changing for {INIT_TIMEOUT:?}: another process keeps writing it"),
+    )
+    .with_hint("some process writes this memory without being an mman object's user")
+}
+
 /// Ends an [`init_once`]: stores `to` (0 unless the initialiser returned Ok) and wakes the
 /// openers waiting, also when the initialiser panics.
 struct Finish<'a> {
@@ -120,8 +144,9 @@ const WAITERS: u64 = 1 << 30;
 /// The previous owner died holding the lock and the data was not yet declared repaired.
 /// With a TID: held by the thread repairing it. Without one: unrecoverable.
 const INCONSISTENT: u64 = 1 << 31;
-/// The high 32 bits: the owner's token (the low 32 bits of its start time), so a TID reused
-/// by a later thread is not taken for the owner.
+/// The high 32 bits: the owner's token (its process image's mark, or its start time: see
+/// `sys::sync::thread_identity`), so that a later thread reusing the TID, or the same
+/// thread after an `exec`, is not taken for the owner.
 const TOKEN_SHIFT: u32 = 32;
 
 /// How often a waiter checks that the owner still runs: an owner that dies holding the lock
@@ -154,7 +179,8 @@ enum Got {
 }
 
 /// A mutex for processes: lives in shared memory, and is robust: if the holder dies (its
-/// thread ends, or its process is killed), the next [`lock`](Mutex::lock) succeeds within
+/// thread ends, its process is killed, or its process calls `exec`, as glibc's robust
+/// mutexes count it), the next [`lock`](Mutex::lock) succeeds within
 /// about 100 ms with [`MutexGuard::owner_died`] set, so the new owner can repair the data and
 /// call [`MutexGuard::make_consistent`]. If a guard whose owner died is dropped without
 /// `make_consistent`, the mutex becomes unrecoverable: every later `lock` is an error.
@@ -164,10 +190,17 @@ enum Got {
 /// [`MutexGuard::write_back`], or as it was locked), and the next owner sees
 /// [`MutexGuard::owner_died`] (which it clears with `make_consistent`).
 ///
-/// The lock is one pointer-free word: the owner's TID and start time (so a reused TID is not
-/// mistaken for the owner), a waiters bit and an inconsistency bit. Waiters sleep on a futex
-/// and, every 50 ms, check in `/proc` that the owner still runs. All processes sharing a
-/// mutex must see the same PID namespace.
+/// The lock is one pointer-free word: the owner's TID and a token of its process image (so a
+/// reused TID is not mistaken for the owner), a waiters bit and an inconsistency bit. Waiters
+/// sleep on a futex and, every 50 ms, check in `/proc` that the owner still runs. The token
+/// names a close-on-exec memfd each process keeps open (`mman-image`): `exec` keeps the TID
+/// and start time of the process's first thread, and closes that descriptor, so a waiter
+/// that finds it gone (`/proc/TID/fd`) takes the lock over. That look needs the right to
+/// inspect the owner's process (the same user, as for `/proc/PID/fd` in general); a waiter
+/// without it cannot tell an exec, and waits as for a live owner. A process that closes
+/// descriptors it did not open (all above 2, say) makes its own locks look abandoned, as it
+/// makes its channel endpoints look gone. All processes sharing a mutex must see the same
+/// PID namespace, and run an mman with the same lock word.
 ///
 /// `T` is plain data ([`bytemuck::Pod`]): another process writes it, and one that dies
 /// mid-update may leave any bytes. The guard holds a **copy** of the data, read when the lock
@@ -311,6 +344,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 {
                     return Ok(Some(Got::Yes));
                 }
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             if is_unrecoverable(s) {
@@ -329,6 +365,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                 if let Some(got) = self.take_if_dead(s, mine | WAITERS, tid, token)? {
                     return Ok(Some(got));
                 }
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             if !spun {
@@ -345,6 +384,9 @@ impl<T: bytemuck::Pod> Mutex<T> {
                     .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
+                if past(deadline) {
+                    return Ok(None);
+                }
                 continue;
             }
             let now = Instant::now();

@@ -274,6 +274,11 @@ impl Semaphore {
                         return true;
                     }
                     Err(now) => {
+                        // A peer that keeps changing the word cannot keep this wait past
+                        // its deadline.
+                        if super::locks::past(deadline) {
+                            break false;
+                        }
                         s = now;
                         continue;
                     }
@@ -282,6 +287,9 @@ impl Semaphore {
             if s & CONTENDED == 0 {
                 // Announce the sleep before checking the count the last time (in futex_wait).
                 s = self.state.fetch_or(CONTENDED, Ordering::Relaxed) | CONTENDED;
+                if super::locks::past(deadline) {
+                    break false;
+                }
                 continue;
             }
             if !starving && since.elapsed() >= PATIENCE {

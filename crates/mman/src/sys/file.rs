@@ -188,3 +188,13 @@ pub fn path_id(path: &std::path::Path) -> Option<((u32, u32), u64)> {
     #[allow(clippy::unnecessary_cast)]
     Some(((rustix::fs::major(dev), rustix::fs::minor(dev)), st.st_ino as u64))
 }
+
+/// Whether `e`, the error of opening `path`, is the `ENXIO` that `open(2)` gives for a Unix
+/// socket: the caller reports it as the file that is not a regular one, as it reports a
+/// FIFO (which opens, and is refused after `fstat`).
+pub fn opened_a_socket(e: &io::Error, path: &std::path::Path) -> bool {
+    e.raw_os_error() == Some(libc::ENXIO)
+        && rustix::fs::stat(path).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode as _) == rustix::fs::FileType::Socket
+        })
+}

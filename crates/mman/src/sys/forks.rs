@@ -16,13 +16,33 @@ extern "C" fn after_fork_in_child() {
     super::liveness::close_all_in_child();
 }
 
-/// Register the handler that counts forks (once per process).
-fn watch() {
+/// Before a fork, in the forking thread: with channels, wait until no thread is between
+/// opening a lock's descriptor and registering it (see `liveness`).
+extern "C" fn before_fork() {
+    #[cfg(feature = "channel")]
+    super::liveness::before_fork();
+}
+
+/// After a fork, in the parent.
+extern "C" fn after_fork_in_parent() {
+    #[cfg(feature = "channel")]
+    super::liveness::after_fork_in_parent();
+}
+
+/// Register the fork handlers (once per process).
+pub(super) fn watch() {
     static ATFORK: std::sync::Once = std::sync::Once::new();
     ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only adds to an atomic (and, with channels,
-        // closes descriptors); no other effect.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: registers handlers that only add to an atomic (and, with channels, wait
+        // for the liveness table's registrations before a fork, and close descriptors in
+        // the child); no other effect.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
     });
 }
 

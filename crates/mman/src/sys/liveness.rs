@@ -9,19 +9,27 @@
 //! * A handle holds `flock(LOCK_SH)` on a description of its own; the last handle anywhere
 //!   is the one whose `LOCK_EX | LOCK_NB` succeeds.
 //!
-//! A child created by `fork` inherits the descriptors (the same descriptions) of its
-//! parent's endpoints: they are closed in the child by a fork handler (`close` is
-//! async-signal-safe), so a dead parent's locks go with it. The endpoint objects the child
-//! inherited refuse to work (the fork generation tells them).
+//! **Forks.** A child created by `fork` inherits the descriptors (the same descriptions,
+//! so the same locks) of its parent: left open, they would keep a dead parent's endpoints
+//! "alive" for as long as the child lives. So every such descriptor is registered in
+//! [`Held`]'s table, and a fork handler closes them all in the child (`close` is
+//! async-signal-safe; the endpoint objects the child inherited refuse to work, the fork
+//! generation tells them). The table has no fixed size: it is a list of chunks, each
+//! allocated by the parent when the ones before are full and never freed, which the child
+//! walks with atomic loads only. A descriptor is opened and registered (and unregistered
+//! and closed) while a fork waits: a fork handler run before the fork (`prepare`) waits
+//! until no thread is between the two steps, so no fork from another thread catches a
+//! descriptor open but not yet in the table. (A child made by a raw `clone` system call,
+//! which runs no fork handler, keeps the descriptors until it execs or exits.)
 //!
 //! These locks are advisory and exclude nobody; they are used only to learn who is there.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 /// A fresh open file description of the file behind `fd` (read-write, close-on-exec).
-pub fn reopen(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+fn reopen(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     Ok(rustix::fs::open(
         path.as_str(),
@@ -75,33 +83,154 @@ pub fn try_exclusive(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
-/// Descriptors to close in a child created by `fork` (0 = a free entry).
-static HELD: [AtomicI32; 1024] = [const { AtomicI32::new(-1) }; 1024];
+// ---------------------------------------------------------------------------------------
+// The table of descriptors to close in a child created by `fork`.
+
+/// Entries per chunk of the table.
+const CHUNK: usize = 256;
+
+/// A chunk of the table: descriptors (-1 = a free entry), and the next chunk.
+struct Chunk {
+    fds: [AtomicI32; CHUNK],
+    next: AtomicPtr<Chunk>,
+}
+
+impl Chunk {
+    const fn new() -> Chunk {
+        Chunk {
+            fds: [const { AtomicI32::new(-1) }; CHUNK],
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+/// The first chunk; the others are allocated as needed and never freed (a child walks
+/// them), so a pointer read from `next` stays valid for the life of the process.
+static FIRST: Chunk = Chunk::new();
+
+/// Put `fd` in a free entry of the table (growing it if every entry is taken); the entry.
+fn register(fd: RawFd) -> &'static AtomicI32 {
+    let mut chunk: &'static Chunk = &FIRST;
+    loop {
+        for e in &chunk.fds {
+            // A plain load first: a failed compare-and-swap costs a locked instruction.
+            if e.load(Ordering::Relaxed) == -1
+                && e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return e;
+            }
+        }
+        let mut next = chunk.next.load(Ordering::Acquire);
+        if next.is_null() {
+            let fresh = Box::into_raw(Box::new(Chunk::new()));
+            match chunk.next.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => next = fresh,
+                Err(theirs) => {
+                    // Another thread appended one first: use it, and free ours (never
+                    // published, so nobody else can see it).
+                    // SAFETY: `fresh` came from Box::into_raw above and was not shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    next = theirs;
+                }
+            }
+        }
+        // SAFETY: `next` points to a chunk leaked by Box::into_raw and never freed.
+        chunk = unsafe { &*next };
+    }
+}
+
+/// Threads between opening a descriptor and registering it (or between unregistering it
+/// and closing it), in the low bits; `FORKING` while a fork waits for them or runs.
+static OPENING: AtomicU32 = AtomicU32::new(0);
+const FORKING: u32 = 1 << 31;
+
+/// Run `f` (opening and registering a descriptor, or unregistering and closing one) where
+/// no fork can come in the middle: it waits while a fork is under way, and a fork waits
+/// for it (see [`before_fork`]).
+fn unforked<R>(f: impl FnOnce() -> R) -> R {
+    super::forks::watch();
+    let mut s = OPENING.load(Ordering::Relaxed);
+    loop {
+        if s & FORKING != 0 {
+            std::thread::yield_now();
+            s = OPENING.load(Ordering::Relaxed);
+            continue;
+        }
+        match OPENING.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => s = now,
+        }
+    }
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            OPENING.fetch_sub(1, Ordering::Release);
+        }
+    }
+    let _leave = Leave;
+    f()
+}
+
+/// Before a fork (`pthread_atfork` prepare, in the forking thread): keep new descriptors
+/// from being opened, and wait until the threads between opening and registering are done.
+pub(super) fn before_fork() {
+    let mut s = OPENING.load(Ordering::Relaxed);
+    loop {
+        if s & FORKING != 0 {
+            // Another thread forks: wait for its fork to end.
+            std::thread::yield_now();
+            s = OPENING.load(Ordering::Relaxed);
+            continue;
+        }
+        match OPENING.compare_exchange_weak(s, s | FORKING, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => s = now,
+        }
+    }
+    while OPENING.load(Ordering::Acquire) != FORKING {
+        std::thread::yield_now();
+    }
+}
+
+/// After a fork, in the parent: descriptors may be opened again.
+pub(super) fn after_fork_in_parent() {
+    OPENING.fetch_and(!FORKING, Ordering::Release);
+}
 
 /// A descriptor whose locks must not outlive this process: closed on drop here, and in
 /// any child created by `fork` (so the child never keeps the parent's locks alive).
 #[derive(Debug)]
 pub struct Held {
     fd: Option<OwnedFd>,
-    entry: Option<usize>,
+    entry: &'static AtomicI32,
     generation: u64,
+    pid: u32,
 }
 
 impl Held {
-    /// Register `fd`. With every entry taken (1024 endpoints in one process), the
-    /// descriptor is still held, but a forked child keeps it open (until it execs or exits).
-    pub fn new(fd: OwnedFd) -> Held {
-        let generation = super::sync::fork_generation();
-        let raw = fd.as_raw_fd();
-        let entry = HELD.iter().position(|e| {
-            e.compare_exchange(-1, raw, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        });
-        Held {
-            fd: Some(fd),
-            entry,
-            generation,
-        }
+    /// A fresh open file description of the file behind `fd` (read-write, close-on-exec),
+    /// registered to be closed in children created by `fork`: opened and registered with
+    /// no fork in between.
+    ///
+    /// # Errors
+    /// The error of opening `/proc/self/fd/N`.
+    pub fn reopen(fd: BorrowedFd<'_>) -> io::Result<Held> {
+        unforked(|| {
+            let fd = reopen(fd)?;
+            let entry = register(fd.as_raw_fd());
+            Ok(Held {
+                fd: Some(fd),
+                entry,
+                generation: super::sync::fork_generation(),
+                pid: super::shm::pid(),
+            })
+        })
     }
 
     /// The descriptor.
@@ -114,28 +243,38 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let fd = self.fd.take();
-        if super::sync::fork_generation() != self.generation && self.entry.is_some() {
-            // Inherited by a fork: the handler closed it in this process already; do not
-            // close a number that may name another file by now.
+        if super::sync::fork_generation() != self.generation || super::shm::pid() != self.pid {
+            // Inherited by a fork: the handler closed it in this process already (the
+            // table entry too); do not close a number that may name another file by now.
             std::mem::forget(fd);
             return;
         }
-        if let Some(i) = self.entry {
-            HELD[i].store(-1, Ordering::Release);
-        }
-        drop(fd);
+        // Unregistered and closed with no fork in between: a child never inherits it
+        // without its entry, nor an entry naming a number reused since.
+        unforked(|| {
+            self.entry.store(-1, Ordering::Release);
+            drop(fd);
+        });
     }
 }
 
-/// In a child created by `fork`: close every registered descriptor. Async-signal-safe
-/// (atomic loads and stores, `close`).
+/// In a child created by `fork`: close every registered descriptor, and let descriptors be
+/// opened again. Async-signal-safe (atomic loads and stores, `close`).
 pub(super) fn close_all_in_child() {
-    for e in HELD.iter() {
-        let fd: RawFd = e.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
-            // SAFETY: close(2) on a descriptor this process inherited and no longer uses;
-            // nothing else refers to it in the child (the owning objects forget it).
-            unsafe { libc::close(fd) };
+    let mut chunk: *const Chunk = &FIRST;
+    while !chunk.is_null() {
+        // SAFETY: FIRST, or a chunk leaked by `register` and never freed.
+        let c = unsafe { &*chunk };
+        for e in &c.fds {
+            let fd: RawFd = e.swap(-1, Ordering::AcqRel);
+            if fd >= 0 {
+                // SAFETY: close(2) on a descriptor this process inherited and no longer
+                // uses; nothing else refers to it in the child (the owning objects forget it).
+                unsafe { libc::close(fd) };
+            }
         }
+        chunk = c.next.load(Ordering::Acquire);
     }
+    // The forking thread's `before_fork` left FORKING set; no other thread exists here.
+    OPENING.store(0, Ordering::Release);
 }

@@ -196,3 +196,91 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
 }
+
+/// The byte, far past any object's end, on which every mman handle of a named object holds
+/// an OFD read lock (on its own open file description) while it lives: the kernel drops it
+/// when the last descriptor of that description closes, so when its process dies or execs
+/// (shm_open's descriptors close on exec). Locks past the end of a file are allowed and
+/// cover nothing that anyone reads; channel endpoints lock their owner words, far below.
+#[cfg(linux_like)]
+const IN_USE_AT: u64 = i64::MAX as u64 - 1;
+
+#[cfg(linux_like)]
+fn in_use_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: all-zero is a valid flock; the fields that matter are set below.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind as _;
+    l.l_whence = libc::SEEK_SET as _;
+    l.l_start = IN_USE_AT as _;
+    l.l_len = 1;
+    l
+}
+
+/// `F_OFD_SETLK` of the in-use byte, never waiting: `Ok(false)` when another description
+/// holds a conflicting lock. `ENOSYS` where there are no OFD locks.
+fn set_in_use_lock(fd: BorrowedFd<'_>, kind: libc::c_int) -> io::Result<bool> {
+    #[cfg(linux_like)]
+    {
+        use std::os::fd::AsRawFd;
+        let l = in_use_lock(kind);
+        // SAFETY: fcntl reads the struct we own; the descriptor is borrowed and open.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &l) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = super::errno();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+            _ => Err(e),
+        }
+    }
+    #[cfg(not(linux_like))]
+    {
+        let _ = (fd, kind);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// Take the in-use read lock on `fd`'s description: `Ok(false)` while a sweeper holds its
+/// claim (see [`try_claim`]).
+pub fn mark_in_use(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    set_in_use_lock(fd, libc::F_RDLCK)
+}
+
+/// Whether another description than `fd`'s holds an in-use lock (`F_OFD_GETLK`, which
+/// needs no write access). `ENOSYS` where there are no OFD locks.
+pub fn in_use(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    #[cfg(linux_like)]
+    {
+        use std::os::fd::AsRawFd;
+        let mut l = in_use_lock(libc::F_WRLCK);
+        // SAFETY: fcntl writes the struct we own; the descriptor is borrowed and open.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
+        super::check(r)?;
+        Ok(l.l_type as libc::c_int != libc::F_UNLCK)
+    }
+    #[cfg(not(linux_like))]
+    {
+        let _ = fd;
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// A sweeper's claim: the in-use byte write-locked on `fd`'s description (open for
+/// writing), which succeeds only while no handle holds its read lock, and keeps new handles
+/// from taking one until `fd` closes. `Ok(false)` when a handle holds it.
+pub fn try_claim(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    set_in_use_lock(fd, libc::F_WRLCK)
+}
+
+/// Whether the object the name `name` gives now is the one open as `fd` (same device and
+/// inode): a name removed and created again in between is another object.
+pub fn still_named(fd: BorrowedFd<'_>, name: &str) -> bool {
+    let Ok(now) = shm_open(name, false) else {
+        return false;
+    };
+    match (rustix::fs::fstat(fd), rustix::fs::fstat(&now)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
+}

@@ -39,9 +39,69 @@ pub fn fork_generation() -> u64 {
     super::forks::generation()
 }
 
-/// The calling thread's identity: its TID and a token, the low 32 bits of its start time
-/// (clock ticks since boot, from `/proc/thread-self/stat`), which tells a thread from a
-/// later one that reuses its TID. Cached per thread; a fork invalidates the cache.
+/// The name of the memfd that marks this process image (see [`thread_identity`]).
+const MARK_NAME: &str = "mman-image";
+/// The token's high bits: the mark's descriptor number, or [`NO_MARK`].
+const MARK_SHIFT: u32 = 20;
+/// The token's low bits: the low bits of the mark's inode XOR the start time, or of the
+/// start time.
+const LOW: u32 = (1 << MARK_SHIFT) - 1;
+/// The descriptor field of a token without a mark (none could be made, or its number did
+/// not fit): the low bits are then the thread's start time, as before marks.
+const NO_MARK: u32 = (1 << (32 - MARK_SHIFT)) - 1;
+
+/// This process image's mark: a close-on-exec memfd named `mman-image`, made once and
+/// kept open, as (descriptor number, inode). An `exec` closes it (the new image has none,
+/// or a new one with another inode), so a lock named by it is held by nobody after an
+/// exec; a child created by `fork` inherits it (its threads have TIDs of their own).
+/// `None` when it cannot be made, or its number does not fit in a token.
+fn image_mark() -> Option<(u32, u64)> {
+    static MARK: std::sync::OnceLock<Option<(u32, u64)>> = std::sync::OnceLock::new();
+    *MARK.get_or_init(|| {
+        use std::os::fd::AsRawFd;
+        let fd = rustix::fs::memfd_create(MARK_NAME, rustix::fs::MemfdFlags::CLOEXEC).ok()?;
+        let n = fd.as_raw_fd() as u32;
+        if n >= NO_MARK {
+            return None;
+        }
+        let ino = rustix::fs::fstat(&fd).ok()?.st_ino as u64;
+        // Kept open for the life of this process image.
+        std::mem::forget(fd);
+        Some((n, ino))
+    })
+}
+
+/// The inode of the image mark at descriptor `fd` of task `tid` (through
+/// `/proc/TID/fd/FD`): `Ok(None)` when there is no such descriptor or it is not a mark
+/// (the task's process execed, or it is another process); an error when it cannot be
+/// looked at (another user's process, `/proc` hidden).
+fn mark_of(tid: u32, fd: u32) -> io::Result<Option<u64>> {
+    let path = format!("/proc/{tid}/fd/{fd}");
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH);
+    let link = match std::fs::read_link(&path) {
+        Ok(l) => l,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if link.as_os_str() != format!("/memfd:{MARK_NAME} (deleted)").as_str() {
+        return Ok(None);
+    }
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(&path) {
+        Ok(m) => Ok(Some(m.ino())),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The calling thread's identity: its TID and a 32-bit token that tells this thread of
+/// this process image from a later thread that reuses the TID, and from this same thread
+/// after an `exec` (which keeps the TID of the thread that calls it, and the start time,
+/// of the process's first thread). The token is the image mark's descriptor number (12
+/// bits) and the low 20 bits of its inode XOR the thread's start time (clock ticks since
+/// boot, from `/proc/TID/stat`), so that both a new image and a new thread of the same
+/// image change it (see `image_mark`); without a mark, the low 20 bits of the start time.
+/// Cached per thread; a fork invalidates the cache.
 pub fn thread_identity() -> (u32, u32) {
     thread_local! {
         static ME: Cell<(u64, u32, u32)> = const { Cell::new((u64::MAX, 0, 0)) };
@@ -53,9 +113,14 @@ pub fn thread_identity() -> (u32, u32) {
             return (tid, token);
         }
         let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-        let token = match task_state(tid) {
-            Ok(Some((_, start))) => start as u32,
-            _ => 0,
+        let start = match task_state(tid) {
+            Ok(Some((_, start))) => Some(start as u32),
+            _ => None,
+        };
+        let token = match (image_mark(), start) {
+            (Some((fd, ino)), Some(start)) => fd << MARK_SHIFT | ((ino as u32 ^ start) & LOW),
+            // Without a start time, no mark either: a token of 0 low bits is the TID alone.
+            (_, start) => NO_MARK << MARK_SHIFT | (start.unwrap_or(0) & LOW),
         };
         me.set((forks, tid, token));
         (tid, token)
@@ -81,10 +146,11 @@ fn task_state(tid: u32) -> io::Result<Option<(u8, u64)>> {
     Ok(Some((state, start)))
 }
 
-/// Whether the thread that took a lock as (`tid`, `token`) still runs. A TID that no longer
-/// exists, a zombie, or a TID reused by a thread started at another time is dead. When
-/// `/proc` cannot tell (not mounted, hidden), the owner is taken to be alive: a lock is never
-/// stolen from a thread that may still hold it.
+/// Whether the thread that took a lock as (`tid`, `token`) still runs in the process image
+/// that took it. A TID that no longer exists, a zombie, a TID reused by another thread,
+/// and a process that has called `exec` since (its image mark is gone, or another) are
+/// dead. When `/proc` cannot tell (not mounted, hidden, another user's descriptors), the
+/// owner is taken to be alive: a lock is never stolen from a thread that may still hold it.
 pub fn owner_alive(tid: u32, token: u32) -> bool {
     if tid == 0 || tid > (1 << 22) {
         // Not a TID Linux hands out (pid_max is at most 2^22): garbage.
@@ -92,10 +158,16 @@ pub fn owner_alive(tid: u32, token: u32) -> bool {
     }
     match task_state(tid) {
         Ok(None) => false,
-        // Token 0: the owner could not read its own start time; its TID alone must do.
-        Ok(Some((state, start))) => {
-            !matches!(state, b'Z' | b'X' | b'x') && (token == 0 || start as u32 == token)
-        }
+        Ok(Some((b'Z' | b'X' | b'x', _))) => false,
+        Ok(Some((_, start))) => match token >> MARK_SHIFT {
+            // No mark; start time 0: the owner could not read it, its TID alone must do.
+            NO_MARK => token & LOW == 0 || start as u32 & LOW == token & LOW,
+            fd => match mark_of(tid, fd) {
+                Ok(Some(ino)) => (ino as u32 ^ start as u32) & LOW == token & LOW,
+                Ok(None) => false,
+                Err(_) => true,
+            },
+        },
         Err(_) => true,
     }
 }
