@@ -6,6 +6,8 @@
 mod buffer;
 mod errors;
 mod mapping;
+mod shm;
+mod sync;
 mod wait;
 
 use pyo3::prelude::*;
@@ -15,5 +17,11 @@ fn _mman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mapping::Mapping>()?;
     m.add_class::<mapping::Export>()?;
     m.add_function(wrap_pyfunction!(mapping::map_file, m)?)?;
+    m.add_class::<shm::SharedMemory>()?;
+    m.add_function(wrap_pyfunction!(shm::shm_list, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::shm_remove_stale, m)?)?;
+    m.add_class::<sync::Lock>()?;
+    m.add_class::<sync::Condition>()?;
+    m.add_class::<sync::Semaphore>()?;
     Ok(())
 }

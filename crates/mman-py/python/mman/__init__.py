@@ -8,10 +8,10 @@ from ._errors import (  # noqa: F401
     InvalidInputError,
     NotFoundError,
     NotMappableError,
-    OwnerDied,
     PermissionDeniedError,
     ResourceLimitError,
     TruncatedError,
     UnsupportedError,
 )
-from ._mman import Mapping, map_file  # noqa: F401
+from ._mman import Condition, Lock, Mapping, Semaphore, SharedMemory, map_file  # noqa: F401
+from . import shm  # noqa: F401

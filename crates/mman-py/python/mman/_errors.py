@@ -26,15 +26,6 @@ class Disconnected(Error, EOFError):
     """The other end of a channel is gone: closed, or its process died."""
 
 
-class OwnerDied(Error):
-    """The previous owner of a ``Lock`` died holding it.
-
-    Raised by ``acquire`` *after* the lock was taken: the caller holds it now and should
-    repair the shared state, then call ``lock.mark_consistent()`` (or release it, which
-    leaves the lock unrecoverable, as a robust pthread mutex).
-    """
-
-
 class CorruptedError(Error):
     """Shared state holds values no mman peer writes (a peer scribbled over it)."""
 
