@@ -63,7 +63,9 @@ fn make<'py>(
     path: Option<String>,
     hint: Option<&str>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let module = CLASSES.get_or_try_init(py, || Ok::<_, PyErr>(py.import("mman._errors")?.into_any().unbind()))?;
+    let module = CLASSES.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("mman._errors")?.into_any().unbind())
+    })?;
     let cls = module.bind(py).getattr(class_name(kind))?.cast_into::<PyType>()?;
     let obj = match errno {
         Some(errno) => cls.call1((errno, message))?,
@@ -90,8 +92,10 @@ impl<T> IntoPy<T> for mman::Result<T> {
 
 /// An error made here, as mman's own kinds (a closed handle, an argument out of range).
 pub fn usage(kind: ErrorKind, op: &str, what: &str, hint: Option<&str>) -> PyErr {
-    Python::attach(|py| match make(py, kind, None, format!("{op}: {what}"), op, None, hint) {
-        Ok(obj) => PyErr::from_value(obj),
-        Err(e) => e,
-    })
+    Python::attach(
+        |py| match make(py, kind, None, format!("{op}: {what}"), op, None, hint) {
+            Ok(obj) => PyErr::from_value(obj),
+            Err(e) => e,
+        },
+    )
 }

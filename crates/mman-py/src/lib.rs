@@ -3,8 +3,11 @@
 //! signals). The package's Python files (`python/mman`) add the memoryviews, pickling of
 //! objects and the benchmark.
 
+mod broadcast;
 mod buffer;
+mod channel;
 mod errors;
+mod lazy;
 mod mapping;
 mod shm;
 mod sync;
@@ -23,5 +26,12 @@ fn _mman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::Lock>()?;
     m.add_class::<sync::Condition>()?;
     m.add_class::<sync::Semaphore>()?;
+    m.add_class::<channel::Channel>()?;
+    m.add_class::<channel::Sender>()?;
+    m.add_class::<channel::Receiver>()?;
+    m.add_class::<channel::Owned>()?;
+    m.add_class::<broadcast::Broadcast>()?;
+    m.add_class::<broadcast::Publisher>()?;
+    m.add_class::<broadcast::Subscriber>()?;
     Ok(())
 }

@@ -56,7 +56,8 @@ pub fn write_bytes(py: Python<'_>, map: &mman::Mapping, offset: usize, data: &Bu
     if data.len() >= LARGE {
         let span = data.span();
         // SAFETY: `data` is held until this returns.
-        py.detach(|| map.write_at(offset, unsafe { span.bytes() })).py_err()
+        py.detach(|| map.write_at(offset, unsafe { span.bytes() }))
+            .py_err()
     } else {
         map.write_at(offset, data.as_slice()).py_err()
     }
@@ -75,7 +76,9 @@ impl Mapping {
         let len = self.map()?.len() as isize;
         let j = if i < 0 { i + len } else { i };
         if j < 0 || j >= len {
-            return Err(pyo3::exceptions::PyIndexError::new_err("mapping index out of range"));
+            return Err(pyo3::exceptions::PyIndexError::new_err(
+                "mapping index out of range",
+            ));
         }
         Ok(j as usize)
     }
@@ -93,7 +96,11 @@ impl Mapping {
             let ind = slice.indices(map.len() as isize)?;
             if ind.step == 1 || ind.slicelength == 0 {
                 let n = ind.slicelength;
-                return Ok(read_bytes(py, map, if n == 0 { 0 } else { ind.start as usize }, n)?.into_any().unbind());
+                return Ok(
+                    read_bytes(py, map, if n == 0 { 0 } else { ind.start as usize }, n)?
+                        .into_any()
+                        .unbind(),
+                );
             }
             // A stride: copy the span once, pick from it.
             let (lo, hi) = if ind.step > 0 {
@@ -103,8 +110,9 @@ impl Mapping {
             };
             let mut span = vec![0u8; (hi - lo + 1) as usize];
             map.read_at(lo as usize, &mut span).py_err()?;
-            let picked: Vec<u8> =
-                (0..ind.slicelength as isize).map(|k| span[(ind.start + k * ind.step - lo) as usize]).collect();
+            let picked: Vec<u8> = (0..ind.slicelength as isize)
+                .map(|k| span[(ind.start + k * ind.step - lo) as usize])
+                .collect();
             return Ok(PyBytes::new(py, &picked).into_any().unbind());
         }
         let i = self.index(key.extract::<isize>()?)?;
@@ -127,7 +135,8 @@ impl Mapping {
                 return write_bytes(py, map, ind.start.max(0) as usize, &data);
             }
             for (k, b) in data.as_slice().iter().enumerate() {
-                map.write_at((ind.start + k as isize * ind.step) as usize, &[*b]).py_err()?;
+                map.write_at((ind.start + k as isize * ind.step) as usize, &[*b])
+                    .py_err()?;
             }
             return Ok(());
         }
@@ -297,9 +306,14 @@ impl Mapping {
             None => "<mman.Mapping closed>".into(),
             Some(m) => format!(
                 "<mman.Mapping {} length={} {}>",
-                m.path().map_or("?".into(), |p| format!("{:?}", p.to_string_lossy())),
+                m.path()
+                    .map_or("?".into(), |p| format!("{:?}", p.to_string_lossy())),
                 m.len(),
-                if m.protection().contains(mman::Protection::WRITE) { "read-write" } else { "read-only" }
+                if m.protection().contains(mman::Protection::WRITE) {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
             ),
         }
     }
@@ -309,7 +323,13 @@ impl Mapping {
 /// of the file when None).
 #[pyfunction]
 #[pyo3(signature = (path, write=false, offset=0, length=None))]
-pub fn map_file(py: Python<'_>, path: std::path::PathBuf, write: bool, offset: u64, length: Option<usize>) -> PyResult<Mapping> {
+pub fn map_file(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    write: bool,
+    offset: u64,
+    length: Option<usize>,
+) -> PyResult<Mapping> {
     let mut opts = MapOptions::new();
     opts.offset(offset).shared();
     if write {

@@ -19,7 +19,11 @@ pub fn fresh_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{:x}_{:x}_{n:x}", std::process::id(), t & 0xffff_ffff_ffff)
+    format!(
+        "{prefix}{:x}_{:x}_{n:x}",
+        std::process::id(),
+        t & 0xffff_ffff_ffff
+    )
 }
 
 /// Open `name` as mman's object (`/mman.NAME`), else verbatim (`/NAME`: a C program's or
@@ -63,7 +67,12 @@ impl SharedMemory {
     #[pyo3(signature = (name=None, create=false, size=0))]
     fn new(py: Python<'_>, name: Option<String>, create: bool, size: i64) -> PyResult<Self> {
         if size < 0 {
-            return Err(usage(ErrorKind::InvalidInput, "shm_open", "'size' must be a positive integer", None));
+            return Err(usage(
+                ErrorKind::InvalidInput,
+                "shm_open",
+                "'size' must be a positive integer",
+                None,
+            ));
         }
         let size = size as u64;
         let (obj, name, foreign) = if create {
@@ -132,7 +141,12 @@ impl SharedMemory {
             return Ok(v.clone_ref(py));
         }
         let Some(map) = &self.map else {
-            return Err(usage(ErrorKind::InvalidInput, "buf", "the shared memory is closed", None));
+            return Err(usage(
+                ErrorKind::InvalidInput,
+                "buf",
+                "the shared memory is closed",
+                None,
+            ));
         };
         let e = export(py, map)?;
         let v = py.import("mman._view")?.call_method1("view", (e,))?.unbind();
@@ -192,7 +206,9 @@ pub fn shm_list(
     py: Python<'_>,
     all: bool,
 ) -> PyResult<Vec<(String, u64, u32, u32, Option<u32>, Option<bool>, bool)>> {
-    let list = py.detach(|| if all { shm::list_all() } else { shm::list() }).py_err()?;
+    let list = py
+        .detach(|| if all { shm::list_all() } else { shm::list() })
+        .py_err()?;
     Ok(list
         .into_iter()
         .map(|o| (o.name, o.size, o.uid, o.mode, o.creator, o.creator_alive, o.mman))

@@ -43,7 +43,9 @@ fn open_or_create(py: Python<'_>, kind: &str, name: &str) -> PyResult<Named> {
                 obj.keep();
                 Ok((obj, true))
             }
-            Err(e) if e.kind() == ErrorKind::AddressInUse => shm::SharedMemory::open(&full, OBJECT).map(|o| (o, false)),
+            Err(e) if e.kind() == ErrorKind::AddressInUse => {
+                shm::SharedMemory::open(&full, OBJECT).map(|o| (o, false))
+            }
             Err(e) => Err(e),
         });
         match got {
@@ -57,7 +59,11 @@ fn open_or_create(py: Python<'_>, kind: &str, name: &str) -> PyResult<Named> {
                 });
             }
             // Unlinked between our create and open, or not yet sized by its creator.
-            Err(e) if tries < 100 && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) && !name.contains('/') => {
+            Err(e)
+                if tries < 100
+                    && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput)
+                    && !name.contains('/') =>
+            {
                 tries += 1;
                 py.detach(|| std::thread::sleep(Duration::from_millis(10)));
                 py.check_signals()?;
@@ -129,13 +135,18 @@ impl Robust {
         // SAFETY: made and unwrapped on this same thread (detach runs the closure here).
         unsafe impl Send for SendGuard {}
         let got = blocking(py, timeout, |slice| {
-            let g = if slice.is_zero() { mutex.try_lock()? } else { mutex.lock_timeout(slice)? };
+            let g = if slice.is_zero() {
+                mutex.try_lock()?
+            } else {
+                mutex.lock_timeout(slice)?
+            };
             Ok(g.map(SendGuard))
         })?;
         let Some(SendGuard(guard)) = got else {
             return Ok(false);
         };
-        self.owner_died.store(guard.owner_died(), std::sync::atomic::Ordering::Relaxed);
+        self.owner_died
+            .store(guard.owner_died(), std::sync::atomic::Ordering::Relaxed);
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
             guard,
             thread: std::thread::current().id(),
@@ -154,7 +165,9 @@ impl Robust {
                     self.named.name
                 )))
             }
-            None => Err(pyo3::exceptions::PyRuntimeError::new_err(format!("{op}: cannot release un-acquired lock"))),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "{op}: cannot release un-acquired lock"
+            ))),
         }
     }
 
@@ -256,7 +269,10 @@ impl Lock {
     }
 
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String,))> {
-        Ok((slf.get_type().into_any().unbind(), (slf.borrow().inner.named.name.clone(),)))
+        Ok((
+            slf.get_type().into_any().unbind(),
+            (slf.borrow().inner.named.name.clone(),),
+        ))
     }
 
     fn __repr__(&self) -> String {
@@ -324,7 +340,9 @@ impl Condition {
         match got {
             Ok((SendGuard(g), timed_out)) => {
                 if g.owner_died() {
-                    self.inner.owner_died.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.inner
+                        .owner_died
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.inner.put(g);
                 py.check_signals()?;
@@ -366,7 +384,10 @@ impl Condition {
     }
 
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String,))> {
-        Ok((slf.get_type().into_any().unbind(), (slf.borrow().inner.named.name.clone(),)))
+        Ok((
+            slf.get_type().into_any().unbind(),
+            (slf.borrow().inner.named.name.clone(),),
+        ))
     }
 }
 
@@ -388,7 +409,10 @@ impl Semaphore {
             return Err(usage(
                 ErrorKind::InvalidInput,
                 "semaphore",
-                &format!("{value} permits is more than a semaphore counts ({})", mman::sync::SEMAPHORE_MAX),
+                &format!(
+                    "{value} permits is more than a semaphore counts ({})",
+                    mman::sync::SEMAPHORE_MAX
+                ),
                 None,
             ));
         }
@@ -412,7 +436,12 @@ impl Semaphore {
         let timeout = timeout_of(blocking, timeout)?;
         let sem = self.sem;
         let got = crate::wait::blocking(py, timeout, |slice| {
-            Ok(if slice.is_zero() { sem.try_wait() } else { sem.wait_timeout(slice) }.then_some(()))
+            Ok(if slice.is_zero() {
+                sem.try_wait()
+            } else {
+                sem.wait_timeout(slice)
+            }
+            .then_some(()))
         })?;
         Ok(got.is_some())
     }
@@ -453,6 +482,9 @@ impl Semaphore {
 
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String, u32))> {
         let me = slf.borrow();
-        Ok((slf.get_type().into_any().unbind(), (me.named.name.clone(), me.value)))
+        Ok((
+            slf.get_type().into_any().unbind(),
+            (me.named.name.clone(), me.value),
+        ))
     }
 }

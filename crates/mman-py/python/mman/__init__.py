@@ -13,5 +13,18 @@ from ._errors import (  # noqa: F401
     TruncatedError,
     UnsupportedError,
 )
-from ._mman import Condition, Lock, Mapping, Semaphore, SharedMemory, map_file  # noqa: F401
+from ._mman import (  # noqa: F401
+    Broadcast,
+    Channel,
+    Condition,
+    Lock,
+    Mapping,
+    Publisher,
+    Receiver,
+    Semaphore,
+    Sender,
+    Subscriber,
+    SharedMemory,
+    map_file,
+)
 from . import shm  # noqa: F401

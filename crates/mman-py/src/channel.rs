@@ -1,0 +1,421 @@
+//! `mman.Channel` and its endpoints `Sender`/`Receiver`: the Rust crate's channel, with
+//! endpoints that attach lazily in the process that uses them (see `lazy`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mman::channel::{self, Options};
+use mman::ErrorKind;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::buffer::Buffer;
+use crate::errors::IntoPy;
+use crate::lazy::End;
+use crate::mapping::LARGE;
+use crate::shm::fresh_name;
+use crate::wait::{blocking, seconds, Timeout};
+
+/// The ring of each sender by default: 1 MiB (messages up to 1 MiB less 16 bytes).
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+pub fn timed_out(op: &str) -> PyErr {
+    pyo3::exceptions::PyTimeoutError::new_err(format!("{op}: timed out"))
+}
+
+/// A channel by name: make endpoints with `sender()` and `receiver()`.
+#[pyclass(module = "mman._mman", name = "Channel")]
+pub struct Channel {
+    chan: Arc<channel::Channel>,
+    name: String,
+}
+
+#[pymethods]
+impl Channel {
+    /// Create the channel `name` (a fresh name when None): `capacity` bytes of ring per
+    /// sender (a power of two), up to `senders` senders at once.
+    #[new]
+    #[pyo3(signature = (name=None, capacity=DEFAULT_CAPACITY, senders=1))]
+    fn new(py: Python<'_>, name: Option<String>, capacity: usize, senders: usize) -> PyResult<Self> {
+        let name = name.unwrap_or_else(|| fresh_name("chan_"));
+        let chan = py
+            .detach(|| Options::new().capacity(capacity).senders(senders).create(&name))
+            .py_err()?;
+        Ok(Channel {
+            chan: Arc::new(chan),
+            name,
+        })
+    }
+
+    /// Open the channel `name` another process created.
+    #[staticmethod]
+    fn open(py: Python<'_>, name: String) -> PyResult<Self> {
+        let chan = py.detach(|| channel::Channel::open(&name)).py_err()?;
+        Ok(Channel {
+            chan: Arc::new(chan),
+            name,
+        })
+    }
+
+    /// A sending endpoint (attached on first use, in the process that uses it).
+    fn sender(&self) -> Sender {
+        Sender {
+            end: End::new(self.name.clone(), Some(self.chan.clone())),
+        }
+    }
+
+    /// The receiving endpoint (attached on first use; one at a time per channel).
+    fn receiver(&self) -> Receiver {
+        Receiver {
+            end: End::new(self.name.clone(), Some(self.chan.clone())),
+            pending: None,
+        }
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Ring bytes per sender.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.chan.capacity()
+    }
+
+    /// The largest message.
+    #[getter]
+    fn max_message(&self) -> usize {
+        self.chan.max_message()
+    }
+
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String,))> {
+        let open = slf.get_type().getattr("open")?.unbind();
+        Ok((open, (slf.borrow().name.clone(),)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<mman.Channel {:?} capacity={}>", self.name, self.chan.capacity())
+    }
+}
+
+/// A sending end of a `Channel`.
+#[pyclass(module = "mman._mman", name = "Sender")]
+pub struct Sender {
+    end: End<channel::Channel, channel::Sender>,
+}
+
+impl Sender {
+    fn tx(&mut self, py: Python<'_>) -> PyResult<&mut channel::Sender> {
+        self.end.get(py, |c| c.sender())
+    }
+
+    /// Send `msg`: at once if there is room, else waiting in slices (`None`: timed out).
+    pub fn send_slice(&mut self, py: Python<'_>, msg: &Buffer, timeout: Timeout) -> PyResult<Option<()>> {
+        let tx = self.tx(py)?;
+        if msg.len() < LARGE && tx.try_send(msg.as_slice()).py_err()? {
+            return Ok(Some(()));
+        }
+        let span = msg.span();
+        blocking(py, timeout, |slice| {
+            // SAFETY: `msg` is held by the caller until this returns.
+            let bytes = unsafe { span.bytes() };
+            let sent = if slice.is_zero() {
+                tx.try_send(bytes)?
+            } else {
+                tx.send_timeout(bytes, slice)?
+            };
+            Ok(sent.then_some(()))
+        })
+    }
+}
+
+#[pymethods]
+impl Sender {
+    /// Open a sender of the channel `name` (attached on first use).
+    #[staticmethod]
+    fn _open(name: String) -> Sender {
+        Sender {
+            end: End::new(name, None),
+        }
+    }
+
+    /// Send the bytes-like `data`, waiting for room (at most `timeout` seconds: then
+    /// `TimeoutError`). `mman.Disconnected` once the receiver is gone.
+    #[pyo3(signature = (data, timeout=None))]
+    fn send(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = seconds(timeout)?;
+        let msg = Buffer::get(data, false)?;
+        self.send_slice(py, &msg, timeout)?
+            .ok_or_else(|| timed_out("send"))
+    }
+
+    /// Send `data` if there is room now; whether it was sent.
+    fn try_send(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let msg = Buffer::get(data, false)?;
+        Ok(self.send_slice(py, &msg, Some(Duration::ZERO))?.is_some())
+    }
+
+    /// Send every bytes-like of `items` in order, waiting for room as needed (the GIL
+    /// released, Ctrl-C answered); how many. An error (or Ctrl-C) ends the batch: the
+    /// messages before it were sent.
+    fn send_batch(&mut self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let bufs = items
+            .try_iter()?
+            .map(|o| Buffer::get(&o?, false))
+            .collect::<PyResult<Vec<_>>>()?;
+        for b in &bufs {
+            self.send_slice(py, b, None)?;
+        }
+        Ok(bufs.len())
+    }
+
+    /// Pickle `obj` (protocol 5) and send it as one message, its out-of-band buffers (numpy
+    /// arrays) copied straight from their memory into the ring.
+    #[pyo3(signature = (obj, timeout=None))]
+    fn send_obj(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        slf.py()
+            .import("mman._obj")?
+            .call_method1("send_obj", (slf, obj, timeout))?;
+        Ok(())
+    }
+
+    /// Send the concatenation of the bytes-likes `parts` as one message (gathered with the
+    /// GIL released).
+    #[pyo3(signature = (parts, timeout=None))]
+    fn _send_parts(
+        &mut self,
+        py: Python<'_>,
+        parts: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let timeout = seconds(timeout)?;
+        let bufs = parts
+            .try_iter()?
+            .map(|o| Buffer::get(&o?, false))
+            .collect::<PyResult<Vec<_>>>()?;
+        let spans: Vec<_> = bufs.iter().map(|b| b.span()).collect();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let gather = || {
+            let mut v = Vec::with_capacity(total);
+            for s in &spans {
+                // SAFETY: `bufs` are held until this returns.
+                v.extend_from_slice(unsafe { s.bytes() });
+            }
+            v
+        };
+        let msg = if total >= LARGE {
+            py.detach(gather)
+        } else {
+            gather()
+        };
+        let tx = self.tx(py)?;
+        if total < LARGE && tx.try_send(&msg).py_err()? {
+            return Ok(());
+        }
+        blocking(py, timeout, |slice| {
+            Ok(tx.send_timeout(&msg, slice)?.then_some(()))
+        })?
+        .ok_or_else(|| timed_out("send"))
+    }
+
+    /// The largest message.
+    #[getter]
+    fn max_message(&mut self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.tx(py)?.max_message())
+    }
+
+    /// The channel's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.end.name
+    }
+
+    /// Detach: the receiver sees `Disconnected` once every sender is gone.
+    fn close(&mut self) {
+        self.end.close();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&mut self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String,))> {
+        let open = slf.get_type().getattr("_open")?.unbind();
+        Ok((open, (slf.borrow().end.name.clone(),)))
+    }
+}
+
+/// The receiving end of a `Channel`.
+#[pyclass(module = "mman._mman", name = "Receiver")]
+pub struct Receiver {
+    end: End<channel::Channel, channel::Receiver>,
+    /// A message `recv_into` could not fit: the next call returns it.
+    pending: Option<Vec<u8>>,
+}
+
+impl Receiver {
+    /// The next message (`None`: timed out), waiting in slices.
+    pub fn take(&mut self, py: Python<'_>, timeout: Timeout) -> PyResult<Option<Vec<u8>>> {
+        if let Some(m) = self.pending.take() {
+            return Ok(Some(m));
+        }
+        let rx = self.end.get(py, |c| c.receiver())?;
+        blocking(py, timeout, |slice| {
+            if slice.is_zero() {
+                rx.try_recv()
+            } else {
+                rx.recv_timeout(slice)
+            }
+        })
+    }
+}
+
+#[pymethods]
+impl Receiver {
+    /// Open the receiver of the channel `name` (attached on first use).
+    #[staticmethod]
+    fn _open(name: String) -> Receiver {
+        Receiver {
+            end: End::new(name, None),
+            pending: None,
+        }
+    }
+
+    /// The next message as bytes, waiting (at most `timeout` seconds: then `TimeoutError`).
+    /// `mman.Disconnected` once every sender is gone and every message was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = seconds(timeout)?;
+        let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
+        Ok(PyBytes::new(py, &m))
+    }
+
+    /// The next message if there is one now, else None.
+    fn try_recv<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        Ok(self.take(py, Some(Duration::ZERO))?.map(|m| PyBytes::new(py, &m)))
+    }
+
+    /// Copy the next message into the writable bytes-like `buffer`; its length. A message
+    /// longer than the buffer raises `ValueError` and stays for the next call.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn recv_into(
+        &mut self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let timeout = seconds(timeout)?;
+        let dst = Buffer::get(buffer, true)?;
+        let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
+        if m.len() > dst.len() {
+            let n = m.len();
+            self.pending = Some(m);
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "recv_into: the message is {n} bytes and the buffer {}: it stays for the next call",
+                dst.len()
+            )));
+        }
+        // SAFETY: `dst` was got writable and is held until this returns; nothing else here
+        // refers to its bytes.
+        let out = unsafe { dst.span().bytes_mut() };
+        out[..m.len()].copy_from_slice(&m);
+        Ok(m.len())
+    }
+
+    /// Up to `max` messages: waits for the first (at most `timeout`), then takes those
+    /// already there.
+    #[pyo3(signature = (max=1024, timeout=None))]
+    fn recv_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let timeout = seconds(timeout)?;
+        let out = PyList::empty(py);
+        if max == 0 {
+            return Ok(out);
+        }
+        let first = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
+        out.append(PyBytes::new(py, &first))?;
+        let rx = self.end.get(py, |c| c.receiver())?;
+        while out.len() < max {
+            match rx.try_recv() {
+                Ok(Some(m)) => out.append(PyBytes::new(py, &m))?,
+                Ok(None) => break,
+                // Messages taken so far are returned; the error comes at the next call.
+                Err(e) if e.kind() == ErrorKind::Disconnected => break,
+                Err(e) => return Err(crate::errors::to_py(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next object sent with `send_obj`: its out-of-band buffers (numpy arrays) are
+    /// views of the received message, not copies.
+    #[pyo3(signature = (timeout=None))]
+    fn recv_obj<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("mman._obj")?
+            .call_method1("recv_obj", (slf, timeout))
+    }
+
+    /// A coroutine: the next message as bytes (`await rx.recv_async()`).
+    #[pyo3(signature = (timeout=None))]
+    fn recv_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("mman._obj")?
+            .call_method1("recv_async", (slf, timeout))
+    }
+
+    /// The next message: bytes when small, else (owner, address, length, read-only) of a
+    /// buffer mman owns, for a memoryview without a copy into `bytes`.
+    #[pyo3(signature = (timeout=None))]
+    fn _recv_raw(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let timeout = seconds(timeout)?;
+        let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
+        if m.len() < LARGE {
+            return Ok(PyBytes::new(py, &m).into_any().unbind());
+        }
+        let (addr, len) = (m.as_ptr() as usize, m.len());
+        let owner = Py::new(py, Owned { _bytes: m })?;
+        Ok((owner, addr, len, false).into_pyobject(py)?.into_any().unbind())
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.end.name
+    }
+
+    /// Detach: senders see `Disconnected`.
+    fn close(&mut self) {
+        self.end.close();
+        self.pending = None;
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&mut self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (String,))> {
+        let open = slf.get_type().getattr("_open")?.unbind();
+        Ok((open, (slf.borrow().end.name.clone(),)))
+    }
+}
+
+/// A received message's bytes, kept alive by the memoryviews made of them.
+#[pyclass(module = "mman._mman", name = "_Owned", frozen)]
+pub struct Owned {
+    _bytes: Vec<u8>,
+}
