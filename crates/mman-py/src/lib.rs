@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod buffer;
+mod cache;
 mod channel;
 mod errors;
 mod lazy;
@@ -33,5 +34,8 @@ fn _mman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<broadcast::Broadcast>()?;
     m.add_class::<broadcast::Publisher>()?;
     m.add_class::<broadcast::Subscriber>()?;
+    m.add_class::<cache::Locks>()?;
+    m.add_function(wrap_pyfunction!(cache::cache_file, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::cache_tree, m)?)?;
     Ok(())
 }

@@ -27,4 +27,4 @@ from ._mman import (  # noqa: F401
     SharedMemory,
     map_file,
 )
-from . import shm  # noqa: F401
+from . import cache, shm  # noqa: F401
