@@ -33,24 +33,39 @@ pub struct Channel {
 #[pymethods]
 impl Channel {
     /// Create the channel `name` (a fresh name when None): `capacity` bytes of ring per
-    /// sender (a power of two), up to `senders` senders at once.
+    /// sender (a power of two), up to `senders` senders at once. `spin`: seconds a waiting
+    /// endpoint made from this object spins before it sleeps (None: mman's default, 30 µs).
     #[new]
-    #[pyo3(signature = (name=None, capacity=DEFAULT_CAPACITY, senders=1))]
-    fn new(py: Python<'_>, name: Option<String>, capacity: usize, senders: usize) -> PyResult<Self> {
+    #[pyo3(signature = (name=None, capacity=DEFAULT_CAPACITY, senders=1, spin=None))]
+    fn new(
+        py: Python<'_>,
+        name: Option<String>,
+        capacity: usize,
+        senders: usize,
+        spin: Option<f64>,
+    ) -> PyResult<Self> {
         let name = name.unwrap_or_else(|| fresh_name("chan_"));
-        let chan = py
-            .detach(|| Options::new().capacity(capacity).senders(senders).create(&name))
-            .py_err()?;
+        let mut opts = Options::new();
+        opts.capacity(capacity).senders(senders);
+        if let Some(spin) = seconds(spin)? {
+            opts.spin(spin);
+        }
+        let chan = py.detach(|| opts.create(&name)).py_err()?;
         Ok(Channel {
             chan: Arc::new(chan),
             name,
         })
     }
 
-    /// Open the channel `name` another process created.
+    /// Open the channel `name` another process created (`spin` as for the constructor).
     #[staticmethod]
-    fn open(py: Python<'_>, name: String) -> PyResult<Self> {
-        let chan = py.detach(|| channel::Channel::open(&name)).py_err()?;
+    #[pyo3(signature = (name, spin=None))]
+    fn open(py: Python<'_>, name: String, spin: Option<f64>) -> PyResult<Self> {
+        let mut opts = Options::new();
+        if let Some(spin) = seconds(spin)? {
+            opts.spin(spin);
+        }
+        let chan = py.detach(|| opts.open(&name)).py_err()?;
         Ok(Channel {
             chan: Arc::new(chan),
             name,
