@@ -4,7 +4,7 @@
 //! told to stop and finishes on its own; pages it locked are unlocked as it drops them).
 //! The data classes are made in `python/mman/cache.py` from the dicts built here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -108,7 +108,7 @@ fn interruptible<T: Send + 'static>(
     }
 }
 
-fn status_dict<'py>(py: Python<'py>, path: &PathBuf, size: u64, s: &Status) -> PyResult<Bound<'py, PyDict>> {
+fn status_dict<'py>(py: Python<'py>, path: &Path, size: u64, s: &Status) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("path", path.as_os_str())?;
     d.set_item("size", size)?;
@@ -204,6 +204,9 @@ pub fn cache_file<'py>(
     Ok((d, guard))
 }
 
+/// A tree's outcomes, the errors of entries skipped, directories entered, a lock's guard.
+type TreeDone<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, u64, Option<Locks>);
+
 /// Do `op` to every regular file under `roots` (walked on several threads, hard-linked
 /// files once): (the outcomes, the errors of files skipped, directories entered, the guard
 /// of a lock). The walk stops early on Ctrl-C.
@@ -217,7 +220,7 @@ pub fn cache_tree<'py>(
     max_size: Option<u64>,
     threads: usize,
     write_back: bool,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, u64, Option<Locks>)> {
+) -> PyResult<TreeDone<'py>> {
     let op = op_of(op, write_back)?;
     let opts = WalkOptions {
         follow_symlinks,

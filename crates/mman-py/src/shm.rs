@@ -199,13 +199,14 @@ impl SharedMemory {
     }
 }
 
+/// An object as `mman.shm.ObjectInfo`'s fields: name, size, uid, mode, creator pid,
+/// whether the creator lives, whether mman made it.
+type ObjectRow = (String, u64, u32, u32, Option<u32>, Option<bool>, bool);
+
 /// The objects that exist: (name, size, uid, mode, creator pid, creator alive, mman's).
 #[pyfunction]
 #[pyo3(signature = (all=false))]
-pub fn shm_list(
-    py: Python<'_>,
-    all: bool,
-) -> PyResult<Vec<(String, u64, u32, u32, Option<u32>, Option<bool>, bool)>> {
+pub fn shm_list(py: Python<'_>, all: bool) -> PyResult<Vec<ObjectRow>> {
     let list = py
         .detach(|| if all { shm::list_all() } else { shm::list() })
         .py_err()?;

@@ -37,7 +37,7 @@ pub fn timeout_of(blocking: bool, timeout: Option<f64>) -> PyResult<Timeout> {
 pub fn seconds(timeout: Option<f64>) -> PyResult<Timeout> {
     match timeout {
         None => Ok(None),
-        Some(t) if t == -1.0 => Ok(None),
+        Some(-1.0) => Ok(None),
         Some(t) => Duration::try_from_secs_f64(t).map(Some).map_err(|_| {
             usage(
                 ErrorKind::InvalidInput,

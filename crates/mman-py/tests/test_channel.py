@@ -158,8 +158,12 @@ def _producer(tx, n):
 @pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
 def test_two_producers_in_child_processes(method):
     ctx = mp.get_context(method)
-    c = mman.Channel(senders=2, capacity=1 << 16)
+    c = mman.Channel(senders=3, capacity=1 << 16)
     rx = c.receiver()
+    # The receiver is told Disconnected once every sender that attached is gone: a sender
+    # kept here until the workers are done covers a worker that attaches late.
+    keep = c.sender()
+    assert keep.max_message > 0  # attaches it
     procs = [ctx.Process(target=_producer, args=(c.sender(), 500)) for _ in range(2)]
     for p in procs:
         p.start()
@@ -173,6 +177,7 @@ def test_two_producers_in_child_processes(method):
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
+    keep.close()
     assert sorted(got) == sorted(list(range(500)) * 2)
     with pytest.raises(mman.Disconnected):
         rx.recv(timeout=10)
