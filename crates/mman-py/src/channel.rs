@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mman::channel::{self, Options};
+use mman::channel::{self, Message, Options};
+use mman::shm::Memfd;
 use mman::ErrorKind;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Span};
 use crate::errors::IntoPy;
 use crate::lazy::End;
 use crate::mapping::LARGE;
@@ -18,6 +19,64 @@ use crate::wait::{blocking, seconds, Timeout};
 
 /// The ring of each sender by default: 1 MiB (messages up to 1 MiB less 16 bytes).
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// Messages from this size on are handed over as sealed memfds (`send_sealed`): written
+/// once by the kernel into the memfd, then read in place by the receiver (`recv_obj`'s
+/// numpy arrays are views of it), instead of copied into the ring and out again.
+pub const SEALED_MIN: usize = 256 * 1024;
+
+/// A message of `total` bytes gathered from `spans` into a fresh memfd, copied by the
+/// kernel (`pwrite` into pages `fallocate` reserved).
+///
+/// # Safety
+/// The buffers of `spans` must be held until this returns.
+unsafe fn memfd_of(spans: &[Span], total: usize) -> PyResult<Memfd> {
+    use std::os::unix::fs::FileExt;
+    let memfd = Memfd::create("mman-py-message", total as u64).py_err()?;
+    let io = |e: std::io::Error| {
+        let errno = e.raw_os_error().unwrap_or(0);
+        pyo3::exceptions::PyOSError::new_err((errno, format!("send: writing the message into a memfd: {e}")))
+    };
+    let file = std::fs::File::from(
+        std::os::fd::AsFd::as_fd(&memfd)
+            .try_clone_to_owned()
+            .map_err(io)?,
+    );
+    let mut at = 0u64;
+    for s in spans {
+        // SAFETY: the caller holds the buffers.
+        let bytes = unsafe { s.bytes() };
+        file.write_all_at(bytes, at).map_err(io)?;
+        at += bytes.len() as u64;
+    }
+    Ok(memfd)
+}
+
+/// Send the concatenation of `spans` as a sealed memfd, waiting for room in slices.
+///
+/// # Safety
+/// The buffers of `spans` must be held until this returns.
+unsafe fn send_sealed(
+    py: Python<'_>,
+    tx: &mut channel::Sender,
+    spans: &[Span],
+    total: usize,
+    timeout: Timeout,
+) -> PyResult<Option<()>> {
+    // SAFETY: passed on from the caller.
+    let memfd = py.detach(|| unsafe { memfd_of(spans, total) })?;
+    let mut pending = Some(memfd);
+    blocking(py, timeout, |slice| {
+        let m = pending.take().expect("put back when not sent");
+        match tx.send_sealed_timeout(m, slice)? {
+            None => Ok(Some(())),
+            Some(m) => {
+                pending = Some(m);
+                Ok(None)
+            }
+        }
+    })
+}
 
 pub fn timed_out(op: &str) -> PyErr {
     pyo3::exceptions::PyTimeoutError::new_err(format!("{op}: timed out"))
@@ -132,6 +191,10 @@ impl Sender {
             return Ok(Some(()));
         }
         let span = msg.span();
+        if msg.len() >= SEALED_MIN {
+            // SAFETY: `msg` is held until this returns.
+            return unsafe { send_sealed(py, tx, &[span], msg.len(), timeout) };
+        }
         blocking(py, timeout, |slice| {
             // SAFETY: `msg` is held by the caller until this returns.
             let bytes = unsafe { span.bytes() };
@@ -211,6 +274,11 @@ impl Sender {
             .collect::<PyResult<Vec<_>>>()?;
         let spans: Vec<_> = bufs.iter().map(|b| b.span()).collect();
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total >= SEALED_MIN {
+            let tx = self.tx(py)?;
+            // SAFETY: `bufs` are held until this returns.
+            return unsafe { send_sealed(py, tx, &spans, total, timeout) }?.ok_or_else(|| timed_out("send"));
+        }
         let gather = || {
             let mut v = Vec::with_capacity(total);
             for s in &spans {
@@ -271,21 +339,21 @@ impl Sender {
 pub struct Receiver {
     end: End<channel::Channel, channel::Receiver>,
     /// A message `recv_into` could not fit: the next call returns it.
-    pending: Option<Vec<u8>>,
+    pending: Option<Message>,
 }
 
 impl Receiver {
     /// The next message (`None`: timed out), waiting in slices.
-    pub fn take(&mut self, py: Python<'_>, timeout: Timeout) -> PyResult<Option<Vec<u8>>> {
+    pub fn take(&mut self, py: Python<'_>, timeout: Timeout) -> PyResult<Option<Message>> {
         if let Some(m) = self.pending.take() {
             return Ok(Some(m));
         }
         let rx = self.end.get(py, |c| c.receiver())?;
         blocking(py, timeout, |slice| {
             if slice.is_zero() {
-                rx.try_recv()
+                rx.recv_message_timeout(Duration::ZERO)
             } else {
-                rx.recv_timeout(slice)
+                rx.recv_message_timeout(slice)
             }
         })
     }
@@ -308,12 +376,14 @@ impl Receiver {
     fn recv<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let timeout = seconds(timeout)?;
         let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        Ok(PyBytes::new(py, &m))
+        Ok(PyBytes::new(py, m.as_bytes()))
     }
 
     /// The next message if there is one now, else None.
     fn try_recv<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        Ok(self.take(py, Some(Duration::ZERO))?.map(|m| PyBytes::new(py, &m)))
+        Ok(self
+            .take(py, Some(Duration::ZERO))?
+            .map(|m| PyBytes::new(py, m.as_bytes())))
     }
 
     /// Copy the next message into the writable bytes-like `buffer`; its length. A message
@@ -328,8 +398,8 @@ impl Receiver {
         let timeout = seconds(timeout)?;
         let dst = Buffer::get(buffer, true)?;
         let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        if m.len() > dst.len() {
-            let n = m.len();
+        let n = m.as_bytes().len();
+        if n > dst.len() {
             self.pending = Some(m);
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "recv_into: the message is {n} bytes and the buffer {}: it stays for the next call",
@@ -339,8 +409,8 @@ impl Receiver {
         // SAFETY: `dst` was got writable and is held until this returns; nothing else here
         // refers to its bytes.
         let out = unsafe { dst.span().bytes_mut() };
-        out[..m.len()].copy_from_slice(&m);
-        Ok(m.len())
+        out[..n].copy_from_slice(m.as_bytes());
+        Ok(n)
     }
 
     /// Up to `max` messages: waits for the first (at most `timeout`), then takes those
@@ -358,7 +428,7 @@ impl Receiver {
             return Ok(out);
         }
         let first = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        out.append(PyBytes::new(py, &first))?;
+        out.append(PyBytes::new(py, first.as_bytes()))?;
         let rx = self.end.get(py, |c| c.receiver())?;
         while out.len() < max {
             match rx.try_recv() {
@@ -395,12 +465,18 @@ impl Receiver {
     fn _recv_raw(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let timeout = seconds(timeout)?;
         let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        if m.len() < LARGE {
-            return Ok(PyBytes::new(py, &m).into_any().unbind());
+        let bytes = m.as_bytes();
+        if bytes.len() < LARGE {
+            return Ok(PyBytes::new(py, bytes).into_any().unbind());
         }
-        let (addr, len) = (m.as_ptr() as usize, m.len());
-        let owner = Py::new(py, Owned { _bytes: m })?;
-        Ok((owner, addr, len, false).into_pyobject(py)?.into_any().unbind())
+        // A sealed memfd's view is immutable: read-only for Python too.
+        let readonly = matches!(m, Message::Sealed(_));
+        let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
+        let owner = Py::new(py, Owned { _msg: m })?;
+        Ok((owner, addr, len, readonly)
+            .into_pyobject(py)?
+            .into_any()
+            .unbind())
     }
 
     #[getter]
@@ -429,8 +505,9 @@ impl Receiver {
     }
 }
 
-/// A received message's bytes, kept alive by the memoryviews made of them.
+/// A received message (a copy, or a sealed memfd's mapping), kept alive by the
+/// memoryviews made of it.
 #[pyclass(module = "mman._mman", name = "_Owned", frozen)]
 pub struct Owned {
-    _bytes: Vec<u8>,
+    _msg: Message,
 }

@@ -419,3 +419,22 @@ def test_broadcast_to_two_child_processes(method):
         assert p.exitcode == 0
     for got in results:
         assert [int.from_bytes(m, "little") for m in got] == list(range(160))
+
+
+def test_large_messages_go_as_sealed_memfds_and_arrive_whole():
+    # From 256 KiB on, a message is handed over as a sealed memfd, not through the ring:
+    # larger than the ring is fine then, and recv_obj's arrays are read-only views of it.
+    c = mman.Channel(capacity=1 << 16)
+    tx, rx = c.sender(), c.receiver()
+    big = bytes(range(256)) * 2048  # 512 KiB, 8x the ring
+    tx.send(big)
+    assert rx.recv(timeout=30) == big
+    tx.send(big)
+    buf = bytearray(len(big))
+    assert rx.recv_into(buf, timeout=30) == len(big) and buf == big
+    a = np.arange(100_000, dtype=np.float64)
+    tx.send_obj(a)
+    got = rx.recv_obj(timeout=30)
+    np.testing.assert_array_equal(got, a)
+    assert not got.flags.writeable
+    # (Between processes: test_numpy_round_trip_with_a_child sends 2.4 MB arrays.)
