@@ -421,9 +421,9 @@ def test_broadcast_to_two_child_processes(method):
         assert [int.from_bytes(m, "little") for m in got] == list(range(160))
 
 
-def test_large_messages_go_as_sealed_memfds_and_arrive_whole():
-    # From 256 KiB on, a message is handed over as a sealed memfd, not through the ring:
-    # larger than the ring is fine then, and recv_obj's arrays are read-only views of it.
+def test_messages_larger_than_the_ring_go_as_sealed_memfds():
+    # A message larger than the ring is handed over as a sealed memfd: recv_obj's arrays
+    # are read-only views of it.
     c = mman.Channel(capacity=1 << 16)
     tx, rx = c.sender(), c.receiver()
     big = bytes(range(256)) * 2048  # 512 KiB, 8x the ring
