@@ -19,6 +19,10 @@ step() { printf '\n== %s\n' "$*" >&2; }
 
 step "virtual environment $venv"
 if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "ci.sh: $python lacks venv/ensurepip (Debian: apt-get install python3-venv)" >&2
+        exit 1
+    fi
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
