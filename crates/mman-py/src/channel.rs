@@ -362,6 +362,13 @@ impl Receiver {
             return Ok(Some(m));
         }
         let rx = self.end.get(py, |c| c.receiver())?;
+        // A message already there is taken without letting go of the GIL.
+        if let Some(m) = rx.recv_message_timeout(Duration::ZERO).py_err()? {
+            return Ok(Some(m));
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Ok(None);
+        }
         blocking(py, timeout, |slice| {
             if slice.is_zero() {
                 rx.recv_message_timeout(Duration::ZERO)

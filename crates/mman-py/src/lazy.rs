@@ -3,12 +3,27 @@
 //! `forkserver`, inherited by `fork`) and attaches there on first use. Shared by the
 //! channel's and the broadcast's endpoints.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mman::ErrorKind;
 use pyo3::prelude::*;
 
 use crate::errors::{usage, IntoPy};
+
+/// Forks of this process's lineage so far: bumped in each child (`os.register_at_fork`, set
+/// up by `mman/__init__.py`, which runs for `os.fork`, multiprocessing's fork and
+/// forkserver, and subprocess's `preexec_fn`). Cheaper than asking the kernel for the pid
+/// at every call (a system call, half the cost of a small send). A fork the hook misses (a C
+/// library's own `fork()` running Python afterwards) is still caught by the Rust crate,
+/// whose endpoints refuse to work in a process other than their own (an error).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called in a child after a fork: endpoints inherited from the parent are left to it.
+#[pyfunction]
+pub fn _after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// A region opened by name (a channel, a broadcast).
 pub trait Open: Sized + Send {
@@ -29,11 +44,11 @@ impl Open for mman::channel::broadcast::Broadcast {
 }
 
 /// An endpoint's attachment: the region (opened by name when not inherited) and the Rust
-/// endpoint, made in the process `pid`.
+/// endpoint, made in the process of fork generation `gen`.
 pub struct End<C, E> {
     pub name: String,
     region: Option<Arc<C>>,
-    inner: Option<(E, u32)>,
+    inner: Option<(E, u64)>,
     closed: bool,
 }
 
@@ -58,8 +73,8 @@ impl<C: Open, E> End<C, E> {
                 None,
             ));
         }
-        let pid = std::process::id();
-        if self.inner.as_ref().is_some_and(|(_, p)| *p != pid) {
+        let gen = FORKS.load(Ordering::Relaxed);
+        if self.inner.as_ref().is_some_and(|(_, g)| *g != gen) {
             // Dropping an inherited endpoint in the child does nothing to the parent's.
             self.inner = None;
         }
@@ -69,7 +84,7 @@ impl<C: Open, E> End<C, E> {
                 self.region = Some(Arc::new(py.detach(|| C::open(&name)).py_err()?));
             }
             let region = self.region.as_ref().expect("opened above");
-            self.inner = Some((attach(region).py_err()?, pid));
+            self.inner = Some((attach(region).py_err()?, gen));
         }
         Ok(&mut self.inner.as_mut().expect("attached above").0)
     }

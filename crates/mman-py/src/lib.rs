@@ -34,6 +34,7 @@ fn _mman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<broadcast::Broadcast>()?;
     m.add_class::<broadcast::Publisher>()?;
     m.add_class::<broadcast::Subscriber>()?;
+    m.add_function(wrap_pyfunction!(lazy::_after_fork_in_child, m)?)?;
     m.add_class::<cache::Locks>()?;
     m.add_function(wrap_pyfunction!(cache::cache_file, m)?)?;
     m.add_function(wrap_pyfunction!(cache::cache_tree, m)?)?;

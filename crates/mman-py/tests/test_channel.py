@@ -452,3 +452,22 @@ def test_messages_larger_than_the_ring_go_as_sealed_memfds():
     np.testing.assert_array_equal(got, a)
     assert not got.flags.writeable
     # (Between processes: test_numpy_round_trip_with_a_child sends 2.4 MB arrays.)
+
+
+def _send_with_inherited(tx):
+    limit_child()
+    tx.send(b"from the child")  # the parent's attached sender: the child attaches its own
+
+
+def test_an_endpoint_attached_in_the_parent_works_in_a_forked_child():
+    c = mman.Channel(senders=2)
+    tx, rx = c.sender(), c.receiver()
+    tx.send(b"from the parent")  # attached here before the fork
+    p = mp.get_context("fork").Process(target=_send_with_inherited, args=(tx,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert rx.recv(timeout=30) == b"from the parent"
+    assert rx.recv(timeout=30) == b"from the child"
+    tx.send(b"the parent's still works")
+    assert rx.recv(timeout=30) == b"the parent's still works"

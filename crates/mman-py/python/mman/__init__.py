@@ -28,3 +28,11 @@ from ._mman import (  # noqa: F401
     map_file,
 )
 from . import cache, shm  # noqa: F401
+from ._mman import _after_fork_in_child
+
+import os as _os
+
+# Channel and broadcast endpoints inherited across a fork belong to the parent: the child
+# attaches its own on first use.
+_os.register_at_fork(after_in_child=_after_fork_in_child)
+del _os
