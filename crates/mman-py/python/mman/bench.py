@@ -14,8 +14,9 @@ numpy is installed): ``send_obj``/``recv_obj`` for mman (pickle protocol 5, out-
   messages per second over the whole stream. The count adapts so a stream lasts about
   ``--seconds``.
 
-mman's endpoints sleep at once here (``--spin 0``): on a loaded machine a spinning waiter
-takes the CPU its peer needs.
+mman's endpoints spin 30 µs before they sleep (its default); ``--spin 0`` makes them sleep
+at once, which is faster on a loaded machine, where a spinning waiter takes the CPU its
+peer needs.
 
 Options: ``--json`` (``{"results": [{"method", "size", "payload", "rtt_median_ns",
 "msgs_per_s"}]}``), ``--quick`` (fewer rounds), ``--methods a,b``, ``--seconds S``.
@@ -60,7 +61,7 @@ class MmanEnd:
         return self.rx.recv_batch(4096)
 
 
-MMAN_SPIN = [0.0]  # --spin
+MMAN_SPIN = [None]  # --spin (None: mman's default)
 
 
 def make_mman(objects):
@@ -395,13 +396,13 @@ def main(argv=None):
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated rows to run")
     p.add_argument("--seconds", type=float, default=0.3, help="length of each one-way stream")
     p.add_argument(
-        "--spin", type=float, default=0.0,
-        help="seconds mman's waiting endpoints spin before sleeping (default 0: sleep at once, "
-        "best on a loaded machine, where a spinner takes the CPU its peer needs; try 3e-05 "
-        "on an idle one)",
+        "--spin", type=float, default=None,
+        help="seconds mman's waiting endpoints spin before sleeping (default: mman's, 30 us; "
+        "0, sleeping at once, is faster on a loaded machine, where a spinner takes the CPU "
+        "its peer needs)",
     )
     args = p.parse_args(argv)
-    if not (0 <= args.spin <= 0.01):
+    if args.spin is not None and not (0 <= args.spin <= 0.01):
         p.error("--spin: from 0 to 0.01 seconds")
     MMAN_SPIN[0] = args.spin
     methods = [m for m in args.methods.split(",") if m]
@@ -441,7 +442,8 @@ def main(argv=None):
             print(f"{m}: not installed, skipped")
         for what, r, t in targets(results):
             print(f"{what}: {r:.1f}x (target {t}x){'' if r >= t else '  MISSED'}")
-        print(f"mman spin {args.spin * 1e6:g} us; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        spin = "default (30 us)" if args.spin is None else f"{args.spin * 1e6:g} us"
+        print(f"mman spin {spin}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
