@@ -82,6 +82,17 @@ unsafe fn send_sealed(
     })
 }
 
+/// `bytes` of `src`, copied without the GIL when large.
+fn bytes_of<'py>(py: Python<'py>, src: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if src.len() < LARGE {
+        return Ok(PyBytes::new(py, src));
+    }
+    PyBytes::new_with(py, src.len(), |buf| {
+        py.detach(|| buf.copy_from_slice(src));
+        Ok(())
+    })
+}
+
 pub fn timed_out(op: &str) -> PyErr {
     pyo3::exceptions::PyTimeoutError::new_err(format!("{op}: timed out"))
 }
@@ -396,14 +407,14 @@ impl Receiver {
     fn recv<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let timeout = seconds(timeout)?;
         let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        Ok(PyBytes::new(py, m.as_bytes()))
+        bytes_of(py, m.as_bytes())
     }
 
     /// The next message if there is one now, else None.
     fn try_recv<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        Ok(self
-            .take(py, Some(Duration::ZERO))?
-            .map(|m| PyBytes::new(py, m.as_bytes())))
+        self.take(py, Some(Duration::ZERO))?
+            .map(|m| bytes_of(py, m.as_bytes()))
+            .transpose()
     }
 
     /// Copy the next message into the writable bytes-like `buffer`; its length. A message
@@ -429,7 +440,12 @@ impl Receiver {
         // SAFETY: `dst` was got writable and is held until this returns; nothing else here
         // refers to its bytes.
         let out = unsafe { dst.span().bytes_mut() };
-        out[..n].copy_from_slice(m.as_bytes());
+        let src = m.as_bytes();
+        if n >= LARGE {
+            py.detach(|| out[..n].copy_from_slice(src));
+        } else {
+            out[..n].copy_from_slice(src);
+        }
         Ok(n)
     }
 
@@ -448,7 +464,7 @@ impl Receiver {
             return Ok(out);
         }
         let first = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        out.append(PyBytes::new(py, first.as_bytes()))?;
+        out.append(bytes_of(py, first.as_bytes())?)?;
         let rx = self.end.get(py, |c| c.receiver())?;
         while out.len() < max {
             match rx.try_recv() {
