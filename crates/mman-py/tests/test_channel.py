@@ -471,3 +471,47 @@ def test_an_endpoint_attached_in_the_parent_works_in_a_forked_child():
     assert rx.recv(timeout=30) == b"from the child"
     tx.send(b"the parent's still works")
     assert rx.recv(timeout=30) == b"the parent's still works"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.sampled_from(["u1", "i2", "i4", "f4", "f8", "c16"]),
+    st.integers(0, 100_000),
+    st.booleans(),
+)
+def test_send_obj_of_any_array_arrives_equal(dtype, n, fortran):
+    c = mman.Channel(capacity=1 << 20)
+    tx, rx = c.sender(), c.receiver()
+    a = (np.random.default_rng(n).random(n) * 1000).astype(dtype)
+    if fortran and n >= 4:
+        a = np.asfortranarray(a[: n - n % 4].reshape(4, -1))
+    tx.send_obj(("label", a))
+    label, b = rx.recv_obj(timeout=30)
+    assert label == "label" and b.dtype == a.dtype and b.shape == a.shape
+    np.testing.assert_array_equal(a, b)
+
+
+def test_kill_9_of_the_publisher_gives_disconnected(uniq):
+    name = uniq("bcast")
+    b = mman.Broadcast(name, slots=8, message_size=64)
+    sub = b.subscriber()
+    child = spawn_py(
+        """
+        import sys, time, mman
+        pub = mman.Broadcast.open(sys.argv[1]).publisher()
+        pub.publish(b"alive")
+        print("ready", flush=True)
+        time.sleep(600)
+        """,
+        name,
+    )
+    try:
+        wait_line(child, "ready")
+        assert sub.recv(timeout=30) == b"alive"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        with pytest.raises(mman.Disconnected):
+            sub.recv(timeout=30)
+    finally:
+        child.kill()
+        child.wait()
