@@ -8,6 +8,16 @@ use mman::ErrorKind;
 
 mod common;
 
+/// The tests that make objects stale or sweep them take turns: a sweep removes every stale
+/// object of this user, so one test's sweep would otherwise remove another's object in the
+/// instant it is stale on purpose (a creator gone, a handle not yet opened), or hold it
+/// locked while the other looks whether anyone uses it.
+static SWEEPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sweeping() -> std::sync::MutexGuard<'static, ()> {
+    SWEEPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn unique(tag: &str) -> String {
     format!(
         "test-{tag}-{}-{:?}",
@@ -77,6 +87,7 @@ fn open_refuses_too_small_wrong_mode_and_wrong_owner() {
 
 #[test]
 fn list_shows_live_and_stale_creators_and_removes_stale_ones() {
+    let _turn = sweeping();
     let live = unique("live");
     let _obj = SharedMemory::create(&live, 4096).unwrap();
     // A creator that exits at once: `true` is no mman process, so create through a child
@@ -308,6 +319,7 @@ fn listed(name: &str) -> shm::ObjectInfo {
 /// stale, and survives `remove_stale`, with what another program wrote into it.
 #[test]
 fn a_kept_object_outlives_its_creator_and_is_never_stale() {
+    let _turn = sweeping();
     let name = unique("kept");
     let st = common::rerun("child_creates_kept", &name).status().unwrap();
     assert!(st.success());
@@ -340,6 +352,7 @@ fn child_creates_kept() {
 /// once that handle goes, it is.
 #[test]
 fn an_object_held_by_a_live_handle_is_not_stale() {
+    let _turn = sweeping();
     let name = unique("held");
     let st = common::rerun("child_creates_and_keeps", &name).status().unwrap();
     assert!(st.success());
@@ -351,7 +364,7 @@ fn an_object_held_by_a_live_handle_is_not_stale() {
     assert!(std::path::Path::new(&format!("/dev/shm/mman.{name}")).exists());
     drop(held);
     assert!(listed(&name).is_stale());
-    shm::remove_stale().unwrap(); // (or another test's sweep at the same time)
+    shm::remove_stale().unwrap();
     let gone = SharedMemory::open(&name, 0).unwrap_err();
     assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
 }
@@ -360,6 +373,7 @@ fn an_object_held_by_a_live_handle_is_not_stale() {
 /// gone: the object is stale at once, as a channel endpoint that execs is gone.
 #[test]
 fn an_object_whose_creator_execd_is_stale_though_its_pid_lives() {
+    let _turn = sweeping();
     let name = unique("exec");
     let mut child = common::rerun("child_creates_then_execs", &name)
         .stdout(std::process::Stdio::piped())
@@ -377,11 +391,18 @@ fn an_object_whose_creator_execd_is_stale_though_its_pid_lives() {
     while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| c.trim() != "sleep") {
         std::thread::yield_now();
     }
-    let o = listed(&name);
+    // The descriptors closed by the exec are released as the new program first returns to
+    // user space (the kernel defers the last close of a file): look until then, boundedly.
+    let t0 = std::time::Instant::now();
+    let mut o = listed(&name);
+    while o.in_use != Some(false) && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        o = listed(&name);
+    }
     assert_eq!(o.creator, Some(pid), "{o:?}");
     assert_eq!(o.in_use, Some(false), "{o:?}");
     assert!(o.is_stale(), "{o:?}");
-    shm::remove_stale().unwrap(); // (or another test's sweep at the same time)
+    shm::remove_stale().unwrap();
     let gone = SharedMemory::open(&name, 0);
     let _ = child.kill();
     let _ = child.wait();

@@ -330,6 +330,23 @@ impl Receiver {
         })
     }
 
+    /// [`recv_message`](Self::recv_message), waiting at most `timeout` (zero: only if a
+    /// message is there now); `None` when the time passed.
+    ///
+    /// # Errors
+    /// As [`recv_message`](Self::recv_message).
+    pub fn recv_message_timeout(&mut self, timeout: Duration) -> Result<Option<Message>> {
+        self.me.check("recv")?;
+        let mut buf = Vec::new();
+        let Some(i) = self.wait_ready(until(timeout))? else {
+            return Ok(None);
+        };
+        Ok(Some(match self.read_record(i, &mut buf, None)? {
+            Got::Bytes => Message::Bytes(buf),
+            Got::Sealed(m) => Message::Sealed(m),
+        }))
+    }
+
     /// Take every message there now (at least one, waiting for it), at most `max`,
     /// calling `f` with each (a copy in this process's memory). Returns how many were
     /// taken.

@@ -551,6 +551,30 @@ impl Sender {
         Ok(())
     }
 
+    /// [`send_sealed`](Self::send_sealed), waiting at most `timeout` for room in the ring
+    /// (zero: only if there is room now). Returns the memfd, unsent, when the time passed:
+    /// for callers that wait in slices (to answer signals between them) and try again.
+    ///
+    /// # Errors
+    /// As [`send_sealed`](Self::send_sealed).
+    pub fn send_sealed_timeout(
+        &mut self,
+        memfd: crate::shm::Memfd,
+        timeout: Duration,
+    ) -> Result<Option<crate::shm::Memfd>> {
+        self.me.check("send")?;
+        if !self.inflight.is_empty() {
+            self.refresh(0)?;
+        }
+        let rec = sealed::record(&memfd)?;
+        if !self.put(&rec, KIND_SEALED, until(timeout))? {
+            return Ok(Some(memfd));
+        }
+        self.inflight.push_back((self.head, memfd));
+        self.publish();
+        Ok(None)
+    }
+
     /// Wait until the receiver has taken every message sent so far.
     ///
     /// # Errors

@@ -314,3 +314,39 @@ proptest! {
         let _ = super::broadcast::check_shape(params);
     }
 }
+
+/// The timeout forms of the sealed hand-off and of `recv_message` (for callers that wait
+/// in slices, such as the Python binding): a try when nothing is there, the memfd handed
+/// back when the ring has no room, the message whole otherwise.
+#[test]
+fn sealed_send_and_message_receive_with_timeouts() {
+    use std::time::Duration;
+    let chan = Options::new().capacity(4096).anonymous().unwrap();
+    let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    assert!(rx.recv_message_timeout(Duration::ZERO).unwrap().is_none());
+    assert!(rx
+        .recv_message_timeout(Duration::from_millis(20))
+        .unwrap()
+        .is_none());
+    let memfd = crate::shm::Memfd::create("timeouts", 4096).unwrap();
+    memfd.map().unwrap().write_at(0, b"sealed").unwrap();
+    assert!(tx.send_sealed_timeout(memfd, Duration::ZERO).unwrap().is_none());
+    match rx.recv_message_timeout(Duration::from_secs(5)).unwrap().unwrap() {
+        super::Message::Sealed(m) => assert_eq!(&m[..6], b"sealed"),
+        other => panic!("not the sealed hand-off: {other:?}"),
+    }
+    // A full ring: the memfd comes back unsent, and goes once there is room.
+    while tx.try_send(&[7; 100]).unwrap() {}
+    while tx.try_send(&[]).unwrap() {}
+    let memfd = crate::shm::Memfd::create("timeouts", 4096).unwrap();
+    let memfd = tx
+        .send_sealed_timeout(memfd, Duration::from_millis(20))
+        .unwrap()
+        .expect("no room");
+    while rx.try_recv().unwrap().is_some() {}
+    assert!(tx.send_sealed_timeout(memfd, Duration::ZERO).unwrap().is_none());
+    match rx.recv_message_timeout(Duration::ZERO).unwrap().unwrap() {
+        super::Message::Sealed(m) => assert_eq!(m.len(), 4096),
+        other => panic!("not the sealed hand-off: {other:?}"),
+    }
+}
