@@ -130,7 +130,7 @@ impl Placed {
                 placed.hogs.push(hog);
             }
             // Let the load take its CPUs before anything is measured.
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(1000));
         }
         Ok(Ok(placed))
     }
