@@ -6,13 +6,8 @@
 //! from a few to tens of microseconds, depending on the host). Where the answering party
 //! shares the waiter's CPU, or waits for a CPU at all, every spin delays the very answer it
 //! waits for. [`Wait::Adaptive`], the default, therefore spins only when
-//! - the machine has no more tasks ready to run than CPUs (`/proc/loadavg`, read at most
-//!   every 10 ms: beside CPU-bound load a spinner takes a CPU the peer may be waiting for,
-//!   and a yield hands the CPU to the load for a whole time slice: the waiter sleeps at
-//!   once, and the scheduler's preference for tasks that slept serves it as it serves
-//!   `sem_t`),
-//! - this process may use two CPUs or more (its affinity mask and its control group's CPU
-//!   quota; `taskset -c 0` or a one-CPU container: it yields once, then sleeps),
+//! - the control group's CPU quota lets two of its processes run at once (a one-CPU
+//!   container: it yields once, then sleeps),
 //! - and the peer was last seen on another CPU. Where the object has room for it, the party
 //!   that wakes a sleeper records its CPU in the object; a waiter that finds its own CPU
 //!   there yields once (the peer, ready to run on this CPU, then runs at once: no futex
@@ -23,6 +18,13 @@
 //! on the hosts measured, so a pair whose one side slept once finds its way back to
 //! spinning), not by a number of `pause` instructions, whose cost varies tenfold between
 //! CPU generations.
+//!
+//! Beside CPU-bound load (more tasks ready to run than CPUs, from `/proc/loadavg`, read at
+//! most every 10 ms) a yield would hand the CPU to the load for a whole time slice, so the
+//! waiter never yields there; it still spins, since a peer on another CPU answers whenever
+//! both happen to run, but after a spin in vain it sleeps at once the next time. A thread
+//! remembers how its last wait ended: answered by a yield, it yields first (pinned to one
+//! CPU, it then never spins); answered by a spin, it spins first.
 //!
 //! A CPU number a peer writes into shared memory is a hint: garbage there costs a spin that
 //! was not needed or a sleep that was, never correctness or a bound on a wait.
@@ -112,8 +114,10 @@ pub(crate) fn cpu_hint() -> u64 {
 /// How this thread's last wait before sleeping ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Last {
-    /// Nothing known, or it slept.
+    /// Nothing known, or it slept at once.
     Slept,
+    /// It spun or yielded in vain, then slept.
+    GaveUp,
     /// Its spin caught the answer.
     Spun,
     /// A yield did: the peer shared this CPU, and ran when this thread gave it up.
@@ -208,10 +212,9 @@ fn adaptive(spin: Duration, peer_hint: u64) -> Plan {
         spin,
         Seen {
             oversubscribed,
-            // Not asked when the answer cannot matter (both are cached, but not free).
-            one_at_a_time: !oversubscribed && sys::cpus::shared_cpus() < 2,
-            pinned: !oversubscribed && sys::cpus::pinned_cpus() < 2,
-            peer_here: !oversubscribed && peer_hint != 0 && peer_hint == cpu_hint(),
+            one_at_a_time: sys::cpus::shared_cpus() < 2,
+            pinned: sys::cpus::pinned_cpus() < 2,
+            peer_here: peer_hint != 0 && peer_hint == cpu_hint(),
             woke,
             last: LAST.with(Cell::get),
         },
@@ -219,52 +222,56 @@ fn adaptive(spin: Duration, peer_hint: u64) -> Plan {
 }
 
 fn decide(spin: Duration, seen: Seen) -> Plan {
-    if seen.oversubscribed {
-        // Others wait for a CPU: a spinner would take one, perhaps the peer's, and a yield
-        // would hand this CPU to whatever else is ready (CPU-bound load for a whole time
-        // slice). A sleeper is woken with the scheduler's preference for tasks that slept.
+    // Beside CPU-bound load a yield hands this CPU to the load for a time slice, so only a
+    // spin may help there: the peer, on another CPU, answers while both happen to run.
+    let yields_help = !seen.oversubscribed;
+    if seen.one_at_a_time || seen.peer_here || (seen.pinned && seen.last == Last::Yielded) {
+        // The peer runs only when this waiter stops: it was seen on this CPU, the group
+        // runs one process at a time, or (pinned to one CPU) a yield answered last time, as
+        // when `taskset -c 0` pins a whole pipeline. A spin only delays it.
+        return if yields_help {
+            Plan::YIELD_ONCE
+        } else {
+            Plan::SLEEP
+        };
+    }
+    if seen.oversubscribed && seen.last == Last::GaveUp {
+        // Beside load the last spin was in vain (the peer waited for a CPU, or shares this
+        // one): sleep at once this time, spin again the next.
         return Plan::SLEEP;
-    }
-    if seen.one_at_a_time || seen.peer_here {
-        // The peer runs only when this waiter stops.
-        return Plan::YIELD_ONCE;
-    }
-    if seen.pinned && seen.last == Last::Yielded {
-        // Pinned to one CPU, and a yield answered last time: the peer is pinned to the
-        // same CPU (as `taskset -c 0` pins a whole pipeline), where a spin only delays it.
-        return Plan::YIELD_ONCE;
     }
     // Yield first where the peer probably shares this CPU (this thread just woke it, or a
     // yield answered last time); spin; then yield once more before sleeping, for a peer
     // that turned out to share the CPU (the next wait then yields first).
-    let yield_first = seen.woke || seen.last == Last::Yielded;
+    let yield_first = yields_help && (seen.woke || seen.last == Last::Yielded);
     Plan {
         yields: u32::from(yield_first),
         spin,
         yield_spin: false,
-        yields_after: u32::from(!yield_first),
+        yields_after: u32::from(yields_help && !yield_first),
     }
 }
 
 /// Carry out `plan` until `ready()` holds: yield, spin (the clock read once per 64 checks),
 /// yield. Returns whether `ready()` held; never outlasts `deadline` by more than a yield.
 pub(crate) fn before_sleep(plan: Plan, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
-    let last = carry_out(plan, deadline, &mut ready);
+    let mut last = carry_out(plan, deadline, &mut ready);
     let at_once = plan == Plan::SLEEP;
-    if !at_once {
-        LAST.with(|l| l.set(last));
+    if last == Last::Slept && !at_once {
+        last = Last::GaveUp;
     }
+    LAST.with(|l| l.set(last));
     STATS.with(|s| {
         let mut now = s.get();
         match last {
             Last::Spun => now.spun += 1,
             Last::Yielded => now.yielded += 1,
-            Last::Slept if at_once => now.slept_at_once += 1,
-            Last::Slept => now.gave_up += 1,
+            Last::Slept => now.slept_at_once += 1,
+            Last::GaveUp => now.gave_up += 1,
         }
         s.set(now);
     });
-    last != Last::Slept
+    matches!(last, Last::Spun | Last::Yielded)
 }
 
 fn carry_out(plan: Plan, deadline: Option<Instant>, ready: &mut impl FnMut() -> bool) -> Last {
@@ -358,28 +365,43 @@ mod tests {
         // Two CPUs, the peer elsewhere: spin, then yield once before sleeping.
         let p = decide(s, quiet);
         assert_eq!((p.yields, p.spin, p.yields_after), (0, s, 1));
-        // Beside CPU-bound load: sleep at once, whatever else holds.
+        // Beside CPU-bound load: never a yield; a spin, unless the last one was in vain or
+        // the peer runs only when this waiter stops.
+        let loaded = Seen {
+            oversubscribed: true,
+            ..quiet
+        };
+        let p = decide(s, loaded);
+        assert_eq!((p.yields, p.spin, p.yields_after), (0, s, 0));
+        let p = decide(
+            s,
+            Seen {
+                woke: true,
+                last: Last::Yielded,
+                ..loaded
+            },
+        );
+        assert_eq!((p.yields, p.yields_after), (0, 0));
         for seen in [
-            quiet,
+            Seen {
+                last: Last::GaveUp,
+                ..loaded
+            },
             Seen {
                 one_at_a_time: true,
-                ..quiet
+                ..loaded
             },
             Seen {
                 peer_here: true,
-                ..quiet
+                ..loaded
+            },
+            Seen {
+                pinned: true,
+                last: Last::Yielded,
+                ..loaded
             },
         ] {
-            assert_eq!(
-                decide(
-                    s,
-                    Seen {
-                        oversubscribed: true,
-                        ..seen
-                    }
-                ),
-                Plan::SLEEP
-            );
+            assert_eq!(decide(s, seen), Plan::SLEEP, "{seen:?}");
         }
         // One CPU for the whole group, or the peer on this one: yield once, never spin.
         assert_eq!(
