@@ -46,7 +46,7 @@
 //! A waiting party waits as [`crate::sync::wait`] says ([`Options::wait`]; default
 //! [`Wait::Adaptive`]): it spins, up to 50 µs ([`Options::spin`]), only while the
 //! party that will answer runs on another CPU, yields the CPU to a peer that shares it, and
-//! sleeps on a futex at once beside CPU-bound load; an idle receiver costs nothing. A
+//! sleeps on a futex (beside CPU-bound load it never yields); an idle receiver costs nothing. A
 //! notifier that wakes a sleeper leaves its CPU in the event word, so the woken party knows
 //! next time whether a spin can help. Wake-ups are made only when someone sleeps. A sleeper wakes every 50 ms to check that the party it
 //! waits for still exists, so a peer killed at any instant is noticed within 100 ms:

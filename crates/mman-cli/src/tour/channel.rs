@@ -77,7 +77,7 @@ pub(super) fn section(t: &Tour) -> Result<()> {
         after.slept_at_once - before.slept_at_once
     )?;
     outln!("a receiver spins only while its peer runs on another CPU (a reply then comes within a cache-line transfer),")?;
-    outln!("yields to a peer that shares its CPU, and sleeps on a futex beside CPU-bound load: idle, it costs nothing.")?;
+    outln!("yields to a peer that shares its CPU (never beside CPU-bound load), then sleeps on a futex: idle, it costs nothing.")?;
     outln!("each placement measured: `mman bench channel --placement all`; figures in bench/RESULTS.md.")?;
     outln!(
         "a peer that dies is noticed within 100 ms (Disconnected), never a hang. More: `mman bench channel`."

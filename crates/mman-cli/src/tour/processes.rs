@@ -31,10 +31,10 @@ pub(super) fn semaphore(t: &Tour) -> Result<()> {
         "mman's Semaphore is one 8-byte word: the count, a flag for sleepers, and the number of waiters that starve."
     )?;
     outln!(
-        "a waiter spins only where a poster on another CPU can answer, yields to one on its own CPU, and sleeps on a"
+        "a waiter spins only where a poster on another CPU can answer, yields to one on its own CPU, then sleeps on a"
     )?;
     outln!(
-        "futex beside CPU-bound load (mman::sync::Wait::Adaptive; this process may use {} CPU(s)).",
+        "futex (mman::sync::Wait::Adaptive; this process may use {} CPU(s)).",
         mman::sync::usable_cpus()
     )?;
     Ok(())

@@ -35,7 +35,7 @@
 //! let shared = mman::MapOptions::new().len(4096).shared().map_anonymous()?;
 //! let sem: &Semaphore = place(&shared, 0)?;
 //! sem.post()?;
-//! sem.wait_with(Wait::Block); // never spins: the right choice beside CPU-bound load
+//! sem.wait_with(Wait::Block); // never spins nor yields: sleeps at once, as sem_t does
 //! assert!(!sem.wait_timeout_with(std::time::Duration::from_millis(1), Wait::Spin));
 //! # Ok(()) }
 //! ```
