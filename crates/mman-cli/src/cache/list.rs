@@ -164,7 +164,58 @@ fn leading(buf: &[u8], b: u8) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::leading;
+    use super::{leading, NameList, NAME_MAX_BYTES};
+    use proptest::prelude::*;
+
+    /// A reader that hands out at most `step` bytes a read: names cut across the buffer's
+    /// refills at every position.
+    struct Dribble(Vec<u8>, usize, usize);
+
+    impl std::io::Read for Dribble {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len() - self.2);
+            out[..n].copy_from_slice(&self.0[self.2..self.2 + n]);
+            self.2 += n;
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        /// A list of any bytes, cut into reads of any size, with either separator: never a
+        /// panic; the names read are the list's non-empty pieces in order, or the reading
+        /// stops with an error at a piece no path can be (too long; a NUL in a line list).
+        #[test]
+        fn any_list_reads_as_its_names_or_an_error(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..2048),
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(b'\n'), Just(b'a')], 0..2048),
+                proptest::collection::vec(prop_oneof![500 => Just(b'a'), 1 => Just(b'\n'), 1 => Just(0u8)], 0..12000),
+            ],
+            step in 1usize..300,
+            nul in any::<bool>(),
+        ) {
+            let sep = if nul { 0u8 } else { b'\n' };
+            let mut list = NameList::new(Box::new(Dribble(bytes.clone(), step, 0)), "list".into(), nul);
+            let want: Vec<&[u8]> = bytes.split(|&b| b == sep).filter(|p| !p.is_empty()).collect();
+            let mut got = Vec::new();
+            loop {
+                match list.next_name() {
+                    Ok(Some(name)) => got.push(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec()),
+                    Ok(None) => {
+                        prop_assert_eq!(&got, &want);
+                        break;
+                    }
+                    Err(_) => {
+                        // Stopped at the first piece no path can be.
+                        let bad = want[got.len()];
+                        prop_assert!(bad.len() > NAME_MAX_BYTES || (!nul && bad.contains(&0)));
+                        prop_assert_eq!(&got[..], &want[..got.len()]);
+                        break;
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn leading_counts_a_run() {
