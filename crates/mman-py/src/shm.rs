@@ -200,10 +200,11 @@ impl SharedMemory {
 }
 
 /// An object as `mman.shm.ObjectInfo`'s fields: name, size, uid, mode, creator pid,
-/// whether the creator lives, whether mman made it.
-type ObjectRow = (String, u64, u32, u32, Option<u32>, Option<bool>, bool);
+/// whether it was created to be kept, whether a live handle holds it, whether mman made it,
+/// whether it is stale (the crate's judgement).
+type ObjectRow = (String, u64, u32, u32, Option<u32>, bool, Option<bool>, bool, bool);
 
-/// The objects that exist: (name, size, uid, mode, creator pid, creator alive, mman's).
+/// The objects that exist, as `ObjectRow`s.
 #[pyfunction]
 #[pyo3(signature = (all=false))]
 pub fn shm_list(py: Python<'_>, all: bool) -> PyResult<Vec<ObjectRow>> {
@@ -212,7 +213,12 @@ pub fn shm_list(py: Python<'_>, all: bool) -> PyResult<Vec<ObjectRow>> {
         .py_err()?;
     Ok(list
         .into_iter()
-        .map(|o| (o.name, o.size, o.uid, o.mode, o.creator, o.creator_alive, o.mman))
+        .map(|o| {
+            let stale = o.is_stale();
+            (
+                o.name, o.size, o.uid, o.mode, o.creator, o.kept, o.in_use, o.mman, stale,
+            )
+        })
         .collect())
 }
 

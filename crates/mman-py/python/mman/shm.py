@@ -1,8 +1,9 @@
-"""Named shared-memory objects: what exists, and removing those whose creator is gone.
+"""Named shared-memory objects: what exists, and removing those left behind.
 
-mman needs no resource tracker: each object mman creates records its creator (process and
-start time), so one left behind by a process that died (``kill -9``) is recognisable and
-``remove_stale()`` removes it, while objects in use by live processes are never touched.
+mman needs no resource tracker: every handle to an object mman creates holds a lock the
+kernel drops when its process dies or execs, so one left behind by a process that died
+(``kill -9``) is recognisable and ``remove_stale()`` removes it, while objects a live
+process holds, and objects created to be kept, are never touched.
 """
 
 from dataclasses import dataclass
@@ -22,13 +23,17 @@ class ObjectInfo:
     uid: int
     mode: int
     creator: Optional[int]
-    creator_alive: Optional[bool]
+    #: Created to be kept (``mman shm create``): never stale.
+    kept: bool
+    #: Whether a live handle holds it (None: cannot tell).
+    in_use: Optional[bool]
     mman: bool
+    stale: bool
 
     @property
     def is_stale(self) -> bool:
-        """Whether its creator is known to be gone."""
-        return self.creator_alive is False
+        """Whether it is left behind: mman's, not kept, and no live handle holds it."""
+        return self.stale
 
 
 def list_objects(all: bool = False) -> List[ObjectInfo]:
