@@ -539,10 +539,14 @@ impl Receiver {
         for (w, l) in self.watch.iter_mut().zip(&self.lanes) {
             *w = self.layout.header_at(&l.lane, l.tail);
         }
+        let mut waiting = self.waiting;
         loop {
             let (region, layout, headers) = (&self.region, self.layout, &self.watch);
-            let plan = self.waiting.plan(region.word(RX_EVENT));
-            self.fast_spin = !plan.spin.is_zero();
+            let plan = waiting.plan(region.word(RX_EVENT));
+            if waiting.how == self.waiting.how {
+                self.fast_spin = !plan.spin.is_zero();
+            }
+            waiting = waiting.retry();
             let waited = match wait::wait_planned(
                 region.word(RX_EVENT),
                 plan,

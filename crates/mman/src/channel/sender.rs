@@ -481,10 +481,12 @@ impl Sender {
         }
         // A sleeping receiver must know there is something to take, or it never frees room.
         self.publish();
+        let mut waiting = self.waiting;
         loop {
-            let waited = self.wait_tail(self.waiting, how.deadline(), "send", |head, t, cap| {
+            let waited = self.wait_tail(waiting, how.deadline(), "send", |head, t, cap| {
                 head.wrapping_sub(t) + need <= cap
             })?;
+            waiting = waiting.retry();
             match waited {
                 // The tail moved, or turned to garbage (refresh reports that); a tail that
                 // moved back meanwhile is waited for again: never a success without room.
@@ -589,12 +591,12 @@ impl Sender {
         self.publish();
         let full = self.layout.cap as u64;
         // Room for a whole ring means the ring is empty.
+        let mut waiting = self.waiting;
         while !self.refresh(full)? {
-            if let Waited::TimedOut =
-                self.wait_tail(self.waiting, deadline, "flush", |head, t, _| t == head)?
-            {
+            if let Waited::TimedOut = self.wait_tail(waiting, deadline, "flush", |head, t, _| t == head)? {
                 return Ok(false);
             }
+            waiting = waiting.retry();
         }
         Ok(true)
     }

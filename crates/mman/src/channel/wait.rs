@@ -161,6 +161,18 @@ impl Waiting {
         !self.spin.is_zero() && matches!(self.how, Wait::Adaptive | Wait::Spin)
     }
 
+    /// How a caller waits again after a wait that answered `Ready` found nothing to take
+    /// (a word a peer set and cleared, or garbage): straight to the futex, without the
+    /// policy's spin or yield. A loop of yields beside a CPU-bound thread (such a peer) would
+    /// push this thread back further at every yield (EEVDF moves a yielder's deadline a
+    /// slice ahead each time): a 100 ms receive took 10 s in CI before this.
+    pub fn retry(self) -> Waiting {
+        Waiting {
+            how: Wait::Block,
+            spin: Duration::ZERO,
+        }
+    }
+
     /// What a waiter on `event` does before it sleeps now: the policy's plan, given the
     /// CPU hint the last waking notifier left in the word. The spin never outlasts one
     /// slice (a dead peer is looked for after it): whatever spin the caller configured,

@@ -130,6 +130,7 @@ impl Subscriber {
 
     fn recv_how(&mut self, deadline: Option<Instant>, block: bool) -> Result<Option<Delivery>> {
         self.me.check("recv")?;
+        let mut waiting = self.waiting;
         loop {
             let seen = match self.look()? {
                 Look::Got(d) => return Ok(Some(d)),
@@ -148,7 +149,7 @@ impl Subscriber {
             let cursor = self.cursor;
             let waited = wait::wait_for(
                 region.word(PUB_EVENT),
-                self.waiting,
+                waiting,
                 deadline,
                 || region.word(at).load(Ordering::Acquire) != seen,
                 |look| publisher_present(&region, cursor, look),
@@ -156,6 +157,7 @@ impl Subscriber {
             if let Waited::TimedOut = waited {
                 return Ok(None);
             }
+            waiting = waiting.retry();
         }
     }
 
