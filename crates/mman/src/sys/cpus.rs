@@ -59,23 +59,7 @@ fn online() -> usize {
 /// mount point.
 pub(crate) fn locate(cgroup: &str, mountinfo: &str) -> Option<(PathBuf, PathBuf)> {
     let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    mountinfo.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        if fs.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        let fields: Vec<&str> = mount.split(' ').collect();
-        let (root, point) = (unescape(fields.get(3)?), unescape(fields.get(4)?));
-        // The cgroup's path as seen from this mount (its root may be a sub-tree).
-        let rel = if root == "/" {
-            path
-        } else {
-            path.strip_prefix(root.as_str())
-                .filter(|r| r.is_empty() || r.starts_with('/'))?
-        };
-        let top = PathBuf::from(point);
-        Some((top.join(rel.trim_start_matches('/')), top))
-    })
+    under_mount(mountinfo, path, |mut fs| fs.next() == Some("cgroup2"))
 }
 
 /// As [`locate`], for cgroup v1: the directory of the process's cgroup in the hierarchy
@@ -87,14 +71,27 @@ pub(crate) fn locate_v1(cgroup: &str, mountinfo: &str) -> Option<(PathBuf, PathB
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers.split(',').any(|c| c == "cpu").then_some(path)
     })?;
+    under_mount(mountinfo, path, |mut fs| {
+        fs.next() == Some("cgroup") && fs.nth(1).is_some_and(|o| o.split(',').any(|o| o == "cpu"))
+    })
+}
+
+/// The cgroup `path` under the first mount of `mountinfo` whose file-system fields (type,
+/// source, options) `wanted` accepts and whose root holds `path`: the cgroup's directory
+/// there, and the mount point.
+fn under_mount<'a>(
+    mountinfo: &'a str,
+    path: &str,
+    wanted: impl Fn(std::str::Split<'a, char>) -> bool,
+) -> Option<(PathBuf, PathBuf)> {
     mountinfo.lines().find_map(|line| {
         let (mount, fs) = line.split_once(" - ")?;
-        let mut fs = fs.split(' ');
-        if fs.next()? != "cgroup" || !fs.nth(1)?.split(',').any(|o| o == "cpu") {
+        if !wanted(fs.split(' ')) {
             return None;
         }
         let fields: Vec<&str> = mount.split(' ').collect();
         let (root, point) = (unescape(fields.get(3)?), unescape(fields.get(4)?));
+        // The cgroup's path as seen from this mount (its root may be a sub-tree).
         let rel = if root == "/" {
             path
         } else {
