@@ -46,9 +46,10 @@ pub use file::*;
 pub use mm::*;
 // Truncation protection of file mappings (sys/fault.rs on Linux; no-ops on other Unix).
 pub use os::allocate_range;
-pub use os::{
-    guard_mapping, mapping_fault, mapping_poisoned, reguard_mapping, suspend_guard, unguard_mapping,
-};
+pub use os::{guard_mapping, mapping_fault, reguard_mapping, suspend_guard, unguard_mapping};
+// Only the glibc semaphores (Linux) ask whether their mapping was poisoned.
+#[cfg(all(linux_like, feature = "sync"))]
+pub use os::mapping_poisoned;
 pub use os::{madv, zerocopy};
 
 /// The error a libc call left in `errno`. Every raw call's failure goes through here or

@@ -98,6 +98,7 @@ pub fn unregister(i: usize) {
 
 /// Whether a fault was caught in the registered mapping.
 #[inline]
+#[cfg(feature = "sync")]
 pub fn poisoned(i: usize) -> bool {
     MAPPINGS.marked(i) != 0
 }

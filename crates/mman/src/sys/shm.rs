@@ -89,6 +89,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// asked about come from memory or tags others can write: 0 and anything past `i32::MAX`
 /// name no process (as an `i32`, `kill` would take them for process groups, and rustix's
 /// `Pid::from_raw` asserts a PID is positive).
+#[cfg(all(linux_like, feature = "sync"))]
 pub fn process_exists(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return false;
@@ -244,7 +245,7 @@ fn set_in_use_lock(fd: BorrowedFd<'_>, kind: libc::c_int) -> io::Result<bool> {
 /// Take the in-use read lock on `fd`'s description: `Ok(false)` while a sweeper holds its
 /// claim (see [`try_claim`]).
 pub fn mark_in_use(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    set_in_use_lock(fd, libc::F_RDLCK)
+    set_in_use_lock(fd, libc::F_RDLCK as libc::c_int)
 }
 
 /// Whether another description than `fd`'s holds an in-use lock (`F_OFD_GETLK`, which
@@ -253,11 +254,11 @@ pub fn in_use(fd: BorrowedFd<'_>) -> io::Result<bool> {
     #[cfg(linux_like)]
     {
         use std::os::fd::AsRawFd;
-        let mut l = in_use_lock(libc::F_WRLCK);
+        let mut l = in_use_lock(libc::F_WRLCK as libc::c_int);
         // SAFETY: fcntl writes the struct we own; the descriptor is borrowed and open.
         let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
         super::check(r)?;
-        Ok(l.l_type as libc::c_int != libc::F_UNLCK)
+        Ok(l.l_type as libc::c_int != libc::F_UNLCK as libc::c_int)
     }
     #[cfg(not(linux_like))]
     {
@@ -270,7 +271,7 @@ pub fn in_use(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// writing), which succeeds only while no handle holds its read lock, and keeps new handles
 /// from taking one until `fd` closes. `Ok(false)` when a handle holds it.
 pub fn try_claim(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    set_in_use_lock(fd, libc::F_WRLCK)
+    set_in_use_lock(fd, libc::F_WRLCK as libc::c_int)
 }
 
 /// Whether the object the name `name` gives now is the one open as `fd` (same device and

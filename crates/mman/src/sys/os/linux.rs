@@ -153,6 +153,7 @@ pub fn unguard_mapping(slot: usize) {
 /// Whether the registered mapping took a fault (past the end of its file, or on a page
 /// the file system could not back).
 #[inline]
+#[cfg(feature = "sync")]
 pub fn mapping_poisoned(slot: usize) -> bool {
     super::fault::poisoned(slot)
 }

@@ -149,13 +149,6 @@ pub fn unguard_mapping(slot: usize) {
 
 /// Never: no mapping is registered.
 #[inline]
-pub fn mapping_poisoned(slot: usize) -> bool {
-    let _ = slot;
-    false
-}
-
-/// Never: no mapping is registered.
-#[inline]
 pub fn mapping_fault(slot: usize) -> Option<(usize, bool)> {
     let _ = slot;
     None
