@@ -17,6 +17,8 @@ use clap::Args;
 use mman::channel::{Channel, Message, Options, Receiver, Sender};
 
 use super::placement::{Placed, Placement};
+
+mod pool;
 use super::{measure, summarize, Latency};
 
 // Arguments of `mman bench channel` (a plain comment: as a doc comment it would replace the
@@ -373,7 +375,8 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let mut floors = Vec::new();
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
-    let mut notes = Vec::new();
+    let mut memcpys = Vec::new();
+    let mut notes = vec![pool::TOUCHES.to_string()];
     for p in args.placement.each() {
         let placed = match Placed::enter(p)? {
             Ok(placed) => placed,
@@ -411,6 +414,8 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             let mut ip = in_place(size, rounds)?;
             ip.placement = p.name();
             in_place_rows.push(ip);
+            rows.extend(pool::rows(size, rounds, count)?);
+            memcpys.push((p.name(), size, pool::memcpy(size, count)));
             rows.push(stream("pipe", size, rounds, count)?);
             rows.push(stream("unix_socket", size, rounds, count)?);
             if p == Placement::Free {
@@ -446,6 +451,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             "mman_futex_only_64b_rtt": futex,
             "idle_receiver_cpu_percent": idle,
             "sealed_handoff": handoff,
+            "memcpy_gib_per_s": memcpys.iter().map(|(p, s, g)| serde_json::json!({"placement": p, "size": s, "gib_per_s": g})).collect::<Vec<_>>(),
             "notes": notes,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -512,6 +518,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             p.rtt_p99_ns,
             p.rtt_median_ns as f64 / copying.max(1) as f64
         )?;
+    }
+    for (p, size, gib) in &memcpys {
+        outln!("placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s")?;
     }
     outln!(
         "mman, 64 B, unpinned, futex sleeps only (Wait::Block): round trip median {} ns, p99 {} ns",
@@ -616,6 +625,7 @@ pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> 
             o.write_all(&total.to_le_bytes())?;
             o.flush()?;
         }
+        m if m.starts_with("pool") => pool::peer_main(m, name, size, rounds, count)?,
         other => bail!("unknown channel peer {other:?}"),
     }
     Ok(())
