@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -148,14 +148,21 @@ fn a_slot_held_by_the_other_side_is_never_loaned() {
         held.read_at(0, &mut first);
         assert_eq!(u64::from_le_bytes(first), round);
         // Slot a held by the receiver, b in flight: nothing to loan.
-        assert!(tx.try_loan(10).unwrap().is_none(), "round {round}: a held slot was loaned");
+        assert!(
+            tx.try_loan(10).unwrap().is_none(),
+            "round {round}: a held slot was loaned"
+        );
         held.finish().unwrap();
         let again = tx.try_loan(10).unwrap().expect("the slot given back");
         assert_eq!(again.slot(), a, "round {round}: not the slot given back");
         drop(again); // unsent: back to the pool, most recent
         let held = rx.recv_borrowed().unwrap(); // slot b
         let other = tx.try_loan(10).unwrap().expect("slot a is free");
-        assert_ne!(other.slot(), b, "round {round}: slot {b} loaned while the receiver holds it");
+        assert_ne!(
+            other.slot(),
+            b,
+            "round {round}: slot {b} loaned while the receiver holds it"
+        );
         drop(other);
         drop(held);
     }
@@ -187,14 +194,21 @@ fn send_routes_large_messages_through_the_pool() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let none = Options::new().pool(0, 0).anonymous().unwrap();
     assert_eq!(none.pool(), (0, 0));
-    assert_eq!(none.sender().unwrap().loan(1).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        none.sender().unwrap().loan(1).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     assert!(Options::new().pool(1, 1000).anonymous().is_err());
 }
 
 /// A `Loan` dropped unsent gives its slot back; `Read` and `Write` move a cursor.
 #[test]
 fn loans_read_and_write_by_copy() {
-    let chan = Options::new().pool(1, 4096).pool_threshold(1).anonymous().unwrap();
+    let chan = Options::new()
+        .pool(1, 4096)
+        .pool_threshold(1)
+        .anonymous()
+        .unwrap();
     let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     drop(tx.loan(100).unwrap());
     let mut l = tx.try_loan(10).unwrap().expect("the slot came back");
@@ -219,26 +233,49 @@ fn env_name() -> String {
     std::env::var("MMAN_TEST_POOL").unwrap()
 }
 
-/// Run this test binary as `role` on channel `name`; its stdout piped.
-fn spawn(role: &str, name: &str) -> std::process::Child {
-    common::rerun(DEATH, role)
-        .env("MMAN_TEST_POOL", name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+/// A child process, killed and reaped when dropped (a failing test leaves none behind).
+struct Kid(std::process::Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-/// Wait for the child's "ready" line.
-fn ready(child: &mut std::process::Child) {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the child did not get ready");
+/// Run this test binary as `role` on channel `name`; its stdout piped.
+fn spawn(role: &str, name: &str) -> Kid {
+    Kid(common::rerun(DEATH, role)
+        .env("MMAN_TEST_POOL", name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap())
+}
+
+/// The file a child creates when it has reached its step.
+fn ready_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mman-test-{name}.ready"))
+}
+
+/// Wait (up to 20 s) for the child to reach its step.
+fn ready(child: &mut Kid, name: &str) {
+    let started = Instant::now();
+    while !ready_file(name).exists() {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            panic!("the child ended ({st}) before reaching its step");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the child never reached its step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::fs::remove_file(ready_file(name)).unwrap();
 }
 
 fn say_ready_and_wait() -> ! {
-    println!("ready");
-    std::io::stdout().flush().unwrap();
+    std::fs::write(ready_file(&env_name()), b"").unwrap();
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -297,10 +334,10 @@ fn a_peer_killed_at_every_step_loses_no_slot() {
             let mut tx = chan.sender().unwrap();
             let mut child = spawn(role, &name);
             tx.send(&payload(0, SLOT)).unwrap();
-            ready(&mut child);
-            child.kill().unwrap();
+            ready(&mut child, &name);
+            child.0.kill().unwrap();
             let killed = Instant::now();
-            child.wait().unwrap();
+            child.0.wait().unwrap();
             // One slot free, one held by the dead receiver: the second loan waits for it
             // and learns the receiver is gone.
             let first = tx.loan(10).unwrap();
@@ -325,10 +362,10 @@ fn a_peer_killed_at_every_step_loses_no_slot() {
         } else {
             let mut rx = chan.receiver().unwrap();
             let mut child = spawn(role, &name);
-            ready(&mut child);
-            child.kill().unwrap();
+            ready(&mut child, &name);
+            child.0.kill().unwrap();
             let killed = Instant::now();
-            child.wait().unwrap();
+            child.0.wait().unwrap();
             if role == "sent" {
                 let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
                 assert!(got == payload(1, SLOT), "{role}: the message sent differs");
@@ -364,13 +401,13 @@ fn without_panic<T>(who: &str, f: impl FnOnce() -> T) -> T {
 
 const GARBAGE: [u64; 8] = [
     u64::MAX,
-    3,                  // no state
+    3,                    // no state
     1 | 63 << 2 | 5 << 8, // a sender of a lane the channel does not have
-    2 | 9 << 2,         // a receiver state with bits that must be 0
-    1 | 7 << 8,         // a sender of lane 0 that is nobody
-    2 | 7 << 8,         // a receiver that is nobody
+    2 | 9 << 2,           // a receiver state with bits that must be 0
+    1 | 7 << 8,           // a sender of lane 0 that is nobody
+    2 | 7 << 8,           // a receiver that is nobody
     0x5555_5555_5555_5555,
-    0,                  // free, stamp 0
+    0, // free, stamp 0
 ];
 
 /// Every value in `GARBAGE` in every slot's state word, the free clock and the event word:
@@ -420,12 +457,12 @@ fn garbage_in_the_pool_words_is_corrupted_or_defined() {
 fn garbage_in_a_pool_record_is_corrupted() {
     let record = 4096 + 8; // the first record's payload: index | len << 32, then the state
     let cases: [(usize, u64); 6] = [
-        (record, 2),                                  // a slot the pool does not have
-        (record, u32::MAX as u64),                    // far outside
-        (record, (SLOT as u64 + 1) << 32),            // longer than a slot
+        (record, 2),                       // a slot the pool does not have
+        (record, u32::MAX as u64),         // far outside
+        (record, (SLOT as u64 + 1) << 32), // longer than a slot
         (record, u64::MAX),
-        (record + 8, 0),                              // names a free slot
-        (record + 8, 2 | 1 << 8),                     // names a receiver state
+        (record + 8, 0),          // names a free slot
+        (record + 8, 2 | 1 << 8), // names a receiver state
     ];
     for (n, &(at, g)) in cases.iter().enumerate() {
         let name = unique(&format!("record-{n}"));

@@ -520,7 +520,9 @@ pub fn run(args: ChannelArgs) -> Result<()> {
         )?;
     }
     for (p, size, gib) in &memcpys {
-        outln!("placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s")?;
+        outln!(
+            "placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s"
+        )?;
     }
     outln!(
         "mman, 64 B, unpinned, futex sleeps only (Wait::Block): round trip median {} ns, p99 {} ns",

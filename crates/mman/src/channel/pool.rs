@@ -265,7 +265,11 @@ impl Pool {
     /// sender waiting for one. False if the state was not `held` (garbage, or a slot
     /// taken from us): nothing is changed then.
     pub fn give_back(&self, region: &Region, k: usize, held: u64) -> bool {
-        let stamp = region.word(self.clock()).fetch_add(1, Ordering::Relaxed).wrapping_add(1) & (u64::MAX >> 2);
+        let stamp = region
+            .word(self.clock())
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            & (u64::MAX >> 2);
         let ok = region
             .word(self.state(k))
             .compare_exchange(held, stamp << 2, Ordering::SeqCst, Ordering::Relaxed)
@@ -305,7 +309,9 @@ impl Pool {
             )));
         }
         if !matches!(parse(expected), State::Sender { lane: l, .. } if l == lane) {
-            return Err(bad(format!("names the state {expected:#x}, not a sender of this lane")));
+            return Err(bad(format!(
+                "names the state {expected:#x}, not a sender of this lane"
+            )));
         }
         let held = receiver_state(tag);
         region

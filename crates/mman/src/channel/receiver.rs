@@ -632,8 +632,7 @@ impl Receiver {
         if kind == KIND_POOL {
             let (slot, n, held) = self.take_pooled(i, len)?;
             buf.clear();
-            self.region
-                .copy_out_append(self.layout.pool.data(slot), n, buf);
+            self.region.copy_out_append(self.layout.pool.data(slot), n, buf);
             self.give_back(slot, held)?;
             return Ok(Got::Bytes);
         }

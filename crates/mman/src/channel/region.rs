@@ -374,13 +374,7 @@ impl Region {
         assert!(from <= src.map.len() && n <= src.map.len() - from);
         // SAFETY: in bounds and aligned (checked), both mapped (readable; this one writable)
         // for as long as the regions live; every access to them is an aligned 8-byte atomic.
-        unsafe {
-            sys::words::copy_words(
-                (src.base + from) as *const u8,
-                (self.base + to) as *mut u8,
-                n / 8,
-            )
-        }
+        unsafe { sys::words::copy_words((src.base + from) as *const u8, (self.base + to) as *mut u8, n / 8) }
     }
 
     /// `len` bytes at byte `offset` as a plain slice to write in place.

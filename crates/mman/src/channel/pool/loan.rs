@@ -270,7 +270,10 @@ impl std::io::Write for Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.tx.layout.pool.give_back(&self.tx.region, self.slot, self.held);
+            self.tx
+                .layout
+                .pool
+                .give_back(&self.tx.region, self.slot, self.held);
         }
     }
 }
