@@ -23,7 +23,10 @@
 //!   ([`Sender::send_batch`], [`Receiver::recv_batch`]) that wake the other side once,
 //!   messages written and read in place in the ring by callers who vouch for their peers
 //!   ([`Sender::send_in_place`], [`Receiver::recv_in_place`]), and large messages without
-//!   copies ([`Sender::send_sealed`]: a sealed memfd).
+//!   copies ([`Sender::send_sealed`]: a sealed memfd). Large messages go through a [`pool`]
+//!   of fixed-size slots beside the ring ([`Sender::loan`], [`Receiver::recv_borrowed`];
+//!   `send` uses it from [`Options::pool_threshold`] up): only a slot's index and length
+//!   pass through the ring.
 //! * [`broadcast`]: one publisher, any number of subscribers joining and leaving; a
 //!   subscriber that falls behind is told exactly how many messages it missed, or the
 //!   publisher waits for it.

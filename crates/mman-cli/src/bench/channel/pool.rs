@@ -6,7 +6,7 @@
 //! (as iceoryx2's peer). A third row has the receiver read every byte (a copy into a
 //! buffer), beside a single-threaded memcpy of the same size measured in the same run.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use mman::channel::{Channel, Options, Receiver, Sender};
@@ -21,20 +21,24 @@ const WAYS: [(&str, &str, bool, bool); 3] = [
 ];
 
 /// What each side touches, for the output.
-pub const TOUCHES: &str = "pool rows: the sender writes every byte of each message once (pool: Loan::write_at from a buffer; pool_in_place: a copy into Loan::as_mut_slice); the receiver reads its first 8 bytes (Borrowed::read_at; in place: as_slice), as iceoryx2's does; pool_read_all: the receiver copies every byte out (read_at into a buffer); in round trips the peer copies each message into its reply (Loan::copy_from; in place: slice to slice), as iceoryx2's peer does";
+pub const TOUCHES: &str = "pool rows: the sender writes every byte of each message once (pool: Loan::write_at from a buffer; pool_in_place: a copy into Loan::as_mut_slice); the receiver reads its first 8 bytes (Borrowed::read_at; in place: as_slice), as iceoryx2's does; pool_read_all: the receiver copies every byte out (read_at into a buffer); in round trips the peer copies each message into its reply (Loan::copy_from; in place: slice to slice), as iceoryx2's peer does; both sides of the pool rows spin up to 1 ms before sleeping (Options::spin; iceoryx2's busy-poll)";
 
 /// A ping and pong channel whose pools hold messages of `size` bytes.
 fn channels(tag: &str, size: u64) -> Result<(Sender, Receiver)> {
     let mut o = Options::new();
-    o.pool(4, (size as usize).next_multiple_of(4096).max(4096));
+    o.pool(4, (size as usize).next_multiple_of(4096).max(4096)).spin(SPIN);
     let ping = o.create(&unique(&format!("{tag}-ping")))?;
     let pong = o.create(&unique(&format!("{tag}-pong")))?;
     Ok((ping.sender()?, pong.receiver()?))
 }
 
 fn open(name: &str, dir: &str) -> Result<Channel> {
-    Ok(Channel::open(&format!("{name}-{dir}"))?)
+    Ok(Options::new().spin(SPIN).open(&format!("{name}-{dir}"))?)
 }
+
+/// How long each side spins before it sleeps: iceoryx2's sides busy-poll, and a round trip
+/// of 1 MiB outlasts the default 50 µs.
+const SPIN: Duration = Duration::from_millis(1);
 
 /// Loan a slot of `tx`'s pool, write `msg` into it (every byte), send it.
 fn send(tx: &mut Sender, msg: &[u8], in_place: bool) -> Result<()> {
