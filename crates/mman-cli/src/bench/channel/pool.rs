@@ -26,7 +26,8 @@ pub const TOUCHES: &str = "pool rows: the sender writes every byte of each messa
 /// A ping and pong channel whose pools hold messages of `size` bytes.
 fn channels(tag: &str, size: u64) -> Result<(Sender, Receiver)> {
     let mut o = Options::new();
-    o.pool(4, (size as usize).next_multiple_of(4096).max(4096)).spin(SPIN);
+    o.pool(4, (size as usize).next_multiple_of(4096).max(4096))
+        .spin(SPIN);
     let ping = o.create(&unique(&format!("{tag}-ping")))?;
     let pong = o.create(&unique(&format!("{tag}-pong")))?;
     Ok((ping.sender()?, pong.receiver()?))
