@@ -506,3 +506,29 @@ fn a_slot_taken_from_the_receiver_is_reported() {
     }
     assert_eq!(held.finish().unwrap_err().kind(), ErrorKind::Corrupted);
 }
+
+/// A receiver that died between taking a slot (its state names the receiver) and moving
+/// past the record leaves the record at its position: the next receiver gives the slot
+/// back and moves past the record (the message went with the receiver that took it, as any
+/// message a receiver took does), and the messages after it arrive; nothing is `Corrupted`.
+#[test]
+fn a_receiver_dead_before_moving_past_a_pool_record_loses_no_slot() {
+    let name = unique("window");
+    let chan = small_pool(&name, 2);
+    let map = raw(&name);
+    let mut tx = chan.sender().unwrap();
+    tx.send(&payload(0, 5000)).unwrap();
+    tx.send(&payload(1, 5000)).unwrap();
+    // The first message's slot, as a receiver (tag 7, no live process) left it.
+    let k = (word(&map, 4096 + 8).load(Ordering::SeqCst) & 0xffff_ffff) as usize;
+    word(&map, state(k)).store(2 | 7 << 8, Ordering::SeqCst);
+    let mut rx = chan.receiver().unwrap();
+    assert!(rx.recv().unwrap() == payload(1, 5000), "the message after it");
+    // Both slots are free again (loaned by this sender: a new one could meet the lock of
+    // a description a concurrent test's fork holds for a moment).
+    let a = tx.try_loan(10).unwrap().expect("a free slot");
+    let first = a.slot();
+    std::mem::forget(a);
+    let b = tx.try_loan(10).unwrap().expect("the slot the dead receiver held");
+    assert_ne!(b.slot(), first);
+}

@@ -46,7 +46,10 @@
 //! per 50 ms slice of waiting, so a slot held by a party that died returns within 100 ms.
 //! A gone sender's slot is left alone while a record naming it waits in its lane (the
 //! receiver will take it); a gone receiver's slot is free at once (it had moved past the
-//! record). Only the party whose tag a state holds writes that state again, so a
+//! record) — unless the record at a lane's published position names it: that receiver
+//! died between taking the slot and moving past the record, and the next receiver to
+//! attach gives the slot back and moves past the record (the message went with the
+//! receiver that took it). Only the party whose tag a state holds writes that state again, so a
 //! compare-and-swap from a gone party's state cannot take a slot someone holds now.
 //!
 //! **Soundness.** A peer can write the pool, so the safe calls reach slots by copy (aligned
@@ -338,7 +341,9 @@ impl Pool {
                     garbage = true;
                     false
                 }
-                State::Receiver { tag } => gone(region, super::lanes::RX_OWNER, tag, look),
+                State::Receiver { tag } => {
+                    gone(region, super::lanes::RX_OWNER, tag, look) && !named_at_a_tail(region, layout, k)
+                }
                 State::Sender { lane, tag } => {
                     if lane >= layout.lanes {
                         garbage = true;
@@ -364,6 +369,51 @@ fn gone(region: &Region, word: usize, tag: u64, look: bool) -> bool {
         return true;
     }
     look && !region.occupied(word)
+}
+
+/// The slot named by the pool record at `pos` in `lane`, if there is one there.
+fn slot_named_at(region: &Region, layout: &Layout, lane: usize, pos: u64) -> Option<usize> {
+    let l = layout.lane(lane);
+    let h = region.word(layout.header_at(&l, pos)).load(Ordering::Acquire);
+    match layout.parse(h, pos) {
+        Some((16, KIND_POOL)) => {
+            let mut rec = Vec::with_capacity(16);
+            layout.get(region, &l, pos.wrapping_add(8), 16, &mut rec);
+            Some((u64::from_le_bytes(rec[..8].try_into().expect("8 bytes")) & 0xffff_ffff) as usize)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the record at some lane's published tail names slot `k`: a receiver that died
+/// between taking the slot and publishing its position past the record leaves it so; the
+/// next receiver gives the slot back and moves past the record ([`Pool::resume`]).
+fn named_at_a_tail(region: &Region, layout: &Layout, k: usize) -> bool {
+    (0..layout.lanes).any(|i| {
+        let pos = region.word(layout.lane(i).tail).load(Ordering::Acquire);
+        pos.is_multiple_of(8) && slot_named_at(region, layout, i, pos) == Some(k)
+    })
+}
+
+impl Pool {
+    /// For a receiver attaching at `pos` of `lane`: if the record there names a slot that
+    /// a receiver before it took (and died before moving past the record), give the slot
+    /// back and return the position after the record (the message went with that
+    /// receiver, as any message a receiver took does).
+    pub fn resume(&self, region: &Region, layout: &Layout, lane: usize, pos: u64, tag: u64) -> Option<u64> {
+        let k = slot_named_at(region, layout, lane, pos)?;
+        if k >= self.shape.slots {
+            return None; // garbage: the receive reports it
+        }
+        let w = self.load(region, k);
+        match parse(w) {
+            State::Receiver { tag: t } if t != tag => {
+                self.give_back(region, k, w);
+                Some(pos.wrapping_add(super::lanes::record_len(16)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Whether a record naming slot `k` held as `held` waits in `lane`, from its published

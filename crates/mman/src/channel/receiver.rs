@@ -106,6 +106,14 @@ impl Receiver {
         }
         region.word(EVER_RECEIVER).store(1, Ordering::Release);
         let tag = super::pool::tag_of(region.word(RX_OWNER).load(Ordering::Relaxed));
+        let mut lanes = lanes;
+        for (i, l) in lanes.iter_mut().enumerate() {
+            // A receiver before us died holding the slot of the record at our position.
+            if let Some(next) = layout.pool.resume(&region, &layout, i, l.tail, tag) {
+                region.word(l.lane.tail).store(next, Ordering::Release);
+                (l.tail, l.published) = (next, next);
+            }
+        }
         Ok(Receiver {
             region,
             layout,
