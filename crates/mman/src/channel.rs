@@ -413,9 +413,16 @@ impl Channel {
         self.layout.cap
     }
 
-    /// The largest message, in bytes: the ring's limit, or a pool slot's if larger.
+    /// The largest message a sender of this handle sends, in bytes: a pool slot's size
+    /// when every size past the ring's limit goes through the pool (the threshold is at
+    /// most one past it), else the ring's limit.
     pub fn max_message(&self) -> usize {
-        self.layout.max_message().max(self.layout.pool.shape.slot_size)
+        let min = if self.layout.pool.exists() {
+            self.threshold
+        } else {
+            usize::MAX
+        };
+        largest(&self.layout, min)
     }
 
     /// The pool's slot count and slot size (0 slots: no pool).
@@ -431,6 +438,17 @@ impl Channel {
     /// The object's name (`/mman.NAME`), for a named channel.
     pub fn name(&self) -> Option<&str> {
         self.region.name()
+    }
+}
+
+/// The largest message of a sender of `layout` that sends from `pool_min` bytes up
+/// through the pool.
+fn largest(layout: &Layout, pool_min: usize) -> usize {
+    let ring = layout.max_message();
+    if pool_min <= ring + 1 {
+        ring.max(layout.pool.shape.slot_size)
+    } else {
+        ring
     }
 }
 

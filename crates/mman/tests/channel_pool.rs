@@ -168,17 +168,25 @@ fn a_slot_held_by_the_other_side_is_never_loaned() {
     }
 }
 
-/// `send` goes through the pool from the threshold up, and for messages too large for
-/// the ring; `max_message` says so; a message larger than a slot and the ring is refused.
+/// `send` goes through the pool from the threshold up to a slot; `max_message` says
+/// what a sender sends; a message larger than a slot and the ring is refused.
 #[test]
 fn send_routes_large_messages_through_the_pool() {
     let chan = Options::new()
         .capacity(4096)
         .pool(2, 1 << 20)
-        .pool_threshold(usize::MAX)
+        .pool_threshold(4081)
         .anonymous()
         .unwrap();
     assert_eq!(chan.max_message(), 1 << 20);
+    let ring_only = Options::new()
+        .capacity(4096)
+        .pool_threshold(8192)
+        .anonymous()
+        .unwrap();
+    assert_eq!(ring_only.max_message(), 4080, "4081 to 8191 bytes are refused");
+    let e = ring_only.sender().unwrap().send(&[0; 4081]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert_eq!(chan.pool(), (2, 1 << 20));
     let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     for len in [0, 100, 4080, 4081, 100_000, 1 << 20] {

@@ -36,7 +36,7 @@
 //!   until the receiver takes it. The ring record names the slot, its length and this
 //!   exact state word.
 //! * `RECEIVER(tag)`: taken by the receiver whose claim is `tag` (compare-and-swap from the
-//!   state the record names: a record naming anything else is [`ErrorKind::Corrupted`]),
+//!   state the record names: a record naming anything else is [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted)),
 //!   which publishes its position past the record at once, reads, and gives the slot back
 //!   (`FREE`, a new stamp; a waiting sender is woken).
 //!
@@ -59,7 +59,7 @@
 //! callers vouch, as for the ring's in-place calls, that nothing but mman's endpoints
 //! writes the channel's memory. Indices, lengths and states read from the region are
 //! checked against the configuration kept in this process before use: garbage makes an
-//! operation fail with [`ErrorKind::Corrupted`], never touch memory outside the pool.
+//! operation fail with [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted), never touch memory outside the pool.
 //!
 //! [`Receiver::recv`]: super::Receiver::recv
 

@@ -136,16 +136,17 @@ impl Sender {
         })
     }
 
-    /// The largest message this channel carries (the ring's limit, or a pool slot's).
+    /// The largest message this sender sends: a pool slot's size when every size past the
+    /// ring's limit goes through the pool (the threshold is at most one past it), else the
+    /// ring's limit.
     pub fn max_message(&self) -> usize {
-        self.layout.max_message().max(self.layout.pool.shape.slot_size)
+        super::largest(&self.layout, self.pool_min)
     }
 
-    /// Send byte messages of `threshold` bytes and more (and those too large for the
-    /// ring) through the pool, those no larger than a slot.
+    /// Send byte messages from `threshold` bytes up to a slot through the pool.
     pub(super) fn use_pool_from(&mut self, threshold: usize) {
         if self.layout.pool.exists() {
-            self.pool_min = threshold.min(self.layout.max_message() + 1);
+            self.pool_min = threshold;
         }
     }
 
