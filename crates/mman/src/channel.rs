@@ -24,7 +24,10 @@
 //!   messages written and read in place in the ring by callers who vouch for their peers
 //!   ([`Sender::send_in_place`], [`Receiver::recv_in_place`]), and large messages without
 //!   copies ([`Sender::send_sealed`]: a sealed memfd, received as a view; the receives
-//!   that copy take one up to a limit, [`Options::max_sealed`]).
+//!   that copy take one up to a limit, [`Options::max_sealed`]). Large messages go
+//!   through a [`pool`] of fixed-size slots beside the ring ([`Sender::loan`],
+//!   [`Receiver::recv_borrowed`]; `send` uses it from [`Options::pool_threshold`] up):
+//!   only a slot's index and length pass through the ring.
 //! * [`broadcast`]: one publisher, any number of subscribers joining and leaving; a
 //!   subscriber that falls behind is told exactly how many messages it missed, or the
 //!   publisher waits for it.
@@ -79,6 +82,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub mod broadcast;
 mod lanes;
+pub mod pool;
 #[cfg(feature = "async")]
 mod reactor;
 mod receiver;
@@ -90,6 +94,7 @@ mod tests;
 mod wait;
 
 pub use lanes::{Message, MAX_SENDERS};
+pub use pool::{Borrowed, Loan};
 pub use receiver::Receiver;
 pub use sender::Sender;
 
@@ -106,6 +111,9 @@ pub struct Options {
     senders: usize,
     waiting: Waiting,
     max_sealed: Option<usize>,
+    pool_slots: usize,
+    pool_slot_size: usize,
+    pool_threshold: usize,
 }
 
 /// The default limit of a sealed hand-off copied by a receive, in rings: 16 times the
@@ -119,14 +127,35 @@ impl Default for Options {
 }
 
 impl Options {
-    /// 64 KiB per sender, one sender, the default waiting ([`Wait::Adaptive`], 50 µs).
+    /// 64 KiB per sender, one sender, the default waiting ([`Wait::Adaptive`], 50 µs), a
+    /// pool of 4 slots of 1 MiB for messages of 32 KiB and more.
     pub fn new() -> Self {
         Options {
             capacity: 64 * 1024,
             senders: 1,
             waiting: Waiting::DEFAULT,
             max_sealed: None,
+            pool_slots: pool::DEFAULT_SLOTS,
+            pool_slot_size: pool::DEFAULT_SLOT_SIZE,
+            pool_threshold: pool::DEFAULT_THRESHOLD,
         }
+    }
+
+    /// The channel's slot pool (see [`pool`]): `slots` slots (0 to [`pool::MAX_SLOTS`]; 0:
+    /// no pool) of `slot_size` bytes each (a multiple of 4096, at most
+    /// [`pool::MAX_SLOT_SIZE`]), shared by all senders. Default 4 slots of 1 MiB.
+    pub fn pool(&mut self, slots: usize, slot_size: usize) -> &mut Self {
+        self.pool_slots = slots;
+        self.pool_slot_size = slot_size;
+        self
+    }
+
+    /// The size from which this process's [`Sender::send`] (and the other sends of byte
+    /// messages) go through the pool, for messages no larger than a slot: default 32 KiB.
+    /// `usize::MAX` keeps every message in the ring.
+    pub fn pool_threshold(&mut self, bytes: usize) -> &mut Self {
+        self.pool_threshold = bytes;
+        self
     }
 
     /// The ring size of each sender's lane, in bytes: a power of two from 64 bytes to
@@ -174,8 +203,10 @@ impl Options {
     }
 
     fn shape(&self) -> Result<(Shape, Layout)> {
-        let layout = Layout::check(self.senders as u64, self.capacity as u64)
-            .map_err(|why| Error::new(ErrorKind::InvalidInput, "make channel", why))?;
+        let bad = |why| Error::new(ErrorKind::InvalidInput, "make channel", why);
+        let layout = Layout::check(self.senders as u64, self.capacity as u64).map_err(bad)?;
+        let pool = pool::PoolShape::check(self.pool_slots as u64, self.pool_slot_size as u64).map_err(bad)?;
+        let layout = layout.with_pool(pool);
         Ok((shape_of(layout), layout))
     }
 
@@ -235,6 +266,7 @@ impl Options {
             layout,
             waiting: self.waiting,
             max_sealed: self.max_sealed.unwrap_or(layout.cap.saturating_mul(SEALED_RINGS)),
+            threshold: self.pool_threshold,
         })
     }
 }
@@ -242,22 +274,22 @@ impl Options {
 fn shape_of(layout: Layout) -> Shape {
     Shape {
         kind: Kind::Lanes,
-        params: [layout.lanes as u64, layout.cap as u64, 0],
+        params: [layout.lanes as u64, layout.cap as u64, layout.pool.shape.encode()],
         len: layout.len(),
     }
 }
 
 fn layout_of(shape: Shape) -> Layout {
-    Layout {
-        lanes: shape.params[0] as usize,
-        cap: shape.params[1] as usize,
-    }
+    // The shape was validated (check_lanes): these cannot fail.
+    let layout = Layout::check(shape.params[0], shape.params[1]).expect("a validated shape");
+    layout.with_pool(pool::PoolShape::decode(shape.params[2]).expect("a validated shape"))
 }
 
 fn check_lanes(params: [u64; 3]) -> Result<Shape> {
-    let layout = Layout::check(params[0], params[1])
-        .map_err(|why| Error::new(ErrorKind::Corrupted, "open channel", why))?;
-    Ok(shape_of(layout))
+    let bad = |why| Error::new(ErrorKind::Corrupted, "open channel", why);
+    let layout = Layout::check(params[0], params[1]).map_err(bad)?;
+    let pool = pool::PoolShape::decode(params[2]).map_err(bad)?;
+    Ok(shape_of(layout.with_pool(pool)))
 }
 
 /// A region and this handle's share of it (`flock(LOCK_SH)` on a description of its own):
@@ -313,6 +345,8 @@ pub struct Channel {
     layout: Layout,
     waiting: Waiting,
     max_sealed: usize,
+    /// This process's pool threshold (`Options::pool_threshold`).
+    threshold: usize,
 }
 
 impl std::fmt::Debug for Channel {
@@ -382,7 +416,9 @@ impl Channel {
     /// [`ErrorKind::ResourceLimit`] when every lane has a live sender;
     /// [`ErrorKind::Corrupted`] for garbage in the lane.
     pub fn sender(&self) -> Result<Sender> {
-        Sender::attach(self.shared(), self.layout, self.waiting)
+        let mut tx = Sender::attach(self.shared(), self.layout, self.waiting)?;
+        tx.use_pool_from(self.threshold);
+        Ok(tx)
     }
 
     /// Attach the receiver in this process (or take over from one that died).
@@ -403,9 +439,21 @@ impl Channel {
         self.layout.cap
     }
 
-    /// The largest message, in bytes.
+    /// The largest message a sender of this handle sends, in bytes: a pool slot's size
+    /// when every size past the ring's limit goes through the pool (the threshold is at
+    /// most one past it), else the ring's limit.
     pub fn max_message(&self) -> usize {
-        self.layout.max_message()
+        let min = if self.layout.pool.exists() {
+            self.threshold
+        } else {
+            usize::MAX
+        };
+        largest(&self.layout, min)
+    }
+
+    /// The pool's slot count and slot size (0 slots: no pool).
+    pub fn pool(&self) -> (usize, usize) {
+        (self.layout.pool.shape.slots, self.layout.pool.shape.slot_size)
     }
 
     /// The largest sealed hand-off its receivers copy (see [`Options::max_sealed`]).
@@ -421,6 +469,17 @@ impl Channel {
     /// The object's name (`/mman.NAME`), for a named channel.
     pub fn name(&self) -> Option<&str> {
         self.region.name()
+    }
+}
+
+/// The largest message of a sender of `layout` that sends from `pool_min` bytes up
+/// through the pool.
+fn largest(layout: &Layout, pool_min: usize) -> usize {
+    let ring = layout.max_message();
+    if pool_min <= ring + 1 {
+        ring.max(layout.pool.shape.slot_size)
+    } else {
+        ring
     }
 }
 

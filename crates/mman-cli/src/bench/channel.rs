@@ -18,7 +18,10 @@ use clap::Args;
 use mman::channel::{Channel, Options, Receiver, Sender};
 
 use super::placement::{Placed, Placement};
+
+mod pool;
 use super::{measure, summarize, Latency};
+pub(super) use pool::peer_main as pool_peer_main;
 
 // Arguments of `mman bench channel` (a plain comment: as a doc comment it would replace the
 // subcommand's about text, the arguments being added last, see `Command` in main.rs).
@@ -431,7 +434,8 @@ pub fn run(args: ChannelArgs) -> Result<()> {
     let mut floors = Vec::new();
     let mut rows = Vec::new();
     let mut in_place_rows = Vec::new();
-    let mut notes = Vec::new();
+    let mut memcpys = Vec::new();
+    let mut notes = vec![pool::TOUCHES.to_string()];
     for p in args.placement.each() {
         let _placed = match Placed::enter(p)? {
             Ok(placed) => placed,
@@ -469,6 +473,8 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             let mut ip = in_place(size, rounds)?;
             ip.placement = p.name();
             in_place_rows.push(ip);
+            rows.extend(pool::rows(size, rounds, count)?);
+            memcpys.push((p.name(), size, pool::memcpy(size, count)));
             rows.push(stream("pipe", size, rounds, count)?);
             rows.push(stream("unix_socket", size, rounds, count)?);
             if p == Placement::Free {
@@ -504,6 +510,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             "mman_futex_only_64b_rtt": futex,
             "idle_receiver_cpu_percent": idle,
             "sealed_handoff": handoff,
+            "memcpy_gib_per_s": memcpys.iter().map(|(p, s, g)| serde_json::json!({"placement": p, "size": s, "gib_per_s": g})).collect::<Vec<_>>(),
             "notes": notes,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -572,6 +579,11 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             p.rtt_median_ns,
             p.rtt_p99_ns,
             p.rtt_median_ns as f64 / copying.max(1) as f64
+        )?;
+    }
+    for (p, size, gib) in &memcpys {
+        outln!(
+            "placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s"
         )?;
     }
     outln!(

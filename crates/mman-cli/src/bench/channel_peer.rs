@@ -88,6 +88,7 @@ pub fn peer_main(mode: &str, name: &str, size: u64, rounds: u64, count: u64) -> 
             o.write_all(&total.to_le_bytes())?;
             o.flush()?;
         }
+        m if m.starts_with("pool") => super::channel::pool_peer_main(m, name, size, rounds, count)?,
         other => bail!("unknown channel peer {other:?}"),
     }
     Ok(())

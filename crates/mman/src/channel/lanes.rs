@@ -50,6 +50,8 @@ pub const MAX_SENDERS: usize = 64;
 
 pub(super) const KIND_BYTES: u64 = 0;
 pub(super) const KIND_SEALED: u64 = 1;
+/// A record naming a slot of the pool (see `pool`): 16 bytes.
+pub(super) const KIND_POOL: u64 = 2;
 
 /// The word indices and data offset of lane `i`.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +69,8 @@ pub(super) struct Lane {
 pub(super) struct Layout {
     pub lanes: usize,
     pub cap: usize,
+    /// The slot pool after the lanes (none: 0 slots).
+    pub pool: super::pool::Pool,
 }
 
 impl Layout {
@@ -75,7 +79,17 @@ impl Layout {
     }
 
     pub fn len(&self) -> usize {
+        self.pool.end(self.lanes_end())
+    }
+
+    fn lanes_end(&self) -> usize {
         self.header_bytes() + self.lanes * self.cap
+    }
+
+    /// This layout with a pool of `shape` after the lanes.
+    pub fn with_pool(mut self, shape: super::pool::PoolShape) -> Layout {
+        self.pool = super::pool::Pool::new(self.lanes_end(), shape);
+        self
     }
 
     pub fn lane(&self, i: usize) -> Lane {
@@ -108,6 +122,7 @@ impl Layout {
         let layout = Layout {
             lanes: lanes as usize,
             cap: cap as usize,
+            pool: super::pool::Pool::new(0, super::pool::PoolShape::check(0, 0)?),
         };
         if (layout.cap as u128) * (layout.lanes as u128) > isize::MAX as u128 / 2 {
             return Err(format!("{lanes} lanes of {cap} bytes do not fit in memory"));
@@ -138,7 +153,7 @@ impl Layout {
     #[inline(always)]
     pub fn parse(&self, h: u64, pos: u64) -> Option<(usize, u64)> {
         let (len, kind) = (h as u32 as usize, (h >> 32) & 0xf);
-        (h != 0 && h >> 36 == self.stamp(pos) && kind <= KIND_SEALED && len <= self.max_message())
+        (h != 0 && h >> 36 == self.stamp(pos) && kind <= KIND_POOL && len <= self.max_message())
             .then_some((len, kind))
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::lanes::{
     corrupted, record_len, senders_present, until, How, Lane, Layout, Message, EVER_RECEIVER, KIND_BYTES,
-    KIND_SEALED, RX_EVENT, RX_OWNER,
+    KIND_POOL, KIND_SEALED, RX_EVENT, RX_OWNER,
 };
 use super::sealed;
 use super::wait::{self, wake_all, Me, Waited, Waiting};
@@ -35,9 +35,11 @@ struct RxLane {
 /// last messages it took untaken in the lanes (it publishes its position lazily): the next
 /// receiver gets them again.
 pub struct Receiver {
-    region: Arc<Guarded>,
-    layout: Layout,
+    pub(super) region: Arc<Guarded>,
+    pub(super) layout: Layout,
     me: Me,
+    /// This receiver's tag in pool slot states (`pool::tag_of` its owner word).
+    tag: u64,
     /// The claim on the receiver's slot (its lock goes when the receiver drops).
     _slot: super::region::Slot,
     lanes: Vec<RxLane>,
@@ -110,10 +112,20 @@ impl Receiver {
             ));
         }
         region.word(EVER_RECEIVER).store(1, Ordering::Release);
+        let tag = super::pool::tag_of(region.word(RX_OWNER).load(Ordering::Relaxed));
+        let mut lanes = lanes;
+        for (i, l) in lanes.iter_mut().enumerate() {
+            // A receiver before us died holding the slot of the record at our position.
+            if let Some(next) = layout.pool.resume(&region, &layout, i, l.tail, tag) {
+                region.word(l.lane.tail).store(next, Ordering::Release);
+                (l.tail, l.published) = (next, next);
+            }
+        }
         Ok(Receiver {
             region,
             layout,
             me,
+            tag,
             _slot: slot,
             lanes,
             next: 0,
@@ -244,6 +256,15 @@ impl Receiver {
                 let tail = l.tail.wrapping_add(record_len(len));
                 self.lanes[i].tail = tail;
                 self.publish_if_due(i, tail);
+                Ok(r)
+            }
+            Some((len, KIND_POOL)) => {
+                let (slot, len, held) = self.take_pooled(i, len)?;
+                // SAFETY: the slot is held by this receiver (its state names it) until it
+                // is given back below, after `f`; no other process writes it (the caller's
+                // contract).
+                let r = f(unsafe { self.region.bytes(self.layout.pool.data(slot), len) });
+                self.give_back(slot, held)?;
                 Ok(r)
             }
             Some((len, _)) => {
@@ -587,6 +608,52 @@ impl Receiver {
         Err(e)
     }
 
+    /// Wait for the next message: a pool slot taken (index, length, state held), or `None`
+    /// with a message of the ring copied into `buf`.
+    pub(super) fn take_slot(&mut self, buf: &mut Vec<u8>) -> Result<Option<(usize, usize, u64)>> {
+        self.me.check("recv")?;
+        let Some(i) = self.wait_ready(How::Block)? else {
+            unreachable!("a blocking wait ends with a lane or an error")
+        };
+        let l = self.lanes[i];
+        let h = self
+            .region
+            .word(self.layout.header_at(&l.lane, l.tail))
+            .load(Ordering::Acquire);
+        if let Some((len, KIND_POOL)) = self.layout.parse(h, l.tail) {
+            return self.take_pooled(i, len).map(Some);
+        }
+        if let Got::Sealed(m) = self.read_record(i, buf, Some(self.max_sealed))? {
+            buf.clear();
+            buf.extend_from_slice(&m);
+        }
+        Ok(None)
+    }
+
+    /// Take the slot the pool record (of `len` bytes) at lane `i`'s position names, move
+    /// past the record and publish our position at once (the slot is ours, not the ring's).
+    fn take_pooled(&mut self, i: usize, len: usize) -> Result<(usize, usize, u64)> {
+        let l = self.lanes[i];
+        let mut rec = Vec::with_capacity(16);
+        self.layout
+            .get(&self.region, &l.lane, l.tail.wrapping_add(8), len, &mut rec);
+        let taken = self.layout.pool.take(&self.region, i, &rec, self.tag)?;
+        self.lanes[i].tail = l.tail.wrapping_add(record_len(len));
+        self.publish(i);
+        Ok(taken)
+    }
+
+    /// Give back a slot taken by `take_pooled`.
+    fn give_back(&self, slot: usize, held: u64) -> Result<()> {
+        if self.layout.pool.give_back(&self.region, slot, held) {
+            return Ok(());
+        }
+        Err(corrupted(
+            "recv",
+            format!("pool slot {slot} was taken from the receiver while it held it"),
+        ))
+    }
+
     /// Read the record at lane `i`'s position into `buf` and move past it; a sealed
     /// hand-off larger than `max_sealed` (when given) is refused, and moved past all the same.
     #[inline]
@@ -606,6 +673,13 @@ impl Receiver {
                 ),
             ));
         };
+        if kind == KIND_POOL {
+            let (slot, n, held) = self.take_pooled(i, len)?;
+            buf.clear();
+            self.region.copy_out_append(self.layout.pool.data(slot), n, buf);
+            self.give_back(slot, held)?;
+            return Ok(Got::Bytes);
+        }
         buf.clear();
         layout.get(&self.region, &l.lane, l.tail.wrapping_add(8), len, buf);
         let tail = l.tail.wrapping_add(record_len(len));

@@ -22,7 +22,7 @@ use crate::sys;
 /// "MMANCHAN", little-endian: the first word of every channel region.
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"MMANCHAN");
 /// The layout version; bumped when the layout changes.
-pub(super) const VERSION: u64 = 2;
+pub(super) const VERSION: u64 = 3;
 /// A cache line pair (128 bytes, in words): the unit of separation between words written
 /// by different parties (adjacent-line prefetchers fetch lines in pairs).
 pub(super) const LINE: usize = 16;
@@ -355,6 +355,51 @@ impl Region {
         assert!(offset <= self.map.len() && len <= self.map.len() - offset);
         // SAFETY: as in copy_in.
         unsafe { sys::words::copy_out_append((self.base + offset) as *const u8, len, dst) }
+    }
+
+    /// Copy `dst.len()` bytes from the region at byte `offset` into `dst` with atomic words.
+    #[inline]
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset <= self.map.len() && dst.len() <= self.map.len() - offset);
+        // SAFETY: as in copy_in.
+        unsafe { sys::words::copy_out((self.base + offset) as *const u8, dst) }
+    }
+
+    /// Copy `len` bytes, rounded up to whole words, from byte `from` of `src` to byte `to`
+    /// of this region (both 8-aligned), word by atomic word: from one pool slot to another.
+    pub fn copy_words_from(&self, to: usize, src: &Region, from: usize, len: usize) {
+        let n = len.next_multiple_of(8);
+        assert!(to.is_multiple_of(8) && from.is_multiple_of(8));
+        assert!(to <= self.map.len() && n <= self.map.len() - to);
+        assert!(from <= src.map.len() && n <= src.map.len() - from);
+        // SAFETY: in bounds and aligned (checked), both mapped (readable; this one writable)
+        // for as long as the regions live; every access to them is an aligned 8-byte atomic.
+        unsafe { sys::words::copy_words((src.base + from) as *const u8, (self.base + to) as *mut u8, n / 8) }
+    }
+
+    /// `len` bytes at byte `offset` as a plain slice to write in place.
+    ///
+    /// # Safety
+    /// Nothing else (no thread of any process) accesses these bytes while the slice lives.
+    // The slice is into the shared mapping, not into `self`; the contract rules out any
+    // other access to it while it lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(offset <= self.map.len() && len <= self.map.len() - offset);
+        // SAFETY: in bounds (checked), mapped read-write for as long as `self` lives; no
+        // other access while the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut((self.base + offset) as *mut u8, len) }
+    }
+
+    /// `len` bytes at byte `offset` as a plain slice to read in place.
+    ///
+    /// # Safety
+    /// Nothing writes these bytes while the slice lives.
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        assert!(offset <= self.map.len() && len <= self.map.len() - offset);
+        // SAFETY: in bounds (checked), mapped for as long as `self` lives; no writer while
+        // the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts((self.base + offset) as *const u8, len) }
     }
 
     /// The word at byte `offset` (8-aligned).

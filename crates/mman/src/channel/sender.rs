@@ -21,10 +21,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// operation fails (attach a new sender in the child). Dropping it detaches the lane, and
 /// the receiver gets [`ErrorKind::Disconnected`] once it has drained the messages sent.
 pub struct Sender {
-    region: Arc<Guarded>,
-    layout: Layout,
+    pub(super) region: Arc<Guarded>,
+    pub(super) layout: Layout,
     lane: Lane,
-    me: Me,
+    pub(super) me: Me,
     /// The claim on the lane (its lock goes when the sender drops).
     slot: Slot,
     /// Our position: where the next record goes.
@@ -33,11 +33,15 @@ pub struct Sender {
     published: u64,
     /// The receiver's position as last read.
     tail: u64,
-    waiting: Waiting,
+    pub(super) waiting: Waiting,
+    /// This sender's tag in pool slot states (`pool::tag_of` its owner word).
+    pub(super) tag: u64,
+    /// Byte messages from this length up (and no larger than a slot) go through the pool.
+    pool_min: usize,
     /// Sealed memfds handed over and not yet taken: (the position after the record, fd).
     inflight: VecDeque<(u64, crate::shm::Memfd)>,
     /// Which lane.
-    index: usize,
+    pub(super) index: usize,
     /// When the receiver's process was last looked at (async sends).
     #[cfg(feature = "async")]
     last_look: Instant,
@@ -112,6 +116,7 @@ impl Sender {
         }
         region.word(lane.head).store(head, Ordering::Release);
         region.word(EVER_SENDER).store(1, Ordering::Release);
+        let tag = super::pool::tag_of(region.word(lane.owner).load(Ordering::Relaxed));
         Ok(Sender {
             region,
             layout,
@@ -122,6 +127,8 @@ impl Sender {
             published: head,
             tail,
             waiting,
+            tag,
+            pool_min: usize::MAX,
             inflight: VecDeque::new(),
             index: i,
             #[cfg(feature = "async")]
@@ -129,9 +136,24 @@ impl Sender {
         })
     }
 
-    /// The largest message this channel carries.
+    /// The largest message this sender sends: a pool slot's size when every size past the
+    /// ring's limit goes through the pool (the threshold is at most one past it), else the
+    /// ring's limit.
     pub fn max_message(&self) -> usize {
-        self.layout.max_message()
+        super::largest(&self.layout, self.pool_min)
+    }
+
+    /// Send byte messages from `threshold` bytes up to a slot through the pool.
+    pub(super) fn use_pool_from(&mut self, threshold: usize) {
+        if self.layout.pool.exists() {
+            self.pool_min = threshold;
+        }
+    }
+
+    /// Whether a byte message of `len` bytes goes through the pool.
+    #[inline(always)]
+    fn pooled(&self, len: usize) -> bool {
+        len >= self.pool_min && len <= self.layout.pool.shape.slot_size
     }
 
     /// Send `msg`, waiting for room as long as it takes.
@@ -201,6 +223,10 @@ impl Sender {
     /// As [`send`](Self::send).
     pub unsafe fn send_in_place(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
         self.me.check("send")?;
+        if self.pooled(len) {
+            // SAFETY: the caller's contract covers the pool's slots as it covers the ring.
+            return unsafe { self.send_in_place_pooled(len, fill) };
+        }
         if len > self.layout.max_message() {
             return Err(self.too_large(len));
         }
@@ -359,7 +385,8 @@ impl Sender {
         let need = record_len(msg.len());
         let at = self.head & (cap - 1);
         // The record and the zero word after it, inside the ring without wrapping.
-        if msg.len() > self.layout.max_message()
+        if msg.len() >= self.pool_min
+            || msg.len() > self.layout.max_message()
             || self.used() + need + 8 > cap
             || at + need + 8 > cap
             || !self.me.is_current()
@@ -376,7 +403,7 @@ impl Sender {
 
     /// Whether the receiver attached and left (cleanly: its owner word cleared).
     #[inline(always)]
-    fn receiver_left(&self) -> bool {
+    pub(super) fn receiver_left(&self) -> bool {
         self.region.word(RX_OWNER).load(Ordering::Relaxed) == 0
             && self.region.word(EVER_RECEIVER).load(Ordering::Relaxed) != 0
     }
@@ -384,7 +411,10 @@ impl Sender {
     /// Write one record at `head`, waiting for room as `how` says. The receiver can take
     /// it at once; a sleeping receiver is woken by `publish`.
     #[inline]
-    fn put(&mut self, msg: &[u8], kind: u64, how: How) -> Result<bool> {
+    pub(super) fn put(&mut self, msg: &[u8], kind: u64, how: How) -> Result<bool> {
+        if kind == KIND_BYTES && self.pooled(msg.len()) {
+            return self.put_pooled(msg, how);
+        }
         if msg.len() > self.layout.max_message() {
             return Err(self.too_large(msg.len()));
         }
@@ -441,7 +471,7 @@ impl Sender {
 
     /// Record our position, and wake the receiver if it sleeps.
     #[inline]
-    fn publish(&mut self) {
+    pub(super) fn publish(&mut self) {
         if self.head != self.published {
             self.region
                 .word(self.lane.head)

@@ -166,6 +166,25 @@ pub unsafe fn copy_in(src: &[u8], dst: *mut u8) {
     }
 }
 
+/// Copy `words` aligned 8-byte words from `src` to `dst`, each an atomic load and an atomic
+/// store: from memory others can reach to memory others can reach (a channel's pool slot
+/// into another's), with no plain access to either.
+///
+/// # Safety
+/// `src` and `dst` are 8-aligned; the `8 * words` bytes from `src` are mapped readable and
+/// those from `dst` mapped writable, with every other Rust access to those bytes following
+/// this module's scheme.
+#[cfg(all(linux_like, feature = "channel"))]
+#[inline]
+pub unsafe fn copy_words(src: *const u8, dst: *mut u8, words: usize) {
+    let (s, d) = (src as usize, dst as usize);
+    debug_assert!(s % W == 0 && d % W == 0);
+    for i in 0..words {
+        // SAFETY: aligned words inside the caller's ranges.
+        unsafe { word(d + i * W).store(load(s + i * W), Ordering::Relaxed) };
+    }
+}
+
 /// Store the whole 8-byte chunks of `src` as words from the address `w` on; the address
 /// after them, and the bytes left over.
 ///
