@@ -276,6 +276,12 @@ fn shape_of(layout: Layout) -> Shape {
         kind: Kind::Lanes,
         params: [layout.lanes as u64, layout.cap as u64, layout.pool.shape.encode()],
         len: layout.len(),
+        // A pool's slots are backed when first loaned.
+        eager: if layout.pool.exists() {
+            layout.pool.data(0)
+        } else {
+            layout.len()
+        },
     }
 }
 

@@ -165,7 +165,7 @@ impl SharedMemory {
     ///   new name is removed again: `ENOSPC` ([`ErrorKind::StorageFull`]) when `/dev/shm`
     ///   lacks the room, with a hint giving what it holds and has free.
     pub fn create_with_mode(name: &str, size: u64, mode: u32) -> Result<Self> {
-        Self::create_full(name, size, mode, false)
+        Self::create_full(name, size, mode, false, size)
     }
 
     /// Create `/mman.NAME` to be kept: like [`create_with_mode`](Self::create_with_mode),
@@ -189,10 +189,17 @@ impl SharedMemory {
     /// # Errors
     /// As [`create_with_mode`](Self::create_with_mode).
     pub fn create_kept(name: &str, size: u64, mode: u32) -> Result<Self> {
-        Self::create_full(name, size, mode, true)
+        Self::create_full(name, size, mode, true, size)
     }
 
-    fn create_full(name: &str, size: u64, mode: u32, kept: bool) -> Result<Self> {
+    /// [`create`](Self::create) with only the first `backed` bytes allocated now: the rest
+    /// reads as zeros and is allocated when first touched (a channel's pool slots, backed
+    /// when first loaned).
+    pub(crate) fn create_backed(name: &str, size: u64, backed: u64) -> Result<Self> {
+        Self::create_full(name, size, 0o600, false, backed.min(size))
+    }
+
+    fn create_full(name: &str, size: u64, mode: u32, kept: bool, backed: u64) -> Result<Self> {
         let full = object_name(name)?;
         // A file's size is an off_t: beyond it fallocate says only EINVAL.
         if size > i64::MAX as u64 {
@@ -222,12 +229,18 @@ impl SharedMemory {
             // Until it is ready, a failure removes the name again, kept or not.
             unlink_on_drop: true,
         };
-        sys::allocate(obj.fd.as_fd(), size).map_err(|e| {
+        let made = sys::allocate(obj.fd.as_fd(), backed).and_then(|()| {
+            if backed < size {
+                sys::set_len(obj.fd.as_fd(), size)?;
+            }
+            Ok(())
+        });
+        made.map_err(|e| {
             let err = Error::os("fallocate", e).with_path(Some(obj.name.as_ref()));
             if err.raw_os_error() == Some(libc::ENOSPC) {
                 match sys::capacity() {
-                    Some((total, _)) if size > total => err.with_hint(format!(
-                        "{size} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
+                    Some((total, _)) if backed > total => err.with_hint(format!(
+                        "{backed} bytes is more than /dev/shm holds at all ({total} bytes): ask for less, or mount a larger tmpfs"
                     )),
                     Some((_, free)) => err.with_hint(format!(
                         "/dev/shm has {free} bytes free: remove the stale objects, which no process uses (shm::remove_stale), or grow the tmpfs"

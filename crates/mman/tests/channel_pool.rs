@@ -540,3 +540,51 @@ fn a_receiver_dead_before_moving_past_a_pool_record_loses_no_slot() {
     let b = tx.try_loan(10).unwrap().expect("the slot the dead receiver held");
     assert_ne!(b.slot(), first);
 }
+
+/// Bytes of `/dev/shm` the named object takes (its allocated blocks).
+fn taken(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/dev/shm/mman.{name}"))
+        .unwrap()
+        .blocks()
+        * 512
+}
+
+#[test]
+fn a_pool_takes_memory_only_for_the_slots_loaned() {
+    // The default pool: 4 slots of 1 MiB, past a ring of 64 KiB.
+    let name = unique("lazy");
+    let chan = Options::new().create(&name).unwrap();
+    let (mut tx, mut rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let ring = taken(&name);
+    assert!(ring < 256 * 1024, "a new channel took {ring} bytes of /dev/shm");
+    tx.send(b"small").unwrap();
+    assert_eq!(rx.recv().unwrap(), b"small");
+    assert_eq!(taken(&name), ring, "a ring message took pool memory");
+    // Sent one after the other, large messages keep using the slot freed last: one slot.
+    for i in 0..8 {
+        tx.send(&payload(i, 1 << 20)).unwrap();
+        assert_eq!(rx.recv().unwrap(), payload(i, 1 << 20));
+    }
+    let one = taken(&name);
+    assert!(one >= ring + (1 << 20), "{one} bytes after a loan");
+    assert!(
+        one < ring + (2 << 20),
+        "{one} bytes after loans of one slot at a time"
+    );
+    // Slots in flight make the sender take others.
+    tx.send(&payload(8, 1 << 20)).unwrap();
+    tx.send(&payload(9, 1 << 20)).unwrap();
+    assert_eq!(rx.recv().unwrap(), payload(8, 1 << 20));
+    assert_eq!(rx.recv().unwrap(), payload(9, 1 << 20));
+    let two = taken(&name);
+    assert!(two >= ring + (2 << 20), "{two} bytes after two slots were loaned");
+    // A second sender handle of the same channel backs what it loans too (no-op for slots
+    // already backed), and opening the channel by name takes nothing more.
+    drop(tx);
+    let again = Channel::open(&name).unwrap();
+    let mut tx2 = again.sender().unwrap();
+    tx2.send(&payload(10, 1 << 20)).unwrap();
+    assert_eq!(rx.recv().unwrap(), payload(10, 1 << 20));
+    assert_eq!(taken(&name), two);
+}

@@ -344,8 +344,30 @@ const IN_NAMESPACE: &str = "MMAN_FULL_DISK_NAMESPACE";
 #[cfg(feature = "channel")]
 #[test]
 fn a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open() {
+    in_a_namespace(
+        "a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open",
+        channel_on_a_full_dev_shm,
+    );
+}
+
+/// A channel's pool slots are backed when first loaned: on a `/dev/shm` too small for a
+/// slot, the channel is made (its ring fits), small messages flow, and a loan or a large
+/// `send` is [`ErrorKind::StorageFull`], with the slot kept for later.
+#[cfg(feature = "channel")]
+#[test]
+fn a_pool_slot_dev_shm_cannot_back_is_an_error_at_loan() {
+    in_a_namespace(
+        "a_pool_slot_dev_shm_cannot_back_is_an_error_at_loan",
+        pool_on_a_small_dev_shm,
+    );
+}
+
+/// Run `inside` in a re-run of this binary (the test `test` alone) in a mount namespace of
+/// its own (`unshare -m`), so the small tmpfs it mounts over `/dev/shm` is its alone.
+#[cfg(feature = "channel")]
+fn in_a_namespace(test: &str, inside: fn()) {
     if std::env::var_os(IN_NAMESPACE).is_some() {
-        return channel_on_a_full_dev_shm();
+        return inside();
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -355,11 +377,7 @@ fn a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open() {
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private"])
         .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open",
-            "--nocapture",
-        ])
+        .args(["--exact", test, "--nocapture"])
         .env(IN_NAMESPACE, "1")
         .output()
         .unwrap();
@@ -372,22 +390,63 @@ fn a_channel_left_sparse_on_a_full_dev_shm_is_refused_at_open() {
     assert!(text.contains("1 passed"), "{text}");
 }
 
+/// Mount a tmpfs of `pages` pages over `/dev/shm` (in the namespace); false, said why, if
+/// that fails.
 #[cfg(feature = "channel")]
-fn channel_on_a_full_dev_shm() {
-    use mman::channel::Options;
-    let ps = mman::page_size();
+fn small_dev_shm(pages: usize) -> bool {
     let st = Command::new("mount")
         .args([
             "-t",
             "tmpfs",
             "-o",
-            &format!("size={}", 32 * ps),
+            &format!("size={}", pages * mman::page_size()),
             "mman-test",
             "/dev/shm",
         ])
         .status();
     if !st.as_ref().is_ok_and(|s| s.success()) {
         println!("skipped: mount -t tmpfs on /dev/shm in a namespace failed: {st:?}");
+        return false;
+    }
+    true
+}
+
+#[cfg(feature = "channel")]
+fn pool_on_a_small_dev_shm() {
+    use mman::channel::Options;
+    // 512 KiB: room for the default ring, not for a default slot of 1 MiB.
+    if !small_dev_shm(128) {
+        return;
+    }
+    let ch = Options::new().create("small-pool").unwrap();
+    let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+    tx.send(b"small").unwrap();
+    assert_eq!(rx.recv().unwrap(), b"small");
+    let e = tx
+        .loan(100_000)
+        .expect_err("a loan of a slot /dev/shm cannot back");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    assert!(e.to_string().contains("fallocate"), "{e}");
+    let e = tx
+        .send(&vec![1u8; 100_000])
+        .expect_err("a send through such a slot");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    // Nothing was half sent: the ring goes on, and the receiver sees only what was sent.
+    tx.send(b"after").unwrap();
+    assert_eq!(rx.recv().unwrap(), b"after");
+    assert!(rx.try_recv().unwrap().is_none());
+    // Slots that fit serve.
+    let ch2 = Options::new().pool(2, 64 * 1024).create("small-slots").unwrap();
+    let (mut tx2, mut rx2) = (ch2.sender().unwrap(), ch2.receiver().unwrap());
+    tx2.send(&vec![2u8; 60_000]).unwrap();
+    assert_eq!(rx2.recv().unwrap(), vec![2u8; 60_000]);
+}
+
+#[cfg(feature = "channel")]
+fn channel_on_a_full_dev_shm() {
+    use mman::channel::Options;
+    let ps = mman::page_size();
+    if !small_dev_shm(32) {
         return;
     }
     let ch = Options::new().capacity(4 * ps).create("full-disk").unwrap();

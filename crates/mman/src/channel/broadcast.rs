@@ -121,6 +121,7 @@ impl Geometry {
             kind: Kind::Broadcast,
             params: [self.slots, self.size as u64, self.subs as u64],
             len: self.len(),
+            eager: self.len(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub(super) struct Shape {
     pub kind: Kind,
     pub params: [u64; 3],
     pub len: usize,
+    /// The bytes from the start backed in the object when the region is made or opened; the
+    /// rest (a pool's slots) is backed when first used ([`Region::back`]).
+    pub eager: usize,
 }
 
 enum Backing {
@@ -62,20 +65,24 @@ enum Backing {
     Memfd(shm::Memfd),
 }
 
-/// Map a region's memory shared and writable, with its page-table entries made now
-/// (`MAP_POPULATE`): the ring's first lap would otherwise take a page fault every 4 KiB
-/// on each side, in the middle of the messages. Every page is backed in the object first
-/// ([`Mapping::allocate`]; the creator's `fallocate` made it so already, but an object
-/// opened by name or received may have been left sparse): a full `/dev/shm` is an error
-/// when the channel is made or opened, never a fault in the middle of a send.
-fn map_populated(fd: &impl AsFd) -> Result<Mapping> {
-    let map = MapOptions::new()
-        .read_write()
-        .shared()
-        .populate(true)
-        .map(fd.as_fd())?;
-    map.allocate(..)?;
-    Ok(map)
+/// Map a region's memory shared and writable, without taking any page yet.
+fn map_shared(fd: &impl AsFd) -> Result<Mapping> {
+    MapOptions::new().read_write().shared().map(fd.as_fd())
+}
+
+/// Back the first `eager` bytes of a region in its object ([`Mapping::allocate`]) and make
+/// their page-table entries now (`MADV_POPULATE_WRITE`): the ring's first lap would
+/// otherwise take a page fault every 4 KiB on each side, in the middle of the messages. The
+/// creator's `fallocate` backed them already, but an object opened by name or received may
+/// have been left sparse: a full `/dev/shm` is an error when the channel is made or opened,
+/// never a fault in the middle of a send. The bytes after `eager` (a pool's slots) are
+/// backed by the sender that first loans each slot ([`Region::back`]).
+fn prepare(map: &Mapping, eager: usize) -> Result<()> {
+    map.allocate(..eager)?;
+    // Only speed is at stake (a kernel before 5.14 lacks the advice; the pages then fault
+    // in when first touched, backed all the same).
+    let _ = map.advise(..eager, crate::map::Advice::PopulateWrite);
+    Ok(())
 }
 
 /// An endpoint's claim on its slot: the owner word it wrote, and the description whose
@@ -113,18 +120,20 @@ unsafe impl Send for Region {}
 impl Region {
     /// A fresh region of `shape` in anonymous shared memory (a memfd nobody else can open).
     pub fn anonymous(shape: Shape) -> Result<Region> {
-        let fd = shm::Memfd::create("mman-channel", shape.len as u64)?;
+        let fd = shm::Memfd::create("mman-channel", shape.eager as u64)?;
+        fd.set_len(shape.len as u64)?;
         fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW)?;
-        let map = map_populated(&fd)?;
+        let map = map_shared(&fd)?;
+        prepare(&map, shape.eager)?;
         Ok(Region::init(map, shape, Backing::Anonymous(fd)))
     }
 
     /// A fresh region of `shape` in a new object `/mman.NAME` (mode 0600, O_EXCL).
     pub fn create(name: &str, shape: Shape) -> Result<Region> {
-        let mut obj = SharedMemory::create(name, shape.len as u64)?;
+        let mut obj = SharedMemory::create_backed(name, shape.len as u64, shape.eager as u64)?;
         // The last endpoint unlinks it (see `Drop`), not the creating handle.
         obj.keep();
-        let map = match map_populated(&obj) {
+        let map = match map_shared(&obj).and_then(|m| prepare(&m, shape.eager).map(|()| m)) {
             Ok(m) => m,
             Err(e) => {
                 let _ = SharedMemory::unlink(name);
@@ -137,9 +146,11 @@ impl Region {
     /// A fresh region of `shape` in a memfd sealed against shrinking, growing and further
     /// seals, to hand to another process with [`shm::send_fd`].
     pub fn memfd(shape: Shape) -> Result<Region> {
-        let fd = shm::Memfd::create("mman-channel", shape.len as u64)?;
+        let fd = shm::Memfd::create("mman-channel", shape.eager as u64)?;
+        fd.set_len(shape.len as u64)?;
         fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL)?;
-        let map = map_populated(&fd)?;
+        let map = map_shared(&fd)?;
+        prepare(&map, shape.eager)?;
         Ok(Region::init(map, shape, Backing::Memfd(fd)))
     }
 
@@ -178,7 +189,7 @@ impl Region {
                 Err(e) => return Err(e),
             }
         };
-        let map = map_populated(&obj)?;
+        let map = map_shared(&obj)?;
         Region::adopt(map, kind, check, Backing::Named(obj), Some(name))
     }
 
@@ -190,7 +201,7 @@ impl Region {
         check: impl Fn([u64; 3]) -> Result<Shape>,
     ) -> Result<Region> {
         fd.require_seals(shm::Seals::SHRINK)?;
-        let map = map_populated(&fd)?;
+        let map = map_shared(&fd)?;
         Region::adopt(map, kind, check, Backing::Memfd(fd), None)
     }
 
@@ -216,6 +227,7 @@ impl Region {
                 kind,
                 params: [0; 3],
                 len: 4096,
+                eager: 4096,
             },
             backing,
         };
@@ -251,8 +263,21 @@ impl Region {
                 region.map.len()
             )));
         }
+        prepare(&region.map, shape.eager.min(shape.len))?;
         region.shape = shape;
         Ok(region)
+    }
+
+    /// Back `len` bytes at `offset` (past the eager part: a pool slot) in the object and
+    /// make their page-table entries now, as [`prepare`] does for the rest at the start.
+    ///
+    /// # Errors
+    /// [`ErrorKind::StorageFull`] when `/dev/shm` lacks the room; the error of `fallocate`.
+    pub fn back(&self, offset: usize, len: usize) -> Result<()> {
+        let range = offset..offset.saturating_add(len).min(self.map.len());
+        self.map.allocate(range.clone())?;
+        let _ = self.map.advise(range, crate::map::Advice::PopulateWrite);
+        Ok(())
     }
 
     /// The shape validated when the region was made or opened.

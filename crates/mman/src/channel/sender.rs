@@ -40,6 +40,8 @@ pub struct Sender {
     pool_min: usize,
     /// Sealed memfds handed over and not yet taken: (the position after the record, fd).
     inflight: VecDeque<(u64, crate::shm::Memfd)>,
+    /// The pool slots this sender has backed in the object (see `Region::back`).
+    pub(super) backed: Vec<bool>,
     /// Which lane.
     pub(super) index: usize,
     /// When the receiver's process was last looked at (async sends).
@@ -130,6 +132,7 @@ impl Sender {
             tag,
             pool_min: usize::MAX,
             inflight: VecDeque::new(),
+            backed: vec![false; layout.pool.shape.slots],
             index: i,
             #[cfg(feature = "async")]
             last_look: Instant::now(),

@@ -85,6 +85,15 @@ impl Sender {
         let (lane, tag) = (self.index, self.tag);
         loop {
             if let Some((slot, held)) = pool.try_loan(&self.region, lane, tag) {
+                if !self.backed[slot] {
+                    // A slot's pages are taken from /dev/shm when it is first loaned: a
+                    // channel costs its ring, and the slots a conversation uses.
+                    if let Err(e) = self.region.back(pool.data(slot), pool.shape.slot_size) {
+                        pool.give_back(&self.region, slot, held);
+                        return Err(e);
+                    }
+                    self.backed[slot] = true;
+                }
                 return Ok(Some(Loan {
                     tx: self,
                     slot,
