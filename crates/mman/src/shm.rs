@@ -229,12 +229,13 @@ impl SharedMemory {
             // Until it is ready, a failure removes the name again, kept or not.
             unlink_on_drop: true,
         };
-        let made = sys::allocate(obj.fd.as_fd(), backed).and_then(|()| {
-            if backed < size {
-                sys::set_len(obj.fd.as_fd(), size)?;
-            }
-            Ok(())
-        });
+        // The whole size first: an opener never maps less than the creator will use.
+        let made = if backed < size {
+            sys::set_len(obj.fd.as_fd(), size)
+                .and_then(|()| crate::sys::allocate_range(obj.fd.as_fd(), 0, backed).map(drop))
+        } else {
+            sys::allocate(obj.fd.as_fd(), size)
+        };
         made.map_err(|e| {
             let err = Error::os("fallocate", e).with_path(Some(obj.name.as_ref()));
             if err.raw_os_error() == Some(libc::ENOSPC) {
