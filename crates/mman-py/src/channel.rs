@@ -23,11 +23,12 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// The largest scratch buffer a sender keeps between messages for gathering one.
 const SCRATCH_KEPT: usize = 8 << 20;
 
-/// Messages larger than the ring's `max_message` are handed over as sealed memfds
-/// (`send_sealed`): written once by the kernel into a fresh memfd, read in place by the
-/// receiver (`recv_obj`'s numpy arrays are views of it). Smaller ones go through the ring,
-/// which is faster for them: a fresh memfd's pages cost more to allocate than the ring's
-/// two copies (measured: 1 MiB in about 600 µs against 300 µs on the project's machine).
+/// Messages larger than the channel's `max_message` (a pool slot: 1 MiB by default) are
+/// handed over as sealed memfds (`send_sealed`): written once by the kernel into a fresh
+/// memfd, read in place by the receiver (`recv_obj`'s numpy arrays are views of it).
+/// Smaller ones go through the ring, or from 32 KiB through the channel's slot pool (a
+/// copy into a slot that stays in the caches, a copy out), which is faster for them: a
+/// fresh memfd's pages cost more to allocate than two copies.
 ///
 /// A message of `total` bytes gathered from `spans` into a fresh memfd, copied by the
 /// kernel (`pwrite` into pages `fallocate` reserved).
@@ -107,20 +108,26 @@ pub struct Channel {
 #[pymethods]
 impl Channel {
     /// Create the channel `name` (a fresh name when None): `capacity` bytes of ring per
-    /// sender (a power of two), up to `senders` senders at once. `spin`: seconds a waiting
-    /// endpoint made from this object spins before it sleeps (None: mman's default, 30 µs).
+    /// sender (a power of two), up to `senders` senders at once; `pool`: the slot pool's
+    /// (slots, slot size in bytes, a multiple of 4096) for messages from 32 KiB up, (0, 0)
+    /// for none (None: 4 slots of 1 MiB). `spin`: seconds a waiting endpoint made from this
+    /// object may spin before it sleeps (None: mman's default, 50 µs).
     #[new]
-    #[pyo3(signature = (name=None, capacity=DEFAULT_CAPACITY, senders=1, spin=None))]
+    #[pyo3(signature = (name=None, capacity=DEFAULT_CAPACITY, senders=1, spin=None, pool=None))]
     fn new(
         py: Python<'_>,
         name: Option<String>,
         capacity: usize,
         senders: usize,
         spin: Option<f64>,
+        pool: Option<(usize, usize)>,
     ) -> PyResult<Self> {
         let name = name.unwrap_or_else(|| fresh_name("chan_"));
         let mut opts = Options::new();
         opts.capacity(capacity).senders(senders);
+        if let Some((slots, slot_size)) = pool {
+            opts.pool(slots, slot_size);
+        }
         if let Some(spin) = seconds(spin)? {
             opts.spin(spin);
         }
@@ -165,6 +172,12 @@ impl Channel {
     #[getter]
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The slot pool: (slots, slot size in bytes); (0, 0) without one.
+    #[getter]
+    fn pool(&self) -> (usize, usize) {
+        self.chan.pool()
     }
 
     /// Ring bytes per sender.

@@ -435,10 +435,11 @@ def test_broadcast_to_two_child_processes(method):
         assert [int.from_bytes(m, "little") for m in got] == list(range(160))
 
 
-def test_messages_larger_than_the_ring_go_as_sealed_memfds():
-    # A message larger than the ring is handed over as a sealed memfd: recv_obj's arrays
-    # are read-only views of it.
+def test_messages_larger_than_the_ring_go_through_the_pool_or_as_sealed_memfds():
+    # From 32 KiB up to a pool slot (1 MiB by default), a message goes through the pool:
+    # copied out, so recv_obj's arrays are writable copies.
     c = mman.Channel(capacity=1 << 16)
+    assert c.pool == (4, 1 << 20) and c.max_message == 1 << 20
     tx, rx = c.sender(), c.receiver()
     big = bytes(range(256)) * 2048  # 512 KiB, 8x the ring
     tx.send(big)
@@ -450,7 +451,24 @@ def test_messages_larger_than_the_ring_go_as_sealed_memfds():
     tx.send_obj(a)
     got = rx.recv_obj(timeout=30)
     np.testing.assert_array_equal(got, a)
+    assert got.flags.writeable
+    # Larger than a slot: a sealed memfd, whose arrays are read-only views.
+    huge = bytes(range(256)) * 8192  # 2 MiB
+    tx.send(huge)
+    assert rx.recv(timeout=30) == huge
+    a = np.arange(300_000, dtype=np.float64)
+    tx.send_obj(a)
+    got = rx.recv_obj(timeout=30)
+    np.testing.assert_array_equal(got, a)
     assert not got.flags.writeable
+    # Without a pool, everything past the ring goes sealed.
+    c = mman.Channel(capacity=1 << 16, pool=(0, 0))
+    assert c.pool == (0, 0) and c.max_message < 1 << 16
+    tx, rx = c.sender(), c.receiver()
+    tx.send(big)
+    assert rx.recv(timeout=30) == big
+    with pytest.raises(ValueError):
+        mman.Channel(pool=(1, 1000))  # not a multiple of 4096
     # (Between processes: test_numpy_round_trip_with_a_child sends 2.4 MB arrays.)
 
 
