@@ -16,6 +16,7 @@
 //!   each `16 + size` (rounded to 8) bytes, the sequence word first.
 
 mod common;
+use common::without_panic;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,20 +66,6 @@ fn dead_pid() -> u32 {
     let pid = c.id();
     c.wait().unwrap();
     pid
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
-/// Run `f`, failing the test (with the panic's text) if it panics: a peer's garbage made
-/// the `who` panic.
-fn without_panic<T>(who: &str, f: impl FnOnce() -> T) -> T {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|p| panic!("a peer's garbage panicked the {who}: {}", panic_text(p)))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 //! `(2 + k) * 128`; the slots after the header's page, `SLOT` bytes each.
 
 mod common;
+use common::without_panic;
 
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -394,18 +395,6 @@ fn a_peer_killed_at_every_step_loses_no_slot() {
 
 // ---------------------------------------------------------------------------------------
 // Garbage in every pool field.
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
-fn without_panic<T>(who: &str, f: impl FnOnce() -> T) -> T {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|p| panic!("a peer's garbage panicked the {who}: {}", panic_text(p)))
-}
 
 const GARBAGE: [u64; 8] = [
     u64::MAX,

@@ -38,3 +38,18 @@ pub fn shared_page() -> mman::Mapping {
         .map_anonymous()
         .unwrap()
 }
+
+/// The text of a caught panic.
+pub fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Run `f`, failing the test (with the panic's text) if it panics: a peer's garbage made
+/// the `who` panic.
+pub fn without_panic<T>(who: &str, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| panic!("a peer's garbage panicked the {who}: {}", panic_text(p)))
+}
