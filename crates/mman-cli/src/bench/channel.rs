@@ -474,7 +474,12 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             ip.placement = p.name();
             in_place_rows.push(ip);
             rows.extend(pool::rows(size, rounds, count)?);
-            memcpys.push((p.name(), size, pool::memcpy(size, count)));
+            memcpys.push((
+                p.name(),
+                size,
+                pool::memcpy(size, count),
+                pool::handoff_memcpy(size, count),
+            ));
             rows.push(stream("pipe", size, rounds, count)?);
             rows.push(stream("unix_socket", size, rounds, count)?);
             if p == Placement::Free {
@@ -510,7 +515,7 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             "mman_futex_only_64b_rtt": futex,
             "idle_receiver_cpu_percent": idle,
             "sealed_handoff": handoff,
-            "memcpy_gib_per_s": memcpys.iter().map(|(p, s, g)| serde_json::json!({"placement": p, "size": s, "gib_per_s": g})).collect::<Vec<_>>(),
+            "memcpy_gib_per_s": memcpys.iter().map(|(p, s, g, h)| serde_json::json!({"placement": p, "size": s, "gib_per_s": g, "two_threads_gib_per_s": h})).collect::<Vec<_>>(),
             "notes": notes,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -581,9 +586,10 @@ pub fn run(args: ChannelArgs) -> Result<()> {
             p.rtt_median_ns as f64 / copying.max(1) as f64
         )?;
     }
-    for (p, size, gib) in &memcpys {
+    for (p, size, gib, two) in &memcpys {
         outln!(
-            "placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s"
+            "placement {p}: a single-threaded memcpy of {size} B between two warm buffers: {gib:.3} GiB/s; \
+             two threads handing such messages over through 4 buffers, one memcpy in and one out each (no mman): {two:.3} GiB/s"
         )?;
     }
     outln!(

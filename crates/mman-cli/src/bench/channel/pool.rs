@@ -126,6 +126,50 @@ pub fn memcpy(size: u64, count: u64) -> f64 {
     count as f64 * size as f64 / secs / (1u64 << 30) as f64
 }
 
+/// Two threads of this process handing `count` messages of `size` bytes over through 4
+/// buffers with plain memcpys and no mman: the sender copies each message in, the receiver
+/// copies it out (`pool_read_all`'s work, in the same placement). The ceiling of a one-way
+/// stream whose receiver reads every byte on this machine: GiB/s.
+pub fn handoff_memcpy(size: u64, count: u64) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    const BUFS: u64 = 4;
+    let bufs: Vec<Mutex<Vec<u8>>> = (0..BUFS).map(|_| Mutex::new(vec![0u8; size as usize])).collect();
+    let (filled, emptied) = (AtomicU64::new(0), AtomicU64::new(0));
+    let wait_for = |word: &AtomicU64, at_least: u64| {
+        while word.load(Ordering::Acquire) < at_least {
+            std::hint::spin_loop();
+        }
+    };
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let src = vec![0x5au8; size as usize];
+            for n in 0..count {
+                wait_for(&emptied, (n + 1).saturating_sub(BUFS));
+                bufs[(n % BUFS) as usize]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .copy_from_slice(std::hint::black_box(&src));
+                filled.store(n + 1, Ordering::Release);
+            }
+        });
+        let mut dst = vec![0u8; size as usize];
+        for n in 0..count {
+            wait_for(&filled, n + 1);
+            dst.copy_from_slice(
+                &bufs[(n % BUFS) as usize]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            std::hint::black_box(&mut dst);
+            emptied.store(n + 1, Ordering::Release);
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    count as f64 * size as f64 / secs / (1u64 << 30) as f64
+}
+
 /// The peer of the pool rows: answers `rounds` round trips (a copy of each message into
 /// its reply), then takes `count` messages one way, checks their sequence numbers, and
 /// answers their number.
