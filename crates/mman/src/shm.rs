@@ -195,6 +195,7 @@ impl SharedMemory {
     /// [`create`](Self::create) with only the first `backed` bytes allocated now: the rest
     /// reads as zeros and is allocated when first touched (a channel's pool slots, backed
     /// when first loaned).
+    #[cfg(all(linux_like, feature = "channel"))]
     pub(crate) fn create_backed(name: &str, size: u64, backed: u64) -> Result<Self> {
         Self::create_full(name, size, 0o600, false, backed.min(size))
     }
