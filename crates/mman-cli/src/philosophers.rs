@@ -370,6 +370,16 @@ const FAIR_PERMILLE: u64 = 1020;
 /// fast), and a tighter bound costs no meals (N = 2 and 3, four rounds each: as many meals a
 /// second at 0.5% as at 2%; at N = 5 and 16, 0.5% cost 15%). At N = 2 `sem_t` hands the
 /// forks back and forth and reaches fairness 0.99-1.00: 2% would end at 0.98.
+///
+/// At a table of 2 the philosophers take turns: the one ahead naps until the other is as far
+/// ahead of it (or has eaten all its meals), not merely until the other has caught up.
+/// Caught up, both ate at once, and since they share both forks their meals alternated one
+/// by one, the forks' cache lines crossing between CPUs at every meal, until chance gave one
+/// a 0.5% lead: 36-44 M meals/s on two CPUs (split, free), against 58-100 M by turns, with
+/// the same fairness (0.999); on one CPU 100 M either way (two rounds each, alternated, and
+/// 2 s dinners by hand; bench/RESULTS.md, "beside load"). Not at a table of 3, where one
+/// also eats at a time: two nappers each waiting for the other to get ahead would wait until
+/// [`FAIR_STALL`].
 const FAIR_PERMILLE_ONE_EATER: u64 = 1005;
 /// See [`FAIR_PERMILLE`].
 const FAIR_SLACK: u64 = 64;
@@ -439,7 +449,15 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
                 let (mut seen, mut since) = (f, Instant::now());
                 loop {
                     let f = fewest();
-                    if mine <= f.saturating_add(FAIR_SLACK) {
+                    let done = if n == 2 {
+                        // Turns (see FAIR_PERMILLE_ONE_EATER): until the other is as far
+                        // ahead as this one was, or has eaten all its meals.
+                        let most = all.iter().map(|m| m.load(Ordering::Relaxed)).max().unwrap_or(0);
+                        too_far_ahead(most, mine) || (meals != 0 && most >= meals)
+                    } else {
+                        mine <= f.saturating_add(FAIR_SLACK)
+                    };
+                    if done {
                         break;
                     }
                     if stop.load(Ordering::Relaxed) != 0 {
