@@ -452,6 +452,41 @@ fn beside_cpu_bound_load_the_fair_philosophers_leave_sched_batch() {
     );
 }
 
+/// Load that comes in the middle of a dinner is seen too: CPU-bound processes started once
+/// the philosophers are eating make them leave SCHED_BATCH within a few of the parent's
+/// half-second windows.
+#[test]
+fn load_that_comes_mid_dinner_makes_the_fair_philosophers_leave_sched_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dinner, _map) = dinner_under_way(dir.path(), 3, &["--seconds", "6"]);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spinners = Spinners(
+        (0..cpus)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let kids = children_of(dinner.id());
+    let seen = Instant::now();
+    let mut policies: Vec<Option<u32>> = kids.iter().map(|&k| policy(k)).collect();
+    while !policies.iter().all(|p| *p == Some(0)) && seen.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(50));
+        policies = kids.iter().map(|&k| policy(k)).collect();
+    }
+    drop(spinners);
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    assert!(
+        policies.iter().all(|p| *p == Some(0)),
+        "policies (0 SCHED_OTHER, 3 SCHED_BATCH) 4 s after the load came: {policies:?}"
+    );
+}
+
 /// Garbage a peer writes into the table's load word changes how the philosophers are
 /// scheduled, never whether the dinner ends or who eats what: here the word flips between
 /// values for a second while two fair philosophers eat a fixed number of meals.
