@@ -375,9 +375,9 @@ const FAIR_PERMILLE: u64 = 1020;
 /// ahead of it (or has eaten all its meals), not merely until the other has caught up.
 /// Caught up, both ate at once, and since they share both forks their meals alternated one
 /// by one, the forks' cache lines crossing between CPUs at every meal, until chance gave one
-/// a 0.5% lead: 36-44 M meals/s on two CPUs (split, free), against 58-100 M by turns, with
-/// the same fairness (0.999); on one CPU 100 M either way (two rounds each, alternated, and
-/// 2 s dinners by hand; bench/RESULTS.md, "beside load"). Not at a table of 3, where one
+/// a 0.5% lead: 36-44 M meals/s on two CPUs (split, free), against 59-100 M by turns, with
+/// the same fairness; on one CPU 100 M either way (2 s dinners, builds alternated;
+/// bench/RESULTS.md, "beside load"). Not at a table of 3, where one
 /// also eats at a time: two nappers each waiting for the other to get ahead would wait until
 /// [`FAIR_STALL`].
 const FAIR_PERMILLE_ONE_EATER: u64 = 1005;
@@ -528,7 +528,10 @@ fn follow(load: &AtomicU64, batch: &mut Option<bool>) {
 /// philosopher runs batch only while the table's load word says the CPUs are the dinner's
 /// alone ([`follow`], at each look at the table and before each nap): beside CPU-bound load
 /// the table leaves batch before the gate opens, or within a window of load that comes
-/// mid-dinner, and takes it up again once the load is gone.
+/// mid-dinner, and takes it up again once the load is gone. Beside a spinner on each CPU the
+/// fair dinner then served 1.4-2.9x `sem_t`'s meals/s at N = 2, 5 and 16 (before: 0.02-3.2x
+/// from run to run, under 1x in 10 rows of 18), fairness unchanged (bench/RESULTS.md,
+/// "beside load").
 fn not_preempted_by_wakers(batch: bool) {
     #[cfg(target_os = "linux")]
     {
