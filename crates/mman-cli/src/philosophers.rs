@@ -14,6 +14,11 @@ use mman::{MapOptions, Mapping};
 
 use crate::cleanup::Tracked;
 
+mod file;
+mod load;
+
+use file::prepare_table;
+
 // Arguments of `mman philosophers` (a plain comment: as a doc comment it would replace the
 // subcommand's about text, the arguments being added last, see `Command` in main.rs).
 #[derive(Args, Debug)]
@@ -45,8 +50,8 @@ pub struct PhilosophersArgs {
     file: Option<PathBuf>,
 }
 
-/// The table in the shared file: a stop flag, the table's mark and the gate, then N forks,
-/// then N meal counters, each on a cache line of its own.
+/// The table in the shared file: a stop flag, the table's mark, the gate and the load word,
+/// then N forks, then N meal counters, each on a cache line of its own.
 struct Table {
     map: Mapping,
     n: usize,
@@ -63,6 +68,11 @@ const MAGIC: u64 = u64::from_le_bytes(*b"MMANPHIL");
 /// fairness 0. (A semaphore with a permit posted for each would hand the wake-ups on one by
 /// one: the last philosopher sat down a second late.)
 const GATE_AT: usize = 16;
+/// The load word, after the gate (24 bytes): 0 while the table's CPUs are the dinner's alone,
+/// otherwise whatever else wants them (see [`not_preempted_by_wakers`]). The parent writes it,
+/// the fair philosophers read it at their looks at the table. Garbage in it changes how they
+/// are scheduled, nothing else.
+const LOAD_AT: usize = 48;
 /// How long the parent waits, once every philosopher is started, for all to sit down; then it
 /// ends every philosopher (the gate is shared memory, and garbage in it must not keep a
 /// dinner of fixed meals waiting for good).
@@ -105,126 +115,11 @@ impl Table {
     fn fork(&self, i: usize) -> Result<&Semaphore> {
         Ok(place(&self.map, FORKS_AT + FORK * (i % self.n))?)
     }
+    fn load(&self) -> Result<&AtomicU64> {
+        Ok(self.map.atomic_u64(LOAD_AT)?)
+    }
     fn meals(&self, i: usize) -> Result<&AtomicU64> {
         Ok(self.map.atomic_u64(FORKS_AT + FORK * self.n + LINE * i)?)
-    }
-}
-
-/// Make `path` a fresh table for `n` philosophers, and hold it: the returned file carries an
-/// exclusive `flock` for the whole dinner, so a second dinner given the same `--file` is
-/// refused instead of wiping the forks, gate and counters of one in progress (whose
-/// philosophers then waited for good on forks that were reset under them). A file mman
-/// creates is created with O_EXCL and O_NOFOLLOW; an existing one (`--file`) is used only if
-/// it is a table already (a regular file of the table's size with its mark), never truncated
-/// otherwise; what is checked is the file opened, not the name. (The default temporary file
-/// exists already, made by `tempfile` with O_EXCL.)
-fn prepare_table(path: &std::path::Path, n: usize, named: bool) -> Result<std::fs::File> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let size = Table::size(n) as u64;
-    let refuse = || {
-        anyhow::anyhow!(
-            "philosophers --file {}: the file exists and is not a table for {n} philosophers; refusing to touch it \
-             (give a new path, or remove it yourself)",
-            path.display()
-        )
-    };
-    let open = |create: bool| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(create)
-            // O_NONBLOCK: a FIFO put in the table's place must not hold up the open.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .mode(0o600)
-            .open(path)
-    };
-    let (file, fresh) = match open(named) {
-        Ok(f) => (f, named),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Not even opened unless it is a regular file: opening a device can act.
-            let m = std::fs::symlink_metadata(path)
-                .with_context(|| format!("philosophers: {}", path.display()))?;
-            if !m.file_type().is_file() {
-                return Err(refuse());
-            }
-            match open(false) {
-                Ok(f) => (f, false),
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse()),
-                Err(e) => return Err(e).with_context(|| format!("philosophers: open {}", path.display())),
-            }
-        }
-        Err(e) => return Err(e).with_context(|| format!("philosophers: create {}", path.display())),
-    };
-    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-        bail!("philosophers --file {}: not a regular file", path.display());
-    }
-    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        if e == rustix::io::Errno::WOULDBLOCK {
-            bail!(
-                "philosophers --file {}: another dinner is using this table; refusing to reset it under it \
-                 (wait for it to end, or give another path)",
-                path.display()
-            );
-        }
-        if fresh {
-            remove_if_same(path, &file);
-        }
-        return Err(std::io::Error::from(e))
-            .with_context(|| format!("philosophers: flock {}", path.display()));
-    }
-    if named && !fresh {
-        let mut mark = [0u8; 8];
-        let is_table = file.metadata().is_ok_and(|m| m.len() == size)
-            && file.read_exact_at(&mut mark, MAGIC_AT as u64).is_ok()
-            && mark == MAGIC.to_le_bytes();
-        if !is_table {
-            return Err(refuse());
-        }
-    }
-    // A fresh table: zeros, every page backed, then the mark. A file this run created and
-    // could not prepare (a full disk, a quota) is removed again: left half-made, without its
-    // mark, every later dinner given the path would refuse it.
-    if let Err(e) = reset_table(&file, path, size) {
-        if fresh {
-            remove_if_same(path, &file);
-        }
-        return Err(e);
-    }
-    Ok(file)
-}
-
-/// Back every page of the table in the file (`fallocate`, through [`Mapping::allocate`]),
-/// then write it afresh: zeros and its mark. Backed first, so that a full disk or tmpfs is
-/// this error, not a fork posted into a page the file system cannot hold (the post would
-/// land in a private copy and its philosopher's neighbour wait for good); and an existing
-/// table that cannot be backed is left as it was, mark and all, not cut to nothing first.
-fn reset_table(file: &std::fs::File, path: &std::path::Path, size: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.set_len(size)
-        .with_context(|| format!("philosophers: size {}", path.display()))?;
-    MapOptions::new()
-        .read_write()
-        .shared()
-        .map(file)
-        .and_then(|map| map.allocate(..))
-        .with_context(|| format!("philosophers: prepare the table {}", path.display()))?;
-    let mut image = vec![0u8; size as usize];
-    image[MAGIC_AT..MAGIC_AT + 8].copy_from_slice(&MAGIC.to_le_bytes());
-    file.write_all_at(&image, 0)
-        .with_context(|| format!("philosophers: write {}", path.display()))?;
-    Ok(())
-}
-
-/// Remove `path` if it still names `file` (the file this run created): never another file
-/// put in its place since.
-fn remove_if_same(path: &std::path::Path, file: &std::fs::File) {
-    use std::os::unix::fs::MetadataExt;
-    let same = match (std::fs::symlink_metadata(path), file.metadata()) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    };
-    if same {
-        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -269,6 +164,9 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
     }
     table.gate()?; // made here, before any philosopher opens it
     let exe = std::env::current_exe().context("philosophers: find the mman executable")?;
+    // The fair dinner's watch on the machine starts before the philosophers do: the window
+    // before the gate opens sees the machine without the dinner.
+    let mut watch = (!args.greedy).then(load::Watch::start);
     let mut children: Vec<Option<Tracked>> = Vec::with_capacity(n);
     for i in 0..n {
         let mut cmd = Command::new(&exe);
@@ -291,6 +189,10 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
                 return Err(e.context(format!("philosophers: start philosopher {i}")));
             }
         }
+    }
+    if let Some(w) = &mut watch {
+        std::thread::sleep(load::FIRST_WINDOW.saturating_sub(w.since.elapsed()));
+        w.look(table.load()?, &children);
     }
     // Wait at the gate with the philosophers, then start the clock. A philosopher that dies
     // before it sits down would keep the gate shut: look at the children between waits.
@@ -380,6 +282,12 @@ pub fn philosophers(args: PhilosophersArgs) -> Result<()> {
                 STOP_PATIENCE.as_secs(),
             );
         }
+        if let Some(w) = watch
+            .as_mut()
+            .filter(|w| at_stop.is_none() && w.since.elapsed() >= load::window(n))
+        {
+            w.look(table.load()?, &children);
+        }
         let tick = Duration::from_millis(20);
         let until_stop = deadline
             .filter(|_| at_stop.is_none())
@@ -462,6 +370,16 @@ const FAIR_PERMILLE: u64 = 1020;
 /// fast), and a tighter bound costs no meals (N = 2 and 3, four rounds each: as many meals a
 /// second at 0.5% as at 2%; at N = 5 and 16, 0.5% cost 15%). At N = 2 `sem_t` hands the
 /// forks back and forth and reaches fairness 0.99-1.00: 2% would end at 0.98.
+///
+/// At a table of 2 the philosophers take turns: the one ahead naps until the other is as far
+/// ahead of it (or has eaten all its meals), not merely until the other has caught up.
+/// Caught up, both ate at once, and since they share both forks their meals alternated one
+/// by one, the forks' cache lines crossing between CPUs at every meal, until chance gave one
+/// a 0.5% lead: 36-44 M meals/s on two CPUs (split, free), against 59-100 M by turns, with
+/// the same fairness; on one CPU 100 M either way (2 s dinners, builds alternated;
+/// bench/RESULTS.md, "beside load"). Not at a table of 3, where one
+/// also eats at a time: two nappers each waiting for the other to get ahead would wait until
+/// [`FAIR_STALL`].
 const FAIR_PERMILLE_ONE_EATER: u64 = 1005;
 /// See [`FAIR_PERMILLE`].
 const FAIR_SLACK: u64 = 64;
@@ -484,7 +402,10 @@ const FAIR_STALL: Duration = Duration::from_secs(1);
 /// meals/s, every 1,024 to 9.9 M (fairness 0.96 and 0.95). The lead a philosopher can gain
 /// between looks is thus 0.1% of its meals, or N meals where that is more: at a large table
 /// in a short dinner (a thousand philosophers, a few thousand meals each) the bound is
-/// looser than 2%.
+/// looser than 2%. At a table of 2, which takes turns (see [`FAIR_PERMILLE_ONE_EATER`]), a
+/// philosopher looks every `FAIR_EVERY` meals all the same: while it eats alone the other's
+/// counter stands still, so a look costs no miss, and the lead stays within 0.5% and 128
+/// meals (fairness 0.995) instead of 0.6%.
 const FAIR_EVERY: u64 = 64;
 /// See [`FAIR_EVERY`].
 const FAIR_EVERY_SHIFT: u32 = 10;
@@ -495,9 +416,10 @@ const FAIR_EVERY_SHIFT: u32 = 10;
 pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) -> Result<()> {
     let fair = !greedy;
     let table = Table::open(&path, n)?;
-    if fair {
-        not_preempted_by_wakers();
-    }
+    let load = table.load()?;
+    // Whether this philosopher runs SCHED_BATCH: set at its first look at the table, then
+    // whenever the load word changes.
+    let mut batch = None;
     let (a, b) = (i, (i + 1) % n);
     let (first, second) = (table.fork(a.min(b))?, table.fork(a.max(b))?);
     // Seated: wait for everyone else (see GATE_AT). One long wait, not a loop of short ones:
@@ -523,13 +445,27 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     let mut stalled = None;
     'dinner: while (meals == 0 || mine < meals) && stop.load(Ordering::Relaxed) == 0 {
         if fair && mine >= next_look {
-            next_look = mine.saturating_add(FAIR_EVERY.max(mine >> FAIR_EVERY_SHIFT).max(n as u64));
+            let every = if n == 2 {
+                FAIR_EVERY
+            } else {
+                FAIR_EVERY.max(mine >> FAIR_EVERY_SHIFT).max(n as u64)
+            };
+            next_look = mine.saturating_add(every);
+            follow(load, &mut batch);
             let f = fewest();
             if stalled != Some(f) && too_far_ahead(mine, f) {
                 let (mut seen, mut since) = (f, Instant::now());
                 loop {
                     let f = fewest();
-                    if mine <= f.saturating_add(FAIR_SLACK) {
+                    let done = if n == 2 {
+                        // Turns (see FAIR_PERMILLE_ONE_EATER): until the other is as far
+                        // ahead as this one was, or has eaten all its meals.
+                        let most = all.iter().map(|m| m.load(Ordering::Relaxed)).max().unwrap_or(0);
+                        too_far_ahead(most, mine) || (meals != 0 && most >= meals)
+                    } else {
+                        mine <= f.saturating_add(FAIR_SLACK)
+                    };
+                    if done {
                         break;
                     }
                     if stop.load(Ordering::Relaxed) != 0 {
@@ -541,6 +477,8 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
                         stalled = Some(f);
                         break;
                     }
+                    // Load that came while napping must not keep the napper from its CPU.
+                    follow(load, &mut batch);
                     std::thread::sleep(FAIR_NAP);
                 }
             }
@@ -557,30 +495,56 @@ pub fn philosopher(path: PathBuf, n: usize, i: usize, meals: u64, greedy: bool) 
     Ok(())
 }
 
+/// Follow the table's load word: SCHED_BATCH while it is 0 (see [`not_preempted_by_wakers`]),
+/// the default policy otherwise; a system call only when the verdict changes (`batch` holds
+/// the last one set, None before the first).
+fn follow(load: &AtomicU64, batch: &mut Option<bool>) {
+    let want = load.load(Ordering::Relaxed) == 0;
+    if *batch != Some(want) {
+        not_preempted_by_wakers(want);
+        *batch = Some(want);
+    }
+}
+
 /// A fair philosopher asks the scheduler not to preempt it for a process that wakes up
-/// (`SCHED_BATCH`, which any process may choose for itself). The fair rule's naps end in
-/// wake-ups, about 4,000 a second at N = 5, and under the default policy each preempted
-/// whatever philosopher ran on that CPU, often holding a fork, so its neighbour spun and went
-/// to sleep on it: 20.9 M against 22.6 M meals/s (N = 5, eight rounds alternated, all eight
-/// ahead; N = 2 and 16 unchanged). Not for the greedy dinner: with no naps, the wake-ups are
-/// the forks' own, and a woken waiter that cannot preempt waits longer (glibc `sem_t`'s
-/// dinner under `chrt -b 0`: 12 M against 24 M meals/s). A hint: a kernel or sandbox that
-/// refuses it leaves the dinner as it was.
+/// (`SCHED_BATCH`, which any process may choose for itself, and leave again), while its table
+/// has the CPUs to itself. The fair rule's naps end in wake-ups, about 4,000 a second at
+/// N = 5, and under the default policy each preempted whatever philosopher ran on that CPU,
+/// often holding a fork, so its neighbour spun and went to sleep on it: 20.9 M against
+/// 22.6 M meals/s (N = 5, eight rounds alternated, all eight ahead; N = 2 and 16 unchanged).
+/// Not for the greedy dinner: with no naps, the wake-ups are the forks' own, and a woken
+/// waiter that cannot preempt waits longer (glibc `sem_t`'s dinner under `chrt -b 0`: 12 M
+/// against 24 M meals/s). A hint: a kernel or sandbox that refuses it leaves the dinner as it
+/// was.
 ///
 /// The price is paid on a busy machine. Beside two processes that spin on both CPUs, a
 /// napper that wakes cannot preempt them either, and waits out their time slices: the fair
 /// dinner then served 3.5-10 M meals/s against glibc `sem_t`'s 15-16 M (fairness 0.98
 /// against 0.26-0.43); without `SCHED_BATCH` it served 15-19 M there, but 5-9% less on an
-/// idle machine, where the targets are measured. Batch only while napping recovers little
-/// (4-10 M). Neither nap lengths (1.2-2.1 ms either way) nor the run queue tell the two
-/// cases apart from inside a philosopher, so the idle machine's choice stands
-/// (bench/RESULTS.md, "under load").
-fn not_preempted_by_wakers() {
+/// idle machine. Batch only while napping recovers little (4-10 M). Neither nap lengths
+/// (1.2-2.1 ms either way) nor the run queue tell the two cases apart from inside a
+/// philosopher (bench/RESULTS.md, "under load"). The parent tells them apart: it sees the
+/// whole machine, and what the table's CPUs did besides the dinner (`load`). So a fair
+/// philosopher runs batch only while the table's load word says the CPUs are the dinner's
+/// alone ([`follow`], at each look at the table and before each nap): beside CPU-bound load
+/// the table leaves batch before the gate opens, or within a window of load that comes
+/// mid-dinner, and takes it up again once the load is gone. Beside a spinner on each CPU the
+/// fair dinner then served 1.4-2.9x `sem_t`'s meals/s at N = 2, 5 and 16 (before: 0.02-3.2x
+/// from run to run, under 1x in 10 rows of 18), fairness unchanged (bench/RESULTS.md,
+/// "beside load").
+fn not_preempted_by_wakers(batch: bool) {
     #[cfg(target_os = "linux")]
     {
+        let policy = if batch {
+            libc::SCHED_BATCH
+        } else {
+            libc::SCHED_OTHER
+        };
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler reads `param` during the call only; pid 0 is the calling
         // thread, the one that eats.
-        let _hint = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        let _hint = unsafe { libc::sched_setscheduler(0, policy, &param) };
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = batch;
 }

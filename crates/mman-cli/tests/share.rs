@@ -359,3 +359,165 @@ fn scribbled_meal_counters_never_hang_a_fair_dinner_of_fixed_meals() {
     let lines = out.lines().filter(|l| l.trim_start().starts_with("philosopher "));
     assert_eq!(lines.count(), N, "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The fair dinner's scheduling beside load (issue 25): SCHED_BATCH only while the table has
+// its CPUs to itself.
+
+/// CPU-bound processes (`sh` spinning), killed and reaped when dropped.
+struct Spinners(Vec<std::process::Child>);
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The scheduling policy of `pid` (field 41 of /proc/PID/stat): 0 SCHED_OTHER, 3 SCHED_BATCH.
+fn policy(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+/// Start a fair dinner of `n` on a table in `dir`; return it once every philosopher has
+/// eaten (so has looked at the table's load word at least once), with the table mapped.
+fn dinner_under_way(dir: &std::path::Path, n: usize, extra: &[&str]) -> (std::process::Child, mman::Mapping) {
+    let size = 64 + 2 * 64 * n;
+    let table = dir.join("table");
+    let dinner = Command::new(env!("CARGO_BIN_EXE_mman"))
+        .args(["philosophers", "-n", &n.to_string(), "--file"])
+        .arg(&table)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read(&table).is_ok_and(|b| b.len() == size && b.get(8..16) == Some(&b"MMANPHIL"[..])) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no table");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let map = mman::MapOptions::new()
+        .read_write()
+        .shared()
+        .len(size)
+        .map_path(&table)
+        .unwrap();
+    let ate = |i: usize| {
+        map.atomic_u64(64 + 64 * n + 64 * i)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while !(0..n).all(|i| ate(i) > 0) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the dinner did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (dinner, map)
+}
+
+/// Beside CPU-bound processes on every CPU, the fair philosophers run the default policy:
+/// as SCHED_BATCH tasks (as they always did before), a napper that woke waited out the
+/// spinners' time slices, and the dinner served 0.02-0.2x glibc `sem_t`'s meals/s.
+#[test]
+fn beside_cpu_bound_load_the_fair_philosophers_leave_sched_batch() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spinners = Spinners(
+        (0..cpus)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let (dinner, _map) = dinner_under_way(dir.path(), 3, &["--seconds", "2"]);
+    let policies: Vec<(u32, Option<u32>)> = children_of(dinner.id())
+        .into_iter()
+        .map(|k| (k, policy(k)))
+        .collect();
+    drop(spinners);
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(policies.len(), 3, "{policies:?}");
+    assert!(
+        policies.iter().all(|p| p.1 == Some(0)),
+        "pid, policy (0 SCHED_OTHER, 3 SCHED_BATCH): {policies:?}"
+    );
+}
+
+/// Load that comes in the middle of a dinner is seen too: CPU-bound processes started once
+/// the philosophers are eating make them leave SCHED_BATCH within a few of the parent's
+/// half-second windows.
+#[test]
+fn load_that_comes_mid_dinner_makes_the_fair_philosophers_leave_sched_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dinner, _map) = dinner_under_way(dir.path(), 3, &["--seconds", "6"]);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spinners = Spinners(
+        (0..cpus)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let kids = children_of(dinner.id());
+    let seen = Instant::now();
+    let mut policies: Vec<Option<u32>> = kids.iter().map(|&k| policy(k)).collect();
+    while !policies.iter().all(|p| *p == Some(0)) && seen.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(50));
+        policies = kids.iter().map(|&k| policy(k)).collect();
+    }
+    drop(spinners);
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    assert!(
+        policies.iter().all(|p| *p == Some(0)),
+        "policies (0 SCHED_OTHER, 3 SCHED_BATCH) 4 s after the load came: {policies:?}"
+    );
+}
+
+/// Garbage a peer writes into the table's load word changes how the philosophers are
+/// scheduled, never whether the dinner ends or who eats what: here the word flips between
+/// values for a second while two fair philosophers eat a fixed number of meals.
+#[test]
+fn garbage_in_the_load_word_never_hangs_a_fair_dinner() {
+    const MEALS: u64 = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dinner, map) = dinner_under_way(dir.path(), 2, &["--meals", &MEALS.to_string()]);
+    let word = map.atomic_u64(48).unwrap();
+    let scribbling = Instant::now();
+    let mut k = 0u64;
+    while scribbling.elapsed() < Duration::from_secs(1) && dinner.try_wait().unwrap().is_none() {
+        let garbage = [0, 1, u64::MAX, 0x5555_5555_5555_5555][(k % 4) as usize];
+        word.store(garbage, std::sync::atomic::Ordering::Relaxed);
+        k += 1;
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let ended = Instant::now();
+    while dinner.try_wait().unwrap().is_none() {
+        if ended.elapsed() > Duration::from_secs(60) {
+            let _ = dinner.kill(); // its philosophers die with it (PR_SET_PDEATHSIG)
+            let _ = dinner.wait();
+            panic!("the dinner never ended after its load word was scribbled on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("fairness min/max {MEALS}/{MEALS}")),
+        "{out}"
+    );
+}
