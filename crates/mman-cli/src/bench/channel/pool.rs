@@ -136,9 +136,17 @@ pub fn handoff_memcpy(size: u64, count: u64) -> f64 {
     const BUFS: u64 = 4;
     let bufs: Vec<Mutex<Vec<u8>>> = (0..BUFS).map(|_| Mutex::new(vec![0u8; size as usize])).collect();
     let (filled, emptied) = (AtomicU64::new(0), AtomicU64::new(0));
+    // Spin a little, then yield: where a placement pins this process to one CPU, both
+    // threads share it, and a spin would only burn the other's turn.
     let wait_for = |word: &AtomicU64, at_least: u64| {
+        let mut spins = 0u32;
         while word.load(Ordering::Acquire) < at_least {
-            std::hint::spin_loop();
+            if spins < 1000 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     };
     let t0 = Instant::now();
