@@ -20,6 +20,9 @@ use crate::wait::{blocking, seconds, Timeout};
 /// The ring of each sender by default: 1 MiB (messages up to 1 MiB less 16 bytes).
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
+/// A batch received (`recv_batch`) takes no more messages once it holds this many bytes.
+const BATCH_BYTES: usize = 4 << 20;
+
 /// The largest scratch buffer a sender keeps between messages for gathering one.
 const SCRATCH_KEPT: usize = 8 << 20;
 
@@ -166,6 +169,7 @@ impl Channel {
         Receiver {
             end: End::new(self.name.clone(), Some(self.chan.clone())),
             pending: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -377,6 +381,10 @@ pub struct Receiver {
     end: End<channel::Channel, channel::Receiver>,
     /// A message `recv_into` could not fit: the next call returns it.
     pending: Option<Message>,
+    /// The allocation messages of bytes are received into, given back by the calls that
+    /// copy them out (`recv`, `recv_into`; up to `SCRATCH_KEPT`), so that a large message
+    /// does not cost fresh pages each time.
+    scratch: Vec<u8>,
 }
 
 impl Receiver {
@@ -386,20 +394,24 @@ impl Receiver {
             return Ok(Some(m));
         }
         let rx = self.end.get(py, |c| c.receiver())?;
+        let scratch = &mut self.scratch;
         // A message already there is taken without letting go of the GIL.
-        if let Some(m) = rx.recv_message_timeout(Duration::ZERO).py_err()? {
+        if let Some(m) = rx.recv_message_timeout_in(Duration::ZERO, scratch).py_err()? {
             return Ok(Some(m));
         }
         if timeout == Some(Duration::ZERO) {
             return Ok(None);
         }
-        blocking(py, timeout, |slice| {
-            if slice.is_zero() {
-                rx.recv_message_timeout(Duration::ZERO)
-            } else {
-                rx.recv_message_timeout(slice)
+        blocking(py, timeout, |slice| rx.recv_message_timeout_in(slice, scratch))
+    }
+
+    /// Keep the allocation of a message of bytes copied out, for the next one.
+    fn give_back(&mut self, m: Message) {
+        if let Message::Bytes(v) = m {
+            if v.capacity() <= SCRATCH_KEPT {
+                self.scratch = v;
             }
-        })
+        }
     }
 }
 
@@ -411,6 +423,7 @@ impl Receiver {
         Receiver {
             end: End::new(name, None),
             pending: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -420,14 +433,19 @@ impl Receiver {
     fn recv<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let timeout = seconds(timeout)?;
         let m = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
-        bytes_of(py, m.as_bytes())
+        let out = bytes_of(py, m.as_bytes());
+        self.give_back(m);
+        out
     }
 
     /// The next message if there is one now, else None.
     fn try_recv<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.take(py, Some(Duration::ZERO))?
-            .map(|m| bytes_of(py, m.as_bytes()))
-            .transpose()
+        let Some(m) = self.take(py, Some(Duration::ZERO))? else {
+            return Ok(None);
+        };
+        let out = bytes_of(py, m.as_bytes());
+        self.give_back(m);
+        out.map(Some)
     }
 
     /// Copy the next message into the writable bytes-like `buffer`; its length. A message
@@ -459,11 +477,13 @@ impl Receiver {
         } else {
             out[..n].copy_from_slice(src);
         }
+        self.give_back(m);
         Ok(n)
     }
 
     /// Up to `max` messages: waits for the first (at most `timeout`), then takes those
-    /// already there.
+    /// already there until the batch holds `BATCH_BYTES` (4 MiB): a sender that keeps up
+    /// with a batch of large messages must not grow it without bound.
     #[pyo3(signature = (max=1024, timeout=None))]
     fn recv_batch<'py>(
         &mut self,
@@ -477,11 +497,17 @@ impl Receiver {
             return Ok(out);
         }
         let first = self.take(py, timeout)?.ok_or_else(|| timed_out("recv"))?;
+        let mut bytes = first.as_bytes().len();
         out.append(bytes_of(py, first.as_bytes())?)?;
-        let rx = self.end.get(py, |c| c.receiver())?;
-        while out.len() < max {
-            match rx.try_recv() {
-                Ok(Some(m)) => out.append(PyBytes::new(py, &m))?,
+        self.give_back(first);
+        while out.len() < max && bytes < BATCH_BYTES {
+            let rx = self.end.get(py, |c| c.receiver())?;
+            match rx.recv_message_timeout_in(Duration::ZERO, &mut self.scratch) {
+                Ok(Some(m)) => {
+                    bytes += m.as_bytes().len();
+                    out.append(bytes_of(py, m.as_bytes())?)?;
+                    self.give_back(m);
+                }
                 Ok(None) => break,
                 // Messages taken so far are returned; the error comes at the next call.
                 Err(e) if e.kind() == ErrorKind::Disconnected => break,

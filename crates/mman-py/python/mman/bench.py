@@ -14,7 +14,7 @@ numpy is installed): ``send_obj``/``recv_obj`` for mman (pickle protocol 5, out-
   messages per second over the whole stream. The count adapts so a stream lasts about
   ``--seconds``.
 
-mman's endpoints spin 30 µs before they sleep (its default); ``--spin 0`` makes them sleep
+mman's endpoints spin up to 50 µs, where that can help, before they sleep (its default); ``--spin 0`` makes them sleep
 at once, which is faster on a loaded machine, where a spinning waiter takes the CPU its
 peer needs.
 
@@ -397,7 +397,7 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=0.3, help="length of each one-way stream")
     p.add_argument(
         "--spin", type=float, default=None,
-        help="seconds mman's waiting endpoints spin before sleeping (default: mman's, 30 us; "
+        help="seconds mman's waiting endpoints spin before sleeping (default: mman's, up to 50 us; "
         "0, sleeping at once, is faster on a loaded machine, where a spinner takes the CPU "
         "its peer needs)",
     )
@@ -442,7 +442,7 @@ def main(argv=None):
             print(f"{m}: not installed, skipped")
         for what, r, t in targets(results):
             print(f"{what}: {r:.1f}x (target {t}x){'' if r >= t else '  MISSED'}")
-        spin = "default (30 us)" if args.spin is None else f"{args.spin * 1e6:g} us"
+        spin = "default (up to 50 us)" if args.spin is None else f"{args.spin * 1e6:g} us"
         print(f"mman spin {spin}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
