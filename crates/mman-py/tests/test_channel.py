@@ -436,10 +436,10 @@ def test_broadcast_to_two_child_processes(method):
 
 
 def test_messages_larger_than_the_ring_go_through_the_pool_or_as_sealed_memfds():
-    # From 32 KiB up to a pool slot (1 MiB by default), a message goes through the pool:
+    # From 32 KiB up to a pool slot (2 MiB by default), a message goes through the pool:
     # copied out, so recv_obj's arrays are writable copies.
     c = mman.Channel(capacity=1 << 16)
-    assert c.pool == (4, 1 << 20) and c.max_message == 1 << 20
+    assert c.pool == (4, 2 << 20) and c.max_message == 2 << 20
     tx, rx = c.sender(), c.receiver()
     big = bytes(range(256)) * 2048  # 512 KiB, 8x the ring
     tx.send(big)
@@ -453,10 +453,10 @@ def test_messages_larger_than_the_ring_go_through_the_pool_or_as_sealed_memfds()
     np.testing.assert_array_equal(got, a)
     assert got.flags.writeable
     # Larger than a slot: a sealed memfd, whose arrays are read-only views.
-    huge = bytes(range(256)) * 8192  # 2 MiB
+    huge = bytes(range(256)) * 12288  # 3 MiB
     tx.send(huge)
     assert rx.recv(timeout=30) == huge
-    a = np.arange(300_000, dtype=np.float64)
+    a = np.arange(400_000, dtype=np.float64)  # 3.2 MB
     tx.send_obj(a)
     got = rx.recv_obj(timeout=30)
     np.testing.assert_array_equal(got, a)
