@@ -303,7 +303,7 @@ fn scribbled_meal_counters_never_hang_a_fair_dinner_of_fixed_meals() {
     const SIZE: u64 = 64 + 2 * 64 * N as u64;
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table");
-    let mut dinner = Command::new(env!("CARGO_BIN_EXE_mman"))
+    let dinner = Command::new(env!("CARGO_BIN_EXE_mman"))
         .args([
             "philosophers",
             "-n",
@@ -341,20 +341,10 @@ fn scribbled_meal_counters_never_hang_a_fair_dinner_of_fixed_meals() {
         }
         std::thread::sleep(Duration::from_micros(20));
     }
-    // The peer is gone; the dinner (well under a second undisturbed) must end.
-    let ended = Instant::now();
-    while dinner.try_wait().unwrap().is_none() {
-        if ended.elapsed() > Duration::from_secs(60) {
-            let _ = dinner.kill(); // its philosophers die with it (PR_SET_PDEATHSIG)
-            let _ = dinner.wait();
-            panic!("the dinner never ended after its meal counters were scribbled on");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // It ends as a dinner does; the meals it prints are the counters, which the peer may have
-    // zeroed after a philosopher finished, so only their number is checked.
-    let o = dinner.wait_with_output().unwrap();
-    assert!(o.status.success(), "{o:?}");
+    // The peer is gone; the dinner (well under a second undisturbed) must end. It ends as a
+    // dinner does; the meals it prints are the counters, which the peer may have zeroed
+    // after a philosopher finished, so only their number is checked.
+    let o = ends_within_a_minute(dinner, "its meal counters were scribbled on");
     let out = stdout(&o);
     let lines = out.lines().filter(|l| l.trim_start().starts_with("philosopher "));
     assert_eq!(lines.count(), N, "{out}");
@@ -366,6 +356,20 @@ fn scribbled_meal_counters_never_hang_a_fair_dinner_of_fixed_meals() {
 
 /// CPU-bound processes (`sh` spinning), killed and reaped when dropped.
 struct Spinners(Vec<std::process::Child>);
+
+impl Spinners {
+    /// One spinner for each CPU this process may use.
+    fn on_every_cpu() -> Spinners {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spin = || {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        };
+        Spinners((0..cpus).map(|_| spin()).collect())
+    }
+}
 
 impl Drop for Spinners {
     fn drop(&mut self) {
@@ -424,17 +428,7 @@ fn dinner_under_way(dir: &std::path::Path, n: usize, extra: &[&str]) -> (std::pr
 /// spinners' time slices, and the dinner served 0.02-0.2x glibc `sem_t`'s meals/s.
 #[test]
 fn beside_cpu_bound_load_the_fair_philosophers_leave_sched_batch() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spinners = Spinners(
-        (0..cpus)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let spinners = Spinners::on_every_cpu();
     std::thread::sleep(Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
     let (dinner, _map) = dinner_under_way(dir.path(), 3, &["--seconds", "2"]);
@@ -459,17 +453,7 @@ fn beside_cpu_bound_load_the_fair_philosophers_leave_sched_batch() {
 fn load_that_comes_mid_dinner_makes_the_fair_philosophers_leave_sched_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (dinner, _map) = dinner_under_way(dir.path(), 3, &["--seconds", "6"]);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spinners = Spinners(
-        (0..cpus)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let spinners = Spinners::on_every_cpu();
     let kids = children_of(dinner.id());
     let seen = Instant::now();
     let mut policies: Vec<Option<u32>> = kids.iter().map(|&k| policy(k)).collect();
@@ -504,20 +488,27 @@ fn garbage_in_the_load_word_never_hangs_a_fair_dinner() {
         k += 1;
         std::thread::sleep(Duration::from_micros(20));
     }
-    let ended = Instant::now();
-    while dinner.try_wait().unwrap().is_none() {
-        if ended.elapsed() > Duration::from_secs(60) {
-            let _ = dinner.kill(); // its philosophers die with it (PR_SET_PDEATHSIG)
-            let _ = dinner.wait();
-            panic!("the dinner never ended after its load word was scribbled on");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = dinner.wait_with_output().unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let o = ends_within_a_minute(dinner, "its load word was scribbled on");
     let out = stdout(&o);
     assert!(
         out.contains(&format!("fairness min/max {MEALS}/{MEALS}")),
         "{out}"
     );
+}
+
+/// Wait for `dinner` to end (a minute at most: then it is killed and the test fails, saying
+/// `after`); its output, after checking that it succeeded.
+fn ends_within_a_minute(mut dinner: std::process::Child, after: &str) -> std::process::Output {
+    let ended = Instant::now();
+    while dinner.try_wait().unwrap().is_none() {
+        if ended.elapsed() > Duration::from_secs(60) {
+            let _ = dinner.kill(); // its philosophers die with it (PR_SET_PDEATHSIG)
+            let _ = dinner.wait();
+            panic!("the dinner never ended after {after}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = dinner.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    o
 }
