@@ -2,7 +2,7 @@
 //! `mman::cache`.
 //!
 //! The arguments live here, and what they select; the rest by concept: [`jobs`] walks for
-//! status, touch and evict, [`output`] prints what they found (text or JSON), [`lock`]
+//! status, touch and evict, [`output`] prints what they found (text or JSON), [`lock`](mod@lock)
 //! locks files and holds them, with the process machinery of holding (stop signals, pid
 //! file, daemon) in [`holder`].
 

@@ -20,8 +20,13 @@ pub struct MapsArgs {
     /// Largest first by this figure (default: address order).
     #[arg(long, value_enum)]
     sort: Option<SortKey>,
-    /// Only mappings whose name (path, or [heap], [stack], [anon]...) matches GLOB or equals it.
-    #[arg(long, value_name = "GLOB", value_parser = crate::args::glob)]
+    /// Only mappings whose name (path, or `[heap]`, `[stack]`, `[anon]`...) matches GLOB or equals it.
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_parser = crate::args::glob,
+        help = "Only mappings whose name (path, or [heap], [stack], [anon]...) matches GLOB or equals it"
+    )]
     filter: Option<globset::Glob>,
     /// Every smaps figure, as pmap -X prints them.
     #[arg(short = 'X', long)]

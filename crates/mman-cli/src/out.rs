@@ -1,6 +1,6 @@
 //! Standard output and input, checked, the way GNU tools treat them.
 //!
-//! * Every write to standard output goes through [`stdout`] (or the [`outln!`]
+//! * Every write to standard output goes through [`stdout`] (or the `outln!`
 //!   macro): a failed write is an error, `mman: write error: <reason>`, exit 1 — never a
 //!   panic as `println!` gives on `/dev/full`.
 //! * A reader that went away (`| head`): mman dies of SIGPIPE, as GNU tools do, so a shell
