@@ -70,18 +70,18 @@ fn map_shared(fd: &impl AsFd) -> Result<Mapping> {
     MapOptions::new().read_write().shared().map(fd.as_fd())
 }
 
-/// Back the first `eager` bytes of a region in its object ([`Mapping::allocate`]) and make
+/// Back a range of a region (its first `eager` bytes when made or opened) in its object ([`Mapping::allocate`]) and make
 /// their page-table entries now (`MADV_POPULATE_WRITE`): the ring's first lap would
 /// otherwise take a page fault every 4 KiB on each side, in the middle of the messages. The
 /// creator's `fallocate` backed them already, but an object opened by name or received may
 /// have been left sparse: a full `/dev/shm` is an error when the channel is made or opened,
 /// never a fault in the middle of a send. The bytes after `eager` (a pool's slots) are
 /// backed by the sender that first loans each slot ([`Region::back`]).
-fn prepare(map: &Mapping, eager: usize) -> Result<()> {
-    map.allocate(..eager)?;
+fn prepare(map: &Mapping, range: std::ops::Range<usize>) -> Result<()> {
+    map.allocate(range.clone())?;
     // Only speed is at stake (a kernel before 5.14 lacks the advice; the pages then fault
     // in when first touched, backed all the same).
-    let _ = map.advise(..eager, crate::map::Advice::PopulateWrite);
+    let _ = map.advise(range, crate::map::Advice::PopulateWrite);
     Ok(())
 }
 
@@ -124,7 +124,7 @@ impl Region {
         fd.set_len(shape.len as u64)?;
         fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW)?;
         let map = map_shared(&fd)?;
-        prepare(&map, shape.eager)?;
+        prepare(&map, 0..shape.eager)?;
         Ok(Region::init(map, shape, Backing::Anonymous(fd)))
     }
 
@@ -133,7 +133,7 @@ impl Region {
         let mut obj = SharedMemory::create_backed(name, shape.len as u64, shape.eager as u64)?;
         // The last endpoint unlinks it (see `Drop`), not the creating handle.
         obj.keep();
-        let map = match map_shared(&obj).and_then(|m| prepare(&m, shape.eager).map(|()| m)) {
+        let map = match map_shared(&obj).and_then(|m| prepare(&m, 0..shape.eager).map(|()| m)) {
             Ok(m) => m,
             Err(e) => {
                 let _ = SharedMemory::unlink(name);
@@ -150,7 +150,7 @@ impl Region {
         fd.set_len(shape.len as u64)?;
         fd.add_seals(shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL)?;
         let map = map_shared(&fd)?;
-        prepare(&map, shape.eager)?;
+        prepare(&map, 0..shape.eager)?;
         Ok(Region::init(map, shape, Backing::Memfd(fd)))
     }
 
@@ -263,7 +263,7 @@ impl Region {
                 region.map.len()
             )));
         }
-        prepare(&region.map, shape.eager.min(shape.len))?;
+        prepare(&region.map, 0..shape.eager.min(shape.len))?;
         region.shape = shape;
         Ok(region)
     }
@@ -274,10 +274,7 @@ impl Region {
     /// # Errors
     /// [`ErrorKind::StorageFull`] when `/dev/shm` lacks the room; the error of `fallocate`.
     pub fn back(&self, offset: usize, len: usize) -> Result<()> {
-        let range = offset..offset.saturating_add(len).min(self.map.len());
-        self.map.allocate(range.clone())?;
-        let _ = self.map.advise(range, crate::map::Advice::PopulateWrite);
-        Ok(())
+        prepare(&self.map, offset..offset.saturating_add(len).min(self.map.len()))
     }
 
     /// The shape validated when the region was made or opened.

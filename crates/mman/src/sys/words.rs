@@ -276,23 +276,13 @@ mod blocks {
     /// As [`super::copy_out`] for `w .. w + len`; `dst .. dst + len` is writable and private.
     #[inline]
     pub unsafe fn load(w: usize, dst: *mut u8, len: usize) -> usize {
-        if !cfg!(target_arch = "x86_64") || len < FROM {
-            return 0;
+        // SAFETY: per the contract; the head word is an aligned word of the caller's range,
+        // and `dst` has room for its 8 bytes.
+        unsafe {
+            prefix(w, dst as usize, len, w, |s, d| {
+                (d as *mut [u8; W]).write_unaligned(super::load(s).to_ne_bytes())
+            })
         }
-        let k = if !w.is_multiple_of(16) {
-            // SAFETY: an aligned word of the caller's range; `dst` has room for 8 bytes.
-            unsafe {
-                dst.cast::<[u8; W]>()
-                    .write_unaligned(super::load(w).to_ne_bytes())
-            };
-            W
-        } else {
-            0
-        };
-        let n = (len - k) / BLOCK;
-        // SAFETY: the shared side is 16-aligned; both ranges hold `n` blocks (caller).
-        unsafe { copy(w + k, dst.add(k) as usize, n) };
-        k + n * BLOCK
     }
 
     /// Copy from the private `src` to the shared, 8-aligned `w`.
@@ -301,22 +291,14 @@ mod blocks {
     /// As [`super::copy_in`] for `w .. w + len`; `src .. src + len` is readable.
     #[inline]
     pub unsafe fn store(src: *const u8, w: usize, len: usize) -> usize {
-        if !cfg!(target_arch = "x86_64") || len < FROM {
-            return 0;
+        // SAFETY: per the contract; `src` holds the head word's 8 bytes, and `w` is an
+        // aligned word of the caller's range.
+        unsafe {
+            prefix(src as usize, w, len, w, |s, d| {
+                let v = u64::from_ne_bytes((s as *const [u8; W]).read_unaligned());
+                word(d).store(v, Ordering::Relaxed)
+            })
         }
-        let k = if !w.is_multiple_of(16) {
-            // SAFETY: `src` holds 8 bytes; `w` is an aligned word of the caller's range.
-            let v = u64::from_ne_bytes(unsafe { src.cast::<[u8; W]>().read_unaligned() });
-            // SAFETY: as above.
-            unsafe { word(w) }.store(v, Ordering::Relaxed);
-            W
-        } else {
-            0
-        };
-        let n = (len - k) / BLOCK;
-        // SAFETY: the shared side is 16-aligned; both ranges hold `n` blocks (caller).
-        unsafe { copy(src.add(k) as usize, w + k, n) };
-        k + n * BLOCK
     }
 
     /// Copy between two shared, 8-aligned ranges; only when both sides can be 16-aligned at
@@ -327,18 +309,44 @@ mod blocks {
     #[cfg(all(linux_like, feature = "channel"))]
     #[inline]
     pub unsafe fn between(s: usize, d: usize, len: usize) -> usize {
-        if !cfg!(target_arch = "x86_64") || len < FROM || s % 16 != d % 16 {
+        if s % 16 != d % 16 {
             return 0;
         }
-        let k = if !s.is_multiple_of(16) {
-            // SAFETY: aligned words of the caller's ranges.
-            unsafe { word(d).store(super::load(s), Ordering::Relaxed) };
-            W
-        } else {
+        // SAFETY: per the contract; the head words are aligned words of the caller's ranges.
+        unsafe {
+            prefix(s, d, len, s, |s, d| {
+                word(d).store(super::load(s), Ordering::Relaxed)
+            })
+        }
+    }
+
+    /// The prefix of a copy of `len` bytes from `s` to `d` made of blocks: nothing when short
+    /// (or off x86-64), else the one word `head` copies to bring `shared` (`s` or `d`, the
+    /// side others reach) to a 16-byte boundary, then whole blocks. Its length.
+    ///
+    /// # Safety
+    /// Both ranges hold `len` bytes (mapped readable and writable), the side others reach is
+    /// `shared` and follows this module's scheme; `head(s, d)` copies the 8 bytes at `s` to
+    /// `d` by that scheme.
+    #[inline(always)]
+    unsafe fn prefix(
+        s: usize,
+        d: usize,
+        len: usize,
+        shared: usize,
+        head: impl FnOnce(usize, usize),
+    ) -> usize {
+        if !cfg!(target_arch = "x86_64") || len < FROM {
+            return 0;
+        }
+        let k = if shared.is_multiple_of(16) {
             0
+        } else {
+            head(s, d);
+            W
         };
         let n = (len - k) / BLOCK;
-        // SAFETY: both sides 16-aligned, each holding `n` blocks (caller).
+        // SAFETY: the shared side is 16-aligned from `k` on; both ranges hold `n` blocks.
         unsafe { copy(s + k, d + k, n) };
         k + n * BLOCK
     }
